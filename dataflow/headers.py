@@ -1,0 +1,67 @@
+"""Kafka record header names: one place for the header wire contract (spec 2.4)."""
+from __future__ import annotations
+
+from typing import Iterable
+
+PIPELINE = "pipeline"
+PIPELINE_VERSION = "x-pipeline-version"
+REQUEST_ID = "x-request-id"
+PIPELINE_ERRORS = "seldon-pipeline-errors"
+INFER_TYPE = "seldon-infer-type"
+SELDON_ROUTE = "x-seldon-route"
+ALIBI_TYPE = "x-seldon-alibi-type"
+ALIBI_METHOD = "x-seldon-alibi-method"
+ALIBI_DISCARDS = (ALIBI_TYPE, ALIBI_METHOD)
+
+# Routing headers on the gateway's HTTP/gRPC side (spec 5.1).
+SELDON_MODEL = "seldon-model"
+SELDON_INTERNAL_MODEL = "seldon-internal-model"
+
+Headers = list[tuple[str, bytes]]
+
+
+def values(headers: Iterable[tuple[str, bytes]] | None, name: str) -> list[bytes]:
+    """All values of header ``name`` in order (Kafka headers may repeat)."""
+    return [v for k, v in headers or () if k == name]
+
+
+def first(headers: Iterable[tuple[str, bytes]] | None, name: str) -> bytes | None:
+    for k, v in headers or ():
+        if k == name:
+            return v
+    return None
+
+
+def has_value(headers: Iterable[tuple[str, bytes]] | None, name: str, value: bytes) -> bool:
+    """True if any instance of header ``name`` equals ``value`` (the pipeline filter rule)."""
+    return any(k == name and v == value for k, v in headers or ())
+
+
+def normalise(headers) -> Headers:
+    """Coerce client-library header shapes (None, dict, list of str/bytes pairs) to ``Headers``."""
+    if not headers:
+        return []
+    items = headers.items() if isinstance(headers, dict) else headers
+    out: Headers = []
+    for k, v in items:
+        if isinstance(k, bytes):
+            k = k.decode("utf-8", "replace")
+        if v is None:
+            v = b""
+        elif isinstance(v, str):
+            v = v.encode("utf-8")
+        out.append((k, bytes(v)))
+    return out
+
+
+def rewrite_for_sink(headers: Iterable[tuple[str, bytes]] | None, pipeline: str, version: int) -> Headers:
+    """Header adjust at every dataflow sink (spec 2.4 / 3.3).
+
+    Drops alibi headers and all ``pipeline`` / ``x-pipeline-version`` instances, keeps the rest
+    in order, then appends fresh ``pipeline`` and ``x-pipeline-version``.
+    """
+    drop = (PIPELINE, PIPELINE_VERSION) + ALIBI_DISCARDS
+    out = [(k, v) for k, v in headers or () if k not in drop]
+    out.append((PIPELINE, pipeline.encode()))
+    out.append((PIPELINE_VERSION, str(version).encode()))
+    return out

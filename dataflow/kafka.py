@@ -1,0 +1,265 @@
+"""Kafka wire contracts in one place: topic names, partitioning, group ids, client settings, admin.
+
+Topic names follow spec 1.1, partitioning spec 2.3, group ids spec 3.1 / 5.2 / 6. Everything else
+in the project imports these instead of formatting names or computing partitions itself.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+log = logging.getLogger(__name__)
+
+SEPARATOR = "."
+DEFAULT_PREFIX = "seldon"
+DEFAULT_NAMESPACE = "default"
+INPUTS = "inputs"
+OUTPUTS = "outputs"
+ERRORS = "errors"
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+class KafkaSetupError(RuntimeError):
+    """A topic could not be created / described / deleted, or a setting is invalid."""
+
+
+@dataclass(frozen=True, slots=True)
+class TopicNamer:
+    """Builds the topic names of spec 1.1: ``{prefix}.{ns}.(model|pipeline).{name}.(inputs|outputs)``."""
+
+    prefix: str = DEFAULT_PREFIX
+    namespace: str = DEFAULT_NAMESPACE
+
+    def __post_init__(self) -> None:
+        if not _PREFIX_RE.match(self.prefix):
+            raise KafkaSetupError(
+                f"The kafka prefix {self.prefix} is invalid; it must match {_PREFIX_RE.pattern}"
+            )
+        if not self.namespace:
+            object.__setattr__(self, "namespace", DEFAULT_NAMESPACE)
+
+    def _base(self) -> str:
+        return f"{self.prefix}{SEPARATOR}{self.namespace}"
+
+    def model_inputs(self, model: str) -> str:
+        return f"{self._base()}.model.{model}.{INPUTS}"
+
+    def model_outputs(self, model: str) -> str:
+        return f"{self._base()}.model.{model}.{OUTPUTS}"
+
+    def pipeline_inputs(self, pipeline: str) -> str:
+        return f"{self._base()}.pipeline.{pipeline}.{INPUTS}"
+
+    def pipeline_outputs(self, pipeline: str) -> str:
+        return f"{self._base()}.pipeline.{pipeline}.{OUTPUTS}"
+
+    def errors(self) -> str:
+        return f"{self._base()}.{ERRORS}.{ERRORS}"
+
+    def model_topic(self, ref: str) -> str:
+        """``{prefix}.{ns}.model.{ref}`` for ``ref`` = ``m.inputs|outputs[.T]``."""
+        return f"{self._base()}.model.{ref}"
+
+    def pipeline_topic(self, ref: str) -> str:
+        return f"{self._base()}.pipeline.{ref}"
+
+
+def topic_suffix(topic: str) -> str:
+    """Last dot-part of a topic name (``inputs``, ``outputs``, ``errors``...)."""
+    return topic.rsplit(SEPARATOR, 1)[-1]
+
+
+def partition_for_key(key: str | bytes | None, num_partitions: int) -> int:
+    """Sink partition (spec 2.3): the integer before the first ``.`` of the key, clamped; else 0."""
+    if num_partitions <= 1 or key is None:
+        return 0
+    if isinstance(key, bytes):
+        key = key.decode("utf-8", "replace")
+    head = key.split(SEPARATOR, 1)[0]
+    try:
+        p = int(head)
+    except ValueError:
+        return 0
+    return min(max(p, 0), num_partitions - 1)
+
+
+def hash_if_long(uid: str) -> str:
+    """The uid itself if at most 16 chars, else its MD5 hex (reference ``hashIfLong``)."""
+    return uid if len(uid) <= 16 else hashlib.md5(uid.encode()).hexdigest()
+
+
+def _prefixed(name: str, consumer_prefix: str = "", namespace: str = "") -> str:
+    parts = [p for p in (consumer_prefix, namespace) if p]
+    return "-".join(parts + [name])
+
+
+def dataflow_group_id(uid: str, consumer_prefix: str = "", namespace: str = "") -> str:
+    """Consumer group of one pipeline version: ``[prefix-][ns-]seldon-dataflow-<hashIfLong(uid)>``."""
+    return _prefixed(f"seldon-dataflow-{hash_if_long(uid)}", consumer_prefix, namespace)
+
+
+def fnv32a(text: str) -> int:
+    h = 0x811C9DC5
+    for b in text.encode():
+        h ^= b
+        h = (h * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+def pipelinegateway_group_id(name: str, consumer_prefix: str = "", namespace: str = "", buckets: int = 100) -> str:
+    return _prefixed(f"seldon-pipelinegateway-{fnv32a(name) % buckets}", consumer_prefix, namespace)
+
+
+def modelgateway_group_id(model: str, consumer_prefix: str = "", namespace: str = "", buckets: int = 100) -> str:
+    return _prefixed(f"seldon-modelgateway-{fnv32a(model) % buckets}", consumer_prefix, namespace)
+
+
+# --------------------------------------------------------------------------------------------
+# Client settings
+# --------------------------------------------------------------------------------------------
+
+BOOTSTRAP_ENV = "DATAFLOW_KAFKA_BOOTSTRAP"
+CONFIG_ENV = "DATAFLOW_KAFKA_CONFIG"  # JSON file of extra librdkafka settings (security, SASL, TLS)
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """Connection settings shared by every client. ``extra`` holds standard librdkafka keys
+    (``security.protocol``, ``sasl.*``, ``ssl.*``...) so a real cluster needs no code change."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    extra: tuple[tuple[str, str], ...] = ()
+    # Latency-path defaults (environment notes 4, 8): short fetch waits, quick group joins.
+    session_timeout_ms: int = 6000
+    fetch_wait_max_ms: int = 10
+
+    @classmethod
+    def from_env(cls, bootstrap: str | None = None, config_path: str | None = None) -> "KafkaSettings":
+        import json
+
+        bootstrap = bootstrap or os.environ.get(BOOTSTRAP_ENV) or "127.0.0.1:9092"
+        extra: dict[str, str] = {}
+        path = config_path or os.environ.get(CONFIG_ENV)
+        if path:
+            try:
+                with open(path) as f:
+                    extra = {str(k): str(v) for k, v in json.load(f).items()}
+            except (OSError, ValueError) as exc:
+                raise KafkaSetupError(f"cannot read Kafka config {path}: {exc}") from exc
+        return cls(bootstrap_servers=bootstrap, extra=tuple(sorted(extra.items())))
+
+    def common(self) -> dict[str, str | int]:
+        conf: dict[str, str | int] = {"bootstrap.servers": self.bootstrap_servers}
+        conf.update(dict(self.extra))
+        return conf
+
+    def consumer(self, group_id: str, *, offset_reset: str = "latest", **overrides) -> dict:
+        conf = self.common()
+        conf.update(
+            {
+                "group.id": group_id,
+                "auto.offset.reset": offset_reset,
+                "enable.auto.commit": False,
+                "session.timeout.ms": self.session_timeout_ms,
+                "heartbeat.interval.ms": min(1000, self.session_timeout_ms // 3),
+                "fetch.wait.max.ms": self.fetch_wait_max_ms,
+                "fetch.queue.backoff.ms": 10,
+                "enable.partition.eof": False,
+            }
+        )
+        conf.update(overrides)
+        return conf
+
+    def producer(self, **overrides) -> dict:
+        conf = self.common()
+        conf.update({"linger.ms": 5, "acks": "all", "enable.idempotence": True,
+                     "batch.num.messages": 10000, "queue.buffering.max.kbytes": 1048576})
+        conf.update(overrides)
+        return conf
+
+
+# --------------------------------------------------------------------------------------------
+# Admin
+# --------------------------------------------------------------------------------------------
+
+
+def ensure_topics(
+    settings: KafkaSettings,
+    topics: Iterable[str],
+    num_partitions: int = 1,
+    replication_factor: int = 1,
+    *,
+    require_equal: bool = True,
+    timeout_s: float = 60.0,
+    topic_config: Mapping[str, str] | None = None,
+) -> dict[str, int]:
+    """Create missing topics with ``num_partitions`` and wait until all exist.
+
+    Returns each topic's partition count. With ``require_equal`` (a pipeline's topics must share
+    one partition count, spec 1.2) raises ``KafkaSetupError`` naming the odd topics out.
+    """
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    wanted = sorted(set(topics))
+    if not wanted:
+        return {}
+    admin = AdminClient(settings.common())
+    existing = describe_partitions(admin, wanted, timeout_s=5)
+    missing = [t for t in wanted if t not in existing]
+    if missing:
+        new = [NewTopic(t, num_partitions=num_partitions, replication_factor=replication_factor,
+                        config=dict(topic_config or {})) for t in missing]
+        for topic, fut in admin.create_topics(new, operation_timeout=timeout_s).items():
+            try:
+                fut.result()
+            except KafkaException as exc:
+                err = exc.args[0]
+                if getattr(err, "name", lambda: "")() != "TOPIC_ALREADY_EXISTS":
+                    raise KafkaSetupError(f"cannot create topic {topic}: {err}") from exc
+    deadline = time.monotonic() + timeout_s
+    while True:
+        counts = describe_partitions(admin, wanted, timeout_s=5)
+        if all(t in counts for t in wanted):
+            break
+        if time.monotonic() > deadline:
+            absent = [t for t in wanted if t not in counts]
+            raise KafkaSetupError(f"topics not visible after {timeout_s}s: {absent}")
+        time.sleep(0.2)
+    if require_equal and len(set(counts.values())) > 1:
+        detail = ", ".join(f"{t}={n}" for t, n in sorted(counts.items()))
+        raise KafkaSetupError(f"topics of one pipeline must have equal partition counts: {detail}")
+    return counts
+
+
+def describe_partitions(admin, topics: Iterable[str], timeout_s: float = 5.0) -> dict[str, int]:
+    """Partition count of each existing topic among ``topics`` (absent ones are left out)."""
+    md = admin.list_topics(timeout=timeout_s)
+    out = {}
+    for t in topics:
+        tm = md.topics.get(t)
+        if tm is not None and tm.error is None and tm.partitions:
+            out[t] = len(tm.partitions)
+    return out
+
+
+def delete_topics(settings: KafkaSettings, topics: Iterable[str], timeout_s: float = 30.0) -> None:
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    names = sorted(set(topics))
+    if not names:
+        return
+    admin = AdminClient(settings.common())
+    for topic, fut in admin.delete_topics(names, operation_timeout=timeout_s).items():
+        try:
+            fut.result()
+        except KafkaException as exc:
+            err = exc.args[0]
+            if getattr(err, "name", lambda: "")() != "UNKNOWN_TOPIC_OR_PART":
+                raise KafkaSetupError(f"cannot delete topic {topic}: {err}") from exc

@@ -1,0 +1,24 @@
+"""The record a step sees: Kafka's (topic, partition, key, headers, value, timestamp), no client types."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+
+@dataclass(slots=True)
+class Record:
+    """One Kafka record.
+
+    ``key`` is the UTF-8 string key (never changed by the dataflow, spec 2.2); ``value`` the raw
+    bytes (protobuf or, on the error topic, UTF-8 text); ``timestamp`` in epoch milliseconds.
+    ``partition`` is where it was read from; sinks compute their own (see ``dataflow.kafka``).
+    """
+
+    topic: str
+    key: str | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    timestamp: int = 0
+    partition: int = 0
+
+    def evolve(self, **changes) -> "Record":
+        return replace(self, **changes)

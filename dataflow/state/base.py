@@ -1,0 +1,36 @@
+"""The state store interface. Step code sees only this; runtimes choose the backend
+(in-memory for tests, rocksdict/RocksDB by default, a Faust table with a changelog topic)."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable, Iterator
+
+
+class StateStore(ABC):
+    """A byte-keyed, byte-valued store. Iteration is in key order for ``items``."""
+
+    name: str = "store"
+
+    @abstractmethod
+    def get(self, key: bytes) -> bytes | None: ...
+
+    @abstractmethod
+    def put(self, key: bytes, value: bytes) -> None: ...
+
+    @abstractmethod
+    def delete(self, key: bytes) -> None: ...
+
+    @abstractmethod
+    def items(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Entries whose key starts with ``prefix``, in key order. Safe to delete while iterating
+        over a materialised list (implementations may return one)."""
+
+    def flush(self) -> None:
+        """Make writes durable (no-op for memory)."""
+
+    def close(self) -> None:
+        """Release resources."""
+
+
+# A factory gives each named store of a pipeline its backend: ``factory("join:stepname")``.
+StoreFactory = Callable[[str], StateStore]

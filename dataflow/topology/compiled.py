@@ -1,0 +1,35 @@
+"""The seam between step semantics and runtimes.
+
+A runtime (Faust, a raw confluent-kafka loop, the in-memory test driver) runs a
+``CompiledPipeline``: it subscribes to ``source_topics`` in the pipeline version's consumer
+group, feeds every record to ``process`` and calls ``punctuate`` on a wall-clock tick (outer-join
+expiry, batch windows). Output records carry their destination ``topic``; the runtime picks the
+partition with ``dataflow.kafka.partition_for_key`` and produces them, keeping key, headers and
+timestamp. Nothing here knows about Kafka clients or Faust.
+"""
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from dataflow.records import Record
+
+
+@runtime_checkable
+class CompiledPipeline(Protocol):
+    pipeline: str          # pipeline name
+    version: int
+    uid: str
+
+    @property
+    def source_topics(self) -> frozenset[str]:
+        """Topics to consume (sources and triggers of every step)."""
+
+    @property
+    def all_topics(self) -> frozenset[str]:
+        """Every topic the pipeline touches (sources, triggers, sinks, error topic): created on start."""
+
+    def process(self, record: Record, now_ms: int) -> list[Record]:
+        """Records produced in response to one input record (any number, any sink)."""
+
+    def punctuate(self, now_ms: int) -> list[Record]:
+        """Records released by the passage of wall-clock time (outer joins, batch windows)."""
