@@ -1,0 +1,1 @@
+"""Runtimes that run a compiled pipeline version on Kafka (Faust; a raw confluent-kafka loop)."""

@@ -1,0 +1,79 @@
+"""The runner seam: what the engine needs from any runtime to run one pipeline version.
+
+The engine (Chainer client + lifecycle) creates one runner per pipeline version uid, awaits
+``start()`` until the consumer group has its partitions (spec 3.2 step 4: ack Create only when
+RUNNING), reports later state changes from ``on_state`` as Rebalance / Ready acks (spec 3.2
+step 6), and awaits ``stop()`` on Delete. Runners must not block the event loop.
+"""
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Callable
+
+from chainer_api import chainer_pb2
+from dataflow.kafka import KafkaSettings
+
+
+class RunnerState(str, enum.Enum):
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    REBALANCING = "REBALANCING"
+    STOPPING = "STOPPING"
+    STOPPED = "STOPPED"
+    ERROR = "ERROR"
+
+
+class RunnerError(RuntimeError):
+    """A pipeline could not be started or failed while running; the message is the ack reason."""
+
+
+@dataclass
+class RuntimeConfig:
+    """Settings every runtime honours. Defaults follow the reference (spec 3.1) except where the
+    embedded broker needs shorter timeouts (environment notes)."""
+
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    consumer_prefix: str = ""          # kafka.consumer.prefix
+    namespace: str = ""                # pod namespace (used in group ids only)
+    partitions: int = 1                # kafka.partitions.default for created topics
+    replication_factor: int = 1
+    max_message_bytes: int = 1_000_000_000
+    join_window_ms: int = 60_000       # kafka.join.window.millis
+    state_dir: str = "/tmp/dataflow-engine/state"
+    exactly_once: bool = False
+    commit_interval_ms: int = 1_000
+    punctuate_interval_ms: int = 100
+    start_timeout_s: float = 60.0
+
+
+StateCallback = Callable[[RunnerState, str], None]
+
+
+class PipelineRunner(ABC):
+    """Runs one pipeline version (one consumer group) until stopped."""
+
+    def __init__(self, msg: chainer_pb2.PipelineUpdateMessage, config: RuntimeConfig,
+                 on_state: StateCallback | None = None):
+        self.msg = msg
+        self.config = config
+        self.on_state = on_state or (lambda state, reason: None)
+        self.state = RunnerState.STARTING
+
+    @property
+    def uid(self) -> str:
+        return self.msg.uid
+
+    def _set_state(self, state: RunnerState, reason: str = "") -> None:
+        if state != self.state:
+            self.state = state
+            self.on_state(state, reason)
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Create topics, start consuming; return once RUNNING or raise ``RunnerError``."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Stop consuming and producing, flush, release resources; idempotent."""
