@@ -1,0 +1,120 @@
+"""Test harness for the engine: PipelineUpdateMessages built as the scheduler builds them (spec
+1.5), produce helpers, and a group-less collector that reads topics from the beginning."""
+from __future__ import annotations
+
+import time
+import uuid
+
+from chainer_api import chainer_pb2
+from dataflow.kafka import TopicNamer
+
+Msg = chainer_pb2.PipelineUpdateMessage
+Step = chainer_pb2.PipelineStepUpdate
+
+
+def topic_ref(pipeline: str, topic: str, tensor: str | None = None) -> chainer_pb2.PipelineTopic:
+    t = chainer_pb2.PipelineTopic(pipelineName=pipeline, topicName=topic)
+    if tensor is not None:
+        t.tensor = tensor
+    return t
+
+
+def step(pipeline: str, sources: list, sink: str, *, triggers: list = (), tensor_map: dict | None = None,
+         join: int = Step.Inner, triggers_join: int = Step.Inner, join_window_ms: int | None = None,
+         batch: tuple[int | None, int | None] | None = None) -> chainer_pb2.PipelineStepUpdate:
+    """One step update. ``sources``/``triggers`` items: topic name, or (topic, tensor), or
+    (pipelineName, topic, tensor) for references to another pipeline."""
+
+    def ref(item):
+        if isinstance(item, str):
+            return topic_ref(pipeline, item)
+        if len(item) == 2:
+            return topic_ref(pipeline, item[0], item[1])
+        return topic_ref(*item)
+
+    u = Step(sources=[ref(s) for s in sources], triggers=[ref(t) for t in triggers],
+             sink=topic_ref(pipeline, sink), inputJoinTy=join, triggersJoinTy=triggers_join)
+    for k, v in (tensor_map or {}).items():
+        u.tensorMap.add(pipelineName=pipeline, topicAndTensor=k, tensorName=v)
+    if join_window_ms is not None:
+        u.joinWindowMs = join_window_ms
+    if batch is not None:
+        size, window = batch
+        if size is not None:
+            u.batch.size = size
+        if window is not None:
+            u.batch.windowMs = window
+    return u
+
+
+def create_message(name: str, updates: list, namer: TopicNamer, *, version: int = 1, uid: str | None = None,
+                   timestamp: int = 1, allow_cycles: bool = False, max_step_revisits: int = 0,
+                   with_error_step: bool = True) -> Msg:
+    """A Create like ``createPipelineCreationMessage``: steps + error step last."""
+    msg = Msg(op=Msg.Create, pipeline=name, version=version, uid=uid or new_uid(),
+              pipelineOutputTopic=namer.pipeline_outputs(name), pipelineErrorTopic=namer.errors(),
+              allowCycles=allow_cycles, maxStepRevisits=max_step_revisits, timestamp=timestamp)
+    msg.updates.extend(updates)
+    if with_error_step:
+        msg.updates.append(step(name, [namer.errors()], namer.pipeline_outputs(name)))
+    return msg
+
+
+def delete_message(create: Msg, *, timestamp: int | None = None, clean_topics: bool = False,
+                   namer: TopicNamer | None = None) -> Msg:
+    msg = Msg(op=Msg.Delete, pipeline=create.pipeline, version=create.version, uid=create.uid,
+              timestamp=create.timestamp + 1 if timestamp is None else timestamp)
+    if clean_topics and namer is not None:
+        msg.updates.append(step(create.pipeline, [namer.pipeline_inputs(create.pipeline)],
+                                namer.pipeline_outputs(create.pipeline)))
+    return msg
+
+
+def new_uid() -> str:
+    return uuid.uuid4().hex[:20]
+
+
+def new_namer(kafka) -> TopicNamer:
+    """A namespace per test so topics never collide across tests in one broker session."""
+    return TopicNamer(prefix="seldon", namespace=kafka.unique("ns"))
+
+
+def produce(kafka, topic: str, records: list[tuple[str, bytes]], *, pipeline: str | None = None,
+            partition: int | None = None, headers: list | None = None) -> None:
+    p = kafka.producer()
+    for key, value in records:
+        hs = list(headers or [])
+        if pipeline is not None:
+            hs.append(("pipeline", pipeline.encode()))
+        kw = {} if partition is None else {"partition": partition}
+        p.produce(topic, value=value, key=key, headers=hs, **kw)
+    assert p.flush(10) == 0
+
+
+def collect(kafka, topic: str, count: int, timeout_s: float = 20.0, *, settle_s: float = 0.0):
+    """Read ``topic`` from the beginning (all partitions, no group) until ``count`` records, then
+    keep reading ``settle_s`` more to catch extras. Returns confluent-kafka messages."""
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    c = kafka.consumer()
+    md = c.list_topics(topic, timeout=10)
+    parts = md.topics[topic].partitions
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    out = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and len(out) < count:
+            out.extend(m for m in c.consume(100, 0.1) if m.error() is None)
+        end = time.monotonic() + settle_s
+        while time.monotonic() < end:
+            out.extend(m for m in c.consume(100, 0.1) if m.error() is None)
+    finally:
+        c.close()
+    return out
+
+
+def header(msg, name: str) -> bytes | None:
+    for k, v in msg.headers() or ():
+        if k == name:
+            return v
+    return None

@@ -1,0 +1,144 @@
+"""KafkaRunner over the real (embedded) broker with a fake pipeline: routing, headers, state,
+failure reasons, resume after restart."""
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+
+import pytest
+
+from dataflow.kafka import partition_for_key
+from dataflow.runtime.base import RunnerError, RunnerState, RuntimeConfig
+from dataflow.runtime.kafka_runtime import KafkaRunner
+from dataflow.state import MemoryStore
+from tests.integration.engine.fakes import make_fake_pipeline
+from tests.integration.engine.harness import collect, create_message, header, new_namer, produce, step
+
+HAS_ROCKS = importlib.util.find_spec("dataflow.state.rocks") is not None
+
+
+def config(kafka, tmp_path, **kw) -> RuntimeConfig:
+    return RuntimeConfig(kafka=kafka.settings, state_dir=str(tmp_path), start_timeout_s=30,
+                         commit_interval_ms=200, **kw)
+
+
+def chain_message(kafka, name="chain", partitions=1):
+    namer = new_namer(kafka)
+    src, sink = namer.pipeline_inputs(name), namer.model_inputs("m1")
+    return namer, create_message(name, [step(name, [src], sink)], namer, with_error_step=False), src, sink
+
+
+def test_passthrough_keeps_key_partition_timestamp_and_rewrites_headers(kafka, tmp_path):
+    namer, msg, src, sink = chain_message(kafka)
+    states = []
+
+    async def main():
+        runner = KafkaRunner(msg, config(kafka, tmp_path, partitions=3), lambda s, r: states.append(s),
+                             pipeline_factory=make_fake_pipeline, store_factory=MemoryStore)
+        await runner.start()
+        assert runner.state == RunnerState.RUNNING
+        records = [(f"{i % 3}.chain.req{i}", f"v{i}".encode()) for i in range(30)]
+        await asyncio.to_thread(produce, kafka, src, records, pipeline="chain",
+                                headers=[("x-request-id", b"r"), ("x-seldon-alibi-type", b"drop")])
+        got = await asyncio.to_thread(collect, kafka, sink, 30)
+        await runner.stop()
+        return got
+
+    got = asyncio.run(main())
+    assert len(got) == 30
+    for m in got:
+        key = m.key().decode()
+        assert m.partition() == partition_for_key(key, 3)
+        assert m.value() == f"v{key.rsplit('req', 1)[1]}".encode()
+        assert header(m, "pipeline") == b"chain"
+        assert header(m, "x-pipeline-version") == b"1"
+        assert header(m, "x-request-id") == b"r"
+        assert header(m, "x-seldon-alibi-type") is None
+    assert states[0] == RunnerState.RUNNING and states[-1] == RunnerState.STOPPED
+
+
+def test_bad_record_is_skipped_and_the_loop_keeps_going(kafka, tmp_path):
+    namer, msg, src, sink = chain_message(kafka)
+
+    async def main():
+        runner = KafkaRunner(msg, config(kafka, tmp_path), pipeline_factory=make_fake_pipeline,
+                             store_factory=MemoryStore)
+        await runner.start()
+        await asyncio.to_thread(produce, kafka, src, [("0.a", b"boom"), ("0.b", b"ok")], pipeline="chain")
+        got = await asyncio.to_thread(collect, kafka, sink, 1)
+        stats = dict(runner.stats)
+        await runner.stop()
+        return got, stats
+
+    got, stats = asyncio.run(main())
+    assert [m.key() for m in got] == [b"0.b"]
+    assert stats["failed"] == 1
+
+
+def test_compile_failure_reason(kafka, tmp_path):
+    namer = new_namer(kafka)
+    msg = create_message("bad", [step("bad", [("fail-compile", namer.pipeline_inputs("x"), None)],
+                                      namer.model_inputs("m"))], namer)
+
+    async def main():
+        runner = KafkaRunner(msg, config(kafka, tmp_path), pipeline_factory=make_fake_pipeline,
+                             store_factory=MemoryStore)
+        with pytest.raises(RunnerError) as info:
+            await runner.start()
+        return str(info.value)
+
+    reason = asyncio.run(main())
+    assert reason == "failed to initialize kafka streams for pipeline Exception: fake compile failure requested"
+
+
+def test_unequal_partitions_is_a_topic_creation_error(kafka, tmp_path):
+    namer, msg, src, sink = chain_message(kafka)
+    kafka.create_topics(src, partitions=2)
+    kafka.create_topics(sink, partitions=1)
+
+    async def main():
+        runner = KafkaRunner(msg, config(kafka, tmp_path), pipeline_factory=make_fake_pipeline,
+                             store_factory=MemoryStore)
+        with pytest.raises(RunnerError) as info:
+            await runner.start()
+        return str(info.value)
+
+    reason = asyncio.run(main())
+    assert reason.startswith("kafka streams topic creation error Exception: ")
+    assert "equal partition counts" in reason
+
+
+def test_exactly_once_happy_path(kafka, tmp_path):
+    namer, msg, src, sink = chain_message(kafka, name="eos")
+
+    async def main():
+        runner = KafkaRunner(msg, config(kafka, tmp_path, exactly_once=True),
+                             pipeline_factory=make_fake_pipeline, store_factory=MemoryStore)
+        await runner.start()
+        await asyncio.to_thread(produce, kafka, src, [(f"0.k{i}", b"v") for i in range(20)], pipeline="eos")
+        got = await asyncio.to_thread(collect, kafka, sink, 20)
+        await runner.stop()
+        return got, runner.stats
+
+    got, stats = asyncio.run(main())
+    assert len(got) == 20
+    assert stats["commits"] >= 1
+
+
+@pytest.mark.skipif(not HAS_ROCKS, reason="dataflow.state.rocks not available yet")
+def test_pending_join_survives_a_restart_with_the_same_state_dir(kafka, tmp_path):
+    namer = new_namer(kafka)
+    a, b, sink = namer.model_outputs("a"), namer.model_outputs("b"), namer.model_inputs("c")
+    msg = create_message("j", [step("j", [a, b], sink)], namer, with_error_step=False)
+
+    async def run_once(records_topic, records):
+        runner = KafkaRunner(msg, config(kafka, tmp_path), pipeline_factory=make_fake_pipeline)
+        await runner.start()
+        await asyncio.to_thread(produce, kafka, records_topic, records, pipeline="j")
+        await asyncio.sleep(1.0)  # let the loop consume, write state and commit
+        await runner.stop()
+
+    asyncio.run(run_once(a, [("0.k1", b"A1"), ("0.k2", b"A2")]))
+    asyncio.run(run_once(b, [("0.k1", b"B1"), ("0.k2", b"B2")]))
+    got = collect(kafka, sink, 2)
+    assert sorted(m.value() for m in got) == [b"A1+B1", b"A2+B2"]
