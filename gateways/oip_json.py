@@ -1,0 +1,487 @@
+"""Open Inference Protocol REST JSON <-> protobuf (spec 5.5), as the reference pipeline gateway does it.
+
+Pure functions over ``tritonclient.grpc.service_pb2`` messages; no I/O.
+
+Request JSON -> ``ModelInferRequest`` (``request_from_json``):
+  * ``data`` may be flat or nested; it is flattened depth-first into ``product(shape)`` slots
+    (BYTES: ``shape[0]`` slots, each JSON string -> UTF-8 bytes). Fewer values than slots leave
+    the rest zero (reference behaviour); more values, or a value of the wrong JSON type, is an
+    ``OipJsonError`` naming the tensor and the index.
+  * parameters: string -> string_param, number -> int64_param (truncated toward zero, quirk
+    9.2 #13), bool -> bool_param; anything else (null, list, object) -> ``OipJsonError``.
+  * ``model_name``/``model_version`` are "" and the JSON ``id`` is dropped, like the reference
+    (quirk 9.2 #13). Pass ``keep_id=True`` to keep it instead.
+
+``ModelInferResponse`` -> JSON (``response_to_json``):
+  * ``raw_output_contents`` are decoded into typed contents first (assigned in order to outputs
+    that have no typed contents);
+  * ``{"model_name", "model_version"?, "id"?, "parameters"?, "outputs"}`` with each output written
+    ``data`` first; BYTES are strings when the output parameter ``content_type`` is ``str`` or
+    ``datetime``, otherwise base64 strings (Go's encoding of ``[]byte``). Empty data / shape are
+    ``null`` as Go writes nil slices. FP32 values are written with their shortest float32 repr.
+
+The reverse directions (``request_to_json``, ``response_from_json``) serve the model gateway's REST
+mode and the CLI.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import math
+from typing import Any, Iterable
+
+import numpy as np
+from tritonclient.grpc import service_pb2 as pb
+
+ModelInferRequest = pb.ModelInferRequest
+ModelInferResponse = pb.ModelInferResponse
+
+
+class OipJsonError(ValueError):
+    """The JSON body (or protobuf message) cannot be converted; the message says what and where."""
+
+
+# datatype -> (InferTensorContents field, numpy dtype of one element in raw contents)
+_CONTENTS: dict[str, tuple[str, np.dtype]] = {
+    "BOOL": ("bool_contents", np.dtype("bool")),
+    "UINT8": ("uint_contents", np.dtype("<u1")),
+    "UINT16": ("uint_contents", np.dtype("<u2")),
+    "UINT32": ("uint_contents", np.dtype("<u4")),
+    "UINT64": ("uint64_contents", np.dtype("<u8")),
+    "INT8": ("int_contents", np.dtype("<i1")),
+    "INT16": ("int_contents", np.dtype("<i2")),
+    "INT32": ("int_contents", np.dtype("<i4")),
+    "INT64": ("int64_contents", np.dtype("<i8")),
+    "FP16": ("fp32_contents", np.dtype("<f2")),
+    "FP32": ("fp32_contents", np.dtype("<f4")),
+    "FP64": ("fp64_contents", np.dtype("<f8")),
+    "BYTES": ("bytes_contents", np.dtype("O")),
+}
+# Wide fallbacks: the reference writes/reads some narrow types as 4-byte values (spec 2.1).
+_WIDE = {"UINT8": "<u4", "UINT16": "<u4", "INT8": "<i4", "INT16": "<i4", "FP16": "<f4"}
+_INT_RANGES = {
+    "UINT8": (0, 2**32 - 1), "UINT16": (0, 2**32 - 1), "UINT32": (0, 2**32 - 1),
+    "UINT64": (0, 2**64 - 1),
+    "INT8": (-(2**31), 2**31 - 1), "INT16": (-(2**31), 2**31 - 1), "INT32": (-(2**31), 2**31 - 1),
+    "INT64": (-(2**63), 2**63 - 1),
+}
+CONTENT_TYPE = "content_type"
+_STRING_CONTENT_TYPES = ("str", "datetime")
+DATATYPES = tuple(_CONTENTS)
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------------------
+
+
+def _load(body: bytes | str | dict) -> dict:
+    if isinstance(body, dict):
+        return body
+    try:
+        obj = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise OipJsonError(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise OipJsonError(f"body must be a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _num_elements(shape: Iterable[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _flatten(data: Any, out: list) -> None:
+    """Depth-first flatten of nested JSON lists (the reference ``copyToTensor`` order)."""
+    if isinstance(data, list):
+        for v in data:
+            if isinstance(v, list):
+                _flatten(v, out)
+            else:
+                out.append(v)
+    else:
+        out.append(data)
+
+
+def _set_parameters(target, params: Any, where: str) -> None:
+    if params is None:
+        return
+    if not isinstance(params, dict):
+        raise OipJsonError(f"{where}: parameters must be a JSON object, got {type(params).__name__}")
+    for k, v in params.items():
+        p = target[k]
+        if isinstance(v, bool):
+            p.bool_param = v
+        elif isinstance(v, str):
+            p.string_param = v
+        elif isinstance(v, (int, float)) and not (isinstance(v, float) and not math.isfinite(v)):
+            iv = int(v)  # truncation toward zero, like Go's int64(float64)
+            if not -(2**63) <= iv < 2**63:
+                raise OipJsonError(f"{where}: parameter {k!r} is out of int64 range: {v}")
+            p.int64_param = iv
+        else:
+            raise OipJsonError(f"{where}: unknown type for parameter {k!r}: {json.dumps(v)}")
+
+
+def _params_to_json(params) -> dict:
+    out = {}
+    for k in sorted(params):
+        p = params[k]
+        which = p.WhichOneof("parameter_choice")
+        if which == "bool_param":
+            out[k] = p.bool_param
+        elif which == "string_param":
+            out[k] = p.string_param
+        elif which == "int64_param":
+            out[k] = p.int64_param
+        elif which == "double_param":  # not in Seldon's proto; tolerate tritonclient's extension
+            out[k] = p.double_param
+        elif which == "uint64_param":
+            out[k] = p.uint64_param
+    return out
+
+
+def _tensor_values(name: str, datatype: str, shape: list[int], data: Any, where: str,
+                   *, exact: bool = True) -> tuple[str, list]:
+    """Flattened, type-checked element list for one JSON tensor, sized like the reference.
+
+    ``exact=False`` (server responses) keeps every value whatever the shape says."""
+    if datatype not in _CONTENTS:
+        raise OipJsonError(f"{where}: unknown datatype {datatype!r} for tensor {name!r}")
+    field, _ = _CONTENTS[datatype]
+    flat: list = []
+    if data is not None:
+        _flatten(data, flat)
+    if not exact:
+        slots = len(flat)
+    elif datatype == "BYTES":
+        slots = int(shape[0]) if shape else 0
+    else:
+        slots = _num_elements(shape)
+    if len(flat) > slots:
+        raise OipJsonError(
+            f"{where}: tensor {name!r} has {len(flat)} values but shape {shape} holds {slots}")
+    for i, v in enumerate(flat):
+        if datatype == "BOOL":
+            if not isinstance(v, bool):
+                raise OipJsonError(f"{where}: tensor {name!r} value {i} must be a bool, got {json.dumps(v)}")
+        elif datatype == "BYTES":
+            if not isinstance(v, str):
+                raise OipJsonError(f"{where}: tensor {name!r} value {i} must be a string, got {json.dumps(v)}")
+            flat[i] = v.encode("utf-8")
+        else:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise OipJsonError(f"{where}: tensor {name!r} value {i} must be a number, got {json.dumps(v)}")
+            if datatype in _INT_RANGES:
+                if isinstance(v, float):
+                    if not math.isfinite(v):
+                        raise OipJsonError(f"{where}: tensor {name!r} value {i} is not finite")
+                    v = int(v)
+                lo, hi = _INT_RANGES[datatype]
+                if not lo <= v <= hi:
+                    raise OipJsonError(f"{where}: tensor {name!r} value {i} ({v}) is out of range for {datatype}")
+                flat[i] = v
+            else:
+                flat[i] = float(v)
+    if len(flat) < slots:  # the reference allocates product(shape) zeroed slots
+        pad = b"" if datatype == "BYTES" else (False if datatype == "BOOL" else 0)
+        flat.extend([pad] * (slots - len(flat)))
+    return field, flat
+
+
+def _shape(value: Any, name: str, where: str) -> list[int]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in value):
+        raise OipJsonError(f"{where}: tensor {name!r} shape must be a list of integers, got {json.dumps(value)}")
+    if any(d < 0 for d in value):
+        raise OipJsonError(f"{where}: tensor {name!r} shape has a negative dimension: {value}")
+    return value
+
+
+def _fill_tensor(t, spec: Any, where: str) -> None:
+    if not isinstance(spec, dict):
+        raise OipJsonError(f"{where} must be a JSON object")
+    name = spec.get("name")
+    if not isinstance(name, str):
+        raise OipJsonError(f"{where}: tensor name must be a string")
+    datatype = spec.get("datatype")
+    if not isinstance(datatype, str):
+        raise OipJsonError(f"{where}: tensor {name!r} datatype must be a string")
+    shape = _shape(spec.get("shape"), name, where)
+    t.name = name
+    t.datatype = datatype
+    t.shape.extend(shape)
+    _set_parameters(t.parameters, spec.get("parameters"), f"{where} ({name})")
+    field, values = _tensor_values(name, datatype, shape, spec.get("data"), where)
+    getattr(t.contents, field).extend(values)
+
+
+# ------------------------------------------------------------------------------------------------
+# raw contents
+# ------------------------------------------------------------------------------------------------
+
+
+def decode_bytes_raw(raw: bytes) -> list[bytes]:
+    """BYTES raw contents: each element prefixed with a 4-byte little-endian length."""
+    out, off = [], 0
+    while off < len(raw):
+        if off + 4 > len(raw):
+            raise OipJsonError("truncated BYTES raw contents (length prefix)")
+        n = int.from_bytes(raw[off:off + 4], "little")
+        off += 4
+        if off + n > len(raw):
+            raise OipJsonError("truncated BYTES raw contents (element)")
+        out.append(raw[off:off + n])
+        off += n
+    return out
+
+
+def encode_bytes_raw(values: Iterable[bytes]) -> bytes:
+    return b"".join(len(v).to_bytes(4, "little") + v for v in values)
+
+
+def _decode_raw(datatype: str, shape, raw: bytes) -> tuple[str, list]:
+    if datatype not in _CONTENTS:
+        raise OipJsonError(f"cannot decode raw contents of unknown datatype {datatype!r}")
+    field, dtype = _CONTENTS[datatype]
+    if datatype == "BYTES":
+        return field, decode_bytes_raw(raw)
+    n = _num_elements(shape)
+    if len(raw) != n * dtype.itemsize and datatype in _WIDE and len(raw) == n * 4:
+        dtype = np.dtype(_WIDE[datatype])
+    if len(raw) % dtype.itemsize:
+        raise OipJsonError(f"raw contents of {len(raw)} bytes do not fit datatype {datatype}")
+    arr = np.frombuffer(raw, dtype=dtype)
+    if datatype in ("FP16", "FP32"):
+        arr = arr.astype(np.float32)
+    return field, arr.tolist()
+
+
+def fill_from_raw(tensors, raws) -> None:
+    """Decode raw contents into typed contents of tensors lacking contents, in order (reference rule)."""
+    idx = 0
+    for raw in raws:
+        while idx < len(tensors) and tensors[idx].HasField("contents"):
+            idx += 1
+        if idx == len(tensors):
+            raise OipJsonError(f"Ran out of output contents to fill raw contents of length {len(raws)}")
+        t = tensors[idx]
+        field, values = _decode_raw(t.datatype, t.shape, raw)
+        t.contents.SetInParent()
+        getattr(t.contents, field).extend(values)
+        idx += 1
+
+
+def _json_data(t, string_bytes: bool) -> list | None:
+    if not t.HasField("contents"):
+        return None
+    field = _CONTENTS.get(t.datatype, (None,))[0]
+    if field is None:
+        raise OipJsonError(f"Unknown type {t.datatype}")
+    values = getattr(t.contents, field)
+    if not len(values):
+        return None  # Go marshals a nil slice as null
+    if t.datatype == "BYTES":
+        if string_bytes:
+            return [v.decode("utf-8", "replace") for v in values]
+        return [base64.b64encode(v).decode("ascii") for v in values]
+    if field == "fp32_contents":
+        # Shortest float32 repr (Go encodes float32 that way): 1.1f -> 1.1, not 1.100000023841858.
+        return [float(s) for s in np.asarray(values, dtype=np.float32).astype(str)]
+    return list(values)
+
+
+def _output_to_json(t, *, bytes_as_strings: bool = False) -> dict:
+    params = _params_to_json(t.parameters)
+    string_bytes = bytes_as_strings or (
+        CONTENT_TYPE in t.parameters
+        and t.parameters[CONTENT_TYPE].string_param in _STRING_CONTENT_TYPES)
+    out = {"data": _json_data(t, string_bytes), "name": t.name,
+           "shape": list(t.shape) or None, "datatype": t.datatype}
+    if params:
+        out["parameters"] = params
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# public API
+# ------------------------------------------------------------------------------------------------
+
+
+def request_from_json(body: bytes | str | dict, *, model_name: str = "", model_version: str = "",
+                      keep_id: bool = False) -> ModelInferRequest:
+    """REST request body -> ``ModelInferRequest`` (spec 5.5). Raises ``OipJsonError``."""
+    obj = _load(body)
+    req = ModelInferRequest(model_name=model_name, model_version=model_version)
+    if keep_id and isinstance(obj.get("id"), str):
+        req.id = obj["id"]
+    _set_parameters(req.parameters, obj.get("parameters"), "request")
+    inputs = obj.get("inputs")
+    if inputs is not None and not isinstance(inputs, list):
+        raise OipJsonError("request: inputs must be a list")
+    for i, spec in enumerate(inputs or []):
+        _fill_tensor(req.inputs.add(), spec, f"inputs[{i}]")
+    outputs = obj.get("outputs")
+    if outputs is not None and not isinstance(outputs, list):
+        raise OipJsonError("request: outputs must be a list")
+    for i, spec in enumerate(outputs or []):
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise OipJsonError(f"outputs[{i}]: requested output needs a string name")
+        o = req.outputs.add(name=spec["name"])
+        _set_parameters(o.parameters, spec.get("parameters"), f"outputs[{i}]")
+    return req
+
+
+def response_to_json(resp: ModelInferResponse | bytes) -> dict:
+    """``ModelInferResponse`` (message or serialized bytes) -> JSON object (spec 5.5)."""
+    if isinstance(resp, (bytes, bytearray, memoryview)):
+        msg = ModelInferResponse()
+        try:
+            msg.ParseFromString(bytes(resp))
+        except Exception as exc:  # protobuf DecodeError
+            raise OipJsonError(f"value is not a ModelInferResponse: {exc}") from exc
+        resp = msg
+    elif resp.raw_output_contents:
+        copy = ModelInferResponse()
+        copy.CopyFrom(resp)
+        resp = copy
+    if resp.raw_output_contents:
+        fill_from_raw(resp.outputs, resp.raw_output_contents)
+        del resp.raw_output_contents[:]
+    out: dict = {"model_name": resp.model_name}
+    if resp.model_version:
+        out["model_version"] = resp.model_version
+    if resp.id:
+        out["id"] = resp.id
+    params = _params_to_json(resp.parameters)
+    if params:
+        out["parameters"] = params
+    outputs = [_output_to_json(t) for t in resp.outputs]
+    if outputs:
+        out["outputs"] = outputs
+    return out
+
+
+def response_to_json_bytes(resp: ModelInferResponse | bytes) -> bytes:
+    return json.dumps(response_to_json(resp), separators=(",", ":")).encode()
+
+
+def request_to_json(req: ModelInferRequest | bytes) -> dict:
+    """``ModelInferRequest`` -> REST request body (raw input contents decoded; BYTES as strings).
+
+    Used by the model gateway's REST mode: an OIP server expects BYTES request data as strings.
+    """
+    if isinstance(req, (bytes, bytearray, memoryview)):
+        msg = ModelInferRequest()
+        msg.ParseFromString(bytes(req))
+        req = msg
+    if req.raw_input_contents:
+        copy = ModelInferRequest()
+        copy.CopyFrom(req)
+        req = copy
+        fill_from_raw(req.inputs, req.raw_input_contents)
+        del req.raw_input_contents[:]
+    out: dict = {}
+    if req.id:
+        out["id"] = req.id
+    params = _params_to_json(req.parameters)
+    if params:
+        out["parameters"] = params
+    inputs = []
+    for t in req.inputs:
+        d = {"name": t.name, "shape": list(t.shape), "datatype": t.datatype}
+        p = _params_to_json(t.parameters)
+        if p:
+            d["parameters"] = p
+        d["data"] = _json_data(t, string_bytes=True) or []
+        inputs.append(d)
+    out["inputs"] = inputs
+    if req.outputs:
+        outs = []
+        for o in req.outputs:
+            d = {"name": o.name}
+            p = _params_to_json(o.parameters)
+            if p:
+                d["parameters"] = p
+            outs.append(d)
+        out["outputs"] = outs
+    return out
+
+
+def response_from_json(body: bytes | str | dict, *, bytes_are_base64: bool = False) -> ModelInferResponse:
+    """REST response body (e.g. MLServer's) -> ``ModelInferResponse``.
+
+    BYTES data are strings. An OIP server writes them as text; with ``bytes_are_base64`` (our own
+    gateway's JSON for outputs without a string content_type) they are base64-decoded.
+    """
+    obj = _load(body)
+    resp = ModelInferResponse()
+    for field in ("model_name", "model_version", "id"):
+        v = obj.get(field)
+        if isinstance(v, str):
+            setattr(resp, field, v)
+    _set_parameters_lenient(resp.parameters, obj.get("parameters"))
+    outputs = obj.get("outputs") or []
+    if not isinstance(outputs, list):
+        raise OipJsonError("response: outputs must be a list")
+    for i, spec in enumerate(outputs):
+        where = f"outputs[{i}]"
+        if not isinstance(spec, dict):
+            raise OipJsonError(f"{where} must be a JSON object")
+        t = resp.outputs.add()
+        name = spec.get("name")
+        t.name = name if isinstance(name, str) else ""
+        t.datatype = spec.get("datatype") or ""
+        shape = _shape(spec.get("shape"), t.name, where)
+        t.shape.extend(shape)
+        _set_parameters_lenient(t.parameters, spec.get("parameters"))
+        data = spec.get("data")
+        if t.datatype == "BYTES" and data is not None:
+            flat: list = []
+            _flatten(data, flat)
+            text = (CONTENT_TYPE in t.parameters
+                    and t.parameters[CONTENT_TYPE].string_param in _STRING_CONTENT_TYPES)
+            vals = []
+            for j, v in enumerate(flat):
+                if not isinstance(v, str):
+                    raise OipJsonError(f"{where}: tensor {t.name!r} value {j} must be a string")
+                vals.append(base64.b64decode(v) if bytes_are_base64 and not text else v.encode("utf-8"))
+            t.contents.bytes_contents.extend(vals)
+        elif data is not None:
+            field, values = _tensor_values(t.name, t.datatype, shape, data, where, exact=False)
+            getattr(t.contents, field).extend(values)
+    return resp
+
+
+def _set_parameters_lenient(target, params: Any) -> None:
+    """Response parameters from an OIP server: keep what maps onto InferParameter, skip the rest."""
+    if not isinstance(params, dict):
+        return
+    for k, v in params.items():
+        if isinstance(v, bool):
+            target[k].bool_param = v
+        elif isinstance(v, str):
+            target[k].string_param = v
+        elif isinstance(v, int) and -(2**63) <= v < 2**63:
+            target[k].int64_param = v
+        elif isinstance(v, float) and math.isfinite(v):
+            target[k].int64_param = int(v)
+
+
+def response_to_request(resp: ModelInferResponse) -> ModelInferRequest:
+    """Outputs become inputs (the model gateway accepts a response as a request, spec 6)."""
+    req = ModelInferRequest(model_name=resp.model_name, model_version=resp.model_version, id=resp.id)
+    for k, v in resp.parameters.items():
+        req.parameters[k].CopyFrom(v)
+    for t in resp.outputs:
+        i = req.inputs.add(name=t.name, datatype=t.datatype, shape=t.shape)
+        for k, v in t.parameters.items():
+            i.parameters[k].CopyFrom(v)
+        if t.HasField("contents"):
+            i.contents.CopyFrom(t.contents)
+    req.raw_input_contents.extend(resp.raw_output_contents)
+    return req
