@@ -1,0 +1,380 @@
+"""The Faust worker process of one pipeline version: ``python -m dataflow.runtime.faust_worker``.
+
+Why a process per version: a Faust App is one consumer group with process-wide machinery (its
+event loop, signal handlers, web port, a consumer thread); running many in one process and
+adding/removing them at run time is fragile. A process per version starts and stops without
+touching the others, and a crash takes down only its own pipeline.
+
+Protocol with the parent (``FaustRunner``):
+
+* stdin: one JSON object (the ``WorkerSpec``: base64 ``PipelineUpdateMessage``, runtime config,
+  topic partition counts, web port, pipeline factory), then EOF;
+* stdout: JSON lines ``{"state": "RUNNING|REBALANCING|ERROR|STOPPED", "reason": "..."}``; any
+  other output (logs, stray prints) goes to stderr;
+* SIGTERM: stop gracefully (commit, leave the group); the process also dies with its parent
+  (``PR_SET_PDEATHSIG`` plus a parent-pid watchdog), since an engine killed with SIGKILL must not
+  leave orphan consumers in the group.
+
+Per event: build a ``Record``, call ``pipeline.process`` with the event's partition selected on
+every ``FaustTableStore``, and hand the outputs to the producer without awaiting delivery (Faust
+flushes the producer before every offset commit, which keeps at-least-once). A timer calls
+``pipeline.punctuate`` every ``punctuate_interval_ms``. A record that makes ``process`` raise is
+logged with topic/partition/offset and skipped; it never stops the worker.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import ctypes
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger("dataflow.runtime.faust_worker")
+
+DEFAULT_FACTORY = "dataflow.runtime.faust_worker:compile_with_topology"
+PR_SET_PDEATHSIG = 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The spec the parent sends
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class WorkerSpec:
+    msg_b64: str
+    group_id: str
+    partitions: dict[str, int]
+    web_port: int
+    parent_pid: int
+    factory: str = DEFAULT_FACTORY
+    kafka: dict[str, Any] = field(default_factory=dict)     # KafkaSettings fields
+    config: dict[str, Any] = field(default_factory=dict)    # RuntimeConfig fields except kafka
+    log_level: str = "WARNING"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "WorkerSpec":
+        return cls(**json.loads(text))
+
+
+def kafka_settings_to_dict(settings) -> dict[str, Any]:
+    return {"bootstrap_servers": settings.bootstrap_servers, "extra": [list(kv) for kv in settings.extra],
+            "session_timeout_ms": settings.session_timeout_ms, "fetch_wait_max_ms": settings.fetch_wait_max_ms}
+
+
+def kafka_settings_from_dict(data: dict[str, Any]):
+    from dataflow.kafka import KafkaSettings
+
+    data = dict(data)
+    data["extra"] = tuple(tuple(kv) for kv in data.get("extra", ()))
+    return KafkaSettings(**data)
+
+
+def runtime_config_to_dict(config) -> dict[str, Any]:
+    out = asdict(config)
+    out.pop("kafka", None)
+    return out
+
+
+def runtime_config_from_spec(spec: WorkerSpec):
+    from dataflow.runtime.base import RuntimeConfig
+
+    return RuntimeConfig(kafka=kafka_settings_from_dict(spec.kafka), **spec.config)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pipeline factories
+# ---------------------------------------------------------------------------------------------
+
+
+def compile_with_topology(msg, config, store_factory):
+    """Default factory: the shared step semantics in ``dataflow.topology``."""
+    from dataflow.topology import compile_pipeline
+
+    try:
+        from dataflow.topology.settings import TopologySettings
+        settings = TopologySettings(default_join_window_ms=config.join_window_ms)
+    except ImportError:  # pragma: no cover - depends on the topology package
+        settings = config
+    return compile_pipeline(msg, store_factory=store_factory, settings=settings)
+
+
+def load_factory(path: str) -> Callable:
+    """``"package.module:callable"`` -> the callable ``(msg, config, store_factory) -> pipeline``."""
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"pipeline factory {path!r} must look like 'package.module:callable'")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parent death
+# ---------------------------------------------------------------------------------------------
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Kill this process when the parent goes away (SIGKILL of the engine included)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - non-Linux
+        pass
+    if os.getppid() != parent_pid:  # parent died before prctl took effect
+        os._exit(70)
+
+    def watch() -> None:  # PDEATHSIG follows the parent *thread*; also watch the pid
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(70)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+class StateReporter:
+    """Writes the JSON state lines the parent reads; thread-safe, never raises."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._lock = threading.Lock()
+        self.last: str | None = None
+
+    def __call__(self, state: str, reason: str = "") -> None:
+        with self._lock:
+            if state == self.last and state != "ERROR":
+                return
+            self.last = state
+            try:
+                self._stream.write(json.dumps({"state": state, "reason": reason}) + "\n")
+                self._stream.flush()
+            except (OSError, ValueError):
+                pass
+
+
+# ---------------------------------------------------------------------------------------------
+# The processing loop
+# ---------------------------------------------------------------------------------------------
+
+
+class PipelineWorker:
+    """Wires one compiled pipeline into a Faust app: tables, agent, timer, state hooks."""
+
+    def __init__(self, spec: WorkerSpec, report: StateReporter):
+        from chainer_api import chainer_pb2
+        from dataflow.runtime.faust_app import build_app
+
+        self.spec = spec
+        self.report = report
+        self.msg = chainer_pb2.PipelineUpdateMessage.FromString(base64.b64decode(spec.msg_b64))
+        self.config = runtime_config_from_spec(spec)
+        self.partitions = dict(spec.partitions)
+        self.default_partitions = max(self.partitions.values(), default=self.config.partitions)
+        datadir = Path(self.config.state_dir) / spec.group_id
+        datadir.mkdir(parents=True, exist_ok=True)
+        self.app = build_app(group_id=spec.group_id, settings=self.config.kafka,
+                             partitions=self.default_partitions, datadir=datadir,
+                             web_port=spec.web_port, exactly_once=self.config.exactly_once,
+                             commit_interval_ms=self.config.commit_interval_ms,
+                             replication_factor=self.config.replication_factor,
+                             max_message_bytes=self.config.max_message_bytes)
+        self.stores: list = []
+        self.pipeline = load_factory(spec.factory)(self.msg, self.config, self._store_factory)
+        self.sources = sorted(self.pipeline.source_topics)
+        self._running_once = False
+        self._ready_task: asyncio.Task | None = None
+        self.errors = 0
+        self.processed = 0
+        self._wire()
+
+    # -- state -----------------------------------------------------------------------------
+    def _store_factory(self, name: str):
+        from dataflow.runtime.faust_store import FaustTableStore, table_name_for
+
+        table = self.app.Table(table_name_for(name), key_type=bytes, value_type=bytes,
+                               key_serializer="raw", value_serializer="raw",
+                               partitions=self.default_partitions)
+        store = FaustTableStore(table, name)
+        self.stores.append(store)
+        return store
+
+    def _select_partition(self, partition: int | None) -> None:
+        for store in self.stores:
+            store.partition = partition
+
+    # -- wiring ------------------------------------------------------------------------------
+    def _wire(self) -> None:
+        app = self.app
+        topic = app.topic(*self.sources, key_type=bytes, value_type=bytes, key_serializer="raw",
+                          value_serializer="raw", allow_empty=True, partitions=self.default_partitions)
+        app.agent(topic, name=f"{self.spec.group_id}-pipeline")(self._agent)
+        app.timer(max(self.config.punctuate_interval_ms, 1) / 1000.0, on_leader=False)(self._tick)
+
+        original_start, original_end = app.on_rebalance_start, app.on_rebalance_end
+
+        def on_rebalance_start() -> None:
+            original_start()
+            if self._running_once:
+                self.report("REBALANCING")
+
+        def on_rebalance_end() -> None:
+            original_end()
+            if self._ready_task is not None:
+                self._ready_task.cancel()
+            self._ready_task = asyncio.ensure_future(self._report_ready())
+
+        app.on_rebalance_start = on_rebalance_start
+        app.on_rebalance_end = on_rebalance_end
+
+    async def _report_ready(self) -> None:
+        """RUNNING once every owned source partition has a resolved position.
+
+        With ``latest`` a partition without committed offsets is positioned lazily; resolving it
+        here means a record produced after ``start()`` returned is never skipped.
+        """
+        consumer = self.app.consumer
+        try:
+            for tp in sorted(consumer.assignment()):
+                if tp.topic in self.pipeline.source_topics:
+                    await consumer.position(tp)
+        except asyncio.CancelledError:
+            return
+        except Exception as exc:  # noqa: BLE001 - position is best effort
+            log.warning("could not resolve start positions: %s", exc)
+        if not self.app.rebalancing:
+            self._running_once = True
+            self.report("RUNNING")
+
+    # -- per record ----------------------------------------------------------------------------
+    def _producer(self):
+        return self.app.producer._producer  # the aiokafka producer (at-least-once path)
+
+    async def _produce(self, records) -> None:
+        from dataflow.kafka import partition_for_key
+
+        if self.config.exactly_once:
+            for out in records:
+                await self._produce_transactional(out)
+            return
+        producer = self._producer()
+        for out in records:
+            partition = partition_for_key(out.key, self.partitions.get(out.topic, self.default_partitions))
+            fut = await producer.send(out.topic, out.value,
+                                      key=out.key.encode() if out.key is not None else None,
+                                      partition=partition, timestamp_ms=out.timestamp or None,
+                                      headers=list(out.headers))
+            fut.add_done_callback(self._on_delivery)
+
+    async def _produce_transactional(self, out) -> None:
+        from dataflow.kafka import partition_for_key
+
+        partition = partition_for_key(out.key, self.partitions.get(out.topic, self.default_partitions))
+        # Faust converts seconds back with int(ts * 1000); +0.5 ms keeps the millisecond exact.
+        timestamp = (out.timestamp + 0.5) / 1000.0 if out.timestamp else None
+        await self.app.consumer.transactions.send(
+            out.topic, out.key.encode() if out.key is not None else None, out.value,
+            partition, timestamp, list(out.headers))
+
+    def _on_delivery(self, fut) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            log.error("produce failed: %s", fut.exception())
+
+    async def _agent(self, stream) -> None:
+        from dataflow.headers import normalise
+        from dataflow.records import Record
+
+        pipeline = self.pipeline
+        stores = self.stores
+        async for event in stream.events():
+            message = event.message
+            try:
+                key = message.key
+                record = Record(topic=message.topic,
+                                key=key.decode("utf-8", "replace") if key is not None else None,
+                                value=message.value,
+                                headers=normalise(message.headers),
+                                timestamp=int(round(message.timestamp * 1000)) if message.timestamp else 0,
+                                partition=message.partition)
+                for store in stores:
+                    store.partition = message.partition
+                try:
+                    outputs = pipeline.process(record, int(time.time() * 1000))
+                finally:
+                    for store in stores:
+                        store.partition = None
+            except Exception:  # noqa: BLE001 - a bad record must not stop the pipeline
+                self.errors += 1
+                log.exception("record %s[%s]@%s failed; skipped", message.topic, message.partition,
+                              message.offset)
+                continue
+            self.processed += 1
+            if outputs:
+                await self._produce(outputs)
+
+    async def _tick(self) -> None:
+        if self.app.rebalancing:
+            return
+        try:
+            self._select_partition(None)
+            outputs = self.pipeline.punctuate(int(time.time() * 1000))
+        except Exception:  # noqa: BLE001
+            log.exception("punctuate failed; will retry on the next tick")
+            return
+        if outputs:
+            await self._produce(outputs)
+
+    # -- run -----------------------------------------------------------------------------------
+    def run(self) -> int:
+        import faust
+
+        worker = faust.Worker(self.app, loglevel=self.spec.log_level, quiet=True,
+                              redirect_stdouts=False, override_logging=False)
+        try:
+            worker.execute_from_commandline()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        else:
+            code = 0
+        for store in self.stores:
+            store.partition = None
+        return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    state_stream = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # anything else printed goes to stderr
+    report = StateReporter(state_stream)
+    try:
+        spec = WorkerSpec.from_json(sys.stdin.read())
+    except (ValueError, TypeError) as exc:
+        report("ERROR", f"bad worker spec: {exc}")
+        return 2
+    die_with_parent(spec.parent_pid)
+    logging.basicConfig(level=spec.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s faust-worker[%(process)d] %(name)s: %(message)s")
+    try:
+        worker = PipelineWorker(spec, report)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as the failure reason
+        log.exception("cannot build the pipeline")
+        report("ERROR", f"failed to initialize faust worker for pipeline Exception: {exc}")
+        return 3
+    code = worker.run()
+    if code:
+        report("ERROR", f"faust worker exited with code {code}")
+    report("STOPPED")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
