@@ -1,0 +1,362 @@
+"""Pipeline conversions: scheduler proto -> normalised ``PipelineVersion`` -> Chainer messages.
+
+The three shapes a pipeline takes here:
+
+* the ``scheduler_pb2.Pipeline`` a client sends in ``LoadPipeline`` (built from the user's YAML by
+  ``scheduler_min.manifest.pipeline_from_manifest``);
+* ``PipelineVersion``: references normalised (spec 1.3), validated, with a version and a uid;
+* the ``chainer_pb2.PipelineUpdateMessage`` engines receive (spec 1.5: ``creation_message`` /
+  ``deletion_message``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from chainer_api import chainer_pb2, scheduler_pb2
+from dataflow.kafka import TopicNamer
+from scheduler_min.ids import new_uid
+from scheduler_min.manifest import pipeline_from_manifest, pipelines_from_yaml  # noqa: F401 (re-export)
+from scheduler_min.validation import (INPUTS, OUTPUTS, SEP, STEP, PipelineValidationError,  # noqa: F401
+                                      step_of, validate)
+
+# Internal join types equal the scheduler proto's JoinOp values (INNER/OUTER/ANY = 0/1/2);
+# the Chainer enum is shifted by one (Unknown=0, Inner=1, Outer=2, Any=3).
+JOIN_INNER, JOIN_OUTER, JOIN_ANY = 0, 1, 2
+
+
+def chainer_join(join: int) -> int:
+    """Scheduler/internal join (0/1/2) -> Chainer ``PipelineJoinType`` (1/2/3)."""
+    return {JOIN_INNER: chainer_pb2.PipelineStepUpdate.Inner,
+            JOIN_OUTER: chainer_pb2.PipelineStepUpdate.Outer,
+            JOIN_ANY: chainer_pb2.PipelineStepUpdate.Any}.get(join, chainer_pb2.PipelineStepUpdate.Inner)
+
+
+@dataclass
+class Step:
+    name: str
+    inputs: list[str] = field(default_factory=list)
+    triggers: list[str] = field(default_factory=list)
+    tensor_map: dict[str, str] = field(default_factory=dict)
+    join_window_ms: int | None = None
+    inputs_join: int = JOIN_INNER
+    triggers_join: int = JOIN_INNER
+    batch_size: int | None = None
+    batch_window_ms: int | None = None
+    has_batch: bool = False
+
+
+@dataclass
+class Input:
+    external_inputs: list[str] = field(default_factory=list)
+    external_triggers: list[str] = field(default_factory=list)
+    join_window_ms: int | None = None
+    inputs_join: int = JOIN_INNER
+    triggers_join: int = JOIN_INNER
+    tensor_map: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Output:
+    steps: list[str] = field(default_factory=list)
+    join_window_ms: int = 0
+    steps_join: int = JOIN_INNER
+    tensor_map: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class PipelineVersion:
+    name: str
+    version: int
+    uid: str
+    steps: dict[str, Step]
+    input: Input | None = None
+    output: Output | None = None
+    clean_topics_on_delete: bool = False
+    has_dataflow_spec: bool = False
+    allow_cycles: bool = False
+    max_step_revisits: int = 0
+    k8s_namespace: str | None = None
+    k8s_generation: int | None = None
+
+
+# ------------------------------------------------------------------------------------------
+# normalisation (spec 1.3)
+# ------------------------------------------------------------------------------------------
+
+def normalise_internal_refs(pipeline: str, refs) -> list[str]:
+    """``m`` -> ``m.outputs``; ``p`` (this pipeline) -> ``p.inputs``; longer refs unchanged."""
+    out = []
+    for ref in refs:
+        if SEP in ref:
+            out.append(ref)
+        elif ref == pipeline:
+            out.append(f"{ref}.{INPUTS}")
+        else:
+            out.append(f"{ref}.{OUTPUTS}")
+    return out
+
+
+def normalise_external_refs(refs) -> list[str]:
+    """``q`` -> ``q.outputs``; ``q.step.s`` -> ``q.step.s.outputs``; others unchanged."""
+    out = []
+    for ref in refs:
+        parts = ref.split(SEP)
+        if ref.strip() and len(parts) == 1:
+            out.append(f"{ref}.{OUTPUTS}")
+        elif len(parts) == 3 and parts[1] == STEP:
+            out.append(f"{ref}.{OUTPUTS}")
+        else:
+            out.append(ref)
+    return out
+
+
+def from_proto(proto: scheduler_pb2.Pipeline, *, version: int | None = None,
+               uid: str | None = None) -> PipelineVersion:
+    """Normalise and validate a scheduler ``Pipeline``. Raises ``PipelineValidationError``.
+
+    ``version``/``uid`` override the proto's (the store assigns them); a missing uid gets a new one.
+    """
+    name = proto.name
+    steps: dict[str, Step] = {}
+    for sp in proto.steps:
+        if sp.name in steps:
+            raise PipelineValidationError(f"pipeline {name} has repeated step {sp.name}")
+        step = Step(
+            name=sp.name,
+            inputs=normalise_internal_refs(name, sp.inputs),
+            triggers=normalise_internal_refs(name, sp.triggers),
+            tensor_map=dict(sp.tensorMap),
+            join_window_ms=sp.joinWindowMs if sp.HasField("joinWindowMs") else None,
+            inputs_join=int(sp.inputsJoin),
+            triggers_join=int(sp.triggersJoin),
+        )
+        if sp.HasField("batch"):
+            step.has_batch = True
+            step.batch_size = sp.batch.size if sp.batch.HasField("size") else None
+            step.batch_window_ms = sp.batch.windowMs if sp.batch.HasField("windowMs") else None
+        steps[sp.name] = step
+    pin = None
+    if proto.HasField("input"):
+        i = proto.input
+        pin = Input(
+            external_inputs=normalise_external_refs(i.externalInputs),
+            external_triggers=normalise_external_refs(i.externalTriggers),
+            join_window_ms=i.joinWindowMs if i.HasField("joinWindowMs") else None,
+            inputs_join=int(i.joinType), triggers_join=int(i.triggersJoin), tensor_map=dict(i.tensorMap),
+        )
+    pout = None
+    if proto.HasField("output"):
+        o = proto.output
+        pout = Output(steps=normalise_internal_refs(name, o.steps), join_window_ms=o.joinWindowMs,
+                      steps_join=int(o.stepsJoin), tensor_map=dict(o.tensorMap))
+    pv = PipelineVersion(
+        name=name, version=proto.version if version is None else version,
+        uid=(uid or proto.uid or new_uid()), steps=steps, input=pin, output=pout,
+        has_dataflow_spec=proto.HasField("dataflowSpec"),
+        clean_topics_on_delete=proto.dataflowSpec.cleanTopicsOnDelete if proto.HasField("dataflowSpec") else False,
+        allow_cycles=proto.allowCycles, max_step_revisits=proto.maxStepRevisits,
+    )
+    if proto.HasField("kubernetesMeta"):
+        pv.k8s_namespace = proto.kubernetesMeta.namespace
+        pv.k8s_generation = proto.kubernetesMeta.generation
+    validate(pv)
+    return pv
+
+
+def to_proto(pv: PipelineVersion) -> scheduler_pb2.Pipeline:
+    """The normalised pipeline as a scheduler proto (what ``PipelineStatus`` returns)."""
+    p = scheduler_pb2.Pipeline(name=pv.name, uid=pv.uid, version=pv.version,
+                               allowCycles=pv.allow_cycles, maxStepRevisits=pv.max_step_revisits)
+    for s in pv.steps.values():
+        sp = p.steps.add(name=s.name, inputs=s.inputs, triggers=s.triggers,
+                         inputsJoin=s.inputs_join, triggersJoin=s.triggers_join)
+        sp.tensorMap.update(s.tensor_map)
+        if s.join_window_ms is not None:
+            sp.joinWindowMs = s.join_window_ms
+        if s.has_batch:
+            sp.batch.SetInParent()
+            if s.batch_size is not None:
+                sp.batch.size = s.batch_size
+            if s.batch_window_ms is not None:
+                sp.batch.windowMs = s.batch_window_ms
+    if pv.input is not None:
+        i = pv.input
+        p.input.externalInputs.extend(i.external_inputs)
+        p.input.externalTriggers.extend(i.external_triggers)
+        p.input.joinType = i.inputs_join
+        p.input.triggersJoin = i.triggers_join
+        p.input.tensorMap.update(i.tensor_map)
+        if i.join_window_ms is not None:
+            p.input.joinWindowMs = i.join_window_ms
+        p.input.SetInParent()
+    if pv.output is not None:
+        o = pv.output
+        p.output.steps.extend(o.steps)
+        p.output.joinWindowMs = o.join_window_ms
+        p.output.stepsJoin = o.steps_join
+        p.output.tensorMap.update(o.tensor_map)
+        p.output.SetInParent()
+    if pv.has_dataflow_spec:
+        p.dataflowSpec.cleanTopicsOnDelete = pv.clean_topics_on_delete
+        p.dataflowSpec.SetInParent()
+    if pv.k8s_namespace is not None or pv.k8s_generation is not None:
+        p.kubernetesMeta.namespace = pv.k8s_namespace or ""
+        p.kubernetesMeta.generation = pv.k8s_generation or 0
+        p.kubernetesMeta.SetInParent()
+    return p
+
+
+# ------------------------------------------------------------------------------------------
+# topics and tensor maps (spec 1.3 / 1.4)
+# ------------------------------------------------------------------------------------------
+
+def _topic(namer: TopicNamer, pipeline: str, name: str, tensor: str | None = None) -> chainer_pb2.PipelineTopic:
+    t = chainer_pb2.PipelineTopic(pipelineName=pipeline, topicName=name)
+    if tensor is not None:
+        t.tensor = tensor
+    return t
+
+
+def topic_and_tensor(namer: TopicNamer, pipeline: str, ref: str) -> tuple[str, str | None]:
+    """``m.outputs[.T]`` / ``p.inputs[.T]`` -> (topic, tensor): pipeline topic iff ``m`` == ``pipeline``."""
+    parts = ref.split(SEP)
+    tensor = None
+    base = ref
+    if len(parts) > 2:
+        tensor = parts[-1]
+        base = SEP.join(parts[:-1])
+    topic = namer.pipeline_topic(base) if parts[0] == pipeline else namer.model_topic(base)
+    return topic, tensor
+
+
+def step_sources(namer: TopicNamer, pipeline: str, refs: list[str], *, default_to_input: bool) -> list:
+    out = []
+    for ref in refs:
+        topic, tensor = topic_and_tensor(namer, pipeline, ref)
+        out.append(_topic(namer, pipeline, topic, tensor))
+    if not out and default_to_input:
+        out.append(_topic(namer, pipeline, namer.pipeline_inputs(pipeline)))
+    return out
+
+
+def external_sources(namer: TopicNamer, refs: list[str]) -> list:
+    """Input-step sources: ``q.(inputs|outputs)[.T]`` or ``q.step.s.(inputs|outputs)[.T]``,
+    tagged with the *other* pipeline's name (its records carry that ``pipeline`` header)."""
+    out = []
+    for ref in refs:
+        parts = ref.split(SEP)
+        if parts[1] in (INPUTS, OUTPUTS):
+            topic = namer.pipeline_topic(SEP.join(parts[:2]))
+            tensor = parts[2] if len(parts) > 2 else None
+        else:
+            topic = namer.model_topic(SEP.join(parts[2:4]))
+            tensor = parts[4] if len(parts) > 4 else None
+        out.append(_topic(namer, parts[0], topic, tensor))
+    return out
+
+
+def qualified_tensor_map(namer: TopicNamer, pipeline: str, tensor_map: dict[str, str]) -> list:
+    out = []
+    for key, value in tensor_map.items():
+        topic = namer.pipeline_topic(key) if step_of(key) == pipeline else namer.model_topic(key)
+        out.append(chainer_pb2.PipelineTensorMapping(pipelineName=pipeline, topicAndTensor=topic, tensorName=value))
+    return out
+
+
+def qualified_input_tensor_map(namer: TopicNamer, tensor_map: dict[str, str]) -> list:
+    out = []
+    for key, value in tensor_map.items():
+        parts = key.split(SEP)
+        if len(parts) == 3:
+            topic = namer.pipeline_topic(key)
+        elif len(parts) == 5:
+            topic = namer.model_topic(SEP.join(parts[2:]))
+        else:
+            topic = ""  # the reference leaves other shapes empty (no effect downstream)
+        out.append(chainer_pb2.PipelineTensorMapping(pipelineName=parts[0], topicAndTensor=topic, tensorName=value))
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Chainer messages (spec 1.5)
+# ------------------------------------------------------------------------------------------
+
+def _step_update(namer: TopicNamer, pv: PipelineVersion, step: Step) -> chainer_pb2.PipelineStepUpdate:
+    u = chainer_pb2.PipelineStepUpdate(
+        sources=step_sources(namer, pv.name, step.inputs, default_to_input=True),
+        triggers=step_sources(namer, pv.name, step.triggers, default_to_input=False),
+        sink=_topic(namer, pv.name, namer.model_inputs(step.name)),
+        tensorMap=qualified_tensor_map(namer, pv.name, step.tensor_map),
+        inputJoinTy=chainer_join(step.inputs_join), triggersJoinTy=chainer_join(step.triggers_join),
+    )
+    if step.join_window_ms is not None:
+        u.joinWindowMs = step.join_window_ms
+    if step.has_batch:
+        u.batch.SetInParent()
+        if step.batch_size is not None:
+            u.batch.size = step.batch_size
+        if step.batch_window_ms is not None:
+            u.batch.windowMs = step.batch_window_ms
+    return u
+
+
+def _input_update(namer: TopicNamer, pv: PipelineVersion) -> chainer_pb2.PipelineStepUpdate:
+    i = pv.input
+    u = chainer_pb2.PipelineStepUpdate(
+        sources=external_sources(namer, i.external_inputs),
+        triggers=external_sources(namer, i.external_triggers),
+        sink=_topic(namer, pv.name, namer.pipeline_inputs(pv.name)),
+        tensorMap=qualified_input_tensor_map(namer, i.tensor_map),
+        inputJoinTy=chainer_join(i.inputs_join), triggersJoinTy=chainer_join(i.triggers_join),
+    )
+    if i.join_window_ms is not None:
+        u.joinWindowMs = i.join_window_ms
+    return u
+
+
+def _output_update(namer: TopicNamer, pv: PipelineVersion) -> chainer_pb2.PipelineStepUpdate:
+    o = pv.output
+    return chainer_pb2.PipelineStepUpdate(
+        sources=step_sources(namer, pv.name, o.steps, default_to_input=True),
+        sink=_topic(namer, pv.name, namer.pipeline_outputs(pv.name)),
+        tensorMap=qualified_tensor_map(namer, pv.name, o.tensor_map),
+        joinWindowMs=o.join_window_ms,  # always set on the output step
+        inputJoinTy=chainer_join(o.steps_join),
+    )
+
+
+def _error_update(namer: TopicNamer, pv: PipelineVersion) -> chainer_pb2.PipelineStepUpdate:
+    return chainer_pb2.PipelineStepUpdate(
+        sources=[_topic(namer, pv.name, namer.errors())],
+        sink=_topic(namer, pv.name, namer.pipeline_outputs(pv.name)),
+        inputJoinTy=chainer_pb2.PipelineStepUpdate.Inner,
+    )
+
+
+def creation_message(pv: PipelineVersion, namer: TopicNamer, timestamp: int = 0) -> chainer_pb2.PipelineUpdateMessage:
+    """The Create message: step updates, then input, output (if present) and the error step last."""
+    updates = [_step_update(namer, pv, s) for s in pv.steps.values()]
+    if pv.input is not None:
+        updates.append(_input_update(namer, pv))
+    if pv.output is not None:
+        updates.append(_output_update(namer, pv))
+    updates.append(_error_update(namer, pv))
+    return chainer_pb2.PipelineUpdateMessage(
+        op=chainer_pb2.PipelineUpdateMessage.Create, pipeline=pv.name, version=pv.version, uid=pv.uid,
+        updates=updates, pipelineOutputTopic=namer.pipeline_outputs(pv.name),
+        pipelineErrorTopic=namer.errors(), allowCycles=pv.allow_cycles,
+        maxStepRevisits=pv.max_step_revisits, timestamp=timestamp,
+    )
+
+
+def deletion_message(pv: PipelineVersion, namer: TopicNamer, *, keep_topics: bool,
+                     timestamp: int = 0) -> chainer_pb2.PipelineUpdateMessage:
+    """The Delete message; names the pipeline's own topics only when they are to be removed."""
+    msg = chainer_pb2.PipelineUpdateMessage(
+        op=chainer_pb2.PipelineUpdateMessage.Delete, pipeline=pv.name, version=pv.version,
+        uid=pv.uid, timestamp=timestamp)
+    if pv.clean_topics_on_delete and not keep_topics:
+        msg.updates.append(chainer_pb2.PipelineStepUpdate(
+            sources=[_topic(namer, pv.name, namer.pipeline_inputs(pv.name))],
+            sink=_topic(namer, pv.name, namer.pipeline_outputs(pv.name))))
+    return msg

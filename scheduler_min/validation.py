@@ -1,0 +1,185 @@
+"""Pipeline validation rules, in the reference's order and with its error texts.
+
+Runs on a *normalised* pipeline (references already expanded, see ``convert.normalise_refs``).
+Every failure is a ``PipelineValidationError`` whose message is the text users of Seldon know.
+"""
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from scheduler_min.convert import PipelineVersion
+
+SEP = "."
+INPUTS = "inputs"
+OUTPUTS = "outputs"
+STEP = "step"
+
+_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+INPUT_EMPTY = "At least one pipeline input must be specified"
+INPUT_NAME_EMPTY = "Input name must not be empty"
+INPUT_ONLY_PIPELINE = "A Pipeline name must also specify one of inputs, outputs or a step name"
+INPUT_BAD_PREFIX = ("A Pipeline inputs referencing another pipeline must be "
+                    "<pipeineName>.(inputs|outputs|step.<stepName>)")
+INPUT_STEP_BAD_SUFFIX = "A pipeline step must be <pipelineName>.step.<stepName>.(inputs|outputs)"
+INPUT_TOO_LONG = ("The input is too long. It must be <pipelineName>.(inputs|outputs).(tensorName)? or "
+                  "<pipelineName>.step.<stepName>.<inputs|outputs>.<tensorName>")
+
+
+class PipelineValidationError(ValueError):
+    """A pipeline definition the scheduler refuses; the message says what and where."""
+
+
+def is_valid_name(name: str) -> bool:
+    """Pipeline / model names: DNS-label like, no dots."""
+    return bool(_NAME_RE.match(name)) and "." not in name
+
+
+def step_of(ref: str) -> str:
+    return ref.split(SEP)[0]
+
+
+def validate(pv: "PipelineVersion") -> None:
+    for check in (_check_name, _check_steps_exist, _check_step_name_not_pipeline, _check_step_inputs,
+                  _check_step_triggers, _check_references_exist, _check_outputs, _check_cycles,
+                  _check_inputs_and_triggers_differ, _check_pipeline_input):
+        check(pv)
+
+
+def _check_name(pv) -> None:
+    if not is_valid_name(pv.name):
+        raise PipelineValidationError(
+            f"pipeline {pv.name} does not have a valid name - it must be alphanmumeric and cannot contain dots (.)")
+
+
+def _check_steps_exist(pv) -> None:
+    if not pv.steps:
+        raise PipelineValidationError(f"pipeline {pv.name} has no steps defined")
+
+
+def _check_step_name_not_pipeline(pv) -> None:
+    if pv.name in pv.steps:
+        raise PipelineValidationError(
+            f"pipeline {pv.name} must not have a step name with the same name as pipeline name")
+
+
+def _check_refs(pv, step_name: str, refs: list[str], trigger: bool) -> None:
+    kind = "trigger" if trigger else "input"
+    for ref in refs:
+        if ref.strip() == "" or ref.startswith(SEP):
+            raise PipelineValidationError(f"pipeline {pv.name} step {step_name} has an empty {kind}")
+        parts = ref.split(SEP)
+        if len(parts) not in (2, 3) or parts[1] not in (INPUTS, OUTPUTS):
+            raise PipelineValidationError(
+                f"pipeline step {kind} invalid pipeline {pv.name} step {step_name} input step {ref}.")
+
+
+def _check_step_inputs(pv) -> None:
+    for step in pv.steps.values():
+        _check_refs(pv, step.name, step.inputs, trigger=False)
+
+
+def _check_step_triggers(pv) -> None:
+    for step in pv.steps.values():
+        _check_refs(pv, step.name, step.triggers, trigger=True)
+
+
+def _check_references_exist(pv) -> None:
+    for step in pv.steps.values():
+        for ref in step.inputs:
+            name = step_of(ref)
+            if name not in pv.steps and name != pv.name:
+                raise PipelineValidationError(
+                    f"pipeline {pv.name} step {step.name} has input {name} for step that does not exist")
+    if pv.output is not None:
+        for ref in pv.output.steps:
+            name = step_of(ref)
+            if name not in pv.steps:
+                raise PipelineValidationError(f"pipeline {pv.name} output step {name} not found")
+
+
+def _check_outputs(pv) -> None:
+    if pv.output is None:
+        return
+    for ref in pv.output.steps:
+        parts = ref.split(SEP)
+        if len(parts) not in (2, 3) or parts[1] not in (INPUTS, OUTPUTS):
+            raise PipelineValidationError(f"pipeline {pv.name} output specifier {ref} invalid")
+
+
+def _upstream(pv, step) -> list[str]:
+    seen: dict[str, None] = {}
+    for ref in list(step.inputs) + list(step.triggers):
+        name = step_of(ref)
+        if name != pv.name:
+            seen[name] = None
+    return list(seen)
+
+
+def _check_cycles(pv) -> None:
+    """Depth-first search over inputs and triggers; a step met again on the current path is a cycle."""
+    if pv.allow_cycles:
+        return
+    checked: set[str] = set()
+
+    def visit(name: str, path: set[str]) -> None:
+        path.add(name)
+        for up in _upstream(pv, pv.steps[name]):
+            if up in path:
+                raise PipelineValidationError(f"pipeline {pv.name} has a cycle")
+            if up in pv.steps:  # triggers are not existence-checked; unknown names end the walk
+                visit(up, path)
+        path.discard(name)
+
+    for name in pv.steps:
+        if name in checked:
+            continue
+        path: set[str] = set()
+        visit(name, path)
+        checked.add(name)
+
+
+def _check_inputs_and_triggers_differ(pv) -> None:
+    for step in pv.steps.values():
+        inputs = {step_of(ref) for ref in step.inputs}
+        for trig in step.triggers:
+            if trig in inputs:
+                raise PipelineValidationError(
+                    f"pipeline {pv.name} : inputs and triggers must differ, but found {trig} in both")
+
+
+def _check_pipeline_input(pv) -> None:
+    if pv.input is None:
+        return
+    if not pv.input.external_inputs:
+        raise PipelineValidationError(f"pipeline {pv.name} input  is invalid. {INPUT_EMPTY}")
+    for ref in pv.input.external_inputs:
+        reason = _external_ref_problem(ref)
+        if reason:
+            raise PipelineValidationError(f"pipeline {pv.name} input {ref} is invalid. {reason}")
+
+
+def _external_ref_problem(ref: str) -> str | None:
+    if ref.strip() == "":
+        return INPUT_NAME_EMPTY
+    parts = ref.split(SEP)
+    io = (INPUTS, OUTPUTS)
+    if len(parts) == 1:
+        return INPUT_ONLY_PIPELINE
+    if len(parts) == 2:
+        return None if parts[1] in io else INPUT_BAD_PREFIX
+    if len(parts) == 3:
+        if parts[1] not in io + (STEP,):
+            return INPUT_BAD_PREFIX
+        return INPUT_STEP_BAD_SUFFIX if parts[1] == STEP else None
+    if parts[1] not in io + (STEP,):
+        return INPUT_BAD_PREFIX
+    if parts[3] not in io:
+        return INPUT_STEP_BAD_SUFFIX
+    if parts[1] in io:
+        return INPUT_BAD_PREFIX
+    if len(parts) > 5:
+        return INPUT_TOO_LONG
+    return None
