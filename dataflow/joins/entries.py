@@ -1,0 +1,88 @@
+"""Byte encoding of join buffers: one store entry per record key holding that key's buffered records.
+
+Grouping by key keeps a join a single get/put per arrival and makes "all buffered matches of the
+other branches" a local scan. The format is private to ``dataflow.joins`` (length-prefixed, little
+endian) so any ``StateStore`` backend can hold it.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+_FORMAT_VERSION = 1
+_ENTRY = struct.Struct("<HqqBH")       # branch, record ts, wall ms, flags, header count
+_LEN = struct.Struct("<I")
+_NONE = 0xFFFFFFFF
+MATCHED = 1
+
+
+@dataclass(slots=True)
+class Entry:
+    """One buffered record of one branch."""
+
+    branch: int
+    timestamp: int                 # record time (join windows compare these)
+    wall_ms: int                   # wall clock when buffered (wall-clock expiry)
+    value: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    matched: bool = False          # took part in an emitted result (outer joins emit no partial for it)
+
+
+def _put_bytes(out: bytearray, data: bytes | None) -> None:
+    if data is None:
+        out += _LEN.pack(_NONE)
+    else:
+        out += _LEN.pack(len(data))
+        out += data
+
+
+def _get_bytes(buf: memoryview, pos: int) -> tuple[bytes | None, int]:
+    (n,) = _LEN.unpack_from(buf, pos)
+    pos += _LEN.size
+    if n == _NONE:
+        return None, pos
+    return bytes(buf[pos:pos + n]), pos + n
+
+
+def encode_entries(entries: list[Entry]) -> bytes:
+    out = bytearray([_FORMAT_VERSION])
+    out += _LEN.pack(len(entries))
+    for e in entries:
+        out += _ENTRY.pack(e.branch, e.timestamp, e.wall_ms, MATCHED if e.matched else 0, len(e.headers))
+        for k, v in e.headers:
+            _put_bytes(out, k.encode("utf-8"))
+            _put_bytes(out, v)
+        _put_bytes(out, e.value)
+    return bytes(out)
+
+
+def decode_entries(data: bytes) -> list[Entry]:
+    buf = memoryview(data)
+    if not data or buf[0] != _FORMAT_VERSION:
+        raise ValueError(f"join buffer entry has unknown format version {buf[0] if data else None}")
+    (count,) = _LEN.unpack_from(buf, 1)
+    pos = 1 + _LEN.size
+    entries: list[Entry] = []
+    for _ in range(count):
+        branch, ts, wall, flags, nh = _ENTRY.unpack_from(buf, pos)
+        pos += _ENTRY.size
+        headers = []
+        for _ in range(nh):
+            k, pos = _get_bytes(buf, pos)
+            v, pos = _get_bytes(buf, pos)
+            headers.append(((k or b"").decode("utf-8"), v or b""))
+        value, pos = _get_bytes(buf, pos)
+        entries.append(Entry(branch, ts, wall, value, headers, bool(flags & MATCHED)))
+    return entries
+
+
+GROUP_PREFIX = b"g\x00"
+
+
+def group_key(key: str | None) -> bytes:
+    return GROUP_PREFIX + (b"\x00" if key is None else b"\x01" + key.encode("utf-8"))
+
+
+def key_of_group(store_key: bytes) -> str | None:
+    rest = store_key[len(GROUP_PREFIX):]
+    return None if rest[:1] == b"\x00" else rest[1:].decode("utf-8")

@@ -1,0 +1,180 @@
+"""N-way windowed stream join keyed by record key (spec 3.4), over a ``StateStore``.
+
+Values are opaque bytes here; the step decides how to merge them. Semantics:
+
+* **inner**: every arrival is buffered; when every other branch has buffered records with the same
+  key whose record timestamps are within ``window_ms`` of the arrival, one result per combination
+  is emitted (a cross product, in branch order). Buffers stay until they expire, so a key that
+  repeats on a branch joins again (the reference does the same).
+* **outer**: as inner while all branches are present. When a buffered record that never took part
+  in a result expires (by wall clock in ``punctuate`` or by record time), ONE partial result is
+  emitted from the unmatched records of that key (missing branches are ``None``); those records are
+  then consumed. So a key emits either its full merge(s) or exactly one partial, never both.
+  (The reference only emits partials when stream time advances - issue #4850; we fix that.)
+* **any**: every arrival is emitted at once on its own; nothing is buffered, no merged record.
+
+Expiry: a buffered record is dropped once ``now_ms >= wall_ms + window_ms`` (wall clock) or once
+its timestamp falls more than ``window_ms`` behind the join's stream time (max timestamp seen).
+A result's headers are those of the arrival that produced it; its timestamp is the max of its parts.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+
+from dataflow.joins.entries import (
+    GROUP_PREFIX, Entry, decode_entries, encode_entries, group_key, key_of_group,
+)
+from dataflow.records import Record
+from dataflow.state.base import StateStore
+from dataflow.joins.types import JoinType
+
+log = logging.getLogger(__name__)
+
+_STREAM_TIME_KEY = b"t\x00stream-time"
+
+
+@dataclass(slots=True)
+class JoinResult:
+    key: str | None
+    values: list[bytes | None]        # one slot per branch, in branch order; None = branch missing
+    headers: list[tuple[str, bytes]]
+    timestamp: int
+    partition: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return all(v is not None for v in self.values)
+
+
+class StreamJoin:
+    def __init__(self, store: StateStore, *, branches: int, kind: JoinType, window_ms: int, name: str = "join"):
+        if branches < 2 and kind is not JoinType.ANY:
+            raise ValueError(f"join {name} needs at least 2 branches, got {branches}")
+        self.store = store
+        self.branches = branches
+        self.kind = kind
+        self.window_ms = int(window_ms)
+        self.name = name
+        raw = store.get(_STREAM_TIME_KEY)
+        self.stream_time = int(raw) if raw else -(2 ** 62)
+        # Earliest wall time / smallest record time buffered; None = unknown (scan on next punctuate,
+        # e.g. after a restart with persisted state).
+        self._next_wall_expiry: int | None = None
+        self._min_timestamp: int | None = None
+        self._scan_needed = True
+
+    # -- arrivals ---------------------------------------------------------------------------
+    def add(self, branch: int, record: Record, now_ms: int) -> list[JoinResult]:
+        if not 0 <= branch < self.branches:
+            raise ValueError(f"join {self.name}: branch {branch} out of range 0..{self.branches - 1}")
+        if self.kind is JoinType.ANY:
+            values: list[bytes | None] = [None] * self.branches
+            values[branch] = record.value
+            return [JoinResult(record.key, values, list(record.headers), record.timestamp, record.partition)]
+
+        self._advance_stream_time(record.timestamp)
+        gkey = group_key(record.key)
+        raw = self.store.get(gkey)
+        entries = decode_entries(raw) if raw else []
+        stale = [e for e in entries if self._expired_by_record_time(e)]
+        results: list[JoinResult] = []
+        if stale:
+            if self.kind is JoinType.OUTER:
+                results.extend(self._partials(record.key, entries, stale))
+            entries = [e for e in entries if not self._expired_by_record_time(e)]
+        arrival = Entry(branch, record.timestamp, now_ms, record.value, list(record.headers))
+
+        candidates: list[list[Entry]] = []
+        for b in range(self.branches):
+            if b == branch:
+                candidates.append([arrival])
+            else:
+                candidates.append([e for e in entries if e.branch == b
+                                   and abs(e.timestamp - record.timestamp) <= self.window_ms])
+        if all(candidates):
+            for combo in itertools.product(*candidates):
+                results.append(JoinResult(record.key, [e.value for e in combo], list(record.headers),
+                                          max(e.timestamp for e in combo), record.partition))
+                for e in combo:
+                    e.matched = True
+        entries.append(arrival)
+        self.store.put(gkey, encode_entries(entries))
+        expiry = now_ms + self.window_ms
+        self._next_wall_expiry = expiry if self._next_wall_expiry is None else min(self._next_wall_expiry, expiry)
+        self._min_timestamp = record.timestamp if self._min_timestamp is None \
+            else min(self._min_timestamp, record.timestamp)
+        return results
+
+    # -- expiry -----------------------------------------------------------------------------
+    def _advance_stream_time(self, ts: int) -> None:
+        if ts > self.stream_time:
+            self.stream_time = ts
+            self.store.put(_STREAM_TIME_KEY, str(ts).encode())
+
+    def _expired_by_record_time(self, e: Entry) -> bool:
+        return e.timestamp < self.stream_time - self.window_ms
+
+    def _expired(self, e: Entry, now_ms: int) -> bool:
+        return now_ms >= e.wall_ms + self.window_ms or self._expired_by_record_time(e)
+
+    def next_deadline(self) -> int | None:
+        """Wall-clock time at which ``punctuate`` next has work (None if nothing is buffered)."""
+        return 0 if self._scan_needed else self._next_wall_expiry
+
+    def punctuate(self, now_ms: int) -> list[JoinResult]:
+        """Drop expired buffers; for outer joins emit the one partial result of unmatched keys."""
+        if self.kind is JoinType.ANY:
+            return []
+        if not self._scan_needed:
+            wall_due = self._next_wall_expiry is not None and now_ms >= self._next_wall_expiry
+            time_due = self._min_timestamp is not None and self._min_timestamp < self.stream_time - self.window_ms
+            if not (wall_due or time_due):
+                return []
+        results: list[JoinResult] = []
+        next_expiry: int | None = None
+        min_ts: int | None = None
+        for gkey, raw in list(self.store.items(GROUP_PREFIX)):
+            entries = decode_entries(raw)
+            expired = [e for e in entries if self._expired(e, now_ms)]
+            if expired and self.kind is JoinType.OUTER:
+                results.extend(self._partials(key_of_group(gkey), entries, expired))
+            keep = [e for e in entries if not self._expired(e, now_ms)]
+            if not keep:
+                self.store.delete(gkey)
+                continue
+            if len(keep) != len(entries) or expired:
+                self.store.put(gkey, encode_entries(keep))
+            for e in keep:
+                exp = e.wall_ms + self.window_ms
+                next_expiry = exp if next_expiry is None else min(next_expiry, exp)
+                min_ts = e.timestamp if min_ts is None else min(min_ts, e.timestamp)
+        self._next_wall_expiry = next_expiry
+        self._min_timestamp = min_ts
+        self._scan_needed = False
+        return results
+
+    def _partials(self, key: str | None, entries: list[Entry], expired: list[Entry]) -> list[JoinResult]:
+        out: list[JoinResult] = []
+        for e in expired:
+            if e.matched:
+                continue
+            chosen: list[Entry | None] = [None] * self.branches
+            chosen[e.branch] = e
+            for other in entries:   # latest unmatched record of each other branch within the window
+                if other.matched or other.branch == e.branch:
+                    continue
+                if abs(other.timestamp - e.timestamp) <= self.window_ms:
+                    chosen[other.branch] = other
+            parts = [c for c in chosen if c is not None]
+            last = max(parts, key=lambda c: (c.wall_ms, entries.index(c)))
+            out.append(JoinResult(key, [c.value if c else None for c in chosen], list(last.headers),
+                                  max(c.timestamp for c in parts)))
+            for c in parts:
+                c.matched = True
+        return out
+
+    def __len__(self) -> int:
+        """Buffered records (for tests and metrics)."""
+        return sum(len(decode_entries(raw)) for _, raw in self.store.items(GROUP_PREFIX))

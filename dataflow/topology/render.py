@@ -1,0 +1,71 @@
+"""Readable renderings of a Topology: plain text for logs/CLI and a Mermaid flowchart for docs."""
+from __future__ import annotations
+
+import re
+
+from dataflow.topology.model import StepNode, Topology
+
+
+def _step_line(step: StepNode) -> list[str]:
+    head = f"step {step.name} ({step.kind.value}) -> {step.sink}"
+    lines = [head]
+    if step.is_join:
+        lines.append(f"  join: {step.join.value}, window {step.window_ms} ms")
+    for s in step.sources:
+        lines.append(f"  source {s.label()}")
+    if step.triggers:
+        lines.append(f"  triggers: join {step.triggers_join.value}, window {step.window_ms} ms")
+        for t in step.triggers:
+            tensors = f" tensors={list(t.tensor_order)}" if t.tensor_order else ""
+            lines.append(f"  trigger {t.topic} [pipeline={t.pipeline}]{tensors}")
+    if step.batch.enabled:
+        lines.append(f"  batch: size={step.batch.size} window_ms={step.batch.window_ms} rolling={step.batch.rolling}")
+    if step.pass_empty:
+        lines.append("  passEmptyResponses: forwarded even when no tensor is selected")
+    return lines
+
+
+def describe(topology: Topology) -> str:
+    t = topology
+    cycles = f"allowed, maxStepRevisits={t.max_step_revisits}" if t.allow_cycles else "not allowed"
+    lines = [
+        f"pipeline {t.pipeline} version {t.version} uid {t.uid}",
+        f"  output topic: {t.output_topic}",
+        f"  error topic: {t.error_topic}",
+        f"  cycles: {cycles}",
+    ]
+    for step in t.steps:
+        lines.extend(_step_line(step))
+    return "\n".join(lines) + "\n"
+
+
+def _node_id(prefix: str, text: str) -> str:
+    return prefix + re.sub(r"[^A-Za-z0-9_]", "_", text)
+
+
+def mermaid(topology: Topology) -> str:
+    """``flowchart LR``: topics are rounded nodes, steps are boxes; edge labels carry tensors/joins."""
+    lines = ["flowchart LR"]
+    topics: dict[str, str] = {}
+
+    def topic(name: str) -> str:
+        if name not in topics:
+            topics[name] = _node_id("t_", name)
+            lines.append(f'  {topics[name]}(["{name}"])')
+        return topics[name]
+
+    for step in topology.steps:
+        sid = _node_id("s_", step.name)
+        label = step.name if not step.is_join else f"{step.name}<br/>{step.join.value} join {step.window_ms}ms"
+        lines.append(f'  {sid}["{label}"]')
+        for s in step.sources:
+            edge = ",".join(s.tensor_order)
+            if s.renames:
+                edge += (" " if edge else "") + ",".join(f"{k}→{v}" for k, v in sorted(s.renames.items()))
+            arrow = f"-- {edge} -->" if edge else "-->"
+            lines.append(f"  {topic(s.topic)} {arrow} {sid}")
+        for tr in step.triggers:
+            edge = "trigger" + (" " + ",".join(tr.tensor_order) if tr.tensor_order else "")
+            lines.append(f"  {topic(tr.topic)} -. {edge} .-> {sid}")
+        lines.append(f"  {sid} --> {topic(step.sink)}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,15 @@
+"""Knobs of the compiled topology that are not in the PipelineUpdateMessage (spec 3.1)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class TopologySettings:
+    # ``kafka.join.window.millis``: window of joins and trigger gates whose joinWindowMs is 0/unset.
+    default_join_window_ms: int = 60_000
+    # The reference ignores ``passEmptyResponses`` (spec 9.2 item 4). We honour it: a step with the
+    # flag set forwards a message even when no tensor survived selection. Set False to mimic the reference.
+    honour_pass_empty_responses: bool = True
+    # Batch steps (spec 3.7). The reference only batches single-source steps feeding an ``inputs`` topic.
+    enable_batching: bool = True

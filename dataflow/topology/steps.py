@@ -1,0 +1,140 @@
+"""Runtime processor of one compiled step: filter -> transform -> [join] -> [batch] -> [trigger
+gate] -> header rewrite -> [cycle counter] -> sink (spec 3.3-3.8). Pure and synchronous over
+(Record, now_ms) and ``StateStore``s.
+"""
+from __future__ import annotations
+
+import logging
+
+from dataflow import codec
+from dataflow.headers import rewrite_for_sink
+from dataflow.joins import StreamJoin, TriggerGate
+from dataflow.records import Record
+from dataflow.state.base import StoreFactory
+from dataflow.topology.cycles import VisitCounter
+from dataflow.topology.model import JoinType, StepNode, Topology
+from dataflow.topology.stats import PipelineStats
+from dataflow.topology.transforms import apply_chain, is_empty, merge_joined, serialize, trigger_fires
+
+log = logging.getLogger(__name__)
+
+
+def _make_batcher(step: StepNode, store_factory: StoreFactory):
+    try:
+        from dataflow.batching import Batcher
+    except ImportError:  # batching module not available: behave like the reference without batching
+        log.warning("step %s: batch settings ignored (dataflow.batching is not available)", step.name)
+        return None
+    b = step.batch
+    return Batcher(store_factory(f"batch:{step.name}"), size=b.size or None, window_ms=b.window_ms or None,
+                   rolling=b.rolling, name=step.name)
+
+
+class StepProcessor:
+    def __init__(self, topology: Topology, step: StepNode, store_factory: StoreFactory,
+                 stats: PipelineStats, counter: VisitCounter | None):
+        self.topology = topology
+        self.step = step
+        self.stats = stats
+        self.counter = counter
+        self.join = None
+        if step.is_join:
+            self.join = StreamJoin(store_factory(f"join:{step.name}"), branches=len(step.sources),
+                                   kind=step.join, window_ms=step.window_ms, name=f"{topology.pipeline}/{step.name}")
+        self.gate = None
+        if step.triggers:
+            combine_store = store_factory(f"triggers:{step.name}") if len(step.triggers) > 1 else None
+            self.gate = TriggerGate(store_factory(f"gate:{step.name}"), combine_store,
+                                    triggers=len(step.triggers), triggers_join=step.triggers_join,
+                                    window_ms=step.window_ms, name=f"{topology.pipeline}/{step.name}")
+        self.batcher = _make_batcher(step, store_factory) if step.batch.enabled and not step.is_join else None
+        self._from_error_topic = all(s.topic == topology.error_topic for s in step.sources)
+
+    # -- inputs -----------------------------------------------------------------------------
+    def on_source(self, index: int, record: Record, now_ms: int) -> list[Record]:
+        source = self.step.sources[index]
+        try:
+            result = apply_chain(source, record.value)
+        except codec.CodecError as exc:
+            self._malformed(record, source.topic, exc)
+            return []
+        if is_empty(result) and not self.step.pass_empty:
+            self.stats.empty_dropped += 1
+            return []
+        data = record.evolve(value=serialize(result))
+        if self.join is not None:
+            try:
+                joined = self._joined(self.join.add(index, data, now_ms))
+            except codec.CodecError as exc:   # cannot happen for values we serialised; be safe
+                self._malformed(record, source.topic, exc)
+                return []
+            return self._after_join(joined, now_ms)
+        if self.batcher is not None:
+            return self._after_join(self.batcher.add(data, now_ms), now_ms)
+        return self._after_join([data], now_ms)
+
+    def on_trigger(self, index: int, record: Record, now_ms: int) -> list[Record]:
+        trigger = self.step.triggers[index]
+        try:
+            fires = trigger_fires(trigger, record.value)
+        except codec.CodecError as exc:
+            self._malformed(record, trigger.topic, exc)
+            return []
+        if not fires:
+            self.stats.trigger_ignored += 1
+            return []
+        return self._to_sink(self.gate.add_trigger(index, record, now_ms))
+
+    def punctuate(self, now_ms: int) -> list[Record]:
+        out: list[Record] = []
+        if self.join is not None:
+            out.extend(self._after_join(self._joined(self.join.punctuate(now_ms)), now_ms))
+        if self.batcher is not None:
+            out.extend(self._after_join(self.batcher.punctuate(now_ms), now_ms))
+        if self.gate is not None:
+            out.extend(self._to_sink(self.gate.punctuate(now_ms)))
+        return out
+
+    # -- stages -----------------------------------------------------------------------------
+    def _joined(self, results) -> list[Record]:
+        out = []
+        for r in results:
+            if self.step.join is JoinType.ANY:
+                value = next(v for v in r.values if v is not None)
+            else:
+                value = merge_joined(r.values, self.step.produces_requests)
+            out.append(Record(topic="", key=r.key, value=value, headers=r.headers,
+                              timestamp=r.timestamp, partition=r.partition))
+        return out
+
+    def _after_join(self, records: list[Record], now_ms: int) -> list[Record]:
+        if self.gate is None:
+            return self._to_sink(records)
+        released: list[Record] = []
+        for r in records:
+            released.extend(self.gate.add_data(r, now_ms))
+        return self._to_sink(released)
+
+    def _to_sink(self, records: list[Record]) -> list[Record]:
+        t = self.topology
+        out = []
+        for r in records:
+            r = r.evolve(topic=self.step.sink, headers=rewrite_for_sink(r.headers, t.pipeline, t.version))
+            if self.counter is not None:
+                before = self.counter.exceeded
+                r = self.counter.route(r, sink=self.step.sink, sink_pipeline=self.step.sink_pipeline,
+                                       from_error_topic=self._from_error_topic)
+                self.stats.revisits_exceeded += self.counter.exceeded - before
+            out.append(r)
+        self.stats.produced += len(out)
+        return out
+
+    def _malformed(self, record: Record, topic: str, exc: Exception) -> None:
+        self.stats.malformed += 1
+        log.warning("pipeline %s step %s: dropping undecodable record from topic %s partition %s key %s: %s",
+                    self.topology.pipeline, self.step.name, topic, record.partition, record.key, exc)
+
+    def next_deadline(self) -> int | None:
+        parts = [p.next_deadline() for p in (self.join, self.batcher, self.gate) if p is not None]
+        parts = [d for d in parts if d is not None]
+        return min(parts) if parts else None
