@@ -1,0 +1,231 @@
+"""Kafka plumbing shared by the gateways: a producer usable from asyncio, and one consumer per
+consumer group over a changing set of topics (the reference's multi-topic consumer per bucket).
+
+confluent-kafka is used (not aiokafka) for its throughput and idempotent producer; its blocking
+calls run on their own threads and hand results to the asyncio loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import Callable, Iterable
+
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, Producer, TopicPartition
+
+from dataflow.kafka import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+class ProduceError(RuntimeError):
+    """A record could not be delivered."""
+
+
+class AsyncProducer:
+    """A confluent-kafka producer with a poll thread; ``await produce(...)`` resolves on delivery."""
+
+    def __init__(self, settings: KafkaSettings, **overrides) -> None:
+        self._producer = Producer(settings.producer(**overrides))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll_loop, name="gateway-producer-poll", daemon=True)
+        self._thread.start()
+
+    def _poll_loop(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.05)
+
+    def produce_cb(self, topic: str, value: bytes | None, *, key: str | None, partition: int | None,
+                   headers: list[tuple[str, bytes]] | None, on_delivery: Callable) -> None:
+        """Thread-safe produce with a plain delivery callback ``on_delivery(err, msg)``."""
+        kwargs = {"key": key, "value": value, "headers": headers or None, "on_delivery": on_delivery}
+        if partition is not None:
+            kwargs["partition"] = partition
+        while True:
+            try:
+                self._producer.produce(topic, **kwargs)
+                return
+            except BufferError:  # local queue full: let deliveries drain
+                time.sleep(0.01)
+
+    async def produce(self, topic: str, value: bytes | None, *, key: str | None = None,
+                      partition: int | None = None, headers: list[tuple[str, bytes]] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+
+        def done(err, msg):
+            def settle():
+                if fut.done():
+                    return
+                if err is not None:
+                    fut.set_exception(ProduceError(f"produce to {topic} failed: {err}"))
+                else:
+                    fut.set_result(None)
+            loop.call_soon_threadsafe(settle)
+
+        self.produce_cb(topic, value, key=key, partition=partition, headers=headers, on_delivery=done)
+        await fut
+
+    def flush(self, timeout_s: float = 10.0) -> int:
+        return self._producer.flush(timeout_s)
+
+    def close(self) -> None:
+        self.flush()
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+class TopicSetConsumer:
+    """One consumer in one group, subscribed to a set of topics that may change at run time.
+
+    Records are handed, in batches, to ``on_records(list[Message])`` on the consumer thread.
+    ``start_at_end``: newly assigned partitions start at the high watermark read *in the assign
+    callback* (so nothing produced after ``partitions(topic)`` lists a partition can be missed),
+    and a partition re-assigned after a rebalance resumes where this consumer left it.
+    """
+
+    def __init__(self, settings: KafkaSettings, group_id: str, on_records: Callable[[list[Message]], None], *,
+                 offset_reset: str = "latest", start_at_end: bool = False,
+                 on_revoke: Callable[[list[TopicPartition]], None] | None = None,
+                 batch_size: int = 500, name: str = "gateway-consumer") -> None:
+        self.group_id = group_id
+        self._consumer = Consumer(settings.consumer(group_id, offset_reset=offset_reset))
+        self._on_records = on_records
+        self._on_revoke = on_revoke
+        self._start_at_end = start_at_end
+        self._batch_size = batch_size
+        self._lock = threading.Condition()
+        self._topics: set[str] = set()
+        self._subscribed: frozenset[str] = frozenset()
+        self._assigned: dict[str, set[int]] = {}
+        self._positions: dict[tuple[str, int], int] = {}
+        self._commits: list[TopicPartition] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    # ---- topic set --------------------------------------------------------------------------
+    def add_topic(self, topic: str) -> None:
+        with self._lock:
+            self._topics.add(topic)
+
+    def remove_topic(self, topic: str) -> None:
+        with self._lock:
+            self._topics.discard(topic)
+
+    @property
+    def topics(self) -> set[str]:
+        with self._lock:
+            return set(self._topics)
+
+    def partitions(self, topic: str) -> list[int]:
+        """Partitions of ``topic`` assigned to (and positioned by) this consumer right now."""
+        with self._lock:
+            return sorted(self._assigned.get(topic, ()))
+
+    def wait_partitions(self, topic: str, timeout_s: float) -> list[int]:
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            while not self._assigned.get(topic):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return []
+                self._lock.wait(left)
+            return sorted(self._assigned[topic])
+
+    def commit(self, offsets: Iterable[TopicPartition]) -> None:
+        """Queue offsets (next offset to read) for an asynchronous commit on the consumer thread."""
+        with self._lock:
+            self._commits.extend(offsets)
+
+    # ---- thread -------------------------------------------------------------------------------
+    def _assign_cb(self, consumer, partitions: list[TopicPartition]) -> None:
+        if self._start_at_end:
+            for tp in partitions:
+                known = self._positions.get((tp.topic, tp.partition))
+                if known is not None:
+                    tp.offset = known
+                    continue
+                try:
+                    _, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+                    tp.offset = high
+                except Exception as exc:  # noqa: BLE001 - fall back to the reset policy
+                    log.warning("cannot read end offset of %s[%d]: %s", tp.topic, tp.partition, exc)
+                    tp.offset = OFFSET_INVALID
+                self._positions[(tp.topic, tp.partition)] = tp.offset
+            consumer.assign(partitions)
+        with self._lock:
+            for tp in partitions:
+                self._assigned.setdefault(tp.topic, set()).add(tp.partition)
+            self._lock.notify_all()
+        log.info("group %s assigned %s", self.group_id, [(tp.topic, tp.partition) for tp in partitions])
+
+    def _revoke_cb(self, consumer, partitions: list[TopicPartition]) -> None:
+        with self._lock:
+            for tp in partitions:
+                self._assigned.get(tp.topic, set()).discard(tp.partition)
+        self._flush_commits(sync=True)
+        if self._on_revoke:
+            self._on_revoke(partitions)
+        if self._start_at_end:
+            consumer.unassign()
+
+    def _flush_commits(self, sync: bool = False) -> None:
+        with self._lock:
+            commits, self._commits = self._commits, []
+        if not commits:
+            return
+        latest: dict[tuple[str, int], int] = {}
+        for tp in commits:
+            latest[(tp.topic, tp.partition)] = max(tp.offset, latest.get((tp.topic, tp.partition), -1))
+        try:
+            self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in latest.items()],
+                                  asynchronous=not sync)
+        except Exception as exc:  # noqa: BLE001 - e.g. no longer assigned after a rebalance
+            log.debug("commit failed: %s", exc)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                with self._lock:
+                    wanted = frozenset(self._topics)
+                if wanted != self._subscribed:
+                    if wanted:
+                        self._consumer.subscribe(sorted(wanted), on_assign=self._assign_cb,
+                                                 on_revoke=self._revoke_cb, on_lost=self._revoke_cb)
+                    else:
+                        self._consumer.unsubscribe()
+                        with self._lock:
+                            self._assigned.clear()
+                    self._subscribed = wanted
+                if not self._subscribed:
+                    time.sleep(0.05)
+                    continue
+                msgs = self._consumer.consume(self._batch_size, 0.1)
+                good = []
+                for m in msgs:
+                    err = m.error()
+                    if err is not None:
+                        if err.code() != KafkaError._PARTITION_EOF:
+                            log.warning("consumer %s: %s", self.group_id, err)
+                        continue
+                    good.append(m)
+                    if self._start_at_end:
+                        self._positions[(m.topic(), m.partition())] = m.offset() + 1
+                if good:
+                    try:
+                        self._on_records(good)
+                    except Exception:  # noqa: BLE001 - a handler bug must not kill the consumer
+                        log.exception("record handler failed in group %s", self.group_id)
+                self._flush_commits()
+        finally:
+            self._flush_commits(sync=True)
+            try:
+                self._consumer.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def close(self, timeout_s: float = 15.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout=timeout_s)

@@ -1,0 +1,88 @@
+"""Run a whole pipeline gateway: core + REST + gRPC + metrics + the scheduler's pipeline stream."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from dataclasses import dataclass
+
+from dataflow.kafka import KafkaSettings, TopicNamer
+
+from gateways import pipeline_grpc, pipeline_http, scheduler_watch
+from gateways.pipeline_gateway import DEFAULT_TIMEOUT_S, PipelineGateway
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PipelineGatewayConfig:
+    settings: KafkaSettings
+    namer: TopicNamer = TopicNamer()
+    scheduler: str | None = None  # host:port; None -> pipelines load on first request
+    http_port: int = 9010
+    grpc_port: int = 9011
+    host: str = "0.0.0.0"
+    metrics_port: int | None = None
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    consumer_prefix: str = ""
+    subscriber: str = ""
+
+
+class PipelineGatewayService:
+    """Owns the running pieces; ``await start()`` then ``await stop()``."""
+
+    def __init__(self, config: PipelineGatewayConfig) -> None:
+        self.config = config
+        self.gateway = PipelineGateway(config.settings, config.namer, consumer_prefix=config.consumer_prefix,
+                                       timeout_s=config.timeout_s, lazy_pipelines=config.scheduler is None)
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._http = None
+        self._grpc = None
+        self._metrics = None
+
+    async def start(self) -> "PipelineGatewayService":
+        c = self.config
+        await self.gateway.start()
+        self._http = await pipeline_http.serve(self.gateway, c.http_port, c.host)
+        self._grpc = await pipeline_grpc.serve(self.gateway, c.grpc_port, c.host)
+        if c.metrics_port:
+            self._metrics = self.gateway.metrics.serve(c.metrics_port)
+        if c.scheduler:
+            name = c.subscriber or os.environ.get("POD_NAME") or f"dataflow-pipelinegateway-{socket.gethostname()}"
+            self._tasks.append(asyncio.create_task(
+                scheduler_watch.follow_pipelines(c.scheduler, name, self._on_pipeline, self._stop)))
+        return self
+
+    def _on_pipeline(self, ev: scheduler_watch.PipelineEvent) -> None:
+        if ev.live:
+            log.info("serving pipeline %s v%d", ev.name, ev.version)
+            self.gateway.load_pipeline(ev.name, ev.version)
+        else:
+            log.info("dropping pipeline %s", ev.name)
+            self.gateway.unload_pipeline(ev.name)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._grpc is not None:
+            await self._grpc.stop(grace=1)
+        if self._http is not None:
+            await self._http.cleanup()
+        if self._metrics is not None:
+            server, _thread = self._metrics
+            server.shutdown()
+        await self.gateway.close()
+
+    async def run_forever(self) -> None:
+        await self.start()
+        try:
+            await self._stop.wait()
+        finally:
+            await self.stop()
+
+    def request_stop(self) -> None:
+        self._stop.set()

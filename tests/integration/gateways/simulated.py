@@ -1,0 +1,75 @@
+"""A stand-in for the dataflow engine: copies ``pipeline.<p>.inputs`` -> ``pipeline.<p>.outputs``.
+
+Each request becomes a response whose outputs are the inputs (``OUT_`` prefixed), same key and
+partition, headers kept plus ``x-pipeline-version``. A request with parameter ``fail`` becomes an
+error record (``seldon-pipeline-errors: <model>``), one with parameter ``drop`` gets no answer.
+"""
+from __future__ import annotations
+
+import threading
+
+from confluent_kafka import Consumer, Producer
+from tritonclient.grpc import service_pb2 as pb
+
+from dataflow import headers as H
+
+
+def request_to_response(req: pb.ModelInferRequest, model: str = "sim") -> pb.ModelInferResponse:
+    resp = pb.ModelInferResponse(model_name=model, model_version="1", id=req.id)
+    for t in req.inputs:
+        o = resp.outputs.add(name="OUT_" + t.name, datatype=t.datatype, shape=t.shape)
+        if t.HasField("contents"):
+            o.contents.CopyFrom(t.contents)
+        for k, v in t.parameters.items():
+            o.parameters[k].CopyFrom(v)
+    resp.raw_output_contents.extend(req.raw_input_contents)
+    return resp
+
+
+class SimulatedPipeline:
+    def __init__(self, kafka, in_topic: str, out_topic: str, *, model: str = "sim") -> None:
+        self.kafka = kafka
+        self.in_topic, self.out_topic, self.model = in_topic, out_topic, model
+        self.seen = 0
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "SimulatedPipeline":
+        self._thread.start()
+        assert self._ready.wait(30), "simulated pipeline consumer got no assignment"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+    def _run(self) -> None:
+        consumer: Consumer = self.kafka.consumer(offset_reset="earliest")
+        producer: Producer = self.kafka.producer()
+        consumer.subscribe([self.in_topic], on_assign=lambda c, p: self._ready.set())
+        try:
+            while not self._stop.is_set():
+                for m in consumer.consume(500, 0.05):
+                    if m.error():
+                        continue
+                    self.seen += 1
+                    req = pb.ModelInferRequest()
+                    req.ParseFromString(m.value())
+                    headers = [(k, v) for k, v in (m.headers() or []) if k != H.PIPELINE_VERSION]
+                    headers.append((H.PIPELINE_VERSION, b"1"))
+                    if "drop" in req.parameters:
+                        continue
+                    if "fail" in req.parameters:
+                        value = f"rpc error: code = InvalidArgument desc = {req.parameters['fail'].string_param}"
+                        headers.append((H.PIPELINE_ERRORS, self.model.encode()))
+                        producer.produce(self.out_topic, value=value.encode(), key=m.key(),
+                                         partition=m.partition(), headers=headers)
+                        continue
+                    producer.produce(self.out_topic, value=request_to_response(req, self.model).SerializeToString(),
+                                     key=m.key(), partition=m.partition(), headers=headers)
+                producer.poll(0)
+                producer.flush(1)
+        finally:
+            producer.flush(5)
+            consumer.close()

@@ -1,0 +1,160 @@
+"""Pipeline gateway over the embedded broker with a simulated pipeline (REST + gRPC)."""
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+import grpc
+import pytest
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from dataflow.kafka import TopicNamer
+from gateways.pipeline_service import PipelineGatewayConfig, PipelineGatewayService
+
+from .harness import BackgroundLoop, free_port
+from .simulated import SimulatedPipeline
+
+PARTITIONS = 2
+
+
+@pytest.fixture(scope="module")
+def env(kafka):
+    namer = TopicNamer(prefix=kafka.unique("pgw").replace("-", ""))
+    pipeline = "tfsimples"
+    kafka.create_topics(namer.pipeline_inputs(pipeline), namer.pipeline_outputs(pipeline), partitions=PARTITIONS)
+    kafka.create_topics(namer.pipeline_inputs("silent"), namer.pipeline_outputs("silent"), partitions=PARTITIONS)
+    cfg = PipelineGatewayConfig(settings=kafka.settings, namer=namer, http_port=free_port(), grpc_port=free_port(),
+                                host="127.0.0.1", timeout_s=5.0, consumer_prefix=kafka.unique("pgw"))
+    bg = BackgroundLoop()
+    svc = PipelineGatewayService(cfg)
+    bg.run(svc.start())
+    sim = SimulatedPipeline(kafka, namer.pipeline_inputs(pipeline), namer.pipeline_outputs(pipeline),
+                            model="tfsimple1")
+    with sim:
+        yield {"cfg": cfg, "pipeline": pipeline, "namer": namer, "svc": svc, "sim": sim}
+    bg.run(svc.stop())
+    bg.close()
+
+
+BODY = {"inputs": [{"name": "INPUT0", "datatype": "INT32", "shape": [1, 4], "data": [[1, 2, 3, 4]]},
+                   {"name": "S", "datatype": "BYTES", "shape": [1], "data": ["hi"],
+                    "parameters": {"content_type": "str"}}]}
+
+
+def _post(env, body, headers=None, path=None):
+    url = f"http://127.0.0.1:{env['cfg'].http_port}{path or '/v2/models/' + env['pipeline'] + '/infer'}"
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def test_rest_success_returns_json_and_headers(env):
+    status, headers, body = _post(env, BODY, {"seldon-model": f"{env['pipeline']}.pipeline",
+                                              "X-Request-Id": "req-1", "X-Custom": "abc"})
+    assert status == 200, body
+    out = json.loads(body)
+    assert [o["name"] for o in out["outputs"]] == ["OUT_INPUT0", "OUT_S"]
+    assert out["outputs"][0]["data"] == [1, 2, 3, 4]
+    assert list(out["outputs"][0])[0] == "data"
+    assert out["outputs"][1]["data"] == ["hi"]
+    ids = headers.get_all("X-Request-Id")
+    p, name, rid = ids[0].split(".", 2)
+    assert int(p) in range(PARTITIONS) and name == env["pipeline"] and rid == "req-1"
+    assert "req-1" in ids[1:]  # the plain x-request-id header comes back too
+    assert headers.get("x-custom") == "abc" and headers.get("x-pipeline-version") == "1"
+
+
+def test_rest_pipeline_path_without_header_uses_path(env):
+    status, headers, body = _post(env, BODY, path=f"/v2/pipelines/{env['pipeline']}/infer")
+    assert status == 200, body
+    rid = headers.get_all("X-Request-Id")[0].split(".", 2)[2]
+    assert len(rid) == 20  # generated xid-like id
+
+
+def test_rest_error_record_is_400_with_reference_shape(env):
+    body = dict(BODY, parameters={"fail": "unexpected shape for input 'INPUT0'"})
+    status, _, payload = _post(env, body, {"seldon-model": f"{env['pipeline']}.pipeline"})
+    assert status == 400
+    assert payload.decode() == ("tfsimple1 : rpc error: code = InvalidArgument desc = "
+                                "unexpected shape for input 'INPUT0'")
+
+
+def test_rest_bad_header_and_bad_json_are_400(env):
+    assert _post(env, BODY, {"seldon-model": "a.b.c"}, path="/v2/models/x/infer")[0] == 400
+    assert _post(env, {"inputs": [{"name": "x", "datatype": "NOPE", "shape": [1], "data": [1]}]},
+                 {"seldon-model": f"{env['pipeline']}.pipeline"})[0] == 400
+
+
+def test_rest_timeout_is_504_not_a_hang(env):
+    body = dict(BODY, parameters={"drop": True})
+    status, _, payload = _post(env, body, {"seldon-model": f"{env['pipeline']}.pipeline"})
+    assert status == 504, payload
+    assert not env["svc"].gateway._pending  # the pending entry was released
+
+
+def test_ready_endpoints(env):
+    def get(path, headers=None):
+        req = urllib.request.Request(f"http://127.0.0.1:{env['cfg'].http_port}{path}", headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+    assert get("/ready") == 200
+    assert get(f"/v2/pipelines/{env['pipeline']}/ready") == 200
+    assert get("/v2/pipelines/unknown/ready") == 404
+    assert get("/v2/models/x/ready", {"seldon-model": "x"}) == 400
+
+
+def _grpc_request():
+    req = pb.ModelInferRequest()
+    t = req.inputs.add(name="INPUT0", datatype="INT32", shape=[1, 4])
+    t.contents.int_contents.extend([1, 2, 3, 4])
+    return req
+
+
+def test_grpc_success_error_and_timeout(env):
+    with grpc.insecure_channel(f"127.0.0.1:{env['cfg'].grpc_port}") as ch:
+        stub = pb_grpc.GRPCInferenceServiceStub(ch)
+        md = [("seldon-model", f"{env['pipeline']}.pipeline"), ("x-request-id", "g-1"), ("x-foo", "bar")]
+        resp, call = stub.ModelInfer.with_call(_grpc_request(), metadata=md, timeout=30)
+        assert resp.outputs[0].name == "OUT_INPUT0"
+        assert list(resp.outputs[0].contents.int_contents) == [1, 2, 3, 4]
+        got = dict(call.initial_metadata())
+        assert got["x-request-id"].endswith(f".{env['pipeline']}.g-1")
+        assert got["x-foo"] == "bar"
+
+        bad = _grpc_request()
+        bad.parameters["fail"].string_param = "boom"
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ModelInfer(bad, metadata=md[:1], timeout=30)
+        assert err.value.code() == grpc.StatusCode.UNKNOWN
+        assert err.value.details() == "tfsimple1 : rpc error: code = InvalidArgument desc = boom"
+
+        drop = _grpc_request()
+        drop.parameters["drop"].bool_param = True
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ModelInfer(drop, metadata=md[:1], timeout=30)
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ModelInfer(_grpc_request(), timeout=10)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert stub.ServerReady(pb.ServerReadyRequest(), timeout=10).ready
+        assert stub.ModelReady(pb.ModelReadyRequest(name=env["pipeline"]), timeout=10).ready
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ModelMetadata(pb.ModelMetadataRequest(name="x"), timeout=10)
+        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_metrics_are_counted(env):
+    reg = env["svc"].gateway.metrics.registry
+    assert reg.get_sample_value("seldon_pipeline_infer_total",
+                                {"server": "pipeline-gateway", "pipeline": env["pipeline"],
+                                 "method_type": "rest", "code": "200"}) >= 1
