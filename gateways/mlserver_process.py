@@ -13,17 +13,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections import deque
 from pathlib import Path
 
 from dataflow.broker import free_port
+from dataflow.up.children import die_with_parent, stop_process, tail
 
 SETTINGS_FILE = "model-settings.json"
 
@@ -131,7 +130,7 @@ class MLServerProcess:
             self._proc = subprocess.Popen(
                 mlserver_command() + ["start", str(self.workdir)], cwd=str(self.workdir),
                 stdout=self._log_file, stderr=subprocess.STDOUT, env=env,
-                start_new_session=True, preexec_fn=_die_with_parent)
+                start_new_session=True, preexec_fn=die_with_parent)
             self._wait_ready(timeout)
         except BaseException:
             self.stop()
@@ -143,15 +142,7 @@ class MLServerProcess:
 
     def stop(self, timeout: float = 10.0) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            _signal_group(proc, signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                _signal_group(proc, signal.SIGKILL)
-                proc.wait()
-        if proc is not None:
-            _signal_group(proc, signal.SIGKILL)  # stray workers of the session, if any
+        stop_process(proc, timeout)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
@@ -160,11 +151,7 @@ class MLServerProcess:
         self.workdir = None
 
     def log_tail(self, lines: int = 30) -> str:
-        target = getattr(self, "_log_target", None)
-        if target is None or not target.exists():
-            return ""
-        with open(target, "r", errors="replace") as handle:
-            return "".join(deque(handle, maxlen=lines))
+        return tail(getattr(self, "_log_target", None), lines)
 
     def __enter__(self) -> "MLServerProcess":
         return self.start()
@@ -222,22 +209,3 @@ class MLServerProcess:
                 return r.status == 200
         except (urllib.error.URLError, OSError):
             return False
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Linux: deliver SIGTERM to the child when the process that started it dies."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except Exception:
-        pass
-
-
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
