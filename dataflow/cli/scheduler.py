@@ -1,0 +1,55 @@
+"""``dataflow scheduler``: the minimal Seldon scheduler (Scheduler API + Chainer API for engines)."""
+from __future__ import annotations
+
+import asyncio
+import signal
+
+
+def register(sub) -> None:
+    p = sub.add_parser("scheduler", help="run the minimal scheduler (pipelines, models, dataflow engines)")
+    p.add_argument("--port", type=int, default=9004, help="Scheduler gRPC port (default 9004)")
+    p.add_argument("--chainer-port", type=int, default=9008,
+                   help="Chainer gRPC port the dataflow engines subscribe to (default 9008)")
+    p.add_argument("--host", default="0.0.0.0", help="interface to listen on (default 0.0.0.0)")
+    p.add_argument("--state-dir", default=None,
+                   help="directory for the persisted state (pipelines, models); none = memory only")
+    p.add_argument("--topic-prefix", default="seldon", help="Kafka topic prefix (default seldon)")
+    p.add_argument("--namespace", default="default", help="namespace part of topic names (default default)")
+    p.add_argument("--max-shard-count-multiplier", type=int, default=1,
+                   help="engines per pipeline version (default 1)")
+    p.add_argument("--default-model-endpoint", default=None,
+                   help="OIP endpoint (grpc://HOST:PORT or http://HOST:PORT) for models that name none")
+    p.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from dataflow.cli import CliError
+    from dataflow.kafka import KafkaSetupError
+    from scheduler_min.server import SchedulerConfig, serve
+
+    config = SchedulerConfig(port=args.port, chainer_port=args.chainer_port, host=args.host,
+                             state_dir=args.state_dir, topic_prefix=args.topic_prefix,
+                             namespace=args.namespace,
+                             max_shard_count_multiplier=max(1, args.max_shard_count_multiplier),
+                             default_model_endpoint=args.default_model_endpoint)
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+
+        def ready(app) -> None:
+            print(f"scheduler ready: scheduler port {app.port}, chainer port {app.chainer_port}", flush=True)
+
+        try:
+            await serve(config, ready)
+        except asyncio.CancelledError:
+            pass
+
+    try:
+        asyncio.run(main())
+    except (OSError, KafkaSetupError, RuntimeError) as exc:
+        raise CliError(f"scheduler failed: {exc}") from exc
+    print("scheduler stopped", flush=True)
+    return 0

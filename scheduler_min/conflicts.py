@@ -1,0 +1,95 @@
+"""Engine acks -> one pipeline status (spec 4.4), with the reference's vector-clock guard.
+
+Every message sent to engines for a pipeline version starts a new *iteration*: the clock ticks,
+and the set of engines expected to answer is reset to Unknown. An ack counts only if it carries
+the current clock value and comes from an engine of the current iteration; stale acks (from
+before a rebalance) are dropped. Keyed by the pipeline version uid so two versions of one
+pipeline (an upgrade in flight) never invalidate each other's acks.
+"""
+from __future__ import annotations
+
+from chainer_api import chainer_pb2, scheduler_pb2
+
+S = scheduler_pb2.PipelineVersionState
+OP = chainer_pb2.PipelineUpdateMessage
+
+UNKNOWN = S.PipelineStatusUnknown
+
+
+def ack_status(op: int, success: bool) -> int:
+    """Per-engine status implied by one ack."""
+    if op == OP.Create:
+        return S.PipelineReady if success else S.PipelineFailed
+    if op == OP.Delete:
+        return S.PipelineTerminated if success else S.PipelineFailedTerminating
+    if op == OP.Rebalance:
+        return S.PipelineRebalancing if success else S.PipelineFailed
+    if op == OP.Ready:
+        return S.PipelineReady if success else S.PipelineFailed
+    return UNKNOWN
+
+
+class ConflictResolver:
+    def __init__(self) -> None:
+        self.clock: dict[str, int] = {}
+        self.responses: dict[str, dict[str, int]] = {}
+
+    def new_iteration(self, key: str, servers: list[str]) -> int:
+        self.clock[key] = self.clock.get(key, 0) + 1
+        self.responses[key] = {s: UNKNOWN for s in servers}
+        return self.clock[key]
+
+    def timestamp(self, key: str) -> int:
+        return self.clock.get(key, 0)
+
+    def is_outdated(self, key: str, timestamp: int, stream: str) -> bool:
+        return timestamp != self.clock.get(key) or stream not in self.responses.get(key, {})
+
+    def update(self, key: str, stream: str, status: int) -> None:
+        self.responses.setdefault(key, {})[stream] = status
+
+    def delete(self, key: str) -> None:
+        self.clock.pop(key, None)
+        self.responses.pop(key, None)
+
+    def aggregate(self, key: str, op: int) -> tuple[int, str]:
+        """(pipeline status, reason) over the current iteration's engines, for an ack of ``op``."""
+        streams = self.responses.get(key, {})
+        total = len(streams)
+
+        def count(status: int) -> int:
+            return sum(1 for v in streams.values() if v == status)
+
+        ready, terminated = count(S.PipelineReady), count(S.PipelineTerminated)
+        failed, failed_term = count(S.PipelineFailed), count(S.PipelineFailedTerminating)
+        rebalancing, unknown = count(S.PipelineRebalancing), count(UNKNOWN)
+        reason = ""
+        if ready:
+            reason += f"{ready}/{total} ready "
+        if terminated:
+            reason += f"{terminated}/{total} terminated "
+        if failed:
+            reason += f"{failed}/{total} failed "
+        if failed_term:
+            reason += f"{failed_term}/{total} failed terminating"
+        if rebalancing:
+            reason += f"{rebalancing}/{total} rebalancing "
+        if op == OP.Create:
+            if failed == total:
+                return S.PipelineFailed, reason
+            if ready > 0 and unknown == 0:
+                return S.PipelineReady, reason
+            return S.PipelineCreating, reason
+        if op == OP.Delete:
+            if failed_term > 0:
+                return S.PipelineFailedTerminating, reason
+            if terminated == total:
+                return S.PipelineTerminated, reason
+            return S.PipelineTerminating, reason
+        if op in (OP.Rebalance, OP.Ready):
+            if failed == total:
+                return S.PipelineFailed, reason
+            if ready > 0 and rebalancing == 0:
+                return S.PipelineReady, reason
+            return S.PipelineRebalancing, reason
+        return UNKNOWN, "Unknown operation or status"

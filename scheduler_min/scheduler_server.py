@@ -1,0 +1,156 @@
+"""The subset of ``seldon.mlops.scheduler.Scheduler`` a dataflow deployment needs.
+
+Pipelines: LoadPipeline, UnloadPipeline, PipelineStatus, SubscribePipelineStatus. Models:
+LoadModel, UnloadModel, ModelStatus, SubscribeModelStatus. Plus SchedulerStatus. Every other
+method keeps the generated servicer's UNIMPLEMENTED answer.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+
+from chainer_api import scheduler_pb2, scheduler_pb2_grpc
+from dataflow import __version__
+from scheduler_min.chainer_server import ChainerService
+from scheduler_min.models import ModelDefinitionError, resolve_endpoint
+from scheduler_min.store import ConflictError, NotFoundError, PipelineRecord, Store
+from scheduler_min.validation import PipelineValidationError
+
+log = logging.getLogger(__name__)
+
+
+class _Subscribers:
+    """Open status streams; each gets every update through its own queue."""
+
+    def __init__(self) -> None:
+        self.queues: set[asyncio.Queue] = set()
+
+    def publish(self, item) -> None:
+        for q in list(self.queues):
+            q.put_nowait(item)
+
+    def close(self) -> None:
+        self.publish(None)
+
+    async def stream(self, initial):
+        q: asyncio.Queue = asyncio.Queue()
+        self.queues.add(q)
+        try:
+            for item in initial:
+                yield item
+            while True:
+                item = await q.get()
+                if item is None:
+                    return
+                yield item
+        finally:
+            self.queues.discard(q)
+
+
+class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
+    def __init__(self, store: Store, chainer: ChainerService, default_model_endpoint: str | None = None) -> None:
+        self.store = store
+        self.chainer = chainer
+        self.default_model_endpoint = default_model_endpoint
+        self.pipeline_subscribers = _Subscribers()
+        self.model_subscribers = _Subscribers()
+        store.pipeline_listeners.append(self._pipeline_changed)
+        store.model_listeners.append(self._model_changed)
+
+    def _pipeline_changed(self, record: PipelineRecord) -> None:
+        self.pipeline_subscribers.publish(scheduler_pb2.PipelineStatusResponse(
+            pipelineName=record.name, versions=[self.store.with_state(record)]))
+
+    def _model_changed(self, name: str) -> None:
+        self.model_subscribers.publish(self.store.model_status(name))
+        # a model change can flip modelsReady of pipelines using it
+        for versions in self.store.pipelines.values():
+            latest = versions[-1]
+            if name in latest.pv.steps:
+                self._pipeline_changed(latest)
+
+    def close(self) -> None:
+        self.pipeline_subscribers.close()
+        self.model_subscribers.close()
+
+    # -- pipelines ------------------------------------------------------------------------
+
+    async def LoadPipeline(self, request, context):
+        if not request.HasField("pipeline") or not request.pipeline.name:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request has no pipeline (or the pipeline no name)")
+        try:
+            record = self.store.add_pipeline(request.pipeline)
+        except PipelineValidationError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if record is not None:
+            log.info("pipeline %s version %d loaded (uid %s)", record.name, record.pv.version, record.pv.uid)
+            self.chainer.create(record)
+        return scheduler_pb2.LoadPipelineResponse()
+
+    async def UnloadPipeline(self, request, context):
+        try:
+            record = self.store.remove_pipeline(request.name)
+        except NotFoundError as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except ConflictError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        log.info("pipeline %s version %d unloading", record.name, record.pv.version)
+        self.chainer.terminate(record, keep_topics=False)
+        return scheduler_pb2.UnloadPipelineResponse()
+
+    async def PipelineStatus(self, request, context):
+        if request.HasField("name") and request.name:
+            try:
+                yield self.store.pipeline_status(request.name, request.allVersions)
+            except NotFoundError as exc:
+                await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+            return
+        for name in sorted(self.store.pipelines):
+            yield self.store.pipeline_status(name, request.allVersions)
+
+    async def SubscribePipelineStatus(self, request, context):
+        log.info("pipeline status subscriber %s (gateway=%s)", request.subscriberName, request.isPipelineGateway)
+        initial = [self.store.pipeline_status(n) for n in sorted(self.store.pipelines)]
+        async for item in self.pipeline_subscribers.stream(initial):
+            yield item
+
+    # -- models ---------------------------------------------------------------------------
+
+    async def LoadModel(self, request, context):
+        if not request.HasField("model") or not request.model.meta.name:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request has no model (or the model no name)")
+        try:
+            model = resolve_endpoint(request.model, self.default_model_endpoint)
+        except ModelDefinitionError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        record = self.store.add_model(model)
+        log.info("model %s version %d available (%s)", model.meta.name, record.version, record.reason)
+        return scheduler_pb2.LoadModelResponse()
+
+    async def UnloadModel(self, request, context):
+        try:
+            self.store.remove_model(request.model.name)
+        except NotFoundError as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        return scheduler_pb2.UnloadModelResponse()
+
+    async def ModelStatus(self, request, context):
+        if request.HasField("model") and request.model.name:
+            try:
+                yield self.store.model_status(request.model.name, request.allVersions)
+            except NotFoundError as exc:
+                await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+            return
+        for name in sorted(self.store.models):
+            yield self.store.model_status(name, request.allVersions)
+
+    async def SubscribeModelStatus(self, request, context):
+        log.info("model status subscriber %s", request.subscriberName)
+        initial = [self.store.model_status(n) for n in sorted(self.store.models)]
+        async for item in self.model_subscribers.stream(initial):
+            yield item
+
+    async def SchedulerStatus(self, request, context):
+        return scheduler_pb2.SchedulerStatusResponse(applicationVersion=f"dataflow-engine {__version__}")

@@ -1,0 +1,287 @@
+"""The scheduler's state: pipeline versions with their status, models; saved to disk on each change.
+
+Single-threaded by design: every method runs on the scheduler's asyncio loop, so no locks. The
+state file (``<state-dir>/scheduler-state.json``) is rewritten atomically (temp file + rename)
+after every change, so a crash leaves either the old or the new state, never half of one.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from chainer_api import scheduler_pb2
+from scheduler_min import convert
+from scheduler_min.validation import PipelineValidationError
+
+log = logging.getLogger(__name__)
+
+S = scheduler_pb2.PipelineVersionState
+M = scheduler_pb2.ModelStatus
+STATE_FILE = "scheduler-state.json"
+FORMAT_VERSION = 1
+
+TERMINATING_STATES = (S.PipelineTerminate, S.PipelineTerminating, S.PipelineTerminated)
+# Versions the chainer (re)sends on rebalance; Terminating ones get their Delete again.
+RUNNING_STATES = (S.PipelineCreate, S.PipelineCreating, S.PipelineReady, S.PipelineRebalancing,
+                  S.PipelineTerminating, S.PipelineFailed)
+
+
+class NotFoundError(LookupError):
+    """Unknown pipeline / model / version (gRPC NOT_FOUND)."""
+
+
+class ConflictError(RuntimeError):
+    """The request clashes with the current state, e.g. unloading a pipeline still terminating."""
+
+
+@dataclass
+class PipelineRecord:
+    pv: convert.PipelineVersion
+    status: int = S.PipelineCreate
+    reason: str = ""
+    changed: float = field(default_factory=time.time)
+
+    @property
+    def name(self) -> str:
+        return self.pv.name
+
+    def set(self, status: int, reason: str) -> None:
+        self.status, self.reason, self.changed = status, reason, time.time()
+
+
+@dataclass
+class ModelRecord:
+    model: scheduler_pb2.Model
+    version: int
+    state: int = M.ModelAvailable
+    reason: str = ""
+    changed: float = field(default_factory=time.time)
+
+
+def _ts(seconds: float):
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    t = Timestamp()
+    t.FromNanoseconds(int(seconds * 1e9))
+    return t
+
+
+class Store:
+    def __init__(self, state_dir: str | None = None) -> None:
+        self.state_dir = state_dir
+        self.pipelines: dict[str, list[PipelineRecord]] = {}
+        self.models: dict[str, list[ModelRecord]] = {}
+        self.deleted_models: set[str] = set()
+        self.pipeline_listeners: list[Callable[[PipelineRecord], None]] = []
+        self.model_listeners: list[Callable[[str], None]] = []
+        if state_dir:
+            os.makedirs(state_dir, exist_ok=True)
+            self._load()
+
+    # -- pipelines -------------------------------------------------------------------------
+
+    def add_pipeline(self, proto: scheduler_pb2.Pipeline) -> PipelineRecord | None:
+        """Validate and add a new version; None if it repeats the latest k8s generation."""
+        versions = self.pipelines.get(proto.name, [])
+        latest = versions[-1] if versions else None
+        if latest is not None and latest.status in TERMINATING_STATES:
+            versions = []  # a re-created pipeline starts again at version 1 (as the reference)
+            latest = None
+        if (latest is not None and proto.HasField("kubernetesMeta") and proto.kubernetesMeta.generation > 0
+                and (latest.pv.k8s_generation or 0) > 0 and proto.kubernetesMeta.generation == latest.pv.k8s_generation):
+            return None
+        pv = convert.from_proto(proto, version=(latest.pv.version + 1) if latest else 1, uid=_fresh_uid(proto))
+        record = PipelineRecord(pv=pv)
+        self.pipelines[pv.name] = versions + [record]
+        self._changed(record)
+        return record
+
+    def remove_pipeline(self, name: str) -> PipelineRecord:
+        """Mark the latest version for termination; raises NotFoundError / ConflictError."""
+        versions = self.pipelines.get(name)
+        if not versions:
+            raise NotFoundError(f"pipeline {name} not found")
+        latest = versions[-1]
+        if latest.status == S.PipelineTerminated:
+            raise NotFoundError(f"pipeline {name} not found")
+        if latest.status in (S.PipelineTerminating, S.PipelineTerminate):
+            raise ConflictError(f"pipeline {name} still terminating")
+        latest.set(S.PipelineTerminate, "pipeline removed")
+        self._changed(latest)
+        return latest
+
+    def get_version(self, name: str, version: int, uid: str) -> PipelineRecord | None:
+        for r in self.pipelines.get(name, []):
+            if r.pv.version == version and r.pv.uid == uid:
+                return r
+        return None
+
+    def set_state(self, record: PipelineRecord, status: int, reason: str) -> list[PipelineRecord]:
+        """Set a version's status; when it becomes Ready, older live versions are marked Terminate
+        and returned (the caller sends them Delete with keepTopics)."""
+        record.set(status, reason)
+        old: list[PipelineRecord] = []
+        if status == S.PipelineReady:
+            for r in self.pipelines.get(record.name, []):
+                if r.pv.version < record.pv.version and r.status not in TERMINATING_STATES:
+                    r.set(S.PipelineTerminate, "")
+                    old.append(r)
+        self._changed(record)
+        for r in old:
+            self._changed(r)
+        return old
+
+    def running_versions(self) -> list[PipelineRecord]:
+        return [r for vs in self.pipelines.values() for r in vs if r.status in RUNNING_STATES]
+
+    def models_ready(self, record: PipelineRecord) -> bool:
+        for step in record.pv.steps:
+            vs = self.models.get(step)
+            if not vs or step in self.deleted_models or vs[-1].state != M.ModelAvailable:
+                return False
+        return True
+
+    def pipeline_status(self, name: str, all_versions: bool = False) -> scheduler_pb2.PipelineStatusResponse:
+        versions = self.pipelines.get(name)
+        if not versions:
+            raise NotFoundError(f"pipeline {name} not found")
+        chosen = versions if all_versions else versions[-1:]
+        return scheduler_pb2.PipelineStatusResponse(
+            pipelineName=name, versions=[self.with_state(r) for r in chosen])
+
+    def with_state(self, r: PipelineRecord) -> scheduler_pb2.PipelineWithState:
+        return scheduler_pb2.PipelineWithState(
+            pipeline=convert.to_proto(r.pv),
+            state=scheduler_pb2.PipelineVersionState(
+                pipelineVersion=r.pv.version, status=r.status, reason=r.reason,
+                lastChangeTimestamp=_ts(r.changed), modelsReady=self.models_ready(r)))
+
+    # -- models ----------------------------------------------------------------------------
+
+    def add_model(self, model: scheduler_pb2.Model) -> ModelRecord:
+        name = model.meta.name
+        versions = [] if name in self.deleted_models else self.models.get(name, [])
+        self.deleted_models.discard(name)
+        record = ModelRecord(model=model, version=(versions[-1].version + 1) if versions else 1,
+                             reason="endpoint " + _endpoint(model))
+        self.models[name] = versions + [record]
+        self._model_changed(name)
+        return record
+
+    def remove_model(self, name: str) -> ModelRecord:
+        versions = self.models.get(name)
+        if not versions or name in self.deleted_models:
+            raise NotFoundError(f"model {name} not found")
+        latest = versions[-1]
+        latest.state, latest.reason, latest.changed = M.ModelTerminated, "model removed", time.time()
+        self.deleted_models.add(name)
+        self._model_changed(name)
+        return latest
+
+    def model_status(self, name: str, all_versions: bool = False) -> scheduler_pb2.ModelStatusResponse:
+        versions = self.models.get(name)
+        if not versions:
+            raise NotFoundError(f"model {name} not found")
+        chosen = versions if all_versions else versions[-1:]
+        out = scheduler_pb2.ModelStatusResponse(modelName=name, deleted=name in self.deleted_models)
+        for r in chosen:
+            v = out.versions.add(version=r.version, serverName=r.model.modelSpec.server or "external")
+            v.state.state = r.state
+            v.state.reason = r.reason
+            v.state.availableReplicas = 1 if r.state == M.ModelAvailable else 0
+            v.state.lastChangeTimestamp.CopyFrom(_ts(r.changed))
+            if r.model.meta.HasField("kubernetesMeta"):
+                v.kubernetesMeta.CopyFrom(r.model.meta.kubernetesMeta)
+            v.modelDefn.CopyFrom(r.model)
+        return out
+
+    # -- change notification and persistence ----------------------------------------------
+
+    def _changed(self, record: PipelineRecord) -> None:
+        self.save()
+        for fn in list(self.pipeline_listeners):
+            try:
+                fn(record)
+            except Exception:  # a broken subscriber must not break the store
+                log.exception("pipeline listener failed")
+
+    def _model_changed(self, name: str) -> None:
+        self.save()
+        for fn in list(self.model_listeners):
+            try:
+                fn(name)
+            except Exception:
+                log.exception("model listener failed")
+
+    def save(self) -> None:
+        if not self.state_dir:
+            return
+        data = {
+            "format": FORMAT_VERSION,
+            "pipelines": {name: [{"pipeline": _b64(convert.to_proto(r.pv)), "status": r.status,
+                                  "reason": r.reason, "changed": r.changed} for r in vs]
+                          for name, vs in self.pipelines.items()},
+            "models": {name: {"deleted": name in self.deleted_models,
+                              "versions": [{"model": _b64(r.model), "version": r.version, "state": r.state,
+                                            "reason": r.reason, "changed": r.changed} for r in vs]}
+                       for name, vs in self.models.items()},
+        }
+        fd, tmp = tempfile.mkstemp(prefix=".state-", dir=self.state_dir)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, os.path.join(self.state_dir, STATE_FILE))
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def _load(self) -> None:
+        path = os.path.join(self.state_dir, STATE_FILE)
+        if not os.path.exists(path):
+            return
+        with open(path) as f:
+            data = json.load(f)
+        for name, vs in data.get("pipelines", {}).items():
+            records = []
+            for v in vs:
+                proto = scheduler_pb2.Pipeline.FromString(base64.b64decode(v["pipeline"]))
+                try:
+                    pv = convert.from_proto(proto)
+                except PipelineValidationError as exc:  # pragma: no cover - only if rules tightened
+                    log.error("dropping stored pipeline %s:%s: %s", name, proto.version, exc)
+                    continue
+                records.append(PipelineRecord(pv=pv, status=v["status"], reason=v["reason"], changed=v["changed"]))
+            if records:
+                self.pipelines[name] = records
+        for name, entry in data.get("models", {}).items():
+            self.models[name] = [ModelRecord(model=scheduler_pb2.Model.FromString(base64.b64decode(v["model"])),
+                                             version=v["version"], state=v["state"], reason=v["reason"],
+                                             changed=v["changed"]) for v in entry["versions"]]
+            if entry.get("deleted"):
+                self.deleted_models.add(name)
+        log.info("restored %d pipelines and %d models from %s", len(self.pipelines), len(self.models), path)
+
+
+def _b64(msg) -> str:
+    return base64.b64encode(msg.SerializeToString()).decode()
+
+
+def _fresh_uid(proto: scheduler_pb2.Pipeline) -> str:
+    from scheduler_min.ids import new_uid
+
+    return new_uid()
+
+
+def _endpoint(model: scheduler_pb2.Model) -> str:
+    from scheduler_min.models import model_endpoint
+
+    return model_endpoint(model) or ""
