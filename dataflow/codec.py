@@ -154,7 +154,7 @@ def _parse(cls, data, what: str):
         raise CodecError(f"cannot parse {what}: the record has no value (tombstone)")
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CodecError(f"cannot parse {what}: expected bytes, got {type(data).__name__}")
-    payload = strip_schema_prefix(bytes(data))
+    payload = strip_schema_prefix(data if isinstance(data, bytes) else bytes(data))
     try:
         return cls.FromString(payload)
     except (DecodeError, RuntimeError, TypeError, ValueError) as exc:
@@ -473,6 +473,8 @@ def _select(src: InferMessage, dst: InferMessage, tensors: Collection[str] | Non
     dst.id = src.id
     if src.parameters:
         dst.parameters.MergeFrom(src.parameters)
+    if isinstance(tensors, str):  # one name, not a collection of characters
+        tensors = (tensors,)
     if tensors and not isinstance(tensors, (set, frozenset, Mapping)):
         tensors = frozenset(tensors)
     n_raw = len(src_raw)

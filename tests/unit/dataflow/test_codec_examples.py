@@ -326,3 +326,9 @@ def test_datatype_of_and_tables():
     assert codec.datatype_of(np.array([True])) == "BOOL"
     assert set(codec.CONTENTS_FIELD) == set(codec.DATATYPES)
     assert codec.CONTENTS_FIELD["FP16"] == "fp32_contents"
+
+
+def test_a_bare_string_subset_is_one_tensor_name():
+    out = codec.filter_response(_response(), "ab")
+    assert not codec.has_tensors(out)
+    assert [t.name for t in codec.filter_response(_response(), "a").outputs] == ["a"]

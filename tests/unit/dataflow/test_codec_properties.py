@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -57,7 +57,7 @@ def _build(items, raw, response=False):
                 id="some-id", parameters={"k": "v"})
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(named_arrays, st.booleans(), st.booleans())
 def test_round_trip_through_bytes(items, raw, response):
     msg = _build(items, raw, response)
@@ -68,7 +68,7 @@ def test_round_trip_through_bytes(items, raw, response):
     assert [t.datatype for t in (back.outputs if response else back.inputs)] == [d for _, (d, _) in items]
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(named_arrays, st.booleans())
 def test_raw_and_typed_are_equivalent(items, start_raw):
     msg = _build(items, start_raw)
@@ -82,7 +82,7 @@ def test_raw_and_typed_are_equivalent(items, start_raw):
     assert codec.to_raw(typed) == _build(items, True)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(named_arrays, st.booleans(), st.lists(names, max_size=4))
 def test_selection_keeps_order_and_is_idempotent(items, raw, subset):
     msg = _build(items, raw, response=True)
@@ -94,7 +94,7 @@ def test_selection_keeps_order_and_is_idempotent(items, raw, subset):
     assert codec.has_tensors(once) == bool(expected)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(named_arrays, st.booleans())
 def test_empty_renames_and_full_selection_are_identity(items, raw):
     req = _build(items, raw)
@@ -102,7 +102,7 @@ def test_empty_renames_and_full_selection_are_identity(items, raw):
     assert codec.filter_request(req, [n for n, _ in items], None) == req
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(named_arrays, st.booleans(), st.dictionaries(names, names, max_size=3))
 def test_convert_there_and_back_preserves_tensors(items, raw, renames):
     resp = _build(items, raw, response=True)
@@ -112,7 +112,7 @@ def test_convert_there_and_back_preserves_tensors(items, raw, renames):
     assert back.id == resp.id and back.parameters == resp.parameters
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(named_arrays, named_arrays, st.booleans(), st.booleans())
 def test_join_concatenates_tensors_for_any_raw_mix(left_items, right_items, left_raw, right_raw):
     left, right = _build(left_items, left_raw), _build(right_items, right_raw)
@@ -136,7 +136,7 @@ def batches(draw):
     return requests
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(batches())
 def test_merge_batch_concatenates_rows(requests):
     msgs = [_build(items, raw) for items, raw in requests]

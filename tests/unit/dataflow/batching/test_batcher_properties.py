@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dataflow import codec
@@ -48,7 +48,7 @@ def _run(batcher_args, operations):
     return emitted, sent, batcher, now
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(ops, st.integers(1, 5), st.one_of(st.none(), st.integers(1, 150)))
 def test_batching_conserves_rows_in_order_and_respects_size(operations, size, window_ms):
     emitted, sent, batcher, _ = _run({"size": size, "window_ms": window_ms}, operations)
@@ -66,7 +66,7 @@ def test_batching_conserves_rows_in_order_and_respects_size(operations, size, wi
             assert window_ms is not None and n < size
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(ops, st.one_of(st.none(), st.integers(1, 5)), st.integers(1, 150))
 def test_window_flush_releases_everything(operations, size, window_ms):
     emitted, sent, batcher, now = _run({"size": size, "window_ms": window_ms}, operations)
@@ -81,7 +81,7 @@ def test_window_flush_releases_everything(operations, size, window_ms):
         assert got == [v for values in inputs for v in values]
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.lists(st.integers(0, 2), max_size=30), st.integers(1, 5))
 def test_rolling_one_row_requests_emit_last_size_requests(partitions, size):
     operations = [("add", p, 1, 1) for p in partitions]
