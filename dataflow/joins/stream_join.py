@@ -63,7 +63,7 @@ class StreamJoin:
         # e.g. after a restart with persisted state).
         self._next_wall_expiry: int | None = None
         self._min_timestamp: int | None = None
-        self._scan_needed = True
+        self._scan_needed = next(iter(store.items(GROUP_PREFIX)), None) is not None
 
     # -- arrivals ---------------------------------------------------------------------------
     def add(self, branch: int, record: Record, now_ms: int) -> list[JoinResult]:

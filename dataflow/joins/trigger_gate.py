@@ -53,6 +53,7 @@ class TriggerGate:
                        timestamp=r.timestamp, partition=r.partition) for r in results]
 
     def punctuate(self, now_ms: int) -> list[Record]:
+        """Outer-combined trigger partials fire first, so data buffered until this tick is released."""
         out: list[Record] = []
         if self.combine is not None:
             for combined in self.combine.punctuate(now_ms):   # outer trigger partials
