@@ -42,6 +42,7 @@ log = logging.getLogger("dataflow.runtime.faust_worker")
 
 DEFAULT_FACTORY = "dataflow.runtime.faust_worker:compile_with_topology"
 PR_SET_PDEATHSIG = 1
+REASON_WORKER_FAILED = "kafka streams: failed to start"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,7 +204,6 @@ class PipelineWorker:
         from dataflow.runtime.faust_store import FaustTableStore, table_name_for
 
         table = self.app.Table(table_name_for(name), key_type=bytes, value_type=bytes,
-                               key_serializer="raw", value_serializer="raw",
                                partitions=self.default_partitions)
         store = FaustTableStore(table, name)
         self.stores.append(store)
@@ -346,9 +346,22 @@ class PipelineWorker:
             code = exc.code if isinstance(exc.code, int) else 1
         else:
             code = 0
-        for store in self.stores:
-            store.partition = None
+        self.crash_reason = worker.crash_reason or self.app.crash_reason
+        starting = getattr(worker, "_starting_fut", None)  # start-up errors end here, not in crash_reason
+        if self.crash_reason is None and starting is not None and starting.done() and not starting.cancelled():
+            self.crash_reason = starting.exception()
         return code
+
+    def failure_reason(self, code: int) -> str:
+        """Why the worker ended with ``code``: the crash exception, with a hint for known causes."""
+        exc = getattr(self, "crash_reason", None)
+        if exc is None:
+            return f"faust worker exited with code {code}"
+        text = f"{type(exc).__name__}: {exc}"
+        if self.config.exactly_once and "UnknownError" in text:
+            text += (" (exactly_once: the broker rejected the transactional producer's InitProducerId;"
+                     " aiokafka sends v0, which this broker does not accept)")
+        return f"{REASON_WORKER_FAILED} Exception: {text}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -371,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     code = worker.run()
     if code:
-        report("ERROR", f"faust worker exited with code {code}")
+        report("ERROR", worker.failure_reason(code))
     report("STOPPED")
     return code
 
