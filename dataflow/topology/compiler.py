@@ -156,6 +156,8 @@ def _compile_step(msg, update: chainer_pb2.PipelineStepUpdate, settings: Topolog
             log.warning("pipeline %s step %s: batch settings ignored (only single-source steps feeding an "
                         "inputs topic are batched)", msg.pipeline, sink)
             batch = BatchSpec()
+        if batch.rolling and not batch.size:
+            raise TopologyError(sink, "batch.rolling needs batch.size")
         if not settings.enable_batching:
             batch = BatchSpec()
     return StepNode(

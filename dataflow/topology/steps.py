@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 from dataflow import codec
+from dataflow.batching import Batcher
 from dataflow.headers import rewrite_for_sink
 from dataflow.joins import StreamJoin, TriggerGate
 from dataflow.records import Record
@@ -19,12 +20,7 @@ from dataflow.topology.transforms import apply_chain, is_empty, merge_joined, se
 log = logging.getLogger(__name__)
 
 
-def _make_batcher(step: StepNode, store_factory: StoreFactory):
-    try:
-        from dataflow.batching import Batcher
-    except ImportError:  # batching module not available: behave like the reference without batching
-        log.warning("step %s: batch settings ignored (dataflow.batching is not available)", step.name)
-        return None
+def _make_batcher(step: StepNode, store_factory: StoreFactory) -> Batcher:
     b = step.batch
     return Batcher(store_factory(f"batch:{step.name}"), size=b.size or None, window_ms=b.window_ms or None,
                    rolling=b.rolling, name=step.name)
@@ -70,7 +66,12 @@ class StepProcessor:
                 return []
             return self._after_join(joined, now_ms)
         if self.batcher is not None:
-            return self._after_join(self.batcher.add(data, now_ms), now_ms)
+            try:
+                batched = self.batcher.add(data, now_ms)
+            except codec.CodecError as exc:   # e.g. a tensor whose shape cannot join the pending batch
+                self._malformed(record, source.topic, exc)
+                return []
+            return self._after_join(batched, now_ms)
         return self._after_join([data], now_ms)
 
     def on_trigger(self, index: int, record: Record, now_ms: int) -> list[Record]:
