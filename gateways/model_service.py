@@ -1,0 +1,85 @@
+"""Run a model gateway: models from the scheduler's model status stream and/or a static list."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+
+from dataflow.kafka import KafkaSettings, TopicNamer
+
+from gateways import scheduler_watch
+from gateways.model_gateway import DEFAULT_TIMEOUT_S, DEFAULT_WORKERS, ModelGateway
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelGatewayConfig:
+    settings: KafkaSettings
+    namer: TopicNamer = TopicNamer()
+    scheduler: str | None = None  # host:port of the scheduler gRPC service
+    static_models: dict[str, str] = field(default_factory=dict)  # name -> endpoint, served from start
+    default_endpoint: str | None = None  # for scheduler models whose definition carries no endpoint
+    workers: int = DEFAULT_WORKERS
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    partitions: int = 1
+    replication: int = 1
+    consumer_prefix: str = ""
+    model_version: str = ""
+    subscriber: str = ""
+
+
+class ModelGatewayService:
+    def __init__(self, config: ModelGatewayConfig) -> None:
+        self.config = config
+        self.gateway = ModelGateway(config.settings, config.namer, consumer_prefix=config.consumer_prefix,
+                                    workers=config.workers, timeout_s=config.timeout_s,
+                                    partitions=config.partitions, replication=config.replication,
+                                    model_version=config.model_version)
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+
+    async def start(self) -> "ModelGatewayService":
+        c = self.config
+        await self.gateway.start()
+        for name, endpoint in c.static_models.items():
+            await self.gateway.add_model(name, endpoint)
+        if c.scheduler:
+            name = c.subscriber or os.environ.get("POD_NAME") or f"dataflow-modelgateway-{socket.gethostname()}"
+            self._tasks.append(asyncio.create_task(
+                scheduler_watch.follow_models(c.scheduler, name, self._on_model, self._stop)))
+        return self
+
+    async def _on_model(self, ev: scheduler_watch.ModelEvent) -> None:
+        if ev.name in self.config.static_models:
+            return
+        if ev.available:
+            endpoint = ev.endpoint or self.config.default_endpoint
+            if not endpoint:
+                log.error("model %s has no OIP endpoint (and no --default-endpoint): not served", ev.name)
+                return
+            try:
+                await self.gateway.add_model(ev.name, endpoint)
+            except Exception:  # noqa: BLE001 - one bad model must not stop the others
+                log.exception("cannot serve model %s", ev.name)
+        else:
+            await self.gateway.remove_model(ev.name)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.gateway.close()
+
+    async def run_forever(self) -> None:
+        await self.start()
+        try:
+            await self._stop.wait()
+        finally:
+            await self.stop()
+
+    def request_stop(self) -> None:
+        self._stop.set()

@@ -1,0 +1,126 @@
+"""Model gateway over the embedded broker against fake OIP servers (gRPC and REST)."""
+from __future__ import annotations
+
+import time
+
+import pytest
+from tritonclient.grpc import service_pb2 as pb
+
+from dataflow import headers as H
+from dataflow.kafka import TopicNamer
+from gateways.model_service import ModelGatewayConfig, ModelGatewayService
+
+from . import fake_oip
+from .harness import BackgroundLoop, free_port
+
+PARTITIONS = 2
+
+
+def _request(name="INPUT", values=(1, 2, 3, 4)) -> bytes:
+    req = pb.ModelInferRequest()
+    t = req.inputs.add(name=name, datatype="INT32", shape=[len(values)])
+    t.contents.int_contents.extend(values)
+    return req.SerializeToString()
+
+
+def _collect(kafka, topics, want, timeout=30):
+    c = kafka.consumer(offset_reset="earliest")
+    c.subscribe(topics)
+    got = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(got) < want and time.monotonic() < deadline:
+            for m in c.consume(100, 0.2):
+                if not m.error():
+                    got.append(m)
+    finally:
+        c.close()
+    return got
+
+
+@pytest.fixture(scope="module")
+def gw(kafka):
+    grpc_port, rest_port = free_port(), free_port()
+    server, servicer = fake_oip.start_grpc(grpc_port)
+    bg = BackgroundLoop()
+    rest = bg.run(fake_oip.start_rest(rest_port))
+    namer = TopicNamer(prefix=kafka.unique("mgw").replace("-", ""))
+    kafka.create_topics(namer.errors(), partitions=PARTITIONS)
+    cfg = ModelGatewayConfig(settings=kafka.settings, namer=namer, partitions=PARTITIONS, timeout_s=10,
+                             consumer_prefix=kafka.unique("mgw"),
+                             static_models={"add10": f"grpc://127.0.0.1:{grpc_port}",
+                                            "add10-rest": f"http://127.0.0.1:{rest_port}"})
+    svc = ModelGatewayService(cfg)
+    bg.run(svc.start())
+    assert svc.gateway.wait_assigned("add10") and svc.gateway.wait_assigned("add10-rest")
+    yield {"svc": svc, "namer": namer, "servicer": servicer, "bg": bg, "grpc_port": grpc_port}
+    bg.run(svc.stop())
+    bg.run(rest.cleanup())
+    bg.close()
+    server.stop(0)
+
+
+HEADERS = [(H.PIPELINE, b"p"), (H.REQUEST_ID, b"rid"), ("x-seldon-route", b":a:"), ("x-custom", b"c")]
+
+
+@pytest.mark.parametrize("model,server", [("add10", "grpc"), ("add10-rest", "rest")])
+def test_success_same_key_partition_and_headers(kafka, gw, model, server):
+    namer = gw["namer"]
+    prod = kafka.producer()
+    key = f"1.p.{model}-ok"
+    prod.produce(namer.model_inputs(model), _request(), key=key, partition=1, headers=HEADERS)
+    prod.flush(10)
+    [m] = [m for m in _collect(kafka, [namer.model_outputs(model)], 1) if m.key().decode() == key]
+    assert m.partition() == 1
+    resp = pb.ModelInferResponse()
+    resp.ParseFromString(m.value())
+    assert list(resp.outputs[0].contents.int_contents) == [11, 12, 13, 14]
+    hdrs = m.headers()
+    assert hdrs[:4] == HEADERS  # input headers first, unchanged
+    assert ("x-fake-server", server.encode()) in hdrs[4:]
+
+
+def test_grpc_call_metadata_and_model_name(kafka, gw):
+    servicer = gw["servicer"]
+    md = dict(servicer.metadata[-1])
+    assert md["seldon-model"] == "add10"
+    assert md["x-request-id"] == "rid" and md["x-custom"] == "c"
+    assert "x-seldon-route" not in md
+    assert servicer.requests[-1].model_name == "add10"
+
+
+@pytest.mark.parametrize("model,text", [
+    ("add10", "rpc error: code = InvalidArgument desc = unexpected input 'BAD' for model 'add10'"),
+    ("add10-rest", '{"error": "unexpected input \'BAD\'"}'),
+])
+def test_failure_goes_to_errors_topic(kafka, gw, model, text):
+    namer = gw["namer"]
+    prod = kafka.producer()
+    key = f"1.p.{model}-bad"
+    prod.produce(namer.model_inputs(model), _request("BAD"), key=key, partition=1, headers=HEADERS)
+    prod.flush(10)
+    found = [m for m in _collect(kafka, [namer.errors()], 10, timeout=15) if m.key().decode() == key]
+    assert found, "no error record"
+    m = found[0]
+    assert m.partition() == 1
+    assert m.value().decode() == text
+    assert m.headers() == HEADERS + [(H.PIPELINE_ERRORS, model.encode())]
+
+
+def test_response_accepted_as_request_and_model_added_at_runtime(kafka, gw):
+    namer, svc = gw["namer"], gw["svc"]
+    gw["bg"].run(svc.gateway.add_model("late", f"grpc://127.0.0.1:{gw['grpc_port']}"))
+    assert svc.gateway.wait_assigned("late")
+    resp = pb.ModelInferResponse()
+    t = resp.outputs.add(name="OUTPUT", datatype="INT32", shape=[2])
+    t.contents.int_contents.extend([5, 6])
+    prod = kafka.producer()
+    prod.produce(namer.model_inputs("late"), resp.SerializeToString(), key="0.p.late", partition=0,
+                 headers=HEADERS)
+    prod.flush(10)
+    [m] = _collect(kafka, [namer.model_outputs("late")], 1)
+    out = pb.ModelInferResponse()
+    out.ParseFromString(m.value())
+    assert list(out.outputs[0].contents.int_contents) == [15, 16]
+    gw["bg"].run(svc.gateway.remove_model("late"))
+    assert "late" not in svc.gateway.models()
