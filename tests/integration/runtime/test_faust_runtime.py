@@ -329,3 +329,94 @@ def test_state_survives_sigkill_of_the_worker(kafka, tmp_path):
     assert [m.value() for m in got] == [b"1", b"2", b"3"]
     assert (RunnerState.ERROR in [s for s, _ in recorder.states])
     assert int(got2[-1].value()) >= 4
+
+
+class ModelLoop:
+    """Plays the model servers of a pipeline: reads ``model.<m>.inputs`` and answers on
+    ``model.<m>.outputs`` with ``fn(request)`` on the same partition, keeping key and headers."""
+
+    def __init__(self, kafka, namer, models):
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+        self.namer, self.models = namer, models
+        self.consumer = kafka.consumer()
+        self.consumer.assign([TopicPartition(namer.model_inputs(m), 0, OFFSET_BEGINNING) for m in models])
+        self.producer = kafka.producer()
+
+    def serve(self, n, timeout_s=30.0):
+        from dataflow import codec
+
+        served, deadline = [], time.monotonic() + timeout_s
+        while len(served) < n and time.monotonic() < deadline:
+            msg = self.consumer.poll(0.1)
+            if msg is None or msg.error():
+                continue
+            model = msg.topic().split(".")[-2]
+            response = self.models[model](codec.parse_request(msg.value()))
+            self.producer.produce(self.namer.model_outputs(model), key=msg.key(), value=response.SerializeToString(),
+                                  partition=msg.partition(), headers=msg.headers())
+            self.producer.flush(10)
+            served.append(model)
+        return served
+
+    def close(self):
+        self.consumer.close()
+
+
+def test_compiled_chain_and_join_pipeline(kafka, tmp_path):
+    """A real compiled pipeline: m1 -> m2 (tensor renames), m3 joins m1 and m2 (state in a Faust
+    table), output from m3."""
+    import numpy as np
+
+    from dataflow import codec
+    from dataflow.kafka import TopicNamer
+    from dataflow.topology.builders import pipeline_message
+
+    namer = TopicNamer(prefix=kafka.unique("fseldon"), namespace="default")
+    msg = pipeline_message({
+        "name": "chain",
+        "steps": [{"name": "m1"},
+                  {"name": "m2", "inputs": ["m1"],
+                   "tensorMap": {"m1.outputs.OUTPUT0": "INPUT0", "m1.outputs.OUTPUT1": "INPUT1"}},
+                  {"name": "m3", "inputs": ["m1.outputs.OUTPUT0", "m2.outputs.OUTPUT1"]}],
+        "output": {"steps": ["m3"]}}, version=3, uid=kafka.unique("uid-chain"), namer=namer)
+
+    def add_sub(req):
+        a = codec.request_arrays(req)
+        x, y = a.get("INPUT0"), a.get("INPUT1")
+        if x is None or y is None:
+            x, y = list(a.values())
+        return codec.make_response({"OUTPUT0": x + y, "OUTPUT1": x - y}, raw=True, id=req.id)
+
+    runner = FaustRunner(msg, config_for(kafka, tmp_path, partitions=1))  # default factory: compile_pipeline
+    x = np.arange(4, dtype=np.int32).reshape(1, 4)
+    y = np.full((1, 4), 10, dtype=np.int32)
+
+    async def run():
+        await runner.start()
+        loop = await asyncio.to_thread(ModelLoop, kafka, namer, {"m1": add_sub, "m2": add_sub, "m3": add_sub})
+        try:
+            producer = kafka.producer()
+            request = codec.make_request({"INPUT0": x, "INPUT1": y}, id="r1")
+            producer.produce(namer.pipeline_inputs("chain"), key="0.chain.r1", value=request.SerializeToString(),
+                             headers=[("pipeline", b"chain"), ("x-request-id", b"r1")])
+            producer.flush(10)
+            served = await asyncio.to_thread(loop.serve, 3)
+            got = await asyncio.to_thread(consume, kafka, namer.pipeline_outputs("chain"), 1)
+        finally:
+            loop.close()
+            await runner.stop()
+        return served, got
+
+    served, got = asyncio.run(run())
+    assert served == ["m1", "m2", "m3"]
+    changelogs = [t for t in kafka.consumer().list_topics(timeout=10).topics
+                  if t.startswith(runner.group_id) and t.endswith("-changelog")]
+    assert changelogs, "the join's state should live in a Faust table with a changelog topic"
+    [out] = got
+    assert out.key() == b"0.chain.r1"
+    assert out.headers() == [("x-request-id", b"r1"), ("pipeline", b"chain"), ("x-pipeline-version", b"3")]
+    # m1: (x+y, x-y); m2: (2x, 2y); m3 joins m1.OUTPUT0 = x+y and m2.OUTPUT1 = 2y
+    arrays = codec.response_arrays(codec.parse_response(out.value()))
+    np.testing.assert_array_equal(arrays["OUTPUT0"], x + 3 * y)
+    np.testing.assert_array_equal(arrays["OUTPUT1"], x - y)
