@@ -13,3 +13,14 @@ class TopologySettings:
     honour_pass_empty_responses: bool = True
     # Batch steps (spec 3.7). The reference only batches single-source steps feeding an ``inputs`` topic.
     enable_batching: bool = True
+
+    @classmethod
+    def coerce(cls, settings) -> "TopologySettings":
+        """``TopologySettings`` from None, itself, or a runtime config carrying ``join_window_ms``
+        (``dataflow.runtime.RuntimeConfig``), so runtimes may pass their own config object."""
+        if settings is None:
+            return cls()
+        if isinstance(settings, cls):
+            return settings
+        window = getattr(settings, "default_join_window_ms", None) or getattr(settings, "join_window_ms", None)
+        return cls(default_join_window_ms=int(window)) if window else cls()
