@@ -15,6 +15,7 @@ import grpc
 from chainer_api import chainer_pb2_grpc, scheduler_pb2_grpc
 from dataflow.kafka import TopicNamer
 from scheduler_min.chainer_server import ChainerService
+from scheduler_min.health import health_handler
 from scheduler_min.scheduler_server import SchedulerService
 from scheduler_min.store import Store
 
@@ -63,9 +64,11 @@ class SchedulerApp:
         self.scheduler = SchedulerService(self.store, self.chainer, c.default_model_endpoint)
         sched = grpc.aio.server(options=_SERVER_OPTIONS)
         scheduler_pb2_grpc.add_SchedulerServicer_to_server(self.scheduler, sched)
+        sched.add_generic_rpc_handlers((health_handler(),))
         self.port = sched.add_insecure_port(f"{c.host}:{c.port}")
         chain = grpc.aio.server(options=_SERVER_OPTIONS)
         chainer_pb2_grpc.add_ChainerServicer_to_server(self.chainer, chain)
+        chain.add_generic_rpc_handlers((health_handler(),))
         self.chainer_port = chain.add_insecure_port(f"{c.host}:{c.chainer_port}")
         if not self.port or not self.chainer_port:
             raise OSError(f"cannot bind scheduler ports {c.port}/{c.chainer_port} on {c.host}")

@@ -229,3 +229,11 @@ def test_restart_restores_pipelines_and_models(tmp_path, engines):
         ch.close()
     finally:
         s2.stop()
+
+
+def test_health_check_on_both_ports(sched):
+    for address in (sched.address, sched.chainer_address):
+        with grpc.insecure_channel(address) as ch:
+            call = ch.unary_unary("/seldon.mlops.health.HealthCheckService/HealthCheck",
+                                  request_serializer=lambda b: b, response_deserializer=lambda b: b)
+            assert call(b"", timeout=5) == b"\x08\x01"
