@@ -19,6 +19,7 @@ A result's headers are those of the arrival that produced it; its timestamp is t
 """
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
 from dataclasses import dataclass
@@ -59,11 +60,14 @@ class StreamJoin:
         self.name = name
         raw = store.get(_STREAM_TIME_KEY)
         self.stream_time = int(raw) if raw else -(2 ** 62)
-        # Earliest wall time / smallest record time buffered; None = unknown (scan on next punctuate,
-        # e.g. after a restart with persisted state).
-        self._next_wall_expiry: int | None = None
-        self._min_timestamp: int | None = None
-        self._scan_needed = next(iter(store.items(GROUP_PREFIX)), None) is not None
+        # Expiry indexes (in memory, rebuilt from the store on start): (wall expiry, group) and
+        # (record timestamp, group) per buffered record. Entries may be stale (group already
+        # rewritten); punctuate re-reads the group, so stale entries only cost a lookup.
+        self._wall_heap: list[tuple[int, bytes]] = []
+        self._time_heap: list[tuple[int, bytes]] = []
+        for gkey, raw in store.items(GROUP_PREFIX):
+            for e in decode_entries(raw):
+                self._index(gkey, e)
 
     # -- arrivals ---------------------------------------------------------------------------
     def add(self, branch: int, record: Record, now_ms: int) -> list[JoinResult]:
@@ -101,11 +105,12 @@ class StreamJoin:
                     e.matched = True
         entries.append(arrival)
         self.store.put(gkey, encode_entries(entries))
-        expiry = now_ms + self.window_ms
-        self._next_wall_expiry = expiry if self._next_wall_expiry is None else min(self._next_wall_expiry, expiry)
-        self._min_timestamp = record.timestamp if self._min_timestamp is None \
-            else min(self._min_timestamp, record.timestamp)
+        self._index(gkey, arrival)
         return results
+
+    def _index(self, gkey: bytes, e: Entry) -> None:
+        heapq.heappush(self._wall_heap, (e.wall_ms + self.window_ms, gkey))
+        heapq.heappush(self._time_heap, (e.timestamp, gkey))
 
     # -- expiry -----------------------------------------------------------------------------
     def _advance_stream_time(self, ts: int) -> None:
@@ -121,38 +126,35 @@ class StreamJoin:
 
     def next_deadline(self) -> int | None:
         """Wall-clock time at which ``punctuate`` next has work (None if nothing is buffered)."""
-        return 0 if self._scan_needed else self._next_wall_expiry
+        return self._wall_heap[0][0] if self._wall_heap else None
 
     def punctuate(self, now_ms: int) -> list[JoinResult]:
-        """Drop expired buffers; for outer joins emit the one partial result of unmatched keys."""
+        """Drop expired buffers; for outer joins emit the one partial result of unmatched keys.
+        Only groups with a due index entry are read, so an idle tick costs nothing."""
         if self.kind is JoinType.ANY:
             return []
-        if not self._scan_needed:
-            wall_due = self._next_wall_expiry is not None and now_ms >= self._next_wall_expiry
-            time_due = self._min_timestamp is not None and self._min_timestamp < self.stream_time - self.window_ms
-            if not (wall_due or time_due):
-                return []
+        due: set[bytes] = set()
+        while self._wall_heap and self._wall_heap[0][0] <= now_ms:
+            due.add(heapq.heappop(self._wall_heap)[1])
+        horizon = self.stream_time - self.window_ms
+        while self._time_heap and self._time_heap[0][0] < horizon:
+            due.add(heapq.heappop(self._time_heap)[1])
         results: list[JoinResult] = []
-        next_expiry: int | None = None
-        min_ts: int | None = None
-        for gkey, raw in list(self.store.items(GROUP_PREFIX)):
+        for gkey in sorted(due):
+            raw = self.store.get(gkey)
+            if raw is None:
+                continue
             entries = decode_entries(raw)
             expired = [e for e in entries if self._expired(e, now_ms)]
-            if expired and self.kind is JoinType.OUTER:
+            if not expired:
+                continue
+            if self.kind is JoinType.OUTER:
                 results.extend(self._partials(key_of_group(gkey), entries, expired))
             keep = [e for e in entries if not self._expired(e, now_ms)]
-            if not keep:
-                self.store.delete(gkey)
-                continue
-            if len(keep) != len(entries) or expired:
+            if keep:
                 self.store.put(gkey, encode_entries(keep))
-            for e in keep:
-                exp = e.wall_ms + self.window_ms
-                next_expiry = exp if next_expiry is None else min(next_expiry, exp)
-                min_ts = e.timestamp if min_ts is None else min(min_ts, e.timestamp)
-        self._next_wall_expiry = next_expiry
-        self._min_timestamp = min_ts
-        self._scan_needed = False
+            else:
+                self.store.delete(gkey)
         return results
 
     def _partials(self, key: str | None, entries: list[Entry], expired: list[Entry]) -> list[JoinResult]:
