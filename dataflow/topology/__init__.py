@@ -3,6 +3,26 @@
 ``build_topology(msg, settings)`` is the pure compile + validate step (``Topology``, with
 ``describe()`` / ``mermaid()``); ``compile_pipeline(msg, store_factory=...)`` also instantiates
 processors and state stores and returns a ``Pipeline`` implementing ``CompiledPipeline``.
+
+Per record, a step runs: pipeline-header filter -> chain transform (select, rename, convert) ->
+empty drop -> [join] -> [batch] -> [trigger gate] -> header rewrite -> [cycle counter] -> sink.
+Output records carry ``topic`` = sink (or the error topic), the input key, rewritten headers and the
+input timestamp (join results: max of the parts). Undecodable values are logged, counted in
+``Pipeline.stats.malformed`` and dropped.
+
+Where we knowingly differ from the reference (Kotlin/Kafka Streams):
+
+* ``passEmptyResponses`` is honoured: such a step forwards a message with no tensors instead of
+  dropping it (``TopologySettings.honour_pass_empty_responses=False`` restores the reference).
+* Outer joins emit the partial result of a key with missing branches once, when its window closes
+  by wall clock (``punctuate``), instead of waiting for stream time to advance (issue #4850).
+* Any joins forward each arriving branch on its own and never emit an extra merged record.
+* Inner joins keep buffers until they expire, so a key repeated on a branch joins again (as in
+  the reference); records are not dropped as "late" - they are matched on ``|dt| <= window`` and
+  purged once stream time or wall clock passes the window.
+* Outer-combined triggers whose window closes release data still buffered at that tick.
+* ``batch.windowMs`` / ``rolling`` are implemented (``dataflow.batching``); batch state lives in a
+  store. Batch settings on join steps or steps feeding an ``outputs`` topic are ignored (warning).
 """
 from __future__ import annotations
 
