@@ -23,7 +23,8 @@ def _request(name="INPUT", values=(1, 2, 3, 4)) -> bytes:
     return req.SerializeToString()
 
 
-def _collect(kafka, topics, want, timeout=30):
+def _collect(kafka, topics, want, timeout=30, key=None):
+    """Records of ``topics`` (only those with ``key`` if given) until ``want`` arrived."""
     c = kafka.consumer(offset_reset="earliest")
     c.subscribe(topics)
     got = []
@@ -31,7 +32,7 @@ def _collect(kafka, topics, want, timeout=30):
     try:
         while len(got) < want and time.monotonic() < deadline:
             for m in c.consume(100, 0.2):
-                if not m.error():
+                if not m.error() and (key is None or m.key().decode() == key):
                     got.append(m)
     finally:
         c.close()
@@ -70,7 +71,7 @@ def test_success_same_key_partition_and_headers(kafka, gw, model, server):
     key = f"1.p.{model}-ok"
     prod.produce(namer.model_inputs(model), _request(), key=key, partition=1, headers=HEADERS)
     prod.flush(10)
-    [m] = [m for m in _collect(kafka, [namer.model_outputs(model)], 1) if m.key().decode() == key]
+    [m] = _collect(kafka, [namer.model_outputs(model)], 1, key=key)
     assert m.partition() == 1
     resp = pb.ModelInferResponse()
     resp.ParseFromString(m.value())
@@ -99,7 +100,7 @@ def test_failure_goes_to_errors_topic(kafka, gw, model, text):
     key = f"1.p.{model}-bad"
     prod.produce(namer.model_inputs(model), _request("BAD"), key=key, partition=1, headers=HEADERS)
     prod.flush(10)
-    found = [m for m in _collect(kafka, [namer.errors()], 10, timeout=15) if m.key().decode() == key]
+    found = _collect(kafka, [namer.errors()], 1, timeout=30, key=key)
     assert found, "no error record"
     m = found[0]
     assert m.partition() == 1
