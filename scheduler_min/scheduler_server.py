@@ -60,8 +60,14 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         store.model_listeners.append(self._model_changed)
 
     def _pipeline_changed(self, record: PipelineRecord) -> None:
+        """Publish the changed version; when it is not the latest (an old version terminating
+        during an upgrade), the latest follows it, so ``versions[-1]`` is always the live state."""
+        versions = [self.store.with_state(record)]
+        latest = self.store.pipelines.get(record.name, [record])[-1]
+        if latest is not record:
+            versions.append(self.store.with_state(latest))
         self.pipeline_subscribers.publish(scheduler_pb2.PipelineStatusResponse(
-            pipelineName=record.name, versions=[self.store.with_state(record)]))
+            pipelineName=record.name, versions=versions))
 
     def _model_changed(self, name: str) -> None:
         self.model_subscribers.publish(self.store.model_status(name))

@@ -237,3 +237,20 @@ def test_health_check_on_both_ports(sched):
             call = ch.unary_unary("/seldon.mlops.health.HealthCheckService/HealthCheck",
                                   request_serializer=lambda b: b, response_deserializer=lambda b: b)
             assert call(b"", timeout=5) == b"\x08\x01"
+
+
+def test_status_updates_end_with_the_latest_version_during_upgrade(sched, stub, engines):
+    engines(sched.chainer_address, "engine-up")
+    stub.LoadPipeline(scheduler_pb2.LoadPipelineRequest(pipeline=pipeline("up")), timeout=5)
+    wait_state(stub, "up", "PipelineReady")
+    call = stub.SubscribePipelineStatus(scheduler_pb2.PipelineSubscriptionRequest(subscriberName="gw"), timeout=10)
+    next(call)  # current state
+    stub.LoadPipeline(scheduler_pb2.LoadPipelineRequest(pipeline=pipeline("up")), timeout=5)
+    updates = []
+    for res in call:
+        updates.append([(v.state.pipelineVersion, S.PipelineStatus.Name(v.state.status)) for v in res.versions])
+        if updates[-1][0] == (1, "PipelineTerminated"):
+            break
+    call.cancel()
+    assert all(u[-1][0] == 2 for u in updates)  # the live (latest) version is always last
+    assert updates[-1] == [(1, "PipelineTerminated"), (2, "PipelineReady")]
