@@ -26,6 +26,8 @@ def register(sub) -> None:
     ports.add_argument("--grpc-port", type=int, default=d.grpc_port, help="pipeline gateway gRPC")
     ports.add_argument("--mlserver-http-port", type=int, default=d.mlserver_http_port)
     ports.add_argument("--mlserver-grpc-port", type=int, default=d.mlserver_grpc_port)
+    ports.add_argument("--metrics-port", type=int, default=d.metrics_port,
+                       help="pipeline gateway Prometheus metrics")
     p.add_argument("--no-models", action="store_true",
                    help="start no MLServer and load no sample models (bring your own with "
                         "`dataflow model load`); no sample pipeline unless --pipelines is given")

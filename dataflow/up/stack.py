@@ -57,6 +57,7 @@ class UpOptions:
     grpc_port: int = 9011
     mlserver_http_port: int = 9501
     mlserver_grpc_port: int = 9500
+    metrics_port: int = 9006
     models: bool = True
     models_dir: Path | None = None
     models_file: Path = DEFAULT_MODELS_FILE
@@ -116,6 +117,7 @@ class Stack:
         self.grpc_port = _port(options.grpc_port, host)
         self.mlserver_http_port = _port(options.mlserver_http_port, host)
         self.mlserver_grpc_port = _port(options.mlserver_grpc_port, host)
+        self.metrics_port = _port(options.metrics_port, host)
         self._own_state_dir = options.state_dir is None
         self.state_dir = Path(options.state_dir or tempfile.mkdtemp(prefix="dataflow-up-"))
         self.children: list = []  # ChildProcess or MLServerProcess, in start order
@@ -213,6 +215,14 @@ class Stack:
             self._say(f"skipping {command}: `dataflow {command}` is not available in this build")
         return options
 
+    def _side_ports(self, options: set[str]) -> list[str]:
+        """Free ports for a component's auxiliary listeners, so defaults never collide."""
+        args: list[str] = []
+        for opt in ("--metrics-port", "--health-port"):
+            if opt in options:
+                args += [opt, str(free_port(self.opt.host))]
+        return args
+
     def _start_broker(self) -> None:
         child = self._dataflow("broker", "broker", ["--port", str(self.kafka_port),
                                                      "--host", self.opt.host])
@@ -274,6 +284,7 @@ class Stack:
         args = ["--scheduler", self.scheduler_address, "--kafka", self.bootstrap]
         if "--partitions" in options:
             args += ["--partitions", str(self.opt.partitions)]
+        args += self._side_ports(options)
         self._dataflow("model-gateway", "model-gateway", args)
 
     def _start_pipeline_gateway(self) -> None:
@@ -286,6 +297,9 @@ class Stack:
             args += ["--host", self.opt.host]
         if "--partitions" in options:
             args += ["--partitions", str(self.opt.partitions)]
+        if "--metrics-port" in options:
+            args += ["--metrics-port", str(self.metrics_port)]
+        args += self._side_ports(options - {"--metrics-port"})
         child = self._dataflow("pipeline-gateway", "pipeline-gateway", args)
         child.wait_until(lambda: http_status(f"{self.inference_url}/ready") == 200, 60,
                          f"serving {self.inference_url}/ready")
@@ -449,6 +463,8 @@ class Stack:
             lines.append(f"  scheduler            {self.scheduler_address} (chainer {self.chainer_address})")
         if "pipeline-gateway" not in self.skipped:
             lines.append(f"  pipeline gateway     {self.inference_url} (gRPC {self.inference_grpc})")
+            if "--metrics-port" in (cli_options("pipeline-gateway") or set()):
+                lines.append(f"  gateway metrics      http://{self.opt.host}:{self.metrics_port}/metrics")
         lines.append(f"  logs                 {self.state_dir / 'logs'}")
         if self.loaded_pipelines:
             lines.append(f"  pipelines            {', '.join(self.loaded_pipelines)}")
@@ -492,7 +508,8 @@ def options_from_args(args: argparse.Namespace) -> UpOptions:
     opt = UpOptions(host=args.host, kafka_port=args.kafka_port, scheduler_port=args.scheduler_port,
                     chainer_port=args.chainer_port, http_port=args.http_port,
                     grpc_port=args.grpc_port, mlserver_http_port=args.mlserver_http_port,
-                    mlserver_grpc_port=args.mlserver_grpc_port, models=not args.no_models,
+                    mlserver_grpc_port=args.mlserver_grpc_port, metrics_port=args.metrics_port,
+                    models=not args.no_models,
                     models_dir=Path(args.models_dir) if args.models_dir else None,
                     models_file=Path(args.models_file),
                     state_dir=Path(args.state_dir) if args.state_dir else None,

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 FREE_PORTS = ["--kafka-port", "0", "--scheduler-port", "0", "--chainer-port", "0",
               "--http-port", "0", "--grpc-port", "0", "--mlserver-http-port", "0",
-              "--mlserver-grpc-port", "0"]
+              "--mlserver-grpc-port", "0", "--metrics-port", "0"]
 STARTED = re.compile(r"^started (\S+) \(pid (\d+)\)")
 
 
@@ -153,4 +153,16 @@ def test_up_serves_the_printed_request_then_stops_everything():
         assert up.interrupt() == 0, up.output
     finally:
         up.kill()
+    _assert_all_gone(pids)
+
+
+def test_up_interrupted_during_start_up_leaves_nothing_behind():
+    up = UpProcess("--pipelines", "--ready-timeout", "90")
+    try:
+        up.wait_for_line("started mlserver", timeout=120)
+        pids = up.child_pids()
+        assert up.interrupt() == 0, up.output
+    finally:
+        up.kill()
+    assert READY_LINE not in up.output
     _assert_all_gone(pids)
