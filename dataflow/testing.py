@@ -123,8 +123,33 @@ class PipelineTestDriver:
         return record
 
     def advance(self, ms: int) -> list[Record]:
-        """Move the clock forward ``ms`` and punctuate every pipeline; returns released records."""
-        self.now_ms += ms
+        """Move the clock forward ``ms``, punctuating at every pending deadline on the way (so a
+        batch window or join window closes at its own time) and at the end; returns the records
+        released by punctuation (everything they cause downstream is delivered too)."""
+        if ms < 0:
+            raise ValueError(f"advance needs a non-negative duration, got {ms}")
+        target = self.now_ms + ms
+        released: list[Record] = []
+        for _ in range(self.max_deliveries):
+            due = [d for d in self._deadlines() if self.now_ms < d <= target]
+            if not due:
+                break
+            self.now_ms = min(due)
+            released.extend(self._punctuate())
+        self.now_ms = target
+        released.extend(self._punctuate())
+        return released
+
+    def _deadlines(self) -> list[int]:
+        out = []
+        for p in self.pipelines:
+            deadline = getattr(p, "next_deadline", None)
+            d = deadline() if deadline else None
+            if d is not None:
+                out.append(d)
+        return out
+
+    def _punctuate(self) -> list[Record]:
         released: list[Record] = []
         for p in self.pipelines:
             released.extend(self._address(p.punctuate(self.now_ms)))

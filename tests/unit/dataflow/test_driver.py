@@ -84,3 +84,16 @@ def test_advance_returns_released_records():
     assert released.topic == d.outputs_topic and released.key == "k"
     assert d.read(d.outputs_topic) == [released]
     assert build_topology(simple()).step("m").sink == d.model_inputs("m")
+
+
+def test_advance_punctuates_at_each_deadline_on_the_way():
+    """A batch window closing at t=200 releases at t=200 even when the clock jumps to t=1000."""
+    d = PipelineTestDriver(pipeline_message({"name": "p", "steps": [{"name": "m", "batch": {"size": 10, "windowMs": 200}}]}))
+    d.model("m", lambda req: codec.convert_to_response(req))
+    d.pipe(d.inputs_topic, codec.make_request({"INPUT": np.array([[1.0]], np.float32)}), key="k")
+    d.advance(1000)
+    [out] = d.read(d.model_outputs("m"))
+    assert out.timestamp == 200                    # the fake model answered at the window close
+    assert d.now_ms == 1000
+    with pytest.raises(ValueError):
+        d.advance(-1)
