@@ -38,6 +38,7 @@ class ChainerService(chainer_pb2_grpc.ChainerServicer):
         self.ring = HashRing(max_shard_count_multiplier)
         self.streams: dict[str, EngineStream] = {}
         self.conflicts = ConflictResolver()
+        self.retries: dict[str, int] = {}  # version uid -> failed create/delete re-sends so far
 
     # -- engine side ----------------------------------------------------------------------
 
@@ -85,6 +86,8 @@ class ChainerService(chainer_pb2_grpc.ChainerServicer):
             reason = f"{reason}{message.reason}"
         if status == S.PipelineTerminated:
             self.conflicts.delete(u.uid)
+        if status in (S.PipelineReady, S.PipelineTerminated):
+            self.retries.pop(u.uid, None)
         log.info("pipeline %s:%s %s (%s) after ack from %s", u.pipeline, u.version,
                  S.PipelineStatus.Name(status), reason.strip(), u.stream)
         for old in self.store.set_state(record, status, reason):
@@ -147,6 +150,31 @@ class ChainerService(chainer_pb2_grpc.ChainerServicer):
             else:
                 msg = convert.deletion_message(record.pv, self.namer, keep_topics=True, timestamp=ts)
             self._send(name, msg)
+
+    def retry_failed(self, max_retries: int) -> int:
+        """Re-send Create to failed latest versions and Delete to failed terminations, at most
+        ``max_retries`` times per version (failures may be transient, e.g. Kafka unavailable)."""
+        sent = 0
+        if not self.streams:
+            return sent
+        for versions in list(self.store.pipelines.values()):
+            for record in versions:
+                retry_create = record.status == S.PipelineFailed and record is versions[-1]
+                retry_delete = record.status == S.PipelineFailedTerminating
+                if not (retry_create or retry_delete):
+                    continue
+                n = self.retries.get(record.pv.uid, 0)
+                if n >= max_retries:
+                    continue
+                self.retries[record.pv.uid] = n + 1
+                log.info("retrying %s of pipeline %s:%s (attempt %d/%d)", "create" if retry_create else "delete",
+                         record.name, record.pv.version, n + 1, max_retries)
+                if retry_create:
+                    self.create(record)
+                else:
+                    self.terminate(record, keep_topics=self._superseded(record))
+                sent += 1
+        return sent
 
     def _superseded(self, record: PipelineRecord) -> bool:
         """A newer version of the same pipeline is live: its topics must survive this Delete."""

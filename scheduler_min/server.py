@@ -44,6 +44,8 @@ class SchedulerConfig:
     namespace: str = "default"
     max_shard_count_multiplier: int = 1
     default_model_endpoint: str | None = None
+    retry_failed_secs: float = 60.0   # re-send failed creates/deletes this often...
+    max_retry_failed: int = 10        # ...at most this many times per version
 
 
 class SchedulerApp:
@@ -54,6 +56,7 @@ class SchedulerApp:
         self.chainer: ChainerService | None = None
         self.scheduler: SchedulerService | None = None
         self._servers: list[grpc.aio.Server] = []
+        self._retry_task: asyncio.Task | None = None
         self.port = 0
         self.chainer_port = 0
 
@@ -78,10 +81,23 @@ class SchedulerApp:
         # Restored pipelines: with no engine connected yet they go back to PipelineCreate and
         # are re-sent as engines subscribe.
         self.chainer.rebalance()
+        if c.retry_failed_secs > 0:
+            self._retry_task = asyncio.get_running_loop().create_task(self._retry_loop())
         log.info("scheduler listening on %s (scheduler) and %s (chainer)", self.port, self.chainer_port)
         return self
 
+    async def _retry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.retry_failed_secs)
+            try:
+                self.chainer.retry_failed(self.config.max_retry_failed)
+            except Exception:  # keep the poller alive whatever one round hit
+                log.exception("retrying failed pipelines")
+
     async def stop(self, grace: float = 1.0) -> None:
+        if self._retry_task is not None:
+            self._retry_task.cancel()
+            self._retry_task = None
         if self.chainer:
             self.chainer.close_streams()
         if self.scheduler:

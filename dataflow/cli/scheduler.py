@@ -19,6 +19,10 @@ def register(sub) -> None:
                    help="engines per pipeline version (default 1)")
     p.add_argument("--default-model-endpoint", default=None,
                    help="OIP endpoint (grpc://HOST:PORT or http://HOST:PORT) for models that name none")
+    p.add_argument("--retry-failed-pipelines-secs", type=float, default=60.0,
+                   help="re-send failed pipeline creates/deletes this often (default 60; 0 = never)")
+    p.add_argument("--max-retry-failed-pipelines", type=int, default=10,
+                   help="at most this many re-sends per pipeline version (default 10)")
     p.set_defaults(handler=run)
 
 
@@ -31,7 +35,9 @@ def run(args) -> int:
                              state_dir=args.state_dir, topic_prefix=args.topic_prefix,
                              namespace=args.namespace,
                              max_shard_count_multiplier=max(1, args.max_shard_count_multiplier),
-                             default_model_endpoint=args.default_model_endpoint)
+                             default_model_endpoint=args.default_model_endpoint,
+                             retry_failed_secs=args.retry_failed_pipelines_secs,
+                             max_retry_failed=args.max_retry_failed_pipelines)
 
     async def main() -> None:
         task = asyncio.current_task()

@@ -254,3 +254,19 @@ def test_status_updates_end_with_the_latest_version_during_upgrade(sched, stub, 
     call.cancel()
     assert all(u[-1][0] == 2 for u in updates)  # the live (latest) version is always last
     assert updates[-1] == [(1, "PipelineTerminated"), (2, "PipelineReady")]
+
+
+def test_failed_create_is_retried_until_it_succeeds(tmp_path, engines):
+    s = run_in_thread(SchedulerConfig(port=0, chainer_port=0, host="127.0.0.1", retry_failed_secs=0.5,
+                                      max_retry_failed=10))
+    try:
+        with grpc.insecure_channel(s.address) as ch:
+            stub = scheduler_pb2_grpc.SchedulerStub(ch)
+            e = engines(s.chainer_address, "engine-flaky", succeed=False)
+            stub.LoadPipeline(scheduler_pb2.LoadPipelineRequest(pipeline=pipeline("rt")), timeout=5)
+            wait_for(lambda: len(e.ops("rt")) >= 2, what="a retried create")
+            e.succeed = True
+            wait_state(stub, "rt", "PipelineReady")
+            assert len(e.ops("rt")) <= 11  # first try + at most 10 retries
+    finally:
+        s.stop()
