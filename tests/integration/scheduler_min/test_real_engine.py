@@ -1,0 +1,128 @@
+"""Real scheduler + real `dataflow engine` subprocess + embedded broker, driven through the CLI.
+
+Load a pipeline YAML with `dataflow pipeline load`, wait for PipelineReady, feed the pipeline input
+topic, play the model by answering on its output topic, then `dataflow pipeline inspect` must show
+the request's records on every topic, in raw and json formats.
+"""
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from dataflow import codec
+from dataflow.cli import main
+from scheduler_min.server import SchedulerConfig, run_in_thread
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("dataflow.engine") is None
+                                or importlib.util.find_spec("dataflow.cli.engine") is None,
+                                reason="the dataflow engine is not in this build")
+
+PIPE = """
+apiVersion: mlops.seldon.io/v1alpha1
+kind: Pipeline
+metadata:
+  name: e2e-chain
+spec:
+  steps:
+    - name: e2e-m1
+  output:
+    steps:
+    - e2e-m1
+"""
+
+
+def inspect_json(capsys, *argv):
+    capsys.readouterr()
+    assert main(["pipeline", "inspect", *argv, "--format", "json", "-d", "3"]) == 0
+    return json.loads(capsys.readouterr().out.splitlines()[1])
+
+
+@pytest.fixture
+def stack(kafka, tmp_path, monkeypatch):
+    ns = kafka.unique("e2e")
+    monkeypatch.setenv("DATAFLOW_CLI_CONFIG", str(tmp_path / "none.json"))
+    monkeypatch.delenv("SELDON_KAFKA_CONFIG_PATH", raising=False)
+    sched = run_in_thread(SchedulerConfig(port=0, chainer_port=0, host="127.0.0.1", namespace=ns,
+                                          state_dir=str(tmp_path / "sched")))
+    monkeypatch.setenv("SELDON_SCHEDULE_HOST", sched.address)
+    monkeypatch.setenv("SELDON_KAFKA_BROKER", kafka.bootstrap)
+    monkeypatch.setenv("POD_NAMESPACE", ns)
+    log = open(tmp_path / "engine.log", "w")
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "dataflow.cli", "engine", "--scheduler", sched.chainer_address,
+         "--kafka", kafka.bootstrap, "--name", f"engine-{ns}", "--state-dir", str(tmp_path / "engine")],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield ns, sched
+    finally:
+        if engine.poll() is None:
+            os.killpg(engine.pid, signal.SIGTERM)
+            try:
+                engine.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(engine.pid, signal.SIGKILL)
+                engine.wait(5)
+        log.close()
+        sched.stop()
+
+
+def test_cli_load_ready_and_inspect_through_real_engine(stack, kafka, tmp_path, capsys):
+    ns, _ = stack
+    f = tmp_path / "p.yaml"
+    f.write_text(PIPE)
+    assert main(["pipeline", "load", "-f", str(f)]) == 0
+    code = main(["pipeline", "status", "e2e-chain", "-w", "PipelineReady", "-t", "90"])
+    if code != 0:
+        pytest.fail("pipeline not ready; engine log:\n" + (tmp_path / "engine.log").read_text()[-3000:])
+    topic = {
+        "in": f"seldon.{ns}.pipeline.e2e-chain.inputs", "out": f"seldon.{ns}.pipeline.e2e-chain.outputs",
+        "m_in": f"seldon.{ns}.model.e2e-m1.inputs", "m_out": f"seldon.{ns}.model.e2e-m1.outputs",
+    }
+    key = "0.e2e-chain.req-1"
+    headers = [("pipeline", b"e2e-chain"), ("x-request-id", b"req-1")]
+    request = codec.make_request({"INPUT": np.array([[1.0, 2.0, 3.0]], dtype=np.float32)}, id="req-1")
+    prod = kafka.producer()
+
+    def seen(doc, name):
+        return [m for t in doc["topics"] if t["name"] == name for m in (t["msgs"] or [])]
+
+    # The pipeline input reaches the model input topic through the engine's first step.
+    deadline = time.monotonic() + 60
+    while True:
+        prod.produce(topic["in"], key=key, value=request.SerializeToString(), headers=headers)
+        prod.flush(10)
+        doc = inspect_json(capsys, "e2e-chain.e2e-m1.inputs", "--request-id", key, "--offset", "20")
+        if seen(doc, topic["m_in"]):
+            break
+        assert time.monotonic() < deadline, "the engine never forwarded the request to the model topic"
+    # Play the model: answer on its output topic; the engine's output step forwards it.
+    response = codec.make_response({"OUTPUT": np.array([[2.0, 4.0, 6.0]], dtype=np.float32)}, id="req-1")
+    prod.produce(topic["m_out"], key=key, value=response.SerializeToString(), headers=headers)
+    prod.flush(10)
+    deadline = time.monotonic() + 60
+    while not seen(inspect_json(capsys, "e2e-chain.outputs", "--request-id", key, "--offset", "20"), topic["out"]):
+        assert time.monotonic() < deadline, "the engine never forwarded the model output to the pipeline output"
+        time.sleep(0.5)
+
+    doc = inspect_json(capsys, "e2e-chain", "--request-id", key, "--offset", "20", "-v")
+    names = [t["name"] for t in doc["topics"]]
+    assert names == [topic["m_in"], topic["m_out"], topic["in"], topic["out"], f"seldon.{ns}.errors.errors"]
+    (out_msg,) = seen(doc, topic["out"])[-1:]
+    assert out_msg["key"] == key
+    assert out_msg["headers"]["pipeline"] == ["e2e-chain"]
+    assert out_msg["value"]["outputs"][0]["contents"]["fp32Contents"] == [2.0, 4.0, 6.0]
+    assert seen(doc, topic["m_in"])[-1]["value"]["inputs"][0]["name"] == "INPUT"
+    assert all(m["key"] == key for t in doc["topics"] for m in (t["msgs"] or []))
+
+    capsys.readouterr()
+    assert main(["pipeline", "inspect", "e2e-chain.outputs", "--request-id", key, "--offset", "20"]) == 0
+    raw = capsys.readouterr().out.splitlines()
+    assert raw[0].startswith("Using consumer config map[") and raw[1] == f"Topic: {topic['out']}"
+    assert raw[2].startswith(key + "\t") and raw[-1] == "----------------"
+    assert json.loads(raw[2].split("\t", 1)[1])["outputs"][0]["name"] == "OUTPUT"
