@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import replace
 
 from chainer_api import chainer_pb2
 from dataflow.kafka import ERRORS, topic_suffix
@@ -53,7 +54,7 @@ def build_topology(msg: chainer_pb2.PipelineUpdateMessage,
             n += 1
         used_names.add(name)
         if name != step.name:
-            step = _replace_name(step, name)
+            step = replace(step, name=name)
         steps.append(step)
     return Topology(
         pipeline=msg.pipeline, version=msg.version, uid=msg.uid,
@@ -61,11 +62,6 @@ def build_topology(msg: chainer_pb2.PipelineUpdateMessage,
         allow_cycles=msg.allowCycles, max_step_revisits=msg.maxStepRevisits,
         steps=tuple(steps),
     )
-
-
-def _replace_name(step: StepNode, name: str) -> StepNode:
-    from dataclasses import replace
-    return replace(step, name=name)
 
 
 def _join_type(sink: str, value: int, field: str) -> JoinType:
