@@ -247,3 +247,29 @@ def test_cycle_with_exit_clears_counters_on_output():
         np.testing.assert_allclose(codec.response_arrays(outputs(out))["DONE"], [4.0])
     assert d.read(d.errors_topic) == []
     assert len(d.stores[("loop", "visiting-counter-store")]) == 0
+
+
+def test_join_mixing_a_steps_inputs_and_outputs_tensors():
+    """samples/pipelines/tfsimples-input.yaml: INPUT_INPUT and OUTPUT_INPUT branches joined."""
+    def tfsimple(req):
+        a = codec.request_arrays(req)
+        return codec.make_response({"OUTPUT0": a["INPUT0"] + a["INPUT1"], "OUTPUT1": a["INPUT0"] - a["INPUT1"]}, raw=True)
+    d = PipelineTestDriver(pipeline_message({
+        "name": "tfsimples-input",
+        "steps": [{"name": "tfsimple1"},
+                  {"name": "tfsimple2", "inputs": ["tfsimple1.inputs.INPUT0", "tfsimple1.outputs.OUTPUT1"],
+                   "tensorMap": {"tfsimple1.outputs.OUTPUT1": "INPUT1"}}],
+        "output": {"steps": ["tfsimple2"]}}))
+    d.model("tfsimple1", tfsimple)
+    d.model("tfsimple2", tfsimple)
+    x = np.arange(16, dtype=np.int32).reshape(1, 16)
+    y = np.ones((1, 16), np.int32)
+    d.pipe(d.inputs_topic, codec.make_request({"INPUT0": x, "INPUT1": y}), key="k")
+    [m2_in] = d.read(d.model_inputs("tfsimple2"))
+    req = codec.parse_request(m2_in.value)
+    assert [t.name for t in req.inputs] == ["INPUT0", "INPUT1"]
+    arrays = codec.request_arrays(req)
+    np.testing.assert_array_equal(arrays["INPUT0"], x)          # typed branch converted to raw to merge
+    np.testing.assert_array_equal(arrays["INPUT1"], x - y)
+    [out] = d.read(d.outputs_topic)
+    np.testing.assert_array_equal(codec.response_arrays(outputs(out))["OUTPUT0"], 2 * x - y)
