@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from dataflow.headers import PIPELINE, has_value
+from dataflow.headers import PIPELINE, has_value, normalise
 from dataflow.records import Record
 from dataflow.state.base import StateStore, StoreFactory
 from dataflow.topology.cycles import STORE_NAME as COUNTER_STORE, VisitCounter
@@ -54,7 +54,12 @@ class Pipeline:
 
     def process(self, record: Record, now_ms: int) -> list[Record]:
         out: list[Record] = []
-        for proc, role, index, pipeline_name in self._routes.get(record.topic, ()):
+        routes = self._routes.get(record.topic)
+        if not routes:
+            return out
+        if any(not isinstance(v, bytes) or not isinstance(k, str) for k, v in record.headers):
+            record = record.evolve(headers=normalise(record.headers))   # client-library header shapes
+        for proc, role, index, pipeline_name in routes:
             self.stats.consumed += 1
             if not has_value(record.headers, PIPELINE, pipeline_name):
                 self.stats.filtered += 1
