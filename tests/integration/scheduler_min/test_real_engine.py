@@ -126,3 +126,45 @@ def test_cli_load_ready_and_inspect_through_real_engine(stack, kafka, tmp_path, 
     assert raw[0].startswith("Using consumer config map[") and raw[1] == f"Topic: {topic['out']}"
     assert raw[2].startswith(key + "\t") and raw[-1] == "----------------"
     assert json.loads(raw[2].split("\t", 1)[1])["outputs"][0]["name"] == "OUTPUT"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_scheduler_restart_real_engine_returns_to_ready(kafka, tmp_path, monkeypatch):
+    """State survives a scheduler restart; the engine reconnects and the pipeline is Ready again."""
+    ns = kafka.unique("restart")
+    monkeypatch.setenv("DATAFLOW_CLI_CONFIG", str(tmp_path / "none.json"))
+    cfg = SchedulerConfig(port=_free_port(), chainer_port=_free_port(), host="127.0.0.1", namespace=ns,
+                          state_dir=str(tmp_path / "sched"))
+    sched = run_in_thread(cfg)
+    monkeypatch.setenv("SELDON_SCHEDULE_HOST", sched.address)
+    log = open(tmp_path / "engine.log", "w")
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "dataflow.cli", "engine", "--scheduler", sched.chainer_address,
+         "--kafka", kafka.bootstrap, "--name", f"engine-{ns}", "--state-dir", str(tmp_path / "engine")],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        f = tmp_path / "p.yaml"
+        f.write_text(PIPE)
+        assert main(["pipeline", "load", "-f", str(f)]) == 0
+        assert main(["pipeline", "status", "e2e-chain", "-w", "PipelineReady", "-t", "90"]) == 0
+        sched.stop()
+        sched = run_in_thread(cfg)
+        assert main(["pipeline", "status", "e2e-chain", "-w", "PipelineReady", "-t", "90"]) == 0, \
+            (tmp_path / "engine.log").read_text()[-3000:]
+    finally:
+        if engine.poll() is None:
+            os.killpg(engine.pid, signal.SIGTERM)
+            try:
+                engine.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(engine.pid, signal.SIGKILL)
+                engine.wait(5)
+        log.close()
+        sched.stop()
