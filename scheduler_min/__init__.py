@@ -1,0 +1,28 @@
+"""The minimal Seldon scheduler: pipelines and models in, dataflow engines driven over the Chainer API.
+
+Run it with ``dataflow scheduler --port 9004 --chainer-port 9008 --state-dir DIR`` (see
+``dataflow scheduler --help``). Modules, one concern each:
+
+* ``manifest``    Seldon ``Pipeline`` / ``Model`` YAML -> ``scheduler_pb2`` protos (strict fields).
+* ``convert``     scheduler ``Pipeline`` -> normalised ``PipelineVersion`` -> Chainer
+                  ``PipelineUpdateMessage`` (``creation_message`` / ``deletion_message``, spec 1.5).
+* ``validation``  the reference's validation rules and messages (``PipelineValidationError``).
+* ``models``      how a model names its Open Inference Protocol endpoint (``model_endpoint``).
+* ``ids``         xid-like version uids.
+* ``store``       pipeline versions + status, models; persisted atomically to ``--state-dir``.
+* ``hashring`` / ``conflicts``  sharding over engines and ack -> status aggregation (spec 4.2/4.4).
+* ``chainer_server`` / ``scheduler_server`` / ``health`` / ``server``  the gRPC services and process.
+* ``client``      a synchronous Scheduler client for the CLI; ``topic_inspect`` for ``pipeline inspect``.
+* ``testing``     ``FakeEngine``: a Chainer subscriber that acks everything (tests, demos).
+
+Contract for other components:
+
+* Engines subscribe to ``seldon.mlops.chainer.Chainer`` on the chainer port with a stable replica
+  name and ack each Create/Delete with ``PipelineUpdateEvent`` echoing ``timestamp`` and setting
+  ``stream`` to their name; acks with another timestamp or from an engine not addressed are ignored.
+* Gateways follow ``SubscribePipelineStatus`` / ``SubscribeModelStatus``: the first messages are the
+  current state, then one message per change. In pipeline updates ``versions[-1]`` is always the
+  latest version (an old version's change during an upgrade is followed by the latest).
+* A model's endpoint is the ``endpoint`` parameter of ``ModelVersionStatus.modelDefn.modelSpec``
+  (always set by the scheduler); ``scheduler_min.models.model_endpoint(model)`` reads it.
+"""
