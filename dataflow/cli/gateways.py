@@ -1,0 +1,139 @@
+"""``dataflow model-gateway`` and ``dataflow pipeline-gateway``: run the data-plane gateways.
+
+Both run in the foreground until Ctrl-C / SIGTERM. Environment variables of the reference
+gateways are honoured as defaults (``KAFKA_DEFAULT_NUM_PARTITIONS``, ``MODELGATEWAY_NUM_WORKERS``,
+``MODELGATEWAY_WORKER_TIMEOUT_MS``...); flags win.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def _kafka_flags(p) -> None:
+    p.add_argument("--scheduler", default=None, metavar="HOST:PORT",
+                   help="scheduler gRPC address to follow (env SELDON_SCHEDULE_HOST)")
+    p.add_argument("--kafka", default=None, metavar="BOOTSTRAP",
+                   help="Kafka bootstrap servers (env DATAFLOW_KAFKA_BOOTSTRAP)")
+    p.add_argument("--kafka-config", default=None,
+                   help="JSON file of extra librdkafka settings (security, SASL, TLS) (env DATAFLOW_KAFKA_CONFIG)")
+    p.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE") or "default",
+                   help="namespace part of topic names (default: default)")
+    p.add_argument("--topic-prefix", default=os.environ.get("SELDON_KAFKA_TOPIC_PREFIX") or "seldon",
+                   help="topic prefix (default: seldon)")
+    p.add_argument("--consumer-group-prefix", default=os.environ.get("KAFKA_CONSUMER_GROUP_ID_PREFIX", ""),
+                   help="prefix of consumer group ids (default none)")
+
+
+def register(sub) -> None:
+    m = sub.add_parser("model-gateway", help="consume model input topics, call OIP servers, produce outputs")
+    _kafka_flags(m)
+    m.add_argument("--model", action="append", default=[], metavar="NAME=ENDPOINT",
+                   help="serve NAME at ENDPOINT (grpc://host:port or http://host:port) without a scheduler; repeatable")
+    m.add_argument("--default-endpoint", default=os.environ.get("MODELGATEWAY_DEFAULT_ENDPOINT"),
+                   help="OIP endpoint for scheduler models whose definition names none")
+    m.add_argument("--partitions", type=int, default=_env_int("KAFKA_DEFAULT_NUM_PARTITIONS", 1),
+                   help="partitions of created model topics (env KAFKA_DEFAULT_NUM_PARTITIONS, default 1)")
+    m.add_argument("--replication", type=int, default=_env_int("KAFKA_DEFAULT_REPLICATION_FACTOR", 1),
+                   help="replication factor of created topics (default 1)")
+    m.add_argument("--workers", type=int, default=_env_int("MODELGATEWAY_NUM_WORKERS", 8),
+                   help="concurrent calls per model (env MODELGATEWAY_NUM_WORKERS, default 8)")
+    m.add_argument("--timeout-s", type=float,
+                   default=_env_int("MODELGATEWAY_WORKER_TIMEOUT_MS", 120000) / 1000.0,
+                   help="per-request timeout seconds (default 120)")
+    m.add_argument("--model-version", default="",
+                   help='model_version sent to the OIP server (default: the request\'s; the reference sends "1")')
+    m.add_argument("--metrics-port", type=int, default=None, help="(accepted for compatibility; unused)")
+    m.set_defaults(handler=run_model_gateway)
+
+    p = sub.add_parser("pipeline-gateway", help="synchronous REST/gRPC inference over Kafka")
+    _kafka_flags(p)
+    p.add_argument("--http-port", type=int, default=9010, help="REST port (default 9010)")
+    p.add_argument("--grpc-port", type=int, default=9011, help="gRPC port (default 9011)")
+    p.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
+    p.add_argument("--timeout-s", type=float, default=30.0,
+                   help="request timeout seconds; REST 504 / gRPC DEADLINE_EXCEEDED after it (0 = wait forever)")
+    p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
+    p.add_argument("--partitions", type=int, default=None, help="(accepted for compatibility; topics come from the engine)")
+    p.add_argument("--no-scheduler", action="store_true",
+                   help="serve any pipeline named in a request without waiting for the scheduler to announce it")
+    p.set_defaults(handler=run_pipeline_gateway)
+
+
+def _settings(args):
+    from dataflow.cli import CliError
+    from dataflow.kafka import KafkaSettings, KafkaSetupError, TopicNamer
+
+    try:
+        settings = KafkaSettings.from_env(bootstrap=args.kafka, config_path=args.kafka_config)
+        namer = TopicNamer(prefix=args.topic_prefix, namespace=args.namespace)
+    except KafkaSetupError as exc:
+        raise CliError(str(exc)) from exc
+    return settings, namer
+
+
+def _run(service) -> int:
+    async def main():
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, service.request_stop)
+            except (NotImplementedError, RuntimeError):
+                pass
+        await service.run_forever()
+
+    asyncio.run(main())
+    return 0
+
+
+def run_model_gateway(args) -> int:
+    from dataflow.cli import CliError
+    from gateways.model_service import ModelGatewayConfig, ModelGatewayService
+
+    settings, namer = _settings(args)
+    static = {}
+    for spec in args.model:
+        name, sep, endpoint = spec.partition("=")
+        if not sep or not name or not endpoint:
+            raise CliError(f"--model {spec!r}: expected NAME=ENDPOINT, e.g. add10=grpc://127.0.0.1:9500")
+        static[name] = endpoint
+    scheduler = args.scheduler or os.environ.get("SELDON_SCHEDULE_HOST")
+    if not scheduler and not static:
+        raise CliError("nothing to serve: give --scheduler HOST:PORT and/or --model NAME=ENDPOINT")
+    if args.workers < 1:
+        raise CliError(f"--workers must be at least 1, got {args.workers}")
+    cfg = ModelGatewayConfig(settings=settings, namer=namer, scheduler=scheduler, static_models=static,
+                             default_endpoint=args.default_endpoint, workers=args.workers,
+                             timeout_s=args.timeout_s, partitions=args.partitions, replication=args.replication,
+                             consumer_prefix=args.consumer_group_prefix, model_version=args.model_version)
+    print(f"model gateway: kafka {settings.bootstrap_servers}, scheduler {scheduler or '-'}", flush=True)
+    return _run(ModelGatewayService(cfg))
+
+
+def run_pipeline_gateway(args) -> int:
+    from dataflow.cli import CliError
+    from gateways.pipeline_gateway import GatewayError
+    from gateways.pipeline_service import PipelineGatewayConfig, PipelineGatewayService
+
+    settings, namer = _settings(args)
+    scheduler = None if args.no_scheduler else (args.scheduler or os.environ.get("SELDON_SCHEDULE_HOST"))
+    if not scheduler and not args.no_scheduler:
+        raise CliError("give --scheduler HOST:PORT (or --no-scheduler to serve pipelines on demand)")
+    cfg = PipelineGatewayConfig(settings=settings, namer=namer, scheduler=scheduler, http_port=args.http_port,
+                                grpc_port=args.grpc_port, host=args.host, metrics_port=args.metrics_port,
+                                timeout_s=args.timeout_s, consumer_prefix=args.consumer_group_prefix)
+    service = PipelineGatewayService(cfg)
+    print(f"pipeline gateway: REST {args.host}:{args.http_port}, gRPC {args.host}:{args.grpc_port}, "
+          f"kafka {settings.bootstrap_servers}, scheduler {scheduler or '-'}", flush=True)
+    try:
+        return _run(service)
+    except (OSError, GatewayError) as exc:  # e.g. port in use
+        raise CliError(f"pipeline gateway cannot start: {exc}") from exc

@@ -1,0 +1,14 @@
+"""``dataflow model infer``: call one model through the pipeline gateway (``seldon-model: <name>``).
+
+The gateway produces to ``model.<name>.inputs`` and waits on ``model.<name>.outputs`` (the model
+gateway serves those topics), so this exercises the same Kafka path a pipeline step uses.
+"""
+from __future__ import annotations
+
+
+def register(model_subparsers) -> None:
+    from dataflow.cli.pipeline_data import add_infer_arguments, run_infer
+
+    p = model_subparsers.add_parser("infer", help="call a model through the pipeline gateway")
+    add_infer_arguments(p, "model")
+    p.set_defaults(handler=lambda args: run_infer(args, is_pipeline=False))
