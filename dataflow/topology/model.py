@@ -116,6 +116,7 @@ class Topology:
     allow_cycles: bool
     max_step_revisits: int
     steps: tuple[StepNode, ...]
+    cycle_counter_ttl_ms: int = 3_600_000
 
     @property
     def source_topics(self) -> frozenset[str]:

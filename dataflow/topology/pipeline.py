@@ -32,11 +32,12 @@ class Pipeline:
             self._stores.append(store)
             return store
 
-        counter = None
+        self.counter: VisitCounter | None = None
         if topology.allow_cycles:
-            counter = VisitCounter(tracked_factory(COUNTER_STORE), output_topic=topology.output_topic,
-                                   error_topic=topology.error_topic, max_revisits=topology.max_step_revisits)
-        self.steps = [StepProcessor(topology, step, tracked_factory, self.stats, counter) for step in topology.steps]
+            self.counter = VisitCounter(tracked_factory(COUNTER_STORE), output_topic=topology.output_topic,
+                                        error_topic=topology.error_topic, max_revisits=topology.max_step_revisits,
+                                        ttl_ms=topology.cycle_counter_ttl_ms)
+        self.steps = [StepProcessor(topology, step, tracked_factory, self.stats, self.counter) for step in topology.steps]
         self._routes: dict[str, list[tuple[StepProcessor, str, int, bytes]]] = defaultdict(list)
         for proc in self.steps:
             for i, s in enumerate(proc.step.sources):
@@ -74,6 +75,8 @@ class Pipeline:
         out: list[Record] = []
         for proc in self.steps:
             out.extend(proc.punctuate(now_ms))
+        if self.counter is not None:
+            self.counter.punctuate(now_ms)
         return out
 
     def next_deadline(self) -> int | None:

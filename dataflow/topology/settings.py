@@ -13,6 +13,9 @@ class TopologySettings:
     honour_pass_empty_responses: bool = True
     # Batch steps (spec 3.7). The reference only batches single-source steps feeding an ``inputs`` topic.
     enable_batching: bool = True
+    # Cycle counters (spec 3.8) of requests that never reach the pipeline output are removed after
+    # this long without a visit (the reference keeps them forever).
+    cycle_counter_ttl_ms: int = 3_600_000
 
     @classmethod
     def coerce(cls, settings) -> "TopologySettings":

@@ -84,7 +84,7 @@ class StepProcessor:
         if not fires:
             self.stats.trigger_ignored += 1
             return []
-        return self._to_sink(self.gate.add_trigger(index, record, now_ms))
+        return self._to_sink(self.gate.add_trigger(index, record, now_ms), now_ms)
 
     def punctuate(self, now_ms: int) -> list[Record]:
         out: list[Record] = []
@@ -93,7 +93,7 @@ class StepProcessor:
         if self.batcher is not None:
             out.extend(self._after_join(self.batcher.punctuate(now_ms), now_ms))
         if self.gate is not None:
-            out.extend(self._to_sink(self.gate.punctuate(now_ms)))
+            out.extend(self._to_sink(self.gate.punctuate(now_ms), now_ms))
         return out
 
     # -- stages -----------------------------------------------------------------------------
@@ -110,13 +110,13 @@ class StepProcessor:
 
     def _after_join(self, records: list[Record], now_ms: int) -> list[Record]:
         if self.gate is None:
-            return self._to_sink(records)
+            return self._to_sink(records, now_ms)
         released: list[Record] = []
         for r in records:
             released.extend(self.gate.add_data(r, now_ms))
-        return self._to_sink(released)
+        return self._to_sink(released, now_ms)
 
-    def _to_sink(self, records: list[Record]) -> list[Record]:
+    def _to_sink(self, records: list[Record], now_ms: int) -> list[Record]:
         t = self.topology
         out = []
         for r in records:
@@ -124,7 +124,7 @@ class StepProcessor:
             if self.counter is not None:
                 before = self.counter.exceeded
                 r = self.counter.route(r, sink=self.step.sink, sink_pipeline=self.step.sink_pipeline,
-                                       from_error_topic=self._from_error_topic)
+                                       from_error_topic=self._from_error_topic, now_ms=now_ms)
                 self.stats.revisits_exceeded += self.counter.exceeded - before
             out.append(r)
         self.stats.produced += len(out)

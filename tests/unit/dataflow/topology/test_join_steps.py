@@ -273,3 +273,20 @@ def test_join_mixing_a_steps_inputs_and_outputs_tensors():
     np.testing.assert_array_equal(arrays["INPUT1"], x - y)
     [out] = d.read(d.outputs_topic)
     np.testing.assert_array_equal(codec.response_arrays(outputs(out))["OUTPUT0"], 2 * x - y)
+
+
+def test_cycle_counters_of_requests_that_never_finish_expire():
+    from dataflow.topology import TopologySettings
+    inc_in = f"{NS}.model.inc.inputs"
+    msg = create_message("loop", [
+        step_update(inc_in, [(f"{NS}.pipeline.loop.inputs", "loop")], pipeline="loop"),
+        step_update(f"{NS}.pipeline.loop.outputs", [(f"{NS}.errors.errors", "loop")], pipeline="loop"),
+    ], allow_cycles=True, max_step_revisits=1)
+    d = PipelineTestDriver(msg, settings=TopologySettings(cycle_counter_ttl_ms=1000))
+    d.pipe(d.inputs_topic, codec.make_request({"INPUT": V}), key="k")    # no model: never reaches output
+    counters = d.stores[("loop", "visiting-counter-store")]
+    assert len(counters) == 1
+    d.advance(999)
+    assert len(counters) == 1
+    d.advance(1)
+    assert len(counters) == 0
