@@ -270,3 +270,46 @@ def test_failed_create_is_retried_until_it_succeeds(tmp_path, engines):
             assert len(e.ops("rt")) <= 11  # first try + at most 10 retries
     finally:
         s.stop()
+
+
+def test_two_replicas_per_pipeline_aggregate_acks(engines):
+    s = run_in_thread(SchedulerConfig(port=0, chainer_port=0, host="127.0.0.1", max_shard_count_multiplier=2))
+    try:
+        with grpc.insecure_channel(s.address) as ch:
+            stub = scheduler_pb2_grpc.SchedulerStub(ch)
+            a = engines(s.chainer_address, "engine-a", auto_ack=False)
+            b = engines(s.chainer_address, "engine-b", auto_ack=False)
+            wait_for(lambda: s.call(lambda: len(s.app.chainer.streams)) == 2, what="two engines")
+            stub.LoadPipeline(scheduler_pb2.LoadPipelineRequest(pipeline=pipeline("two")), timeout=5)
+            ca = wait_for(lambda: [m for m in a.messages if m.pipeline == "two"], what="create on a")[-1]
+            cb = wait_for(lambda: [m for m in b.messages if m.pipeline == "two"], what="create on b")[-1]
+            a.ack(ca, True)
+            wait_for(lambda: state(stub, "two") == ("PipelineCreating", "1/2 ready "), what="1/2 ready")
+            b.ack(cb, False)
+            wait_for(lambda: state(stub, "two")[0] == "PipelineReady", what="ready with one failed replica")
+            assert state(stub, "two")[1].startswith("1/2 ready 1/2 failed ")
+    finally:
+        s.stop()
+
+
+def test_terminating_without_engines_after_restart_becomes_terminated(tmp_path, engines):
+    cfg = SchedulerConfig(port=0, chainer_port=0, host="127.0.0.1", state_dir=str(tmp_path))
+    s = run_in_thread(cfg)
+    with grpc.insecure_channel(s.address) as ch:
+        stub = scheduler_pb2_grpc.SchedulerStub(ch)
+        e = engines(s.chainer_address, "engine-t", auto_ack=False)
+        stub.LoadPipeline(scheduler_pb2.LoadPipelineRequest(pipeline=pipeline("t")), timeout=5)
+        create = wait_for(lambda: [m for m in e.messages if m.pipeline == "t"], what="create")[-1]
+        e.ack(create, True)
+        wait_state(stub, "t", "PipelineReady")
+        stub.UnloadPipeline(scheduler_pb2.UnloadPipelineRequest(name="t"), timeout=5)
+        wait_state(stub, "t", "PipelineTerminating")  # engine never acks the Delete
+    e.close()
+    s.stop()
+    s = run_in_thread(cfg)
+    try:
+        with grpc.insecure_channel(s.address) as ch:
+            stub = scheduler_pb2_grpc.SchedulerStub(ch)
+            assert state(stub, "t") == ("PipelineTerminated", "no dataflow engines available to handle pipeline")
+    finally:
+        s.stop()
