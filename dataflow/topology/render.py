@@ -3,18 +3,20 @@ from __future__ import annotations
 
 import re
 
-from dataflow.topology.model import StepNode, Topology
+from dataflow.topology.model import JoinType, StepNode, Topology
 
 
 def _step_line(step: StepNode) -> list[str]:
     head = f"step {step.name} ({step.kind.value}) -> {step.sink}"
     lines = [head]
     if step.is_join:
-        lines.append(f"  join: {step.join.value}, window {step.window_ms} ms")
+        window = "" if step.join is JoinType.ANY else f", window {step.window_ms} ms"
+        lines.append(f"  join: {step.join.value}{window}")
     for s in step.sources:
         lines.append(f"  source {s.label()}")
     if step.triggers:
-        lines.append(f"  triggers: join {step.triggers_join.value}, window {step.window_ms} ms")
+        combine = f"join {step.triggers_join.value}, " if len(step.triggers) > 1 else ""
+        lines.append(f"  triggers: {combine}gate window {step.window_ms} ms")
         for t in step.triggers:
             tensors = f" tensors={list(t.tensor_order)}" if t.tensor_order else ""
             lines.append(f"  trigger {t.topic} [pipeline={t.pipeline}]{tensors}")
@@ -56,7 +58,9 @@ def mermaid(topology: Topology) -> str:
 
     for step in topology.steps:
         sid = _node_id("s_", step.name)
-        label = step.name if not step.is_join else f"{step.name}<br/>{step.join.value} join {step.window_ms}ms"
+        label = step.name
+        if step.is_join:
+            label += f"<br/>{step.join.value} join" + ("" if step.join is JoinType.ANY else f" {step.window_ms}ms")
         lines.append(f'  {sid}["{label}"]')
         for s in step.sources:
             edge = ",".join(s.tensor_order)
