@@ -18,7 +18,11 @@ def register(sub) -> None:
     ms = p.add_subparsers(dest="model_command", metavar="SUBCOMMAND")
     p.set_defaults(handler=lambda args: _help(p))
 
-    load = ms.add_parser("load", help="load models from Seldon Model YAML")
+    load = ms.add_parser("load", help="load models from Seldon Model YAML",
+                         description="Load models from Seldon Model YAML. The scheduler needs each model's "
+                                     "Open Inference Protocol endpoint: spec.endpoint (e.g. grpc://127.0.0.1:9500 "
+                                     "or http://127.0.0.1:9000), or a spec.parameters entry named endpoint, or a "
+                                     "grpc:// / http:// spec.storageUri, or the scheduler's --default-model-endpoint.")
     load.add_argument("-f", "--file-path", dest="files", action="append", required=True,
                       help="YAML file (several documents allowed; '-' = stdin); repeatable")
     _common(load)

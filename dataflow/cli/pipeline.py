@@ -15,7 +15,11 @@ STATUS_NAMES = ("PipelineCreate", "PipelineCreating", "PipelineReady", "Pipeline
 
 
 def register(sub) -> None:
-    p = sub.add_parser("pipeline", help="load, unload, watch and inspect pipelines")
+    p = sub.add_parser("pipeline", help="load, unload, watch and inspect pipelines",
+                       epilog="Connection settings come from flags, then the config file "
+                              "~/.config/dataflow/cli/config.json (env DATAFLOW_CLI_CONFIG), then the env vars "
+                              "SELDON_SCHEDULE_HOST, SELDON_KAFKA_BROKER, SELDON_KAFKA_CONFIG_PATH, POD_NAMESPACE "
+                              "(see dataflow/cli/config.py).")
     ps = p.add_subparsers(dest="pipeline_command", metavar="SUBCOMMAND")
     p.set_defaults(handler=lambda args: _help(p))
 
