@@ -200,8 +200,9 @@ def test_data_plane_modules_are_optional_but_registered_when_present(monkeypatch
     from dataflow.cli import build_parser
 
     seen = []
-    mod = types.ModuleType("dataflow.cli.pipeline_data")
-    mod.register = lambda sp: seen.append(sp.add_parser("infer"))
-    monkeypatch.setitem(sys.modules, "dataflow.cli.pipeline_data", mod)
+    for group in ("pipeline", "model"):
+        mod = types.ModuleType(f"dataflow.cli.{group}_data")
+        mod.register = lambda sp, group=group: seen.append((group, sp.add_parser("fake-infer")))
+        monkeypatch.setitem(sys.modules, f"dataflow.cli.{group}_data", mod)
     build_parser()
-    assert len(seen) == 1
+    assert [g for g, _ in seen] == ["pipeline", "model"]
