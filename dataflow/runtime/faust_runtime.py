@@ -50,6 +50,7 @@ REASON_INIT_FAILED = "failed to initialize kafka streams for pipeline"
 REASON_TOPICS_FAILED = "kafka streams topic creation error"
 REASON_START_FAILED = "kafka streams: failed to start"
 LOG_LEVEL_ENV = "DATAFLOW_FAUST_LOG_LEVEL"
+PATH_ENV = "DATAFLOW_FAUST_PATH"
 STOP_GRACE_S = 15.0
 
 
@@ -62,9 +63,11 @@ class FaustRunner(PipelineRunner):
 
     def __init__(self, msg: chainer_pb2.PipelineUpdateMessage, config: RuntimeConfig,
                  on_state: StateCallback | None = None, *, pipeline_factory: str = DEFAULT_FACTORY,
-                 log_level: str | None = None):
+                 log_level: str | None = None, processing_path: str | None = None):
         super().__init__(msg, config, on_state)
         self.pipeline_factory = pipeline_factory
+        # "batch" (default, dataflow.runtime.faust_fastpath) or "agent" (Faust's stock stream path)
+        self.processing_path = processing_path or os.environ.get(PATH_ENV, "batch")
         self.log_level = log_level or os.environ.get(LOG_LEVEL_ENV, "WARNING")
         self.group_id = dataflow_group_id(msg.uid, config.consumer_prefix, config.namespace)
         self.partitions: dict[str, int] = {}
@@ -97,7 +100,7 @@ class FaustRunner(PipelineRunner):
             group_id=self.group_id, partitions=self.partitions, web_port=free_port(),
             parent_pid=os.getpid(), factory=self.pipeline_factory,
             kafka=kafka_settings_to_dict(self.config.kafka), config=runtime_config_to_dict(self.config),
-            log_level=self.log_level)
+            log_level=self.log_level, path=self.processing_path)
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "dataflow.runtime.faust_worker",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None)

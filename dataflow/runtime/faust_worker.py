@@ -43,6 +43,7 @@ log = logging.getLogger("dataflow.runtime.faust_worker")
 DEFAULT_FACTORY = "dataflow.runtime.faust_worker:compile_with_topology"
 PR_SET_PDEATHSIG = 1
 REASON_WORKER_FAILED = "kafka streams: failed to start"
+PROFILE_ENV = "DATAFLOW_FAUST_PROFILE"  # file to write cProfile stats of the worker to (benchmarks)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -61,6 +62,7 @@ class WorkerSpec:
     kafka: dict[str, Any] = field(default_factory=dict)     # KafkaSettings fields
     config: dict[str, Any] = field(default_factory=dict)    # RuntimeConfig fields except kafka
     log_level: str = "WARNING"
+    path: str = "batch"                                     # "batch" (faust_fastpath) or "agent"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -218,7 +220,18 @@ class PipelineWorker:
         app = self.app
         topic = app.topic(*self.sources, key_type=bytes, value_type=bytes, key_serializer="raw",
                           value_serializer="raw", allow_empty=True, partitions=self.default_partitions)
+        # The agent subscribes the source topics (and enables acks for them) in both paths; with
+        # the batch path its stream stays empty because the fetch loop hands records over directly.
         app.agent(topic, name=f"{self.spec.group_id}-pipeline")(self._agent)
+        self.batch_producer = None
+        if self.spec.path == "batch" and not self.config.exactly_once:
+            from dataflow.runtime.faust_fastpath import BatchProcessor, BatchProducer, install_batch_drain
+
+            self.batch_producer = BatchProducer(app, self.partitions, self.default_partitions)
+            self.batch_processor = BatchProcessor(app, self.pipeline, self.stores, self.batch_producer)
+            install_batch_drain(app, self.sources, self.batch_processor)
+        elif self.spec.path not in ("batch", "agent"):
+            raise ValueError(f"unknown processing path {self.spec.path!r} (expected 'batch' or 'agent')")
         app.timer(max(self.config.punctuate_interval_ms, 1) / 1000.0, on_leader=False)(self._tick)
 
         original_start, original_end = app.on_rebalance_start, app.on_rebalance_end
@@ -263,6 +276,9 @@ class PipelineWorker:
     async def _produce(self, records) -> None:
         from dataflow.kafka import partition_for_key
 
+        if self.batch_producer is not None:
+            await self.batch_producer.send(records)
+            return
         if self.config.exactly_once:
             for out in records:
                 await self._produce_transactional(out)
@@ -382,7 +398,19 @@ def main(argv: list[str] | None = None) -> int:
         log.exception("cannot build the pipeline")
         report("ERROR", f"failed to initialize faust worker for pipeline Exception: {exc}")
         return 3
-    code = worker.run()
+    profile_path = os.environ.get(PROFILE_ENV)
+    if profile_path:  # benchmarks: profile the whole worker, dump on exit
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            code = worker.run()
+        finally:
+            profiler.disable()
+            profiler.dump_stats(profile_path)
+    else:
+        code = worker.run()
     if code:
         report("ERROR", worker.failure_reason(code))
     report("STOPPED")

@@ -87,11 +87,12 @@ def wait_dead(pid: int, timeout_s: float = 20.0) -> bool:
     return False
 
 
-def test_passthrough_keeps_key_headers_timestamp_and_partition_rule(kafka, tmp_path):
+@pytest.mark.parametrize("path", ["batch", "agent"])
+def test_passthrough_keeps_key_headers_timestamp_and_partition_rule(kafka, tmp_path, path):
     source, sink = kafka.unique("fa-src"), kafka.unique("fa-sink")
     recorder = Recorder()
     runner = FaustRunner(pipeline_msg(kafka.unique("uid"), source, sink), config_for(kafka, tmp_path),
-                         recorder, pipeline_factory=PASSTHROUGH)
+                         recorder, pipeline_factory=PASSTHROUGH, processing_path=path)
 
     async def run():
         await runner.start()

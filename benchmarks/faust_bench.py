@@ -1,0 +1,97 @@
+"""Throughput of the Faust runtime on one chain step (python -m benchmarks.faust_bench).
+
+A compiled pipeline whose step ``m2`` reads ``model.m1.outputs`` (1 KB ``ModelInferResponse``),
+renames ``OUTPUT0`` to ``INPUT0`` and writes ``model.m2.inputs``. The runner is started first
+(consumption starts at ``latest``), then N records are produced as fast as confluent-kafka can,
+and the sink is consumed until all N arrived. Reported: wall msg/s from first produce to last
+output, and msg/s per core of the worker process (its user+sys CPU time over the run).
+
+    python -m benchmarks.faust_bench --n 50000                 # compiled chain step
+    python -m benchmarks.faust_bench --factory passthrough     # Faust overhead only
+    python -m benchmarks.faust_bench --path agent              # Faust's stock agent/stream path
+    python -m benchmarks.faust_bench --profile /tmp/faust.prof # cProfile the worker's main thread
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+
+import numpy as np
+
+PASSTHROUGH = "dataflow.runtime.faust_testing:passthrough"
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run(args) -> dict:
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    from dataflow import codec
+    from dataflow.kafka import TopicNamer
+    from dataflow.runtime.base import RuntimeConfig
+    from dataflow.runtime.faust_runtime import FaustRunner
+    from dataflow.runtime.faust_worker import DEFAULT_FACTORY
+    from dataflow.testing_kafka import start_test_kafka
+    from dataflow.topology.builders import pipeline_message
+
+    env = start_test_kafka()
+    try:
+        namer = TopicNamer(prefix=env.unique("bench"), namespace="default")
+        msg = pipeline_message({"name": "bench", "steps": [
+            {"name": "m1"}, {"name": "m2", "inputs": ["m1"], "tensorMap": {"m1.outputs.OUTPUT0": "INPUT0"}}]},
+            uid=env.unique("uid"), namer=namer)
+        if args.profile:
+            os.environ["DATAFLOW_FAUST_PROFILE"] = args.profile
+        factory = PASSTHROUGH if args.factory == "passthrough" else DEFAULT_FACTORY
+        config = RuntimeConfig(kafka=env.settings, partitions=args.partitions, state_dir="/tmp/faust-bench-state")
+        runner = FaustRunner(msg, config, pipeline_factory=factory, processing_path=args.path)
+        await runner.start()
+        source, sink = namer.model_outputs("m1"), namer.model_inputs("m2")
+        value = codec.make_response({"OUTPUT0": np.zeros((1, 250), dtype=np.float32)}, raw=True,
+                                    id="r").SerializeToString()
+        consumer = env.consumer()
+        consumer.assign([TopicPartition(sink, p, OFFSET_BEGINNING) for p in range(args.partitions)])
+        producer = env.producer()
+        cpu0, t0 = cpu_seconds(runner.pid), time.perf_counter()
+        for i in range(args.n):
+            producer.produce(source, key=f"{i % args.partitions}.bench.r{i}", value=value,
+                             partition=i % args.partitions, headers=[("pipeline", b"bench")])
+            if i % 10000 == 0:
+                producer.poll(0)
+        producer.flush(60)
+        produced_s = time.perf_counter() - t0
+        got, deadline = 0, time.monotonic() + args.timeout
+        while got < args.n and time.monotonic() < deadline:
+            batch = consumer.consume(10000, 0.2)
+            got += sum(1 for m in batch if not m.error())
+        wall = time.perf_counter() - t0
+        cpu = cpu_seconds(runner.pid) - cpu0
+        consumer.close()
+        await runner.stop()
+        return {"factory": args.factory, "path": args.path, "n": args.n, "received": got, "produce_s": round(produced_s, 2),
+                "wall_s": round(wall, 2), "msg_per_s": round(got / wall), "worker_cpu_s": round(cpu, 2),
+                "msg_per_core_s": round(got / cpu) if cpu else None}
+    finally:
+        if env.broker is not None:
+            env.broker.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=50_000)
+    parser.add_argument("--partitions", type=int, default=1)
+    parser.add_argument("--factory", choices=["compiled", "passthrough"], default="compiled")
+    parser.add_argument("--path", choices=["batch", "agent"], default="batch")
+    parser.add_argument("--profile", default="")
+    parser.add_argument("--timeout", type=float, default=300)
+    print(asyncio.run(run(parser.parse_args())))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""The batched processing path of the Faust worker (the default; ``path="agent"`` is the stock one).
+
+Why: profiling the stock path (an agent iterating ``stream.events()``) showed Faust's per-record
+machinery, not our step code, as the ceiling (~6k msg/s per core, benchmarks/FAUST_PROFILE.md):
+its fetch loop awaits each record's delivery through ``wait_first`` (two new asyncio tasks per
+record), then the conductor, a channel queue and the stream iterator each add a hop, and the
+producer creates a future per record.
+
+This path keeps everything else Faust does (group membership and rebalancing, table recovery
+from changelogs, offset tracking and commits, flushing the producer before a commit) and
+replaces two things:
+
+* the consumer's fetch loop (``Consumer._drain_messages``): each ``getmany`` result is split into
+  records of the pipeline's source topics, handed over as one batch, and everything else
+  (changelog records during table recovery) which still goes through Faust's conductor. Faust's
+  read-offset and gap bookkeeping is kept so commits stay correct;
+* per-record produce: outputs are grouped by (topic, partition) and appended to aiokafka
+  ``BatchBuilder``s, one future per batch instead of per record.
+
+Records are acked (``consumer.ack``) after their outputs are queued in the producer; Faust flushes
+the producer before committing offsets, so delivery stays at-least-once. Exactly-once keeps the
+stock agent path (its producers are per-partition transactions).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Awaitable, Callable, Iterable
+
+from dataflow.headers import normalise
+from dataflow.kafka import partition_for_key
+from dataflow.records import Record
+
+log = logging.getLogger("dataflow.runtime.faust_worker")
+
+BatchHandler = Callable[[list], Awaitable[None]]
+
+
+def install_batch_drain(app, source_topics: Iterable[str], handle_batch: BatchHandler) -> None:
+    """Replace the fetch loop of ``app``'s consumer with one that delivers source records in batches."""
+    consumer = app.consumer
+    sources = frozenset(source_topics)
+
+    async def drain_messages(fetcher) -> None:
+        callback = consumer.callback                # Faust's conductor: changelogs etc.
+        getmany = consumer.getmany
+        consumer_stopped = consumer._stopped.is_set
+        fetcher_stopped = fetcher._stopped.is_set
+        read_offset = consumer._read_offset
+        acks_enabled_for = app.topics.acks_enabled_for
+        try:
+            while not (consumer_stopped() or fetcher_stopped()):
+                await asyncio.sleep(0)
+                if consumer.should_stop:
+                    break
+                batch: list = []
+                async for tp, message in getmany(timeout=1.0):
+                    offset = message.offset
+                    last = read_offset[tp]
+                    if last is not None and offset < last:
+                        continue                    # already delivered (seek back)
+                    if last is not None and offset - last > 1 and acks_enabled_for(message.topic):
+                        await consumer._add_gap(tp, last + 1, offset)
+                    read_offset[tp] = offset
+                    if tp.topic in sources:
+                        batch.append(message)
+                    else:
+                        if batch:
+                            await handle_batch(batch)
+                            batch = []
+                        await callback(message)
+                if batch:
+                    await handle_batch(batch)
+                commit_every = consumer._commit_every
+                if commit_every is not None and consumer._n_acked >= commit_every:
+                    consumer._n_acked = 0
+                    await consumer.commit()
+        except consumer.consumer_stopped_errors:
+            if app.should_stop:
+                return
+            raise
+        except asyncio.CancelledError:
+            if app.should_stop:
+                return
+            raise
+
+    consumer._drain_messages = drain_messages
+
+
+class BatchProducer:
+    """Queues output records in the aiokafka producer, one ``BatchBuilder`` per (topic, partition)."""
+
+    def __init__(self, app, partitions: dict[str, int], default_partitions: int):
+        self.app = app
+        self.partitions = partitions
+        self.default_partitions = default_partitions
+        self.failed = 0
+
+    def _on_delivery(self, fut) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            self.failed += 1
+            log.error("produce failed: %s", fut.exception())
+
+    async def send(self, records: list[Record]) -> None:
+        groups: dict[tuple[str, int], list[Record]] = {}
+        partitions, default = self.partitions, self.default_partitions
+        for out in records:
+            p = partition_for_key(out.key, partitions.get(out.topic, default))
+            groups.setdefault((out.topic, p), []).append(out)
+        producer = self.app.producer._producer
+        for (topic, partition), group in groups.items():
+            batch = producer.create_batch()
+            for out in group:
+                key = out.key.encode() if out.key is not None else None
+                timestamp = out.timestamp or None
+                if batch.append(timestamp=timestamp, key=key, value=out.value, headers=out.headers) is None:
+                    if batch.record_count():
+                        fut = await producer.send_batch(batch, topic, partition=partition)
+                        fut.add_done_callback(self._on_delivery)
+                    batch = producer.create_batch()
+                    if batch.append(timestamp=timestamp, key=key, value=out.value, headers=out.headers) is None:
+                        # larger than a whole batch: the producer's own path sizes it
+                        fut = await producer.send(topic, out.value, key=key, partition=partition,
+                                                  timestamp_ms=timestamp, headers=out.headers)
+                        fut.add_done_callback(self._on_delivery)
+                        batch = producer.create_batch()
+            if batch.record_count():
+                fut = await producer.send_batch(batch, topic, partition=partition)
+                fut.add_done_callback(self._on_delivery)
+
+
+class BatchProcessor:
+    """Runs ``pipeline.process`` over a batch of Faust messages, produces, then acks them."""
+
+    def __init__(self, app, pipeline, stores, producer: BatchProducer):
+        self.app = app
+        self.pipeline = pipeline
+        self.stores = stores
+        self.producer = producer
+        self.processed = 0
+        self.errors = 0
+
+    async def __call__(self, messages: list) -> None:
+        process = self.pipeline.process
+        stores = self.stores
+        outputs: list[Record] = []
+        now_ms = int(time.time() * 1000)
+        for message in messages:
+            try:
+                key = message.key
+                timestamp = message.timestamp
+                record = Record(message.topic,
+                                key.decode("utf-8", "replace") if key is not None else None,
+                                message.value, normalise(message.headers),
+                                int(round(timestamp * 1000)) if timestamp else 0, message.partition)
+                for store in stores:
+                    store.partition = message.partition
+                try:
+                    outputs.extend(process(record, now_ms))
+                finally:
+                    for store in stores:
+                        store.partition = None
+            except Exception:  # noqa: BLE001 - a bad record must not stop the pipeline
+                self.errors += 1
+                log.exception("record %s[%s]@%s failed; skipped", message.topic, message.partition,
+                              message.offset)
+        self.processed += len(messages)
+        if outputs:
+            await self.producer.send(outputs)
+        ack = self.app.consumer.ack
+        for message in messages:
+            ack(message)
