@@ -1,9 +1,10 @@
 """The whole demo stack on loopback: broker, MLServer, scheduler, engine and both gateways.
 
 Start order (each waits for the previous to be ready): embedded broker -> MLServer with the
-sample models -> scheduler -> dataflow engine -> model gateway -> pipeline gateway. Then the
-sample models and pipelines are loaded through the scheduler's gRPC API, every pipeline must
-reach PipelineReady, and a probe request must come back through the pipeline gateway. ``stop()``
+sample models -> scheduler -> dataflow engine -> model gateway; then the sample models and
+pipelines are loaded through the scheduler's gRPC API and every pipeline must reach
+PipelineReady; then the pipeline gateway starts, must report each pipeline ready, and a probe
+request must come back through it. ``stop()``
 stops the children in reverse order. Every component is a child process (see ``children``),
 logging to ``<state-dir>/logs/<name>.log``.
 """
@@ -160,11 +161,15 @@ class Stack:
             self._start_scheduler()
             self._start_engine()
             self._start_model_gateway()
-            self._start_pipeline_gateway()
             if "scheduler" not in self.skipped:
                 self._load_models()
                 self._load_pipelines()
                 self._wait_pipelines_ready()
+            # The pipeline gateway starts once the pipelines' topics exist: a consumer that
+            # subscribes to a topic before it is created may not see it for minutes.
+            self._start_pipeline_gateway()
+            if "scheduler" not in self.skipped:
+                self._wait_gateway_ready()
                 self._probe()
         except ChildFailed as exc:
             raise StackError(str(exc)) from exc
@@ -411,18 +416,30 @@ class Stack:
             if failed:
                 raise StackError(f"pipeline failed: {'; '.join(failed)} "
                                  f"(logs in {self.state_dir / 'logs'})")
-            gateway_waiting = [p for p in self.loaded_pipelines if "pipeline-gateway" not in
-                               self.skipped and http_status(
-                                   f"{self.inference_url}/v2/pipelines/{p}/ready") != 200]
-            if not waiting and not gateway_waiting:
+            if not waiting:
                 self._say(f"pipelines ready: {', '.join(self.loaded_pipelines)}")
                 return
             if time.monotonic() > deadline:
                 detail = "; ".join(f"{p}: {states.get(p, ('unknown', ''))[0]} "
                                    f"{states.get(p, ('', ''))[1]}".strip() for p in waiting)
                 raise StackError(f"pipelines not ready within {self.opt.ready_timeout:g}s: "
-                                 f"{detail or 'gateway not ready for ' + ', '.join(gateway_waiting)}"
-                                 f" (logs in {self.state_dir / 'logs'})")
+                                 f"{detail} (logs in {self.state_dir / 'logs'})")
+            time.sleep(0.5)
+
+    def _wait_gateway_ready(self) -> None:
+        """The pipeline gateway reports every loaded pipeline ready (its output consumer is assigned)."""
+        if "pipeline-gateway" in self.skipped or not self.loaded_pipelines:
+            return
+        deadline = time.monotonic() + self.opt.ready_timeout
+        while True:
+            self._check_children()
+            waiting = [p for p in self.loaded_pipelines
+                       if http_status(f"{self.inference_url}/v2/pipelines/{p}/ready") != 200]
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                raise StackError(f"pipeline gateway not ready for {', '.join(waiting)} within "
+                                 f"{self.opt.ready_timeout:g}s (logs in {self.state_dir / 'logs'})")
             time.sleep(0.5)
 
     def _check_children(self) -> None:
