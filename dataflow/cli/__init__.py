@@ -29,7 +29,11 @@ class CliError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dataflow", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="dataflow",
+        description="dataflow-engine: run Seldon Core 2 inference pipelines over Kafka "
+                    "(engine, scheduler, gateways, CLI).",
+    )
     parser.add_argument("--version", action="version", version=f"dataflow-engine {__version__}")
     parser.add_argument("--log-level", default="WARNING", help="Python log level (default WARNING)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
