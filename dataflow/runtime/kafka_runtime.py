@@ -297,7 +297,7 @@ class _Loop:
                 if self.in_txn:
                     self.producer.abort_transaction(10)
                 self.producer.flush(10)
-                runner._report(RunnerState.STOPPED)
+        runner._report(RunnerState.STOPPED)  # only on a requested stop; errors report ERROR
 
     def _process(self, msgs) -> None:
         process = self.pipeline.process

@@ -1,0 +1,25 @@
+"""Health endpoints (reference port 8000 in k8s): /live, /ready (subscribed to the scheduler),
+/startup (engine initialised). Small on purpose: probes only."""
+from __future__ import annotations
+
+from typing import Callable
+
+from aiohttp import web
+
+
+async def start_health_server(port: int, *, ready: Callable[[], bool], started: Callable[[], bool],
+                              host: str = "0.0.0.0") -> web.AppRunner:
+    def probe(check: Callable[[], bool]):
+        async def handler(_request: web.Request) -> web.Response:
+            ok = check()
+            return web.json_response({"ok": ok}, status=200 if ok else 503)
+        return handler
+
+    app = web.Application()
+    app.router.add_get("/live", probe(lambda: True))
+    app.router.add_get("/ready", probe(ready))
+    app.router.add_get("/startup", probe(started))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
