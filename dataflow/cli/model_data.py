@@ -7,8 +7,8 @@ from __future__ import annotations
 
 
 def register(model_subparsers) -> None:
-    from dataflow.cli.pipeline_data import add_infer_arguments, run_infer
+    from dataflow.cli.pipeline_data import add_infer_arguments, add_infer_parser, run_infer
 
-    p = model_subparsers.add_parser("infer", help="call a model through the pipeline gateway")
+    p = add_infer_parser(model_subparsers, "infer", help="call a model through the pipeline gateway")
     add_infer_arguments(p, "model")
     p.set_defaults(handler=lambda args: run_infer(args, is_pipeline=False))

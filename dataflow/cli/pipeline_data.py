@@ -6,6 +6,7 @@ requests asynchronously through the pipeline's Kafka topics (see ``gateways.batc
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -13,6 +14,32 @@ import sys
 ENV_INFER_HOST = "SELDON_INFER_HOST"
 DEFAULT_REST_HOST = "127.0.0.1:9010"
 DEFAULT_GRPC_HOST = "127.0.0.1:9011"
+
+
+class _IntermixedParser(argparse.ArgumentParser):
+    """Lets ``NAME`` and the request JSON sit on either side of the options
+    (``infer NAME --inference-host H '{...}'``), as with the seldon CLI."""
+
+    _busy = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._busy:
+            return super().parse_known_args(args, namespace)
+        self._busy = True
+        try:
+            return super().parse_known_intermixed_args(args, namespace)
+        finally:
+            self._busy = False
+
+
+def add_infer_parser(subparsers, name: str, **kwargs) -> argparse.ArgumentParser:
+    """``subparsers.add_parser`` building an ``_IntermixedParser``."""
+    original = subparsers._parser_class
+    subparsers._parser_class = _IntermixedParser
+    try:
+        return subparsers.add_parser(name, **kwargs)
+    finally:
+        subparsers._parser_class = original
 
 
 def add_infer_arguments(p, what: str) -> None:
@@ -31,7 +58,7 @@ def add_infer_arguments(p, what: str) -> None:
 
 
 def register(pipeline_subparsers) -> None:
-    p = pipeline_subparsers.add_parser("infer", help="call a pipeline through the pipeline gateway")
+    p = add_infer_parser(pipeline_subparsers, "infer", help="call a pipeline through the pipeline gateway")
     add_infer_arguments(p, "pipeline")
     p.set_defaults(handler=lambda args: run_infer(args, is_pipeline=True))
 
