@@ -26,6 +26,7 @@ DEFAULT_CHAINER_PORT = 9008
 # The reference enforces a 60 s minimum ping interval; we accept pings as often as every 10 s
 # so both Go-style and eager Python clients stay connected.
 _SERVER_OPTIONS = [
+    ("grpc.so_reuseport", 0),  # a port already taken (say, a second scheduler) must fail, not be shared
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.max_pings_without_data", 0),
@@ -48,6 +49,16 @@ class SchedulerConfig:
     max_retry_failed: int = 10        # ...at most this many times per version
 
 
+def _bind(server: grpc.aio.Server, host: str, port: int) -> int:
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen on {host}:{port}: {exc}") from None
+    if not bound:
+        raise OSError(f"cannot listen on {host}:{port} (port in use?)")
+    return bound
+
+
 class SchedulerApp:
     def __init__(self, config: SchedulerConfig) -> None:
         self.config = config
@@ -68,13 +79,11 @@ class SchedulerApp:
         sched = grpc.aio.server(options=_SERVER_OPTIONS)
         scheduler_pb2_grpc.add_SchedulerServicer_to_server(self.scheduler, sched)
         sched.add_generic_rpc_handlers((health_handler(),))
-        self.port = sched.add_insecure_port(f"{c.host}:{c.port}")
+        self.port = _bind(sched, c.host, c.port)
         chain = grpc.aio.server(options=_SERVER_OPTIONS)
         chainer_pb2_grpc.add_ChainerServicer_to_server(self.chainer, chain)
         chain.add_generic_rpc_handlers((health_handler(),))
-        self.chainer_port = chain.add_insecure_port(f"{c.host}:{c.chainer_port}")
-        if not self.port or not self.chainer_port:
-            raise OSError(f"cannot bind scheduler ports {c.port}/{c.chainer_port} on {c.host}")
+        self.chainer_port = _bind(chain, c.host, c.chainer_port)
         self._servers = [sched, chain]
         for s in self._servers:
             await s.start()

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from google.protobuf.message import DecodeError
+
 from chainer_api import scheduler_pb2
 from scheduler_min import convert
 from scheduler_min.validation import PipelineValidationError
@@ -34,6 +36,10 @@ RUNNING_STATES = (S.PipelineCreate, S.PipelineCreating, S.PipelineReady, S.Pipel
 
 class NotFoundError(LookupError):
     """Unknown pipeline / model / version (gRPC NOT_FOUND)."""
+
+
+class StateError(RuntimeError):
+    """The state file exists but cannot be read back."""
 
 
 class ConflictError(RuntimeError):
@@ -248,8 +254,16 @@ class Store:
         path = os.path.join(self.state_dir, STATE_FILE)
         if not os.path.exists(path):
             return
-        with open(path) as f:
-            data = json.load(f)
+        try:
+            with open(path) as f:
+                data = json.load(f)
+            self._restore(data)
+        except (OSError, ValueError, KeyError, TypeError, DecodeError) as exc:
+            raise StateError(f"cannot read scheduler state {path}: {exc}; fix or move the file away "
+                             f"to start empty") from exc
+        log.info("restored %d pipelines and %d models from %s", len(self.pipelines), len(self.models), path)
+
+    def _restore(self, data: dict) -> None:
         for name, vs in data.get("pipelines", {}).items():
             records = []
             for v in vs:
@@ -268,7 +282,6 @@ class Store:
                                              changed=v["changed"]) for v in entry["versions"]]
             if entry.get("deleted"):
                 self.deleted_models.add(name)
-        log.info("restored %d pipelines and %d models from %s", len(self.pipelines), len(self.models), path)
 
 
 def _b64(msg) -> str:

@@ -30,6 +30,7 @@ def run(args) -> int:
     from dataflow.cli import CliError
     from dataflow.kafka import KafkaSetupError
     from scheduler_min.server import SchedulerConfig, serve
+    from scheduler_min.store import StateError
 
     config = SchedulerConfig(port=args.port, chainer_port=args.chainer_port, host=args.host,
                              state_dir=args.state_dir, topic_prefix=args.topic_prefix,
@@ -55,7 +56,7 @@ def run(args) -> int:
 
     try:
         asyncio.run(main())
-    except (OSError, KafkaSetupError, RuntimeError) as exc:
+    except (OSError, KafkaSetupError, RuntimeError, StateError) as exc:
         raise CliError(f"scheduler failed: {exc}") from exc
     print("scheduler stopped", flush=True)
     return 0
