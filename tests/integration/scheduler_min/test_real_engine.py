@@ -168,3 +168,25 @@ def test_scheduler_restart_real_engine_returns_to_ready(kafka, tmp_path, monkeyp
                 engine.wait(5)
         log.close()
         sched.stop()
+
+
+def test_version_upgrade_with_real_engine(stack, tmp_path, capsys):
+    """Loading the same pipeline again runs version 2; once it is Ready version 1 is deleted."""
+    f = tmp_path / "p.yaml"
+    f.write_text(PIPE)
+    assert main(["pipeline", "load", "-f", str(f)]) == 0
+    assert main(["pipeline", "status", "e2e-chain", "-w", "PipelineReady", "-t", "90"]) == 0
+    f.write_text(PIPE.replace("    - name: e2e-m1\n", "    - name: e2e-m1\n      joinWindowMs: 500\n", 1))
+    assert main(["pipeline", "load", "-f", str(f)]) == 0
+    deadline = time.monotonic() + 90
+    while True:
+        capsys.readouterr()
+        assert main(["pipeline", "status", "e2e-chain", "--all-versions"]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        states = [(v["state"].get("pipelineVersion"), v["state"]["status"]) for v in doc["versions"]]
+        if states == [(1, "PipelineTerminated"), (2, "PipelineReady")]:
+            break
+        assert time.monotonic() < deadline, f"upgrade did not settle: {states}; engine log:\n" + \
+            (tmp_path / "engine.log").read_text()[-3000:]
+        time.sleep(0.3)
+    assert doc["versions"][1]["pipeline"]["steps"][0]["joinWindowMs"] == 500
