@@ -129,16 +129,18 @@ class ChainerService(chainer_pb2_grpc.ChainerServicer):
             self.rebalance_version(record)
 
     def rebalance_version(self, record: PipelineRecord) -> None:
+        terminating = record.status in (S.PipelineTerminate, S.PipelineTerminating)
         if not self.streams:
-            terminating = record.status == S.PipelineTerminating
             self.store.set_state(record, S.PipelineTerminated if terminating else S.PipelineCreate, NO_ENGINES)
             if terminating:
                 self.conflicts.delete(record.pv.uid)
             return
         servers = self.ring.servers_for(record.pv.uid)
         ts = self.conflicts.new_iteration(record.pv.uid, servers)
-        terminating = record.status == S.PipelineTerminating
-        if not terminating:
+        if terminating:
+            if record.status == S.PipelineTerminate:
+                self.store.set_state(record, S.PipelineTerminating, "")
+        else:
             self.store.set_state(record, S.PipelineCreating, "Rebalance")
         for name in list(self.streams):
             if name in servers:

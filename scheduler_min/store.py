@@ -30,8 +30,10 @@ FORMAT_VERSION = 1
 
 TERMINATING_STATES = (S.PipelineTerminate, S.PipelineTerminating, S.PipelineTerminated)
 # Versions the chainer (re)sends on rebalance; Terminating ones get their Delete again.
+# PipelineTerminate is normally left at once (Delete sent); it is listed for a restart after a crash
+# between marking a version and sending its Delete.
 RUNNING_STATES = (S.PipelineCreate, S.PipelineCreating, S.PipelineReady, S.PipelineRebalancing,
-                  S.PipelineTerminating, S.PipelineFailed)
+                  S.PipelineTerminate, S.PipelineTerminating, S.PipelineFailed)
 
 
 class NotFoundError(LookupError):
