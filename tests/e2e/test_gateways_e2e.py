@@ -175,3 +175,26 @@ def test_batch_through_real_pipeline_with_resume(stack, tmp_path):
     assert sorted(r["index"] for r in results) == list(range(n))
     for r in results:
         assert outputs(r["response"])["OUTPUT0"] == [2 * r["index"]] * 16
+
+
+@pytest.mark.slow
+def test_batch_ten_thousand_through_two_step_pipeline(stack, tmp_path):
+    """10k requests through tfsimples (2 model steps, real MLServer), interrupted then resumed."""
+    n = 10_000
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"inputs": [
+        {"name": "INPUT0", "datatype": "INT32", "shape": [1, 16], "data": [i % 1000] * 16},
+        {"name": "INPUT1", "datatype": "INT32", "shape": [1, 16], "data": [1] * 16}]}) + "\n" for i in range(n)))
+    out = tmp_path / "out.jsonl"
+    settings = KafkaSettings(bootstrap_servers=stack.bootstrap)
+    job = BatchJob(pipeline="tfsimples", input=str(src), output=str(out), max_in_flight=400, progress=False,
+                   stop_after=3000)
+    first = BatchRun(job, settings).run()
+    job.stop_after = None
+    second = BatchRun(job, settings).run()
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["index"] for r in results) == list(range(n))
+    for r in results:
+        assert outputs(r["response"])["OUTPUT0"] == [2 * (r["index"] % 1000)] * 16
+    print(f"\n10k batch: first run {first.throughput:,.0f} req/s, resumed run {second.throughput:,.0f} req/s, "
+          f"{second.duplicates} late duplicates dropped")
