@@ -118,3 +118,68 @@ def header(msg, name: str) -> bytes | None:
         if k == name:
             return v
     return None
+
+
+# ------------------------------------------------------------------------------ engine process
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+class EngineProcess:
+    """``dataflow engine`` as a child process (so it can be SIGKILLed), logging to a file."""
+
+    def __init__(self, scheduler: str, kafka, *, name: str, state_dir: str, log_path: str,
+                 extra: list[str] = ()):
+        self.cmd = [sys.executable, "-m", "dataflow.cli", "--log-level", "INFO", "engine",
+                    "--scheduler", scheduler, "--kafka", kafka.bootstrap, "--name", name,
+                    "--state-dir", state_dir, *extra]
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "EngineProcess":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.cmd, cwd=REPO_ROOT, stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout_s: float = 20.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(Path(self.log_path).read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def deploy(fake, engine: EngineProcess, msg, timeout_s: float = 60.0):
+    """Send a Create and wait for its ack; fail with the engine's log if it is not a success."""
+    from dataflow.engine.fake_scheduler import ack_for
+
+    fake.send(msg)
+    try:
+        ack = fake.wait_ack(ack_for(msg.uid, Msg.Create, msg.timestamp), timeout_s)
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}\n--- engine log ---\n{engine.log_tail()}") from None
+    assert ack.success, f"create failed: {ack.reason}\n--- engine log ---\n{engine.log_tail()}"
+    return ack
