@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -166,3 +167,76 @@ def test_up_interrupted_during_start_up_leaves_nothing_behind():
         up.kill()
     assert READY_LINE not in up.output
     _assert_all_gone(pids)
+
+
+def _t(name, datatype, shape, data):
+    return {"name": name, "datatype": datatype, "shape": shape, "data": data}
+
+
+A16, ONES16, FOUR = list(range(1, 17)), [1] * 16, [1.0, 2.0, 3.0, 4.0]
+# (pipeline, request inputs, expected HTTP status, expected {output name: data} or error text)
+SAMPLE_REQUESTS = [
+    ("tfsimple", [_t("INPUT0", "INT32", [1, 16], A16), _t("INPUT1", "INT32", [1, 16], ONES16)], 200,
+     {"OUTPUT0": [a + 1 for a in A16], "OUTPUT1": [a - 1 for a in A16]}),
+    ("tfsimples-input", [_t("INPUT0", "INT32", [1, 16], A16), _t("INPUT1", "INT32", [1, 16], ONES16)],
+     200, {"OUTPUT0": [2 * a - 1 for a in A16], "OUTPUT1": ONES16}),
+    ("join", [_t("INPUT0", "INT32", [1, 16], A16), _t("INPUT1", "INT32", [1, 16], ONES16)], 200,
+     {"OUTPUT0": [2 * a for a in A16], "OUTPUT1": [2] * 16}),
+    ("joincheck", [_t("INPUT0", "INT32", [1, 16], ONES16), _t("INPUT1", "INT32", [1, 16], ONES16)],
+     200, {"OUTPUT0": [2] * 16, "OUTPUT1": [2] * 16}),
+    ("tfsimple-conditional", [_t("CHOICE", "INT32", [1], [0]), _t("INPUT0", "FP32", [4], FOUR),
+                              _t("INPUT1", "FP32", [4], FOUR)], 200, {"OUTPUT": [10.0, 20.0, 30.0, 40.0]}),
+    ("tfsimple-conditional", [_t("CHOICE", "INT32", [1], [1]), _t("INPUT0", "FP32", [4], FOUR),
+                              _t("INPUT1", "FP32", [4], FOUR)], 200, {"OUTPUT": [11.0, 12.0, 13.0, 14.0]}),
+    ("choice", [_t("choice", "INT32", [1], [1]), _t("INPUT", "FP32", [4], [5, 6, 7, 8])], 200,
+     {"OUTPUT": [50.0, 60.0, 70.0, 80.0]}),
+    ("choice", [_t("choice", "INT32", [1], [2]), _t("INPUT", "FP32", [4], [5, 6, 7, 8])], 200,
+     {"OUTPUT": [15.0, 16.0, 17.0, 18.0]}),
+    ("trigger-joins", [_t("ok1", "FP32", [1], [1]), _t("INPUT", "FP32", [4], FOUR)], 200,
+     {"OUTPUT": [10.0, 20.0, 30.0, 40.0]}),
+    ("trigger-joins", [_t("ok3", "FP32", [1], [1]), _t("INPUT", "FP32", [4], FOUR)], 200,
+     {"OUTPUT": [11.0, 12.0, 13.0, 14.0]}),
+    ("triggers-join-internal", [_t("INPUT1", "INT64", [1], [1]), _t("INPUT2", "INT64", [1], [1]),
+                                _t("TRIGGER2", "BOOL", [1], [True])], 200, {"OUTPUT1": [2]}),
+    ("error", [_t("INPUT", "FP32", [4], FOUR)], 200, {"OUTPUT": FOUR}),
+    ("error", [_t("INPUT", "FP32", [4], [100, 2, 3, 4])], 400,
+     "outlier-error : rpc error: code = InvalidArgument desc = outlier detected"),
+    ("outlier", [_t("INPUT", "FP32", [4], FOUR)], 200, {"OUTPUT": [11.0, 12.0, 13.0, 14.0]}),
+    ("iris-pipeline", [_t("predict", "FP32", [1, 4], [6.7, 3.0, 5.2, 2.3])], 200, {"predict": [2]}),
+    ("counter-pipeline", [_t("counter-pipeline.inputs", "INT32", [1], [0])], 200,
+     {"output": [10], "stop": [""]}),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(any(cli_options(c) is None for c in
+                        ("scheduler", "engine", "model-gateway", "pipeline-gateway")),
+                    reason="needs the scheduler, engine and both gateways")
+def test_up_serves_every_sample_pipeline():
+    files = sorted(str(p) for p in (ROOT / "examples" / "pipelines").glob("*.yaml"))
+    up = UpProcess("--ready-timeout", "180", "--pipelines", *files)
+    try:
+        up.wait_for_line(READY_LINE, timeout=400)
+        base = next(line.split()[2] for line in up.lines if "pipeline gateway" in line)
+        failures = []
+        for pipeline, inputs, status, expected in SAMPLE_REQUESTS:
+            request = urllib.request.Request(
+                f"{base}/v2/models/{pipeline}/infer", method="POST",
+                data=json.dumps({"inputs": inputs}).encode(),
+                headers={"Content-Type": "application/json", "seldon-model": f"{pipeline}.pipeline"})
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    got_status, body = response.status, json.loads(response.read())
+            except urllib.error.HTTPError as exc:
+                got_status, body = exc.code, exc.read().decode()
+            if got_status != status:
+                failures.append(f"{pipeline}: HTTP {got_status} {body}")
+            elif isinstance(expected, str):
+                if not str(body).startswith(expected):
+                    failures.append(f"{pipeline}: error {body!r}")
+            elif {o["name"]: o["data"] for o in body["outputs"]} != expected:
+                failures.append(f"{pipeline}: outputs {body['outputs']}")
+        assert not failures, "\n".join(failures)
+        assert up.interrupt() == 0, up.output
+    finally:
+        up.kill()
