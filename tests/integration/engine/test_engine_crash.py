@@ -1,0 +1,75 @@
+"""SIGKILL the engine process in the middle of a join, restart it with the same name and state
+dir: the scheduler resends the Create, pending joins complete from the persisted state and nothing
+is lost (duplicates are allowed: at-least-once)."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from dataflow import codec
+from dataflow.engine.fake_scheduler import FakeChainer, ack_for
+from dataflow.kafka import dataflow_group_id
+from tests.integration.engine.harness import EngineProcess, Msg, collect, create_message, new_namer, produce, step
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def resp(name: str, value: int) -> bytes:
+    return codec.make_response({name: np.asarray([value], dtype=np.int32)}).SerializeToString()
+
+
+def committed_offset(kafka, group: str, topic: str) -> int:
+    c = Consumer(kafka.settings.consumer(group))
+    try:
+        [tp] = c.committed([TopicPartition(topic, 0)], timeout=10)
+        return tp.offset
+    finally:
+        c.close()
+
+
+def test_pending_joins_survive_sigkill_and_restart(kafka, tmp_path):
+    fake = FakeChainer().start()
+    n, p = new_namer(kafka), "crash"
+    a, b, sink = n.model_outputs("a"), n.model_outputs("b"), n.model_inputs("j")
+    msg = create_message(p, [step(p, [a, b], sink, join_window_ms=120_000)], n)
+    name = kafka.unique("engine")
+
+    def engine_process(log: str) -> EngineProcess:
+        return EngineProcess(fake.target, kafka, name=name, state_dir=str(tmp_path / "state"),
+                             log_path=str(tmp_path / log)).start()
+
+    first = engine_process("first.log")
+    second = None
+    try:
+        fake.send(msg)
+        assert fake.wait_ack(ack_for(msg.uid, Msg.Create), 60).success
+        keys = [f"0.crash.k{i}" for i in range(20)]
+        produce(kafka, a, [(k, resp("A", i)) for i, k in enumerate(keys[:10])], pipeline=p)
+        group = dataflow_group_id(msg.uid)
+        deadline = time.monotonic() + 30
+        while committed_offset(kafka, group, a) < 10 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert committed_offset(kafka, group, a) >= 10, first.log_tail()
+        # More of branch a that the engine may or may not have processed or committed, then SIGKILL.
+        produce(kafka, a, [(k, resp("A", i + 10)) for i, k in enumerate(keys[10:])], pipeline=p)
+        first.kill()
+
+        second = engine_process("second.log")
+        fake.wait_subscribed(name, 60, count=2)
+        fake.wait_ack(lambda ack: ack.update.uid == msg.uid and ack.update.op == Msg.Create
+                      and len(fake.acks_for(msg.uid, Msg.Create)) >= 2, 90)
+        assert all(x.success for x in fake.acks_for(msg.uid, Msg.Create)), second.log_tail()
+        produce(kafka, b, [(k, resp("B", i)) for i, k in enumerate(keys)], pipeline=p)
+        got = collect(kafka, sink, 20, timeout_s=60)
+        assert {m.key().decode() for m in got} == set(keys), second.log_tail()
+        for m in got:
+            tensors = codec.request_arrays(codec.parse_request(m.value()))
+            assert list(tensors) == ["A", "B"]
+    finally:
+        first.kill()
+        if second is not None:
+            assert second.stop() == 0, second.log_tail()
+        fake.stop()
