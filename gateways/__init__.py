@@ -1,0 +1,24 @@
+"""Data-plane gateways between callers, Kafka and Open Inference Protocol servers.
+
+Modules (one concern each):
+
+* ``oip_json``        REST JSON <-> ``ModelInferRequest`` / ``ModelInferResponse`` (spec 5.5).
+* ``routing``         pure wire rules: routing header -> ``Resource``, composite keys, request ids,
+                      which headers cross the gateway, error-message shape.
+* ``kafka_io``        ``AsyncProducer`` and ``TopicSetConsumer`` (one consumer per group bucket).
+* ``scheduler_watch`` follow ``SubscribeModelStatus`` / ``SubscribePipelineStatus`` with reconnects.
+* ``pipeline_gateway`` ``PipelineGateway.infer(resource, request_bytes, headers, request_id)``:
+                      produce, wait for the output with the same key, time out.
+* ``pipeline_http`` / ``pipeline_grpc``  REST (aiohttp) and ``inference.GRPCInferenceService`` front ends.
+* ``pipeline_service`` ``PipelineGatewayService(PipelineGatewayConfig(...))``: all of the above running.
+* ``metrics``         Prometheus metrics with the reference names.
+* ``oip_client``      gRPC / REST OIP clients with Go-style error texts (``InferError``).
+* ``model_gateway`` / ``model_service``  ``ModelGateway.add_model(name, endpoint)`` / ``remove_model``;
+                      ``ModelGatewayService(ModelGatewayConfig(...))`` driven by the scheduler.
+* ``batch``           asynchronous batch scoring through a pipeline's topics, resumable.
+* ``infer_client``    one REST / gRPC call to the pipeline gateway (the CLI's ``infer``).
+* ``mlserver_process`` MLServer as a child process (samples, demo, e2e).
+
+Command line: ``dataflow model-gateway``, ``dataflow pipeline-gateway``, ``dataflow pipeline infer|batch``,
+``dataflow model infer``.
+"""
