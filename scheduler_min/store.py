@@ -19,6 +19,8 @@ from google.protobuf.message import DecodeError
 
 from chainer_api import scheduler_pb2
 from scheduler_min import convert
+from scheduler_min.ids import new_uid
+from scheduler_min.models import model_endpoint
 from scheduler_min.validation import PipelineValidationError
 
 log = logging.getLogger(__name__)
@@ -104,7 +106,7 @@ class Store:
         if (latest is not None and proto.HasField("kubernetesMeta") and proto.kubernetesMeta.generation > 0
                 and (latest.pv.k8s_generation or 0) > 0 and proto.kubernetesMeta.generation == latest.pv.k8s_generation):
             return None
-        pv = convert.from_proto(proto, version=(latest.pv.version + 1) if latest else 1, uid=_fresh_uid(proto))
+        pv = convert.from_proto(proto, version=(latest.pv.version + 1) if latest else 1, uid=new_uid())
         record = PipelineRecord(pv=pv)
         self.pipelines[pv.name] = versions + [record]
         self._changed(record)
@@ -290,13 +292,5 @@ def _b64(msg) -> str:
     return base64.b64encode(msg.SerializeToString()).decode()
 
 
-def _fresh_uid(proto: scheduler_pb2.Pipeline) -> str:
-    from scheduler_min.ids import new_uid
-
-    return new_uid()
-
-
 def _endpoint(model: scheduler_pb2.Model) -> str:
-    from scheduler_min.models import model_endpoint
-
     return model_endpoint(model) or ""
