@@ -39,6 +39,7 @@ class ChainerService(chainer_pb2_grpc.ChainerServicer):
         self.streams: dict[str, EngineStream] = {}
         self.conflicts = ConflictResolver()
         self.retries: dict[str, int] = {}  # version uid -> failed create/delete re-sends so far
+        self.closing = False  # shutting down: engines leaving must not rewrite pipeline states
 
     # -- engine side ----------------------------------------------------------------------
 
@@ -65,7 +66,8 @@ class ChainerService(chainer_pb2_grpc.ChainerServicer):
                 del self.streams[name]
                 self.ring.remove(name)
                 log.info("dataflow engine %s disconnected (%d connected)", name, len(self.streams))
-                self.rebalance()
+                if not self.closing:
+                    self.rebalance()
 
     async def PipelineUpdateEvent(self, request, context):
         self.handle_ack(request)
@@ -184,5 +186,6 @@ class ChainerService(chainer_pb2_grpc.ChainerServicer):
                    for r in self.store.pipelines.get(record.name, []))
 
     def close_streams(self) -> None:
+        self.closing = True
         for stream in list(self.streams.values()):
             stream.queue.put_nowait(None)

@@ -313,3 +313,16 @@ def test_terminating_without_engines_after_restart_becomes_terminated(tmp_path, 
             assert state(stub, "t") == ("PipelineTerminated", "no dataflow engines available to handle pipeline")
     finally:
         s.stop()
+
+
+def test_graceful_stop_keeps_persisted_states(tmp_path, engines):
+    from scheduler_min.store import Store
+
+    s = run_in_thread(SchedulerConfig(port=0, chainer_port=0, host="127.0.0.1", state_dir=str(tmp_path)))
+    with grpc.insecure_channel(s.address) as ch:
+        stub = scheduler_pb2_grpc.SchedulerStub(ch)
+        engines(s.chainer_address, "engine-g")
+        stub.LoadPipeline(scheduler_pb2.LoadPipelineRequest(pipeline=pipeline("g")), timeout=5)
+        wait_state(stub, "g", "PipelineReady")
+    s.stop()
+    assert Store(str(tmp_path)).pipelines["g"][-1].status == S.PipelineReady
