@@ -88,11 +88,13 @@ class TopicSetConsumer:
     def __init__(self, settings: KafkaSettings, group_id: str, on_records: Callable[[list[Message]], None], *,
                  offset_reset: str = "latest", start_at_end: bool = False,
                  on_revoke: Callable[[list[TopicPartition]], None] | None = None,
+                 on_assign: Callable[[list[TopicPartition]], None] | None = None,
                  batch_size: int = 500, name: str = "gateway-consumer") -> None:
         self.group_id = group_id
         self._consumer = Consumer(settings.consumer(group_id, offset_reset=offset_reset))
         self._on_records = on_records
         self._on_revoke = on_revoke
+        self._on_assign = on_assign
         self._start_at_end = start_at_end
         self._batch_size = batch_size
         self._lock = threading.Condition()
@@ -160,6 +162,8 @@ class TopicSetConsumer:
                 self._assigned.setdefault(tp.topic, set()).add(tp.partition)
             self._lock.notify_all()
         log.info("group %s assigned %s", self.group_id, [(tp.topic, tp.partition) for tp in partitions])
+        if self._on_assign:
+            self._on_assign(partitions)
 
     def _revoke_cb(self, consumer, partitions: list[TopicPartition]) -> None:
         with self._lock:

@@ -38,6 +38,10 @@ class PipelineNotFound(GatewayError):
     """The pipeline is not known to this gateway (not announced by the scheduler)."""
 
 
+class PartitionRevoked(GatewayError):
+    """The partition a request waits on is no longer this gateway's (after a rebalance)."""
+
+
 class GatewayTimeout(GatewayError):
     """No output arrived within the request timeout: REST 504 / gRPC DEADLINE_EXCEEDED."""
 
@@ -71,6 +75,7 @@ class PipelineGateway:
         self._consumers: dict[str, TopicSetConsumer] = {}
         self._loaded: dict[Resource, int] = {}  # resource -> version (0 for models)
         self._pending: dict[str, asyncio.Future] = {}
+        self._pending_where: dict[str, tuple[str, str, int]] = {}  # key -> (group, output topic, partition)
 
     # ---- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> "PipelineGateway":
@@ -98,6 +103,8 @@ class PipelineGateway:
         consumer = self._consumers.get(group)
         if consumer is None:
             consumer = TopicSetConsumer(self.settings, group, self._on_records, start_at_end=True,
+                                        on_assign=lambda _parts: self._loop.call_soon_threadsafe(
+                                            self._check_pending_partitions),
                                         name=f"pipelinegw-{group}")
             self._consumers[group] = consumer
         consumer.add_topic(resource.output_topic(self.namer))
@@ -132,7 +139,11 @@ class PipelineGateway:
     # ---- inference ------------------------------------------------------------------------------
     async def infer(self, resource: Resource, request: bytes, caller_headers: list[tuple[str, bytes]],
                     request_id: str | None = None, timeout_s: float | None = None) -> InferResult:
-        """Produce ``request`` for ``resource`` and wait for its output record."""
+        """Produce ``request`` for ``resource`` and wait for its output record.
+
+        If a rebalance takes the chosen partition away while waiting, the request is published
+        once more on a partition this gateway still owns (reference: max one requeue).
+        """
         if self._producer is None:
             raise GatewayError("gateway not started")
         if resource not in self._loaded:
@@ -140,33 +151,59 @@ class PipelineGateway:
                 self.load(resource)
             else:
                 raise PipelineNotFound(f"pipeline {resource.name} not found")
-        consumer = self._consumers[self.group_id(resource.name)]
+        request_id = request_id or routing.new_request_id()
+        headers = routing.request_headers(caller_headers, resource, request_id)
+        wait = self.timeout_s if timeout_s is None else timeout_s
+        deadline = self._loop.time() + wait if wait and wait > 0 else None
+        for attempt in range(2):
+            try:
+                return await self._publish_and_wait(resource, request, headers, request_id, deadline)
+            except PartitionRevoked:
+                if attempt == 1:
+                    raise GatewayError("partition(s) revoked") from None
+                log.info("partition revoked while waiting for %s: publishing again", request_id)
+        raise GatewayError("partition(s) revoked")  # pragma: no cover
+
+    async def _publish_and_wait(self, resource: Resource, request: bytes, headers, request_id: str,
+                                deadline: float | None) -> InferResult:
+        group = self.group_id(resource.name)
+        consumer = self._consumers[group]
         out_topic = resource.output_topic(self.namer)
         partitions = consumer.partitions(out_topic) or await asyncio.to_thread(
             consumer.wait_partitions, out_topic, self.partition_wait_s)
         if not partitions:
             raise GatewayError(f"no partitions assigned for {out_topic} after {self.partition_wait_s}s")
         partition = random.choice(partitions)
-        request_id = request_id or routing.new_request_id()
         key = routing.composite_key(partition, resource.name, request_id)
         if key in self._pending:
             raise GatewayError(f"a request with key {key} is already in flight")
         fut = self._loop.create_future()
         self._pending[key] = fut
+        self._pending_where[key] = (group, out_topic, partition)
         try:
-            headers = routing.request_headers(caller_headers, resource, request_id)
             try:
                 await self._producer.produce(resource.input_topic(self.namer), request, key=key,
                                              partition=partition, headers=headers)
             except ProduceError as exc:
                 raise GatewayError(str(exc)) from exc
-            wait = self.timeout_s if timeout_s is None else timeout_s
+            left = None if deadline is None else max(0.0, deadline - self._loop.time())
             try:
-                return await asyncio.wait_for(fut, timeout=wait if wait and wait > 0 else None)
+                return await asyncio.wait_for(fut, timeout=left)
             except asyncio.TimeoutError:
-                raise GatewayTimeout(f"no response for {key} within {wait}s") from None
+                raise GatewayTimeout(f"no response for {key} within {self.timeout_s}s") from None
         finally:
             self._pending.pop(key, None)
+            self._pending_where.pop(key, None)
+
+    def _check_pending_partitions(self) -> None:
+        """After a (re)assignment: fail waits whose partition this gateway no longer owns."""
+        for key, (group, topic, partition) in list(self._pending_where.items()):
+            consumer = self._consumers.get(group)
+            fut = self._pending.get(key)
+            if fut is None or fut.done():
+                continue
+            if consumer is None or partition not in consumer.partitions(topic):
+                fut.set_exception(PartitionRevoked(f"partition {partition} of {topic} revoked"))
 
     # ---- consumer side ------------------------------------------------------------------------
     def _on_records(self, msgs) -> None:

@@ -158,3 +158,33 @@ def test_metrics_are_counted(env):
     assert reg.get_sample_value("seldon_pipeline_infer_total",
                                 {"server": "pipeline-gateway", "pipeline": env["pipeline"],
                                  "method_type": "rest", "code": "200"}) >= 1
+
+
+def test_two_replicas_split_partitions_and_both_answer(kafka):
+    """Replicas share the consumer group: each produces only to partitions it owns, so both answer."""
+    namer = TopicNamer(prefix=kafka.unique("pgw2").replace("-", ""))
+    kafka.create_topics(namer.pipeline_inputs("p"), namer.pipeline_outputs("p"), partitions=2)
+    prefix = kafka.unique("pgw2")
+    bg = BackgroundLoop()
+    services = []
+    for _ in range(2):
+        cfg = PipelineGatewayConfig(settings=kafka.settings, namer=namer, http_port=free_port(),
+                                    grpc_port=free_port(), host="127.0.0.1", timeout_s=20.0, consumer_prefix=prefix)
+        svc = PipelineGatewayService(cfg)
+        bg.run(svc.start())
+        services.append(svc)
+    try:
+        with SimulatedPipeline(kafka, namer.pipeline_inputs("p"), namer.pipeline_outputs("p")):
+            env0 = {"cfg": services[0].config, "pipeline": "p"}
+            env1 = {"cfg": services[1].config, "pipeline": "p"}
+            hdr = {"seldon-model": "p.pipeline"}
+            for _ in range(3):  # first calls also settle the group (second replica joins)
+                assert _post(env0, BODY, hdr)[0] == 200
+                assert _post(env1, BODY, hdr)[0] == 200
+            owned = [set(s.gateway._consumers[s.gateway.group_id("p")].partitions(namer.pipeline_outputs("p")))
+                     for s in services]
+            assert owned[0].isdisjoint(owned[1]) and owned[0] | owned[1] == {0, 1}
+    finally:
+        for svc in services:
+            bg.run(svc.stop())
+        bg.close()
