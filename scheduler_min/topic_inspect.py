@@ -37,7 +37,7 @@ class InspectTarget:
 @dataclass
 class InspectMessage:
     key: str
-    value: str            # JSON text (or the raw text when the value is not a message)
+    value: str | None     # JSON text, the raw text when the value is not a message, None: no such tensor
     value_is_json: bool
     headers: list[tuple[str, str]] | None = None
 
@@ -112,8 +112,8 @@ def _expand(msg):
         return msg  # raw contents that do not match the declared shape: show them as they are
 
 
-def render_value(topic: str, value: bytes | None, tensor: str, truncate: bool) -> tuple[str, bool]:
-    """(text, is_json) for one record value."""
+def render_value(topic: str, value: bytes | None, tensor: str, truncate: bool) -> tuple[str | None, bool]:
+    """(text, is_json) for one record value; (None, False) when the selected tensor is absent."""
     data = value or b""
     if topic.endswith(".errors.errors"):
         return data.decode("utf-8", "replace"), False
@@ -132,7 +132,7 @@ def render_value(topic: str, value: bytes | None, tensor: str, truncate: bool) -
         for t in tensors:
             if t.name == tensor:
                 return _to_json(t), True
-        return "", False
+        return None, False
     return _to_json(msg), True
 
 
@@ -206,9 +206,9 @@ def format_raw(topics: list[InspectTopic], verbose: bool) -> str:
                 for k, v in m.headers or []:
                     grouped.setdefault(k, []).append(v)
                 hdrs = "".join(f"\t{k}=[{' '.join(vs)}]" for k, vs in grouped.items())
-                lines.append(f"{m.key}\t{m.value}\t{hdrs}")
+                lines.append(f"{m.key}\t{m.value or ''}\t{hdrs}")
             else:
-                lines.append(f"{m.key}\t{m.value}")
+                lines.append(f"{m.key}\t{m.value or ''}")
         lines.append("----------------")
     return "\n".join(lines) + "\n"
 

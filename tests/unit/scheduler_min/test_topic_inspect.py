@@ -89,3 +89,11 @@ def test_consumer_config_line():
     assert conf["group.id"].startswith("seldon-cli-") and conf["auto.offset.reset"] == "earliest"
     line = ti.describe_config(conf)
     assert line.startswith("Using consumer config map[auto.offset.reset:earliest bootstrap.servers:127.0.0.1:9092 ")
+
+
+def test_absent_tensor_renders_as_null_or_empty():
+    resp = codec.make_response({"OUTPUT0": np.array([[1]], dtype=np.int32)})
+    assert ti.render_value("seldon.default.model.m.outputs", resp.SerializeToString(), "NOPE", False) == (None, False)
+    topics = [ti.InspectTopic("t", [ti.InspectMessage("k", None, False)])]
+    assert ti.format_raw(topics, False).splitlines()[1] == "k\t"
+    assert json.loads(ti.format_json(topics))["topics"][0]["msgs"][0]["value"] is None
