@@ -77,6 +77,8 @@ def register(pipeline_subparsers) -> None:
     from dataflow.cli.config import add_kafka_flags
 
     add_kafka_flags(b)
+    b.add_argument("--kafka", dest="kafka_broker", default=None, metavar="BOOTSTRAP",
+                   help="same as --kafka-broker")
     b.set_defaults(handler=run_batch)
 
 

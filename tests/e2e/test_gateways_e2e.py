@@ -198,3 +198,67 @@ def test_batch_ten_thousand_through_two_step_pipeline(stack, tmp_path):
         assert outputs(r["response"])["OUTPUT0"] == [2 * (r["index"] % 1000)] * 16
     print(f"\n10k batch: first run {first.throughput:,.0f} req/s, resumed run {second.throughput:,.0f} req/s, "
           f"{second.duplicates} late duplicates dropped")
+
+
+@pytest.mark.parametrize("mode", ["http", "grpc"])
+def test_model_gateway_modes_against_real_mlserver(stack, mode):
+    """A second model gateway (own topic prefix) calling the stack's MLServer over REST or gRPC."""
+    import asyncio
+
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from tritonclient.grpc import service_pb2 as pb
+
+    from gateways.model_gateway import ModelGateway
+
+    port = stack.mlserver_http_port if mode == "http" else stack.mlserver_grpc_port
+    endpoint = f"{mode}://{stack.opt.host}:{port}"
+    namer = TopicNamer(prefix=f"e2e{mode}")
+    settings = KafkaSettings(bootstrap_servers=stack.bootstrap)
+
+    async def scenario():
+        gw = await ModelGateway(settings, namer, consumer_prefix=f"e2e-{mode}").start()
+        from dataflow.kafka import ensure_topics
+
+        await asyncio.to_thread(ensure_topics, settings, [namer.errors()], 1)
+        try:
+            await gw.add_model("add10", endpoint)
+            await gw.add_model("outlier-error", endpoint)
+            assert await asyncio.to_thread(gw.wait_assigned, "add10") and \
+                await asyncio.to_thread(gw.wait_assigned, "outlier-error")
+            prod = Producer(settings.producer())
+            for model, values in (("add10", [1, 2, 3, 4]), ("outlier-error", [100, 2, 3, 4])):
+                req = pb.ModelInferRequest()
+                t = req.inputs.add(name="INPUT", datatype="FP32", shape=[4])
+                t.contents.fp32_contents.extend(values)
+                prod.produce(namer.model_inputs(model), req.SerializeToString(), key=f"0.p.{model}",
+                             headers=[("pipeline", b"p"), ("x-request-id", model.encode())])
+            prod.flush(10)
+
+            def read(topic):
+                c = Consumer(settings.consumer(f"e2e-read-{mode}-{topic}", offset_reset="earliest"))
+                c.assign([TopicPartition(topic, 0, 0)])
+                deadline = time.monotonic() + 30
+                try:
+                    while time.monotonic() < deadline:
+                        for m in c.consume(10, 0.2):
+                            if not m.error():
+                                return m
+                finally:
+                    c.close()
+            ok = await asyncio.to_thread(read, namer.model_outputs("add10"))
+            err = await asyncio.to_thread(read, namer.errors())
+            return ok, err
+        finally:
+            await gw.close()
+
+    ok, err = asyncio.run(scenario())
+    assert ok is not None and err is not None
+    out = pb.ModelInferResponse()
+    out.ParseFromString(ok.value())
+    assert outputs(oip_json.response_to_json(out)) == {"OUTPUT": [11.0, 12.0, 13.0, 14.0]}
+    assert ("seldon-pipeline-errors", b"outlier-error") in err.headers()
+    text = err.value().decode()
+    if mode == "grpc":
+        assert text.startswith("rpc error: code = InvalidArgument desc = ") and "outlier detected" in text
+    else:
+        assert "outlier detected" in text  # MLServer's HTTP 400 JSON body, as the reference forwards it
