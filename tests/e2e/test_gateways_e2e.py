@@ -158,6 +158,17 @@ def test_cli_infer(stack):
     assert out.returncode == 1 and "HTTP 400" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_cli_batch(stack, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(TFSIMPLE_BODY) + "\n" for _ in range(20)))
+    cmd = [sys.executable, "-m", "dataflow.cli", "pipeline", "batch", "tfsimples", "--input", str(src),
+           "--output", str(tmp_path / "out.jsonl"), "--kafka", stack.bootstrap]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "done: 20 scored, 0 errors" in out.stderr
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 20
+
+
 def test_batch_through_real_pipeline_with_resume(stack, tmp_path):
     n = 300
     src = tmp_path / "in.jsonl"
