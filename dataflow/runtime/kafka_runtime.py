@@ -273,10 +273,9 @@ class _Loop:
                                 on_revoke=self._on_revoke, on_lost=self._on_revoke)
         next_commit = time.monotonic() + self.commit_interval
         next_punctuate = time.monotonic() + self.punctuate_interval
-        consume = self.consumer.consume
         try:
             while not runner._stop.is_set():
-                msgs = consume(num_messages=CONSUME_BATCH, timeout=CONSUME_TIMEOUT_S)
+                msgs = self._next_batch()
                 if msgs:
                     self._process(msgs)
                 mono = time.monotonic()
@@ -298,6 +297,17 @@ class _Loop:
                     self.producer.abort_transaction(10)
                 self.producer.flush(10)
         runner._report(RunnerState.STOPPED)  # only on a requested stop; errors report ERROR
+
+    def _next_batch(self) -> list:
+        """Whatever is already fetched, without waiting; if nothing, block until the first record
+        arrives (not until a full batch: ``consume(n, t)`` would hold a lone record for ``t``)."""
+        msgs = self.consumer.consume(CONSUME_BATCH, 0)
+        if msgs:
+            return msgs
+        first = self.consumer.poll(CONSUME_TIMEOUT_S)
+        if first is None:
+            return []
+        return [first, *self.consumer.consume(CONSUME_BATCH - 1, 0)]
 
     def _process(self, msgs) -> None:
         process = self.pipeline.process
