@@ -489,8 +489,9 @@ class Stack:
             lines.append(f"  not started          {', '.join(self.skipped)} (not available)")
         if PROBE_PIPELINE in self.loaded_pipelines and "pipeline-gateway" not in self.skipped:
             body = json.dumps(PROBE_REQUEST, separators=(",", ":"))
-            env = (f"SELDON_SCHEDULE_HOST={self.scheduler_address} "
-                   f"SELDON_KAFKA_BROKER={self.bootstrap} ")
+            standard = (self.scheduler_port, self.kafka_port) == (9004, 9092)
+            env = "" if standard else (f"SELDON_SCHEDULE_HOST={self.scheduler_address} "
+                                       f"SELDON_KAFKA_BROKER={self.bootstrap} ")
             lines += ["", "Try it:",
                       f"  curl -s {self.inference_url}/v2/models/{PROBE_PIPELINE}/infer "
                       f"-H 'Content-Type: application/json' "
