@@ -96,6 +96,14 @@ def _assert_all_gone(pids: dict[str, int]) -> None:
     assert not alive, f"children still running after dataflow up stopped: {alive}"
 
 
+def _has_pipeline_infer() -> bool:
+    try:
+        import dataflow.cli.pipeline_data  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _curl_request(output: str) -> urllib.request.Request:
     """Rebuild the printed curl command as a request (URL, headers, body)."""
     line = next(line.strip() for line in output.splitlines() if line.strip().startswith("curl "))
@@ -151,6 +159,15 @@ def test_up_serves_the_printed_request_then_stops_everything():
             body = json.loads(response.read())
         outputs = {o["name"]: o["data"] for o in body["outputs"]}
         assert outputs == PROBE_EXPECTED
+        if _has_pipeline_infer():  # the printed CLI command gives the same answer
+            printed = next(line.strip() for line in up.lines
+                           if line.strip().startswith("dataflow pipeline infer"))
+            words = shlex.split(printed)
+            done = subprocess.run([sys.executable, "-m", "dataflow.cli", *words[1:]], cwd=str(ROOT),
+                                  capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr
+            cli_body = json.loads(done.stdout)
+            assert {o["name"]: o["data"] for o in cli_body["outputs"]} == PROBE_EXPECTED
         assert up.interrupt() == 0, up.output
     finally:
         up.kill()
