@@ -10,10 +10,12 @@ output, and msg/s per core of the worker process (its user+sys CPU time over the
     python -m benchmarks.faust_bench --factory passthrough     # Faust overhead only
     python -m benchmarks.faust_bench --path agent              # Faust's stock agent/stream path
     python -m benchmarks.faust_bench --profile /tmp/faust.prof # cProfile the worker's main thread
+    python -m benchmarks.faust_bench --latency 300 --rate 100  # per-hop latency at a low rate
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import asyncio
 import os
 import time
@@ -49,7 +51,9 @@ async def run(args) -> dict:
         if args.profile:
             os.environ["DATAFLOW_FAUST_PROFILE"] = args.profile
         factory = PASSTHROUGH if args.factory == "passthrough" else DEFAULT_FACTORY
-        config = RuntimeConfig(kafka=env.settings, partitions=args.partitions, state_dir="/tmp/faust-bench-state")
+        settings = dataclasses.replace(env.settings, fetch_wait_max_ms=args.fetch_wait_ms)
+        config = RuntimeConfig(kafka=settings, partitions=args.partitions, state_dir="/tmp/faust-bench-state",
+                               commit_interval_ms=args.commit_interval_ms)
         runner = FaustRunner(msg, config, pipeline_factory=factory, processing_path=args.path)
         await runner.start()
         source, sink = namer.model_outputs("m1"), namer.model_inputs("m2")
@@ -58,6 +62,8 @@ async def run(args) -> dict:
         consumer = env.consumer()
         consumer.assign([TopicPartition(sink, p, OFFSET_BEGINNING) for p in range(args.partitions)])
         producer = env.producer()
+        if args.latency:
+            return await measure_latency(args, runner, producer, consumer, source, value)
         cpu0, t0 = cpu_seconds(runner.pid), time.perf_counter()
         for i in range(args.n):
             producer.produce(source, key=f"{i % args.partitions}.bench.r{i}", value=value,
@@ -82,6 +88,38 @@ async def run(args) -> dict:
             env.broker.stop()
 
 
+async def measure_latency(args, runner, producer, consumer, source, value) -> dict:
+    """One record every 1/rate s; latency = sink consume time - source record timestamp."""
+    latencies = []
+    interval = 1.0 / args.rate
+    warm_until = time.monotonic() + 1.0  # let the sink consumer finish its first fetch set-up
+    while time.monotonic() < warm_until:
+        consumer.poll(0.1)
+    try:
+        for i in range(args.latency):
+            producer.produce(source, key=f"0.bench.l{i}", value=value, partition=0, headers=[("pipeline", b"bench")],
+                             timestamp=int(time.time() * 1000))
+            producer.poll(0)
+            deadline = time.monotonic() + interval
+            while time.monotonic() < deadline:
+                msg = consumer.poll(max(0.0, deadline - time.monotonic()))
+                if msg is not None and not msg.error():
+                    latencies.append(time.time() * 1000 - msg.timestamp()[1])
+        end = time.monotonic() + 5
+        while len(latencies) < args.latency and time.monotonic() < end:
+            msg = consumer.poll(0.1)
+            if msg is not None and not msg.error():
+                latencies.append(time.time() * 1000 - msg.timestamp()[1])
+    finally:
+        consumer.close()
+        await runner.stop()
+    latencies.sort()
+    pick = lambda q: round(latencies[min(len(latencies) - 1, int(q * len(latencies)))], 1)  # noqa: E731
+    return {"path": args.path, "records": args.latency, "received": len(latencies), "rate": args.rate,
+            "p10_ms": pick(0.1), "p50_ms": pick(0.5), "p90_ms": pick(0.9), "p99_ms": pick(0.99),
+            "max_ms": round(latencies[-1], 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=50_000)
@@ -90,6 +128,10 @@ def main() -> None:
     parser.add_argument("--path", choices=["batch", "agent"], default="batch")
     parser.add_argument("--profile", default="")
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--latency", type=int, default=0, help="measure per-hop latency over this many records")
+    parser.add_argument("--rate", type=float, default=100.0, help="records/s in --latency mode")
+    parser.add_argument("--commit-interval-ms", type=int, default=1000)
+    parser.add_argument("--fetch-wait-ms", type=int, default=10, help="consumer fetch wait of the worker")
     print(asyncio.run(run(parser.parse_args())))
 
 

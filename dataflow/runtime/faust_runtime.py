@@ -37,7 +37,7 @@ import sys
 
 from chainer_api import chainer_pb2
 from dataflow.broker import free_port
-from dataflow.kafka import KafkaSetupError, dataflow_group_id, ensure_topics
+from dataflow.kafka import dataflow_group_id, ensure_topics
 from dataflow.runtime.base import PipelineRunner, RunnerError, RunnerState, RuntimeConfig, StateCallback
 from dataflow.runtime.faust_worker import (
     DEFAULT_FACTORY, WorkerSpec, kafka_settings_to_dict, load_factory, runtime_config_to_dict,
@@ -91,7 +91,7 @@ class FaustRunner(PipelineRunner):
                 ensure_topics, self.config.kafka, topics, self.config.partitions,
                 self.config.replication_factor, require_equal=True,
                 topic_config={"max.message.bytes": str(self.config.max_message_bytes)})
-        except (KafkaSetupError, Exception) as exc:  # noqa: BLE001 - any admin failure is a reason
+        except Exception as exc:  # noqa: BLE001 - any admin failure (KafkaSetupError, ...) is a reason
             self._fail(_with_exception(REASON_TOPICS_FAILED, exc))
         loop = asyncio.get_running_loop()
         self._first_state = loop.create_future()
@@ -115,6 +115,9 @@ class FaustRunner(PipelineRunner):
             await self._terminate()
             self._fail(_with_exception(REASON_START_FAILED,
                                        f"worker not running after {self.config.start_timeout_s}s"))
+        except asyncio.CancelledError:  # the engine gave up on this start: leave no worker behind
+            await asyncio.shield(self._terminate())
+            raise
         if state != RunnerState.RUNNING:
             await self._terminate()
             self._fail(reason or _with_exception(REASON_START_FAILED, state.value))

@@ -261,6 +261,10 @@ class PipelineWorker:
             for tp in sorted(consumer.assignment()):
                 if tp.topic in self.pipeline.source_topics:
                     await consumer.position(tp)
+            # Warm the producer's metadata for every sink so the first outputs do not wait for it.
+            producer = self.app.producer._producer
+            for topic in sorted(self.partitions):
+                await producer.partitions_for(topic)
         except asyncio.CancelledError:
             return
         except Exception as exc:  # noqa: BLE001 - position is best effort

@@ -421,3 +421,36 @@ def test_compiled_chain_and_join_pipeline(kafka, tmp_path):
     arrays = codec.response_arrays(codec.parse_response(out.value()))
     np.testing.assert_array_equal(arrays["OUTPUT0"], x + 3 * y)
     np.testing.assert_array_equal(arrays["OUTPUT1"], x - y)
+
+
+def test_replicas_of_one_version_share_the_group_and_split_partitions(kafka, tmp_path):
+    """Two runners of the same uid (two engine replicas): one consumer group, partitions split,
+    the first reports REBALANCING -> RUNNING when the second joins, every record handled once."""
+    source, sink = kafka.unique("fa-rep-src"), kafka.unique("fa-rep-sink")
+    uid = kafka.unique("uid-rep")
+    first_states = Recorder()
+    first = FaustRunner(pipeline_msg(uid, source, sink), config_for(kafka, tmp_path / "r1", partitions=2),
+                        first_states, pipeline_factory=PASSTHROUGH)
+    second = FaustRunner(pipeline_msg(uid, source, sink), config_for(kafka, tmp_path / "r2", partitions=2),
+                         pipeline_factory=PASSTHROUGH)
+
+    async def run():
+        await first.start()
+        await second.start()
+        for _ in range(200):  # the first replica settles after the second joined
+            if first_states.states[-1][0] == RunnerState.RUNNING and len(first_states.states) >= 3:
+                break
+            await asyncio.sleep(0.1)
+        producer = kafka.producer()
+        for i in range(10):
+            producer.produce(source, key=f"{i % 2}.p.r{i}", value=f"v{i}".encode(), partition=i % 2)
+        producer.flush(10)
+        await asyncio.to_thread(consume, kafka, sink, 10)
+        got = await asyncio.to_thread(consume, kafka, sink, 11, 1.0)  # a duplicate would show up here
+        await asyncio.gather(first.stop(), second.stop())
+        return got
+
+    got = asyncio.run(run())
+    assert sorted(m.value() for m in got) == sorted(f"v{i}".encode() for i in range(10))
+    states = [s for s, _ in first_states.states]
+    assert states[:3] == [RunnerState.RUNNING, RunnerState.REBALANCING, RunnerState.RUNNING]
