@@ -153,6 +153,7 @@ class Stack:
     # Lifecycle -------------------------------------------------------------------------------
     def start(self) -> "Stack":
         self._parse_manifests()  # bad YAML fails before anything starts
+        self._check_ports_free()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._start_broker()
@@ -317,6 +318,28 @@ class Stack:
 
         channel = grpc.insecure_channel(self.scheduler_address)
         return channel, scheduler_pb2_grpc.SchedulerStub(channel)
+
+    def _check_ports_free(self) -> None:
+        """A port already taken would make a readiness check talk to someone else's server."""
+        wanted = [("--kafka-port", self.kafka_port), ("--scheduler-port", self.scheduler_port),
+                  ("--chainer-port", self.chainer_port), ("--http-port", self.http_port),
+                  ("--grpc-port", self.grpc_port), ("--metrics-port", self.metrics_port)]
+        if self.opt.models:
+            wanted += [("--mlserver-http-port", self.mlserver_http_port),
+                       ("--mlserver-grpc-port", self.mlserver_grpc_port)]
+        seen: dict[int, str] = {}
+        for flag, port in wanted:
+            if port in seen:
+                raise StackError(f"{flag} {port} is also given to {seen[port]}")
+            seen[port] = flag
+            with socket.socket() as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((self.opt.host, port))
+                except OSError as exc:
+                    raise StackError(f"port {port} ({flag}) on {self.opt.host} is not available "
+                                     f"({exc.strerror}); is another stack running? Pass "
+                                     f"{flag} 0 to pick a free port") from exc
 
     def _parse_manifests(self) -> None:
         from scheduler_min.manifest import models_from_yaml, pipelines_from_yaml
@@ -499,6 +522,14 @@ class Stack:
                       f"  dataflow pipeline infer {PROBE_PIPELINE} --inference-host "
                       f"{self.opt.host}:{self.http_port} '{body}'",
                       f"  {env}dataflow pipeline inspect {PROBE_PIPELINE}"]
+        elif self.loaded_pipelines and "pipeline-gateway" not in self.skipped:
+            name = self.loaded_pipelines[0]
+            lines += ["", "Try it (put your request JSON in place of '<json>'):",
+                      f"  curl -s {self.inference_url}/v2/models/{name}/infer "
+                      f"-H 'Content-Type: application/json' -H 'seldon-model: {name}.pipeline' "
+                      f"-d '<json>'",
+                      f"  dataflow pipeline infer {name} --inference-host "
+                      f"{self.opt.host}:{self.http_port} '<json>'"]
         lines += ["", "Press Ctrl-C to stop."]
         return "\n".join(lines)
 

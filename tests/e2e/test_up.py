@@ -257,3 +257,18 @@ def test_up_serves_every_sample_pipeline():
         assert up.interrupt() == 0, up.output
     finally:
         up.kill()
+
+
+def test_up_refuses_a_port_in_use():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "dataflow.cli", "up", *FREE_PORTS,
+                               "--kafka-port", str(port)], cwd=str(ROOT), capture_output=True,
+                              text=True, timeout=120)
+    assert done.returncode == 1
+    assert f"port {port} (--kafka-port)" in done.stderr and "Traceback" not in done.stderr
+    assert "started" not in done.stdout
