@@ -277,7 +277,7 @@ class PipelineWorker:
     def _producer(self):
         return self.app.producer._producer  # the aiokafka producer (at-least-once path)
 
-    async def _produce(self, records) -> None:
+    async def _produce(self, records, source_partition: int | None = None) -> None:
         from dataflow.kafka import partition_for_key
 
         if self.batch_producer is not None:
@@ -285,7 +285,7 @@ class PipelineWorker:
             return
         if self.config.exactly_once:
             for out in records:
-                await self._produce_transactional(out)
+                await self._produce_transactional(out, source_partition)
             return
         producer = self._producer()
         for out in records:
@@ -296,15 +296,28 @@ class PipelineWorker:
                                       headers=list(out.headers))
             fut.add_done_callback(self._on_delivery)
 
-    async def _produce_transactional(self, out) -> None:
+    async def _produce_transactional(self, out, source_partition: int | None) -> None:
+        """Send ``out`` inside the Kafka transaction of the source partition it came from.
+
+        Faust keeps one transactional producer per assigned source partition and commits that
+        partition's input offsets in it, so outputs sent there commit atomically with the input.
+        (Faust's own ``transactions.send`` picks the transaction by the *output* partition and
+        only knows subscribed topics, which does not fit sinks like ``model.x.inputs``.)
+        Punctuate outputs have no source record: the partition of their key is used, which is the
+        source partition under the spec 2.3 keying.
+        """
         from dataflow.kafka import partition_for_key
 
         partition = partition_for_key(out.key, self.partitions.get(out.topic, self.default_partitions))
+        source = source_partition if source_partition is not None else partition
+        group = self.app.assignor.group_for_topic(self.sources[0])
+        transactional_id = f"{self.app.conf.id}-{group}-{source}"
         # Faust converts seconds back with int(ts * 1000); +0.5 ms keeps the millisecond exact.
         timestamp = (out.timestamp + 0.5) / 1000.0 if out.timestamp else None
-        await self.app.consumer.transactions.send(
+        fut = await self.app.producer.send(
             out.topic, out.key.encode() if out.key is not None else None, out.value,
-            partition, timestamp, list(out.headers))
+            partition, timestamp, list(out.headers), transactional_id=transactional_id)
+        fut.add_done_callback(self._on_delivery)
 
     def _on_delivery(self, fut) -> None:
         if not fut.cancelled() and fut.exception() is not None:
@@ -340,7 +353,7 @@ class PipelineWorker:
                 continue
             self.processed += 1
             if outputs:
-                await self._produce(outputs)
+                await self._produce(outputs, message.partition)
 
     async def _tick(self) -> None:
         if self.app.rebalancing:

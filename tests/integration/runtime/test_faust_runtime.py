@@ -454,3 +454,12 @@ def test_replicas_of_one_version_share_the_group_and_split_partitions(kafka, tmp
     assert sorted(m.value() for m in got) == sorted(f"v{i}".encode() for i in range(10))
     states = [s for s, _ in first_states.states]
     assert states[:3] == [RunnerState.RUNNING, RunnerState.REBALANCING, RunnerState.RUNNING]
+
+
+def test_table_names_are_topic_safe_and_distinct():
+    from dataflow.runtime.faust_store import table_name_for
+
+    assert table_name_for("counts") == "counts"
+    a, b = table_name_for("join:step-a"), table_name_for("join_step-a")
+    assert a != b and ":" not in a
+    assert all(c.isalnum() or c in "._-" for c in table_name_for("batch:weird name/ü" * 20))
