@@ -10,7 +10,7 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 
-from dataflow.kafka import KafkaSettings, TopicNamer
+from dataflow.kafka import KafkaSettings, KafkaSetupError, TopicNamer
 from dataflow.runtime.base import RuntimeConfig
 
 RUNTIMES = ("kafka", "faust")
@@ -68,7 +68,10 @@ class EngineConfig:
             raise ConfigError(f"join window must be >= 1 ms, got {self.join_window_ms}")
         if not self.replica_name:
             raise ConfigError("replica name must not be empty")
-        TopicNamer(prefix=self.topic_prefix, namespace=self.namespace or "default")  # validates prefix
+        try:
+            TopicNamer(prefix=self.topic_prefix, namespace=self.namespace or "default")
+        except KafkaSetupError as exc:
+            raise ConfigError(str(exc)) from None
 
     @property
     def scheduler_target(self) -> str:

@@ -142,3 +142,31 @@ def test_pending_join_survives_a_restart_with_the_same_state_dir(kafka, tmp_path
     asyncio.run(run_once(b, [("0.k1", b"B1"), ("0.k2", b"B2")]))
     got = collect(kafka, sink, 2)
     assert sorted(m.value() for m in got) == [b"A1+B1", b"A2+B2"]
+
+
+def test_second_replica_splits_partitions_and_first_reports_rebalancing(kafka, tmp_path):
+    namer, msg, src, sink = chain_message(kafka, name="split")
+    states = []
+
+    async def main():
+        cfg = config(kafka, tmp_path, partitions=2)
+        first = KafkaRunner(msg, cfg, lambda s, r: states.append(s), pipeline_factory=make_fake_pipeline,
+                            store_factory=MemoryStore)
+        await first.start()
+        second = KafkaRunner(msg, cfg, pipeline_factory=make_fake_pipeline, store_factory=MemoryStore)
+        await second.start()
+        for _ in range(100):  # until the first replica is back from its rebalance
+            if states[-1] == RunnerState.RUNNING and RunnerState.REBALANCING in states:
+                break
+            await asyncio.sleep(0.1)
+        records = [(f"{i % 2}.split.r{i}", b"v") for i in range(20)]
+        await asyncio.to_thread(produce, kafka, src, records, pipeline="split")
+        got = await asyncio.to_thread(collect, kafka, sink, 20)
+        s1, s2 = dict(first.stats), dict(second.stats)
+        await asyncio.gather(first.stop(), second.stop())
+        return got, s1, s2
+
+    got, s1, s2 = asyncio.run(main())
+    assert states[:3] == [RunnerState.RUNNING, RunnerState.REBALANCING, RunnerState.RUNNING]
+    assert len({m.key() for m in got}) == 20
+    assert s1["consumed"] > 0 and s2["consumed"] > 0  # both replicas got a partition
