@@ -22,7 +22,8 @@ import urllib.request
 from pathlib import Path
 
 from dataflow.broker import free_port
-from dataflow.up.children import die_with_parent, stop_process, tail
+from dataflow.up.children import die_with_parent as request_parent_death_signal
+from dataflow.up.children import stop_process, tail
 
 SETTINGS_FILE = "model-settings.json"
 
@@ -79,17 +80,23 @@ class MLServerProcess:
     ``start(timeout)`` returns once every selected model answers ready on
     ``/v2/models/<name>/ready``; a server that dies or times out raises ``MLServerError`` with
     the tail of its log. Use as a context manager or call ``stop()``.
+
+    ``die_with_parent`` (default) makes the kernel SIGTERM MLServer when the *thread* that
+    started it exits (Linux ``PR_SET_PDEATHSIG``): start it from a long-lived thread (normally
+    the main one), or pass ``die_with_parent=False`` and make sure ``stop()`` runs.
     """
 
     def __init__(self, models_dir: str | os.PathLike | None = None, *, http_port: int | None = None,
                  grpc_port: int | None = None, models: list[str] | None = None,
-                 host: str = "127.0.0.1", log_path: str | os.PathLike | None = None):
+                 host: str = "127.0.0.1", log_path: str | os.PathLike | None = None,
+                 die_with_parent: bool = True):
         self.models_dir = Path(models_dir) if models_dir else default_models_dir()
         self.host = host
         self.http_port = http_port or free_port(host)
         self.grpc_port = grpc_port or free_port(host)
         self.requested_models = list(models) if models is not None else None
         self.log_path = Path(log_path) if log_path else None
+        self.die_with_parent = die_with_parent
         self.models: list[str] = []
         self.workdir: Path | None = None
         self._proc: subprocess.Popen | None = None
@@ -130,7 +137,8 @@ class MLServerProcess:
             self._proc = subprocess.Popen(
                 mlserver_command() + ["start", str(self.workdir)], cwd=str(self.workdir),
                 stdout=self._log_file, stderr=subprocess.STDOUT, env=env,
-                start_new_session=True, preexec_fn=die_with_parent)
+                start_new_session=True,
+                preexec_fn=request_parent_death_signal if self.die_with_parent else None)
             self._wait_ready(timeout)
         except BaseException:
             self.stop()
