@@ -37,6 +37,7 @@ from dataflow import headers as H
 from dataflow.kafka import KafkaSettings, TopicNamer
 
 from gateways import oip_json, routing
+from gateways.kafka_io import poll_batch
 
 INPUT_SCHEMA = {
     "type": "record", "name": "InferenceRequestLine", "namespace": "io.dataflow.batch",
@@ -422,7 +423,7 @@ class BatchRun:
                     inflight[line.index] = time.monotonic()
                     summary.resent += 1
                 producer.poll(0)
-                handle(consumer.consume(1000, 0.02))
+                handle(poll_batch(consumer, 1000, 0.02))
                 now = time.monotonic()
                 if now - last_flush > 0.5:
                     results.flush()
@@ -463,7 +464,7 @@ class BatchRun:
         """Read what is already on the output topic (answers to an earlier attempt)."""
         last = time.monotonic()
         while time.monotonic() - last < quiet_s:
-            msgs = consumer.consume(1000, 0.1)
+            msgs = poll_batch(consumer, 1000, 0.1)
             if msgs:
                 handle(msgs)
                 last = time.monotonic()

@@ -19,6 +19,19 @@ from dataflow.kafka import KafkaSettings
 log = logging.getLogger(__name__)
 
 
+def poll_batch(consumer: Consumer, max_records: int, timeout_s: float) -> list[Message]:
+    """Up to ``max_records`` records, returning as soon as any are available.
+
+    ``Consumer.consume(n, timeout)`` waits for the whole timeout unless ``n`` records arrive, which
+    would add up to ``timeout`` of latency to every request; poll one, then take what is buffered.
+    """
+    first = consumer.poll(timeout_s)
+    if first is None:
+        return []
+    rest = consumer.consume(max_records - 1, 0) if max_records > 1 else []
+    return [first, *rest]
+
+
 class ProduceError(RuntimeError):
     """A record could not be delivered."""
 
@@ -206,7 +219,7 @@ class TopicSetConsumer:
                 if not self._subscribed:
                     time.sleep(0.05)
                     continue
-                msgs = self._consumer.consume(self._batch_size, 0.1)
+                msgs = poll_batch(self._consumer, self._batch_size, 0.1)
                 good = []
                 for m in msgs:
                     err = m.error()

@@ -12,6 +12,7 @@ from confluent_kafka import Consumer, Producer
 from tritonclient.grpc import service_pb2 as pb
 
 from dataflow import headers as H
+from gateways.kafka_io import poll_batch
 
 
 def request_to_response(req: pb.ModelInferRequest, model: str = "sim") -> pb.ModelInferResponse:
@@ -50,7 +51,7 @@ class SimulatedPipeline:
         consumer.subscribe([self.in_topic], on_assign=lambda c, p: self._ready.set())
         try:
             while not self._stop.is_set():
-                for m in consumer.consume(500, 0.05):
+                for m in poll_batch(consumer, 500, 0.05):
                     if m.error():
                         continue
                     self.seen += 1
@@ -69,7 +70,6 @@ class SimulatedPipeline:
                     producer.produce(self.out_topic, value=request_to_response(req, self.model).SerializeToString(),
                                      key=m.key(), partition=m.partition(), headers=headers)
                 producer.poll(0)
-                producer.flush(1)
         finally:
             producer.flush(5)
             consumer.close()
