@@ -522,6 +522,10 @@ class Stack:
                       f"  dataflow pipeline infer {PROBE_PIPELINE} --inference-host "
                       f"{self.opt.host}:{self.http_port} '{body}'",
                       f"  {env}dataflow pipeline inspect {PROBE_PIPELINE}"]
+            if self.mlserver is not None:
+                lines.append(f"  {env}dataflow pipeline load -f "
+                             f"{EXAMPLES / 'pipelines' / 'tfsimples-join.yaml'}   "
+                             f"# more samples in {EXAMPLES / 'pipelines'}")
         elif self.loaded_pipelines and "pipeline-gateway" not in self.skipped:
             name = self.loaded_pipelines[0]
             lines += ["", "Try it (put your request JSON in place of '<json>'):",
