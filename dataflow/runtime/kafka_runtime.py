@@ -219,6 +219,8 @@ class _Loop:
         self.offsets: dict[tuple[str, int], int] = {}  # next offset to commit per partition
         self.dirty = False
         self.delivery_errors = 0
+        self.retriable_failures = 0
+        self.committed: dict[tuple[str, int], int] = {}  # last committed / start offset per partition
         self.assigned_once = False
 
     # -- rebalance callbacks (called inside consume(), in this thread)
@@ -245,6 +247,9 @@ class _Loop:
                     _, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
                     tp.offset = high
             consumer.assign(committed)
+            for tp in committed:
+                if tp.offset >= 0:
+                    self.committed[(tp.topic, tp.partition)] = tp.offset
         except Exception as exc:  # fall back to auto.offset.reset
             log.warning("pipeline %s: could not pin start offsets: %s", self.runner.msg.pipeline, exc)
 
@@ -257,10 +262,13 @@ class _Loop:
             log.exception("commit on revoke failed for %s", self.runner.uid)
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         self.offsets = {tp: o for tp, o in self.offsets.items() if tp not in revoked}
+        self.committed = {tp: o for tp, o in self.committed.items() if tp not in revoked}
 
     def _on_delivery(self, err, msg) -> None:
         if err is not None:
             self.delivery_errors += 1
+            if err.retriable():
+                self.retriable_failures += 1
             log.error("pipeline %s: delivery to %s failed: %s", self.runner.msg.pipeline, msg.topic(), err)
 
     # -- main cycle
@@ -375,7 +383,12 @@ class _Loop:
         return n
 
     def _commit(self) -> None:
-        """Deliver outputs, persist state, then commit input offsets (in that order)."""
+        """Deliver outputs, persist state, then commit input offsets (in that order).
+
+        If a retriable delivery failed (or a transaction must abort), the offsets are not committed
+        and the consumer is rewound to the last committed positions, so the inputs are processed
+        again (duplicates, never loss). Permanent delivery errors (e.g. message too large) are
+        logged and skipped, as the reference does, so one bad record cannot wedge the pipeline."""
         if not self.dirty:
             return
         from confluent_kafka import KafkaException, TopicPartition
@@ -383,18 +396,28 @@ class _Loop:
         offsets = [TopicPartition(t, p, o) for (t, p), o in self.offsets.items()]
         if self.eos:
             self.stores.flush()
-            if not self.in_txn:
-                self.producer.begin_transaction()
-                self.in_txn = True
-            if offsets:
-                self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
-            self.producer.commit_transaction(30)
-            self.in_txn = False
+            try:
+                if not self.in_txn:
+                    self.producer.begin_transaction()
+                    self.in_txn = True
+                if offsets:
+                    self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
+                self.producer.commit_transaction(30)
+                self.in_txn = False
+            except KafkaException as exc:
+                if not exc.args[0].txn_requires_abort():
+                    raise
+                log.error("pipeline %s: transaction aborted (%s); reprocessing", self.runner.msg.pipeline, exc)
+                self.producer.abort_transaction(30)
+                self.in_txn = False
+                self._rewind()
+                return
         else:
             remaining = self.producer.flush(30)
-            if remaining:
-                log.error("pipeline %s: %d records undelivered, not committing offsets",
-                          self.runner.msg.pipeline, remaining)
+            if remaining or self.retriable_failures:
+                log.error("pipeline %s: %d records undelivered, %d failed; reprocessing since the last commit",
+                          self.runner.msg.pipeline, remaining, self.retriable_failures)
+                self._rewind()
                 return
             self.stores.flush()
             if offsets:
@@ -403,5 +426,21 @@ class _Loop:
                 except KafkaException as exc:  # e.g. mid-rebalance: the records are replayed later
                     log.warning("pipeline %s: offset commit failed: %s", self.runner.msg.pipeline, exc)
                     return
+        self.committed.update(self.offsets)
         self.dirty = False
         self.runner.stats["commits"] += 1
+
+    def _rewind(self) -> None:
+        """Seek every partition back to its last committed (or pinned start) offset."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        self.retriable_failures = 0
+        for (topic, partition), offset in self.committed.items():
+            if (topic, partition) in self.offsets:
+                try:
+                    self.consumer.seek(TopicPartition(topic, partition, offset))
+                except KafkaException as exc:
+                    log.warning("pipeline %s: cannot rewind %s[%d]: %s", self.runner.msg.pipeline,
+                                topic, partition, exc)
+        self.offsets = {tp: o for tp, o in self.offsets.items() if tp not in self.committed}
+        self.dirty = False
