@@ -272,3 +272,16 @@ def test_up_refuses_a_port_in_use():
     assert done.returncode == 1
     assert f"port {port} (--kafka-port)" in done.stderr and "Traceback" not in done.stderr
     assert "started" not in done.stdout
+
+
+def test_up_no_models_starts_no_mlserver():
+    up = UpProcess("--no-models", "--ready-timeout", "90")
+    try:
+        up.wait_for_line(READY_LINE, timeout=150)
+        pids = up.child_pids()
+        assert "mlserver" not in pids and "broker" in pids
+        assert "loaded pipelines" not in up.output  # the samples need the sample models
+        assert up.interrupt() == 0, up.output
+    finally:
+        up.kill()
+    _assert_all_gone(pids)
