@@ -10,7 +10,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from gateways.mlserver_process import MLServerError, MLServerProcess, default_models_dir
+from gateways.mlserver_process import MLServerError, MLServerProcess
 
 pytestmark = pytest.mark.e2e
 
