@@ -202,11 +202,26 @@ class TopicSetConsumer:
         except Exception as exc:  # noqa: BLE001 - e.g. no longer assigned after a rebalance
             log.debug("commit failed: %s", exc)
 
+    def _existing(self, topics) -> frozenset[str]:
+        try:
+            md = self._consumer.list_topics(timeout=2)
+        except Exception as exc:  # noqa: BLE001 - retried on the next round
+            log.debug("list_topics failed: %s", exc)
+            return frozenset()
+        return frozenset(t for t in topics if t in md.topics and md.topics[t].error is None)
+
     def _run(self) -> None:
         try:
+            checked_at, existing = 0.0, frozenset()
             while not self._stop.is_set():
                 with self._lock:
-                    wanted = frozenset(self._topics)
+                    requested = frozenset(self._topics)
+                # Subscribe only to topics that exist: librdkafka notices a topic created after
+                # subscribing only at its next metadata refresh (minutes by default).
+                if requested - existing and time.monotonic() - checked_at > 1.0:
+                    checked_at = time.monotonic()
+                    existing = self._existing(requested) | (existing & requested)
+                wanted = requested & existing
                 if wanted != self._subscribed:
                     if wanted:
                         self._consumer.subscribe(sorted(wanted), on_assign=self._assign_cb,

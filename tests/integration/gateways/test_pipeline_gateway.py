@@ -33,7 +33,7 @@ def env(kafka):
     sim = SimulatedPipeline(kafka, namer.pipeline_inputs(pipeline), namer.pipeline_outputs(pipeline),
                             model="tfsimple1")
     with sim:
-        yield {"cfg": cfg, "pipeline": pipeline, "namer": namer, "svc": svc, "sim": sim}
+        yield {"cfg": cfg, "pipeline": pipeline, "namer": namer, "svc": svc, "sim": sim, "bg": bg}
     bg.run(svc.stop())
     bg.close()
 
@@ -188,3 +188,19 @@ def test_two_replicas_split_partitions_and_both_answer(kafka):
         for svc in services:
             bg.run(svc.stop())
         bg.close()
+
+
+def test_pipeline_announced_before_its_topics_exist(kafka, env):
+    """The scheduler announces a pipeline before the engine created its topics: served once they appear."""
+    import time
+
+    namer = env["namer"]
+
+    async def load():
+        env["svc"].gateway.load_pipeline("later", 1)
+    env["bg"].run(load())
+    time.sleep(1.5)
+    kafka.create_topics(namer.pipeline_inputs("later"), namer.pipeline_outputs("later"), partitions=PARTITIONS)
+    with SimulatedPipeline(kafka, namer.pipeline_inputs("later"), namer.pipeline_outputs("later")):
+        status, _, body = _post(env, BODY, {"seldon-model": "later.pipeline"})
+    assert status == 200, body
