@@ -133,11 +133,12 @@ class BatchProducer:
 class BatchProcessor:
     """Runs ``pipeline.process`` over a batch of Faust messages, produces, then acks them."""
 
-    def __init__(self, app, pipeline, stores, producer: BatchProducer):
+    def __init__(self, app, pipeline, stores, producer: BatchProducer, changelog=None):
         self.app = app
         self.pipeline = pipeline
         self.stores = stores
         self.producer = producer
+        self.changelog = changelog          # faust_store.ChangelogWriter (state writes of the batch)
         self.processed = 0
         self.errors = 0
 
@@ -166,6 +167,8 @@ class BatchProcessor:
                 log.exception("record %s[%s]@%s failed; skipped", message.topic, message.partition,
                               message.offset)
         self.processed += len(messages)
+        if self.changelog is not None:
+            await self.changelog.flush()
         if outputs:
             await self.producer.send(outputs)
         ack = self.app.consumer.ack

@@ -18,16 +18,28 @@ Faust restores each partition's database from the changelog when the partition i
 a crash, a lost state dir, or a move to another replica) and records the changelog offsets it
 has written, so a restart with the same state dir replays only the tail.
 
-The Faust internals used here (``_db_for_partition``, ``_dbs``, ``offset_key``) are pinned by
-the integration tests in tests/integration/runtime/test_faust_runtime.py.
+Changelog writes are buffered (``buffered=True``, at-least-once): the worker calls
+``ChangelogWriter.flush`` after each processed batch, which appends them to aiokafka
+``BatchBuilder``s per changelog partition and records the last offset written per partition as
+the table's persisted offset (what Faust itself does per record). Going through Faust's
+``send_soon`` buffer per write cost more than the step itself and made commits overlap
+(benchmarks/FAUST_PROFILE.md). With exactly-once, writes use Faust's ``send_changelog`` so they
+join the partition's transaction.
+
+The Faust internals used here (``_db_for_partition``, ``_dbs``, ``offset_key``,
+``set_persisted_offset``) are pinned by the integration tests in
+tests/integration/runtime/test_faust_runtime.py.
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from typing import Iterator
 
 from dataflow.state.base import StateStore
+
+log = logging.getLogger("dataflow.runtime.faust_worker")
 
 _TABLE_NAME_RE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -48,11 +60,13 @@ def table_name_for(store_name: str) -> str:
 class FaustTableStore(StateStore):
     """Byte-keyed state in one Faust table (raw key/value serializers)."""
 
-    def __init__(self, table, name: str):
+    def __init__(self, table, name: str, *, buffered: bool = True):
         self.table = table
         self.name = name
+        self.buffered = buffered
         # Set by the worker around ``pipeline.process``; None during punctuate.
         self.partition: int | None = None
+        self.pending: list[tuple[int, bytes, bytes | None]] = []
 
     # -- Faust store access --------------------------------------------------------------------
     @property
@@ -72,7 +86,14 @@ class FaustTableStore(StateStore):
         return None
 
     def _changelog(self, partition: int, key: bytes, value: bytes | None) -> None:
-        self.table.send_changelog(partition, key, value, key_serializer="raw", value_serializer="raw")
+        if self.buffered:
+            self.pending.append((partition, key, value))
+        else:
+            self.table.send_changelog(partition, key, value, key_serializer="raw", value_serializer="raw")
+
+    def take_pending(self) -> list[tuple[int, bytes, bytes | None]]:
+        pending, self.pending = self.pending, []
+        return pending
 
     # -- StateStore ------------------------------------------------------------------------------
     def get(self, key: bytes) -> bytes | None:
@@ -121,3 +142,60 @@ class FaustTableStore(StateStore):
                     found.append((key, value))
         found.sort()
         return iter(found)
+
+
+class ChangelogWriter:
+    """Sends the buffered changelog writes of some ``FaustTableStore``s through the aiokafka producer."""
+
+    def __init__(self, app, stores: list[FaustTableStore]):
+        self.app = app
+        self.stores = stores
+        self.failed = 0
+
+    async def flush(self) -> None:
+        for store in self.stores:
+            if store.pending:
+                await self._send(store, store.take_pending())
+
+    async def _send(self, store: FaustTableStore, writes) -> None:
+        from faust.types import TP
+
+        producer = self.app.producer._producer
+        topic = store.table.changelog_topic.get_topic_name()
+        by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        for partition, key, value in writes:
+            by_partition.setdefault(partition, []).append((key, value))
+        for partition, items in by_partition.items():
+            tp = TP(topic, partition)
+            batch = producer.create_batch()
+            count = 0
+            for key, value in items:
+                if batch.append(timestamp=None, key=key, value=value, headers=[]) is None:
+                    await self._submit(producer, store, batch, tp, count)
+                    batch, count = producer.create_batch(), 0
+                    if batch.append(timestamp=None, key=key, value=value, headers=[]) is None:
+                        fut = await producer.send(topic, value, key=key, partition=partition)
+                        fut.add_done_callback(self._persisted(store, tp, 1))
+                        continue
+                count += 1
+            if count:
+                await self._submit(producer, store, batch, tp, count)
+
+    async def _submit(self, producer, store, batch, tp, count: int) -> None:
+        fut = await producer.send_batch(batch, tp.topic, partition=tp.partition)
+        fut.add_done_callback(self._persisted(store, tp, count))
+
+    def _persisted(self, store: FaustTableStore, tp, count: int):
+        def done(fut) -> None:
+            if fut.cancelled() or fut.exception() is not None:
+                self.failed += 1
+                log.error("changelog write to %s failed: %s", tp, None if fut.cancelled() else fut.exception())
+                return
+            meta = fut.result()
+            if meta is None or meta.offset is None:
+                return
+            try:  # the offset Faust resumes recovery from for this partition's local database
+                store.table.data.set_persisted_offset(tp, meta.offset + count - 1)
+            except Exception as exc:  # noqa: BLE001 - partition revoked meanwhile: recovery replays more
+                log.debug("cannot record changelog offset for %s: %s", tp, exc)
+        return done

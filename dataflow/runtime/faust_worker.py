@@ -192,7 +192,10 @@ class PipelineWorker:
                              commit_interval_ms=self.config.commit_interval_ms,
                              replication_factor=self.config.replication_factor,
                              max_message_bytes=self.config.max_message_bytes)
+        from dataflow.runtime.faust_store import ChangelogWriter
+
         self.stores: list = []
+        self.changelog = ChangelogWriter(self.app, self.stores)
         self.pipeline = load_factory(spec.factory)(self.msg, self.config, self._store_factory)
         self.sources = sorted(self.pipeline.source_topics)
         self._running_once = False
@@ -207,7 +210,7 @@ class PipelineWorker:
 
         table = self.app.Table(table_name_for(name), key_type=bytes, value_type=bytes,
                                partitions=self.default_partitions)
-        store = FaustTableStore(table, name)
+        store = FaustTableStore(table, name, buffered=not self.config.exactly_once)
         self.stores.append(store)
         return store
 
@@ -228,7 +231,8 @@ class PipelineWorker:
             from dataflow.runtime.faust_fastpath import BatchProcessor, BatchProducer, install_batch_drain
 
             self.batch_producer = BatchProducer(app, self.partitions, self.default_partitions)
-            self.batch_processor = BatchProcessor(app, self.pipeline, self.stores, self.batch_producer)
+            self.batch_processor = BatchProcessor(app, self.pipeline, self.stores, self.batch_producer,
+                                                  self.changelog)
             install_batch_drain(app, self.sources, self.batch_processor)
         elif self.spec.path not in ("batch", "agent"):
             raise ValueError(f"unknown processing path {self.spec.path!r} (expected 'batch' or 'agent')")
@@ -352,6 +356,7 @@ class PipelineWorker:
                               message.offset)
                 continue
             self.processed += 1
+            await self.changelog.flush()
             if outputs:
                 await self._produce(outputs, message.partition)
 
@@ -364,6 +369,7 @@ class PipelineWorker:
         except Exception:  # noqa: BLE001
             log.exception("punctuate failed; will retry on the next tick")
             return
+        await self.changelog.flush()
         if outputs:
             await self._produce(outputs)
 
