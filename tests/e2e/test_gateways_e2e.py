@@ -82,6 +82,10 @@ def test_chain_rest_and_grpc(stack):
     gbody, md = grpc_call(stack, "tfsimples", TFSIMPLE_BODY)
     assert outputs(gbody) == outputs(body)
     assert ".tfsimples." in md["x-request-id"]
+    with urllib.request.urlopen(f"http://{stack.opt.host}:{stack.metrics_port}/metrics", timeout=10) as r:
+        metrics = r.read().decode()
+    assert 'seldon_pipeline_infer_total{code="200",method_type="rest",pipeline="tfsimples"' in metrics
+    assert "seldon_pipeline_infer_api_seconds_bucket" in metrics
 
 
 def test_join(stack):
