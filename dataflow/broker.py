@@ -13,6 +13,8 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from dataflow.processes import pdeathsig_preexec
+
 
 class BrokerError(RuntimeError):
     """The embedded broker could not be found, started or reached."""
@@ -69,8 +71,9 @@ class EmbeddedBroker:
                f"--kafka-listener-url={url}", f"--kafka-advertised-listener-url={url}"]
         self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
+        # Own session (Ctrl-C in a terminal reaches only us; we stop it), and dies with us.
         self._proc = subprocess.Popen(cmd, stdout=self._log, stderr=self._log, env=env,
-                                      start_new_session=True)
+                                      start_new_session=True, preexec_fn=pdeathsig_preexec())
         if not wait_for_port(self.host, self.port, timeout_s):
             code = self._proc.poll()
             self.stop()

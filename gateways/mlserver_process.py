@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 
 from dataflow.broker import free_port
-from dataflow.up.children import die_with_parent as request_parent_death_signal
+from dataflow.processes import die_with_parent as request_parent_death_signal
 from dataflow.up.children import stop_process, tail
 
 SETTINGS_FILE = "model-settings.json"

@@ -16,17 +16,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-
-def die_with_parent() -> None:  # pragma: no cover - runs in the forked child before exec
-    """``preexec_fn``: deliver SIGTERM to this child when its parent dies (Linux only)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-    except Exception:
-        pass
+from dataflow.processes import die_with_parent  # noqa: F401  (re-exported for callers)
 
 
 def signal_group(proc: subprocess.Popen, sig: int) -> None:
