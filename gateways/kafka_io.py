@@ -176,7 +176,10 @@ class TopicSetConsumer:
             self._lock.notify_all()
         log.info("group %s assigned %s", self.group_id, [(tp.topic, tp.partition) for tp in partitions])
         if self._on_assign:
-            self._on_assign(partitions)
+            try:
+                self._on_assign(partitions)
+            except Exception:  # noqa: BLE001 - e.g. the owner's event loop already closed
+                log.debug("on_assign hook failed", exc_info=True)
 
     def _revoke_cb(self, consumer, partitions: list[TopicPartition]) -> None:
         with self._lock:
@@ -184,7 +187,10 @@ class TopicSetConsumer:
                 self._assigned.get(tp.topic, set()).discard(tp.partition)
         self._flush_commits(sync=True)
         if self._on_revoke:
-            self._on_revoke(partitions)
+            try:
+                self._on_revoke(partitions)
+            except Exception:  # noqa: BLE001
+                log.debug("on_revoke hook failed", exc_info=True)
         if self._start_at_end:
             consumer.unassign()
 

@@ -10,6 +10,7 @@ Offsets are committed only once every earlier record's output was delivered (at-
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -146,6 +147,7 @@ class ModelGateway:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.processed = 0
         self.failed = 0
+        self._closing = False
 
     async def start(self) -> "ModelGateway":
         self._loop = asyncio.get_running_loop()
@@ -153,6 +155,7 @@ class ModelGateway:
         return self
 
     async def close(self) -> None:
+        self._closing = True
         for name in list(self._models):
             await self.remove_model(name, drain=False)
         await asyncio.gather(*(asyncio.to_thread(c.close) for c in self._consumers.values()))
@@ -221,7 +224,15 @@ class ModelGateway:
             tracker.start(m.topic(), m.partition(), m.offset())
             batch.append((m.topic(), m.partition(), m.offset(), m.key(), m.value(), list(m.headers() or [])))
         # Backpressure: wait until the loop has scheduled them (bounded by per-model semaphores).
-        asyncio.run_coroutine_threadsafe(self._dispatch(group, batch), self._loop).result()
+        fut = asyncio.run_coroutine_threadsafe(self._dispatch(group, batch), self._loop)
+        while True:
+            try:
+                fut.result(timeout=1.0)
+                return
+            except concurrent.futures.TimeoutError:
+                if self._closing or self._loop.is_closed():
+                    fut.cancel()
+                    return
 
     async def _dispatch(self, group: str, batch) -> None:
         for rec in batch:
