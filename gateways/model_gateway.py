@@ -41,21 +41,25 @@ def strip_schema_prefix(value: bytes) -> bytes:
     return value
 
 
-def parse_model_input(value: bytes) -> pb.ModelInferRequest:
-    """A record value as a ``ModelInferRequest``: protobuf request, else response, else REST JSON."""
-    value = strip_schema_prefix(value or b"")
+INFER_TYPE_JSON_REQUEST = "json/inferModelRequest"
+INFER_TYPE_JSON_RESPONSE = "json/inferModelResponse"
+INFER_TYPE_PROTO_REQUEST = "proto/InferModelRequest"
+INFER_TYPE_PROTO_RESPONSE = "proto/InferModelResponse"
+
+
+def _parse_proto_request(value: bytes) -> pb.ModelInferRequest:
     req = pb.ModelInferRequest()
-    try:
-        req.ParseFromString(value)
-        return req
-    except DecodeError:
-        pass
+    req.ParseFromString(value)
+    return req
+
+
+def _parse_proto_response(value: bytes) -> pb.ModelInferRequest:
     resp = pb.ModelInferResponse()
-    try:
-        resp.ParseFromString(value)
-        return oip_json.response_to_request(resp)
-    except DecodeError:
-        pass
+    resp.ParseFromString(value)
+    return oip_json.response_to_request(resp)
+
+
+def _parse_json(value: bytes) -> pb.ModelInferRequest:
     try:
         body = oip_json._load(value)
     except oip_json.OipJsonError:
@@ -67,6 +71,32 @@ def parse_model_input(value: bytes) -> pb.ModelInferRequest:
         return oip_json.request_from_json(body, keep_id=True)
     except oip_json.OipJsonError as exc:
         raise InferError(str(exc)) from None
+
+
+def parse_model_input(value: bytes, infer_type: str | None = None) -> pb.ModelInferRequest:
+    """A record value as a ``ModelInferRequest``.
+
+    With a ``seldon-infer-type`` hint the value is read as that type; without one (the normal
+    case): protobuf request, else protobuf response, else REST JSON (spec 6).
+    """
+    value = strip_schema_prefix(value or b"")
+    try:
+        if infer_type is not None:
+            if infer_type == INFER_TYPE_PROTO_REQUEST:
+                return _parse_proto_request(value)
+            if infer_type == INFER_TYPE_PROTO_RESPONSE:
+                return _parse_proto_response(value)
+            if infer_type in (INFER_TYPE_JSON_REQUEST, INFER_TYPE_JSON_RESPONSE):
+                return _parse_json(value)
+            raise InferError(f"Header {H.INFER_TYPE} with unknown type {infer_type}")
+        for parse in (_parse_proto_request, _parse_proto_response):
+            try:
+                return parse(value)
+            except DecodeError:
+                pass
+        return _parse_json(value)
+    except DecodeError as exc:
+        raise InferError(f"value is not a valid {infer_type}: {exc}") from None
 
 
 def outgoing_metadata(headers: list[tuple[str, bytes]], model: str) -> list[tuple[str, str]]:
@@ -251,7 +281,8 @@ class ModelGateway:
         topic, partition, offset, key, value, headers = rec
         try:
             try:
-                req = parse_model_input(value)
+                hint = H.first(headers, H.INFER_TYPE)
+                req = parse_model_input(value, hint.decode("utf-8", "replace") if hint is not None else None)
                 req.model_name = served.name
                 req.model_version = self.model_version
                 resp, resp_headers = await served.client.infer(req, outgoing_metadata(headers, served.name),

@@ -141,3 +141,17 @@ def test_scheduler_events():
     assert scheduler_watch.pipeline_event(ps).live is False
     pv.state.status = scheduler_pb2.PipelineVersionState.PipelineFailed
     assert scheduler_watch.pipeline_event(ps) is None
+
+
+def test_infer_type_hint():
+    from gateways.oip_client import InferError
+
+    resp = pb.ModelInferResponse()
+    resp.outputs.add(name="o", datatype="INT32", shape=[1]).contents.int_contents.append(3)
+    got = parse_model_input(resp.SerializeToString(), "proto/InferModelResponse")
+    assert got.inputs[0].name == "o"
+    js = parse_model_input(b'{"inputs":[{"name":"i","datatype":"INT32","shape":[1],"data":[5]}]}',
+                           "json/inferModelRequest")
+    assert list(js.inputs[0].contents.int_contents) == [5]
+    with pytest.raises(InferError, match="Header seldon-infer-type with unknown type nope"):
+        parse_model_input(b"", "nope")
