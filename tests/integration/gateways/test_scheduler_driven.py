@@ -1,0 +1,136 @@
+"""Gateways driven by a (fake) scheduler's status streams: models and pipelines come and go at run time."""
+from __future__ import annotations
+
+import json
+import queue
+import time
+import urllib.error
+import urllib.request
+from concurrent import futures
+
+import grpc
+import pytest
+
+from chainer_api import scheduler_pb2, scheduler_pb2_grpc
+from dataflow.kafka import TopicNamer
+from gateways.model_service import ModelGatewayConfig, ModelGatewayService
+from gateways.pipeline_service import PipelineGatewayConfig, PipelineGatewayService
+
+from . import fake_oip
+from .harness import BackgroundLoop, free_port
+from .simulated import SimulatedPipeline
+
+
+class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
+    def __init__(self) -> None:
+        self.models: queue.Queue = queue.Queue()
+        self.pipelines: queue.Queue = queue.Queue()
+
+    @staticmethod
+    def _stream(q, context):
+        while context.is_active():
+            try:
+                yield q.get(timeout=0.2)
+            except queue.Empty:
+                continue
+
+    def SubscribeModelStatus(self, request, context):
+        yield from self._stream(self.models, context)
+
+    def SubscribePipelineStatus(self, request, context):
+        yield from self._stream(self.pipelines, context)
+
+
+def model_status(name: str, endpoint: str, state) -> scheduler_pb2.ModelStatusResponse:
+    msg = scheduler_pb2.ModelStatusResponse(modelName=name)
+    v = msg.versions.add(version=1)
+    v.state.state = state
+    v.modelDefn.meta.name = name
+    v.modelDefn.modelSpec.parameters.add(name="endpoint", value=endpoint)
+    return msg
+
+
+def pipeline_status(name: str, status) -> scheduler_pb2.PipelineStatusResponse:
+    msg = scheduler_pb2.PipelineStatusResponse(pipelineName=name)
+    v = msg.versions.add()
+    v.state.pipelineVersion = 1
+    v.state.status = status
+    return msg
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    port = free_port()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    fake = FakeScheduler()
+    scheduler_pb2_grpc.add_SchedulerServicer_to_server(fake, server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    yield f"127.0.0.1:{port}", fake
+    server.stop(0)
+
+
+def _wait(cond, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_models_follow_the_scheduler(kafka, scheduler):
+    address, fake = scheduler
+    oip_port = free_port()
+    server, _ = fake_oip.start_grpc(oip_port)
+    bg = BackgroundLoop()
+    namer = TopicNamer(prefix=kafka.unique("sched").replace("-", ""))
+    svc = ModelGatewayService(ModelGatewayConfig(settings=kafka.settings, namer=namer, scheduler=address,
+                                                 consumer_prefix=kafka.unique("sched")))
+    bg.run(svc.start())
+    try:
+        avail = scheduler_pb2.ModelStatus.ModelAvailable
+        fake.models.put(model_status("add10", f"grpc://127.0.0.1:{oip_port}", avail))
+        assert _wait(lambda: "add10" in svc.gateway.models())
+        assert kafka.create_topics(namer.model_inputs("add10"))  # created by the gateway already
+        fake.models.put(model_status("add10", f"grpc://127.0.0.1:{oip_port}",
+                                     scheduler_pb2.ModelStatus.ModelTerminated))
+        assert _wait(lambda: "add10" not in svc.gateway.models())
+    finally:
+        bg.run(svc.stop())
+        bg.close()
+        server.stop(0)
+
+
+def test_pipelines_follow_the_scheduler(kafka, scheduler):
+    address, fake = scheduler
+    namer = TopicNamer(prefix=kafka.unique("schedp").replace("-", ""))
+    kafka.create_topics(namer.pipeline_inputs("p"), namer.pipeline_outputs("p"))
+    bg = BackgroundLoop()
+    cfg = PipelineGatewayConfig(settings=kafka.settings, namer=namer, scheduler=address, http_port=free_port(),
+                                grpc_port=free_port(), host="127.0.0.1", timeout_s=10,
+                                consumer_prefix=kafka.unique("schedp"))
+    svc = PipelineGatewayService(cfg)
+    bg.run(svc.start())
+    url = f"http://127.0.0.1:{cfg.http_port}/v2/models/p/infer"
+    body = json.dumps({"inputs": [{"name": "a", "datatype": "INT32", "shape": [1], "data": [1]}]}).encode()
+
+    def post():
+        req = urllib.request.Request(url, data=body, method="POST", headers={"seldon-model": "p.pipeline"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+    try:
+        assert post() == 500  # not announced: "pipeline p not found"
+        fake.pipelines.put(pipeline_status("p", scheduler_pb2.PipelineVersionState.PipelineReady))
+        assert _wait(lambda: svc.gateway.pipelines() == ["p"])
+        with SimulatedPipeline(kafka, namer.pipeline_inputs("p"), namer.pipeline_outputs("p")):
+            assert post() == 200
+        fake.pipelines.put(pipeline_status("p", scheduler_pb2.PipelineVersionState.PipelineTerminated))
+        assert _wait(lambda: svc.gateway.pipelines() == [])
+        assert post() == 500
+    finally:
+        bg.run(svc.stop())
+        bg.close()
