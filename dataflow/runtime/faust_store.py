@@ -20,8 +20,8 @@ has written, so a restart with the same state dir replays only the tail.
 
 Changelog writes are buffered (``buffered=True``, at-least-once): the worker calls
 ``ChangelogWriter.flush`` after each processed batch, which appends them to aiokafka
-``BatchBuilder``s per changelog partition and records the last offset written per partition as
-the table's persisted offset (what Faust itself does per record). Going through Faust's
+``BatchBuilder``s per changelog partition and records the first offset of each sent batch as
+the table's persisted offset (Faust itself records every write's offset; see ``_persisted``). Going through Faust's
 ``send_soon`` buffer per write cost more than the step itself and made commits overlap
 (benchmarks/FAUST_PROFILE.md). With exactly-once, writes use Faust's ``send_changelog`` so they
 join the partition's transaction.
@@ -194,8 +194,14 @@ class ChangelogWriter:
             meta = fut.result()
             if meta is None or meta.offset is None:
                 return
-            try:  # the offset Faust resumes recovery from for this partition's local database
-                store.table.data.set_persisted_offset(tp, meta.offset + count - 1)
+            # The offset Faust resumes recovery from for this partition's local database. The
+            # batch's *first* offset, not its last: replaying the rest of a batch is harmless
+            # (the database already holds those writes), while a persisted offset above the
+            # broker's reported end offset makes Faust refuse to recover (ConsistencyError), and
+            # the embedded broker reports the end of a topic as the first offset of its last
+            # batch + 1 (environment notes, defect 1).
+            try:
+                store.table.data.set_persisted_offset(tp, meta.offset)
             except Exception as exc:  # noqa: BLE001 - partition revoked meanwhile: recovery replays more
                 log.debug("cannot record changelog offset for %s: %s", tp, exc)
         return done

@@ -1,0 +1,111 @@
+"""The engine process with ``--runtime faust``: a pipeline deployed through the (fake) scheduler,
+pending joins surviving a SIGKILL of the engine (its Faust workers die with it), restart with the
+same name and state dir, and a Delete that stops the worker."""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from dataflow import codec
+from dataflow.engine.fake_scheduler import FakeChainer, ack_for
+from tests.integration.engine.harness import (
+    EngineProcess, Msg, collect, create_message, delete_message, new_namer, produce, step,
+)
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def resp(name: str, value: int) -> bytes:
+    return codec.make_response({name: np.asarray([value], dtype=np.int32)}).SerializeToString()
+
+
+def faust_workers_of(engine: EngineProcess) -> list[int]:
+    """Pids of the Faust worker processes whose parent is ``engine``."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if ppid == engine.proc.pid and b"dataflow.runtime.faust_worker" in cmdline:
+            pids.append(int(entry))
+    return pids
+
+
+def wait_gone(pids: list[int], timeout_s: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not any(os.path.exists(f"/proc/{pid}") and _not_zombie(pid) for pid in pids):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_faust_engine_pending_joins_survive_sigkill_and_delete_stops_worker(kafka, tmp_path):
+    fake = FakeChainer().start()
+    n, p = new_namer(kafka), "fcrash"
+    a, b, sink = n.model_outputs("a"), n.model_outputs("b"), n.model_inputs("j")
+    msg = create_message(p, [step(p, [a, b], sink, join_window_ms=120_000)], n)
+    name = kafka.unique("fengine")
+
+    def engine_process(log: str) -> EngineProcess:
+        return EngineProcess(fake.target, kafka, name=name, state_dir=str(tmp_path / "state"),
+                             log_path=str(tmp_path / log), extra=["--runtime", "faust"]).start()
+
+    first = engine_process("first.log")
+    second = None
+    try:
+        fake.send(msg)
+        ack = fake.wait_ack(ack_for(msg.uid, Msg.Create), 90)
+        assert ack.success, first.log_tail()
+        workers = faust_workers_of(first)
+        assert len(workers) == 1, workers
+        keys = [f"0.fcrash.k{i}" for i in range(10)]
+        # One record at a time: on the embedded broker a changelog batch is restored only up to
+        # its first record (environment notes, defect 1), so keep one state write per batch.
+        for i, k in enumerate(keys):
+            produce(kafka, a, [(k, resp("A", i))], pipeline=p)
+            time.sleep(0.05)
+        time.sleep(2.5)  # processed and committed (commit interval 1 s)
+        first.kill()
+        assert wait_gone(workers), "the Faust worker outlived its engine"
+
+        second = engine_process("second.log")
+        fake.wait_subscribed(name, 60, count=2)
+        fake.wait_ack(lambda ack: ack.update.uid == msg.uid and ack.update.op == Msg.Create
+                      and len(fake.acks_for(msg.uid, Msg.Create)) >= 2, 120)
+        assert all(x.success for x in fake.acks_for(msg.uid, Msg.Create)), second.log_tail()
+        produce(kafka, b, [(k, resp("B", i)) for i, k in enumerate(keys)], pipeline=p)
+        got = collect(kafka, sink, 10, timeout_s=60)
+        assert {m.key().decode() for m in got} == set(keys), second.log_tail()
+        for m in got:
+            assert list(codec.request_arrays(codec.parse_request(m.value()))) == ["A", "B"]
+
+        workers = faust_workers_of(second)
+        assert len(workers) == 1, workers
+        delete = delete_message(msg)
+        fake.send(delete)
+        assert fake.wait_ack(ack_for(msg.uid, Msg.Delete), 60).success, second.log_tail()
+        assert wait_gone(workers), "Delete did not stop the Faust worker"
+    finally:
+        first.kill()
+        if second is not None:
+            assert second.stop() == 0, second.log_tail()
+        fake.stop()
