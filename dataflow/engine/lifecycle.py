@@ -133,7 +133,14 @@ class PipelineManager:
         await self.ack(msg, Msg.Create, True, REASON_READY)
 
     async def _delete(self, msg: Msg) -> None:
+        entry = self.running.get(msg.uid)
         await self._stop_entry(msg.uid)
+        clean_state = getattr(entry.runner, "clean_state", None) if entry is not None else None
+        if clean_state is not None:  # a deleted version's local state is never needed again
+            try:
+                await clean_state()
+            except Exception:
+                log.exception("removing state of pipeline %s (%s) failed", msg.pipeline, msg.uid)
         topics = {t.topicName for u in msg.updates for t in (*u.sources, u.sink) if t.topicName}
         if topics:
             try:

@@ -137,6 +137,12 @@ class KafkaRunner(PipelineRunner):
         if self._stopped is not None and self._thread is not None and self._thread.is_alive():
             await asyncio.shield(self._stopped)
 
+    async def clean_state(self) -> None:
+        """Remove this version's state directory (after ``stop()``, when the pipeline is deleted)."""
+        import shutil
+
+        await asyncio.to_thread(shutil.rmtree, self.state_dir, True)
+
     def _report(self, state: RunnerState, reason: str = "") -> None:
         """Thread -> loop: state changes are applied and reported on the event loop."""
         if self._loop is not None and not self._loop.is_closed():

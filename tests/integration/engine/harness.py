@@ -140,6 +140,7 @@ class EngineProcess:
                     "--scheduler", scheduler, "--kafka", kafka.bootstrap, "--name", name,
                     "--state-dir", state_dir, *extra]
         self.log_path = log_path
+        self.state_dir = state_dir
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "EngineProcess":
