@@ -42,6 +42,7 @@ REASON_START_FAILED = "kafka streams: failed to start"
 
 CONSUME_BATCH = 1000
 CONSUME_TIMEOUT_S = 0.05
+STOP_TIMEOUT_S = 30.0
 
 # (msg, config, store_factory) -> CompiledPipeline; the default compiles with dataflow.topology.
 PipelineFactory = Callable[[chainer_pb2.PipelineUpdateMessage, RuntimeConfig, StoreFactory], CompiledPipeline]
@@ -135,7 +136,11 @@ class KafkaRunner(PipelineRunner):
     async def stop(self) -> None:
         self._stop.set()
         if self._stopped is not None and self._thread is not None and self._thread.is_alive():
-            await asyncio.shield(self._stopped)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._stopped), STOP_TIMEOUT_S)
+            except asyncio.TimeoutError:  # e.g. a client close stuck on a wedged group: do not hang the engine
+                log.error("pipeline %s (%s) did not stop within %ss; abandoning its thread",
+                          self.msg.pipeline, self.uid, STOP_TIMEOUT_S)
 
     async def clean_state(self) -> None:
         """Remove this version's state directory (after ``stop()``, when the pipeline is deleted)."""
