@@ -30,7 +30,7 @@ _fetch_wait_ms: int | None = None
 # Records per getmany and bytes per partition fetch: larger fetches mean fewer sequential
 # fetch round trips per record (benchmarks/FAUST_PROFILE.md). Overridable for experiments.
 MAX_POLL_RECORDS = int(os.environ.get("DATAFLOW_FAUST_MAX_POLL_RECORDS", "1000"))
-FETCH_BYTES = int(os.environ.get("DATAFLOW_FAUST_FETCH_BYTES", str(1_048_576)))
+FETCH_BYTES = int(os.environ.get("DATAFLOW_FAUST_FETCH_BYTES", str(4 * 1_048_576)))
 
 
 def use_fetch_wait(ms: int) -> None:
@@ -108,7 +108,8 @@ def build_app(*, group_id: str, settings: KafkaSettings, partitions: int, datadi
         broker_rebalance_timeout=session_s,
         broker_commit_interval=commit_interval_ms / 1000.0,
         broker_max_poll_records=MAX_POLL_RECORDS,
-        consumer_max_fetch_size=max(FETCH_BYTES, min(max_message_bytes, 64 * 1_048_576)),
+        # Per-partition fetch size; a larger single record is still returned (fetch v3+).
+        consumer_max_fetch_size=FETCH_BYTES,
         producer_linger=0.005,
         producer_max_batch_size=1_048_576,
         producer_max_request_size=max(1_048_576, min(max_message_bytes, 64 * 1_048_576)),

@@ -16,7 +16,8 @@ Design (see also ``faust_worker`` for the child side):
   each other, each worker has its own consumer group (``dataflow_group_id``: ``latest`` start,
   replicas share it and split partitions), web port and RocksDB directory
   (``config.state_dir/<group id>``), and the child dies with the engine (PR_SET_PDEATHSIG and a
-  parent-pid watchdog).
+  parent-pid watchdog). PR_SET_PDEATHSIG fires when the *thread* that spawned the child exits:
+  start runners from a long-lived event loop (the engine's), not from a throwaway thread.
 * State lives in Faust tables (``rocksdb://``) with changelog topics; see ``faust_store``.
 * Processing path: ``"batch"`` (default, ``faust_fastpath``: Faust's fetch loop replaced by one
   that hands each fetched batch to the pipeline, outputs produced as aiokafka batches) or

@@ -109,15 +109,21 @@ def test_passthrough_keeps_key_headers_timestamp_and_partition_rule(kafka, tmp_p
         producer.produce(source, key="1.p.poison", value=b"poison", partition=1, headers=[("pipeline", b"p")])
         producer.produce(source, key="1.p.after", value=b"after", partition=1, headers=[("pipeline", b"p")])
         producer.flush(10)
-        got = await asyncio.to_thread(consume, kafka, sink, len(keys) + 1)
+        big = kafka.producer(**{"message.max.bytes": 10_000_000})  # larger than a fetch and a batch
+        big.produce(source, key="2.p.big", value=b"b" * 5_000_000, partition=2, headers=[("pipeline", b"p")])
+        big.flush(10)
+        got = await asyncio.to_thread(consume, kafka, sink, len(keys) + 2)
         pid = runner.pid
         await runner.stop()
         return got, pid
 
     got, pid = asyncio.run(run())
     by_key = {m.key().decode(): m for m in got}
-    assert set(by_key) == {"0.p.a", "1.p.b", "2.p.c", "7.p.clamped", "x.p.nonint", "1.p.after"}  # poison skipped
-    expected_partition = {"0.p.a": 0, "1.p.b": 1, "2.p.c": 2, "7.p.clamped": 2, "x.p.nonint": 0, "1.p.after": 1}
+    assert set(by_key) == {"0.p.a", "1.p.b", "2.p.c", "7.p.clamped", "x.p.nonint", "1.p.after",
+                           "2.p.big"}  # poison skipped
+    assert len(by_key["2.p.big"].value()) == 5_000_000
+    expected_partition = {"0.p.a": 0, "1.p.b": 1, "2.p.c": 2, "7.p.clamped": 2, "x.p.nonint": 0, "1.p.after": 1,
+                          "2.p.big": 2}
     for key, m in by_key.items():
         assert m.partition() == expected_partition[key], key
     for i, key in enumerate(["0.p.a", "1.p.b", "2.p.c", "7.p.clamped", "x.p.nonint"]):
