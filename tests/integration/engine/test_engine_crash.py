@@ -101,7 +101,7 @@ def test_exactly_once_outputs_survive_sigkill_without_duplicates(kafka, tmp_path
         first.kill()
         second = engine_process("second.log")
         fake.wait_subscribed(name, 60, count=2)
-        reader = Consumer(kafka.settings.consumer(kafka.group_id(), isolation_level="read_committed"))
+        reader = Consumer(kafka.settings.consumer(kafka.group_id(), **{"isolation.level": "read_committed"}))
         reader.assign([TopicPartition(sink, 0, OFFSET_BEGINNING)])
         got, deadline = [], time.monotonic() + 120
         while len(got) < len(keys) and time.monotonic() < deadline:
