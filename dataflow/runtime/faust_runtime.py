@@ -28,8 +28,8 @@ Design (see also ``faust_worker`` for the child side):
   aiokafka's InitProducerId v0 is rejected (environment notes, defect 3): the worker then fails
   to start and ``start()`` raises with the broker's error as the reason.
 
-Costs: a worker process is ~60-80 MB RSS and takes a few seconds to start (Python + Faust import,
-group join ~3 s with a 6 s session timeout). Throughput of one chain step on this machine: ~21-29k
+Costs (measured here): a worker process is ~85 MB RSS, start() takes ~4.5 s (Python + Faust
+import, group join ~3 s with a 6 s session timeout on the embedded broker), stop() ~1.2 s. Throughput of one chain step on this machine: ~21-29k
 msg/s per core on the batch path, ~6-8k on the agent path; see benchmarks/FAUST_PROFILE.md.
 
 Public API: ``FaustRunner(msg, config, on_state, *, pipeline_factory="module:callable",
