@@ -90,6 +90,10 @@ def build_app(*, group_id: str, settings: KafkaSettings, partitions: int, datadi
     import faust
 
     use_fetch_wait(settings.fetch_wait_max_ms)
+    if exactly_once:
+        from dataflow.runtime.faust_eos import enable_init_producer_id_v3
+
+        enable_init_producer_id_v3()
     brokers = ";".join(f"kafka://{hp.strip()}" for hp in settings.bootstrap_servers.split(",") if hp.strip())
     session_s = settings.session_timeout_ms / 1000.0
     return faust.App(

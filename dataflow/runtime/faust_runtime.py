@@ -24,9 +24,12 @@ Design (see also ``faust_worker`` for the child side):
   ``"agent"`` (Faust's stock agent/stream, ~3-4x more CPU per record); ``processing_path=`` or
   ``DATAFLOW_FAUST_PATH``. Both keep Faust's group handling, table recovery and commits.
 * ``config.exactly_once`` selects Faust's ``exactly_once`` guarantee (Kafka transactions, one
-  transactional producer per source partition; uses the agent path). On the embedded broker
-  aiokafka's InitProducerId v0 is rejected (environment notes, defect 3): the worker then fails
-  to start and ``start()`` raises with the broker's error as the reason.
+  transactional producer per source partition, committing that partition's input offsets,
+  outputs and table writes together; uses the agent path). aiokafka only speaks InitProducerId
+  v0, which the embedded broker rejects (environment notes, defect 3): ``faust_eos`` adds v3,
+  negotiated only where the broker supports it. If a broker still refuses, ``start()`` raises
+  with the broker's error as the reason. The embedded broker cannot show EOS crash consistency
+  (aborted records stay visible, defect 2): that test is marked ``real_kafka``.
 
 Costs (measured here): a worker process is ~85 MB RSS, start() takes ~4.5 s (Python + Faust
 import, group join ~3 s with a 6 s session timeout on the embedded broker), stop() ~1.2 s. Throughput of one chain step on this machine: ~21-29k

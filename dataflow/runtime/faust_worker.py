@@ -198,6 +198,11 @@ class PipelineWorker:
         self.changelog = ChangelogWriter(self.app, self.stores)
         self.pipeline = load_factory(spec.factory)(self.msg, self.config, self._store_factory)
         self.sources = sorted(self.pipeline.source_topics)
+        if self.config.exactly_once and not self.stores:
+            # Faust's transactions look up topic groups in its own partition assignor, which it
+            # only uses when there are tables or standbys; a table-less app would crash on its
+            # first assignment. A standby setting with no tables has nothing to replicate.
+            self.app.conf.table_standby_replicas = 1
         self._running_once = False
         self._ready_task: asyncio.Task | None = None
         self.errors = 0
@@ -398,8 +403,7 @@ class PipelineWorker:
             return f"faust worker exited with code {code}"
         text = f"{type(exc).__name__}: {exc}"
         if self.config.exactly_once and "UnknownError" in text:
-            text += (" (exactly_once: the broker rejected the transactional producer's InitProducerId;"
-                     " aiokafka sends v0, which this broker does not accept)")
+            text += " (exactly_once: the broker rejected a transactional producer request such as InitProducerId)"
         return f"{REASON_WORKER_FAILED} Exception: {text}"
 
 
