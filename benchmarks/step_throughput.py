@@ -210,7 +210,12 @@ class Scenario:
         producer = env.producer()
         for i in range(args.n):
             for src in self.sources:
-                producer.produce(src, value=value, key=f"0.bench.r{i}", partition=0, headers=HEADERS)
+                while True:
+                    try:
+                        producer.produce(src, value=value, key=f"0.bench.r{i}", partition=0, headers=HEADERS)
+                        break
+                    except BufferError:  # local queue full: let deliveries drain
+                        producer.poll(0.05)
             if i % 5000 == 0:
                 producer.poll(0)
         producer.flush(120)
