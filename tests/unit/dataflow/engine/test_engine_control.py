@@ -228,3 +228,21 @@ def test_keepalive_is_at_least_sixty_seconds_and_never_without_calls():
     opts = dict(chainer_client.KEEPALIVE_OPTIONS)
     assert opts["grpc.keepalive_time_ms"] >= 60_000
     assert opts["grpc.keepalive_permit_without_calls"] == 0
+
+
+def test_engine_resubscribes_after_the_scheduler_restarts(fake, tmp_path):
+    async def body(engine):
+        fake.send(create("p", "u", ts=1))
+        await wait_ack(fake, "u", Msg.Create)
+        port = fake.port
+        await asyncio.to_thread(fake.stop)
+        restarted = FakeChainer().start(port=port)
+        try:
+            restarted.send(create("p", "u", ts=2))   # a restarted scheduler resends on subscribe
+            await asyncio.to_thread(restarted.wait_subscribed, "replica-1", 15)
+            return await asyncio.to_thread(restarted.wait_ack, ack_for("u", Msg.Create, 2), 10)
+        finally:
+            await asyncio.to_thread(restarted.stop)
+
+    ack = run_with_engine(fake, body, tmp_path)
+    assert ack.success and len(FakeRunner.instances) == 1  # still running: idempotent
