@@ -27,7 +27,7 @@ from typing import Callable
 
 from chainer_api import chainer_pb2
 from dataflow import headers as hdrs
-from dataflow.kafka import KafkaSetupError, KafkaSettings, dataflow_group_id, ensure_topics, partition_for_key
+from dataflow.kafka import KafkaSettings, dataflow_group_id, ensure_topics, partition_for_key
 from dataflow.records import Record
 from dataflow.runtime.base import PipelineRunner, RunnerError, RunnerState, RuntimeConfig, StateCallback
 from dataflow.state.base import StateStore, StoreFactory
@@ -163,15 +163,13 @@ class KafkaRunner(PipelineRunner):
     # ---------------------------------------------------------------- worker thread
 
     def _run(self) -> None:
-        stores = None
         try:
             stores, pipeline, partitions = self._prepare()
-        except RunnerError as exc:
-            self._report(RunnerState.ERROR, str(exc))
-            self._resolve(self._started, exc)
+        except Exception as exc:
+            error = exc if isinstance(exc, RunnerError) else RunnerError(with_exception(REASON_INIT_FAILED, exc))
+            self._report(RunnerState.ERROR, str(error))
+            self._resolve(self._started, error)
             self._resolve(self._stopped)
-            if stores is not None:
-                stores.close()
             return
         try:
             _Loop(self, pipeline, stores, partitions).run()
@@ -197,7 +195,7 @@ class KafkaRunner(PipelineRunner):
                 self.config.replication_factor, require_equal=True,
                 topic_config={"max.message.bytes": str(self.config.max_message_bytes)},
             )
-        except (KafkaSetupError, Exception) as exc:
+        except Exception as exc:  # KafkaSetupError, or the admin client's own errors
             stores.close()
             raise RunnerError(with_exception(REASON_TOPICS_FAILED, exc)) from exc
         return stores, pipeline, partitions
