@@ -45,7 +45,8 @@ def register(sub) -> None:
                    help="partitions of topics the engine creates (default 1)")
     p.add_argument("--replication-factor", type=int, default=1, help="of created topics (default 1)")
     p.add_argument("--state-dir", default=_env("DATAFLOW_STATE_DIR", "/tmp/dataflow-engine/state"),
-                   help="directory for pipeline state stores (default /tmp/dataflow-engine/state)")
+                   help="directory for pipeline state stores, one subdirectory per replica name "
+                        "(default /tmp/dataflow-engine/state)")
     p.add_argument("--join-window-ms", type=int, default=int(_env("DATAFLOW_JOIN_WINDOW_MS", 60000)),
                    help="join window when a step sets none (default 60000)")
     p.add_argument("--namespace", default=_env("DATAFLOW_NAMESPACE", ""),

@@ -7,6 +7,7 @@ latency and no process per pipeline (benchmarks/README.md).
 from __future__ import annotations
 
 import os
+import re
 import socket
 import uuid
 from dataclasses import dataclass, field
@@ -78,11 +79,18 @@ class EngineConfig:
     def scheduler_target(self) -> str:
         return self.scheduler
 
+    @property
+    def replica_state_dir(self) -> str:
+        """``<state_dir>/<replica name>``: two replicas sharing a state dir (same host) never open the
+        same RocksDB, and a replica restarted under its name finds its state again."""
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", self.replica_name)
+        return os.path.join(os.path.abspath(self.state_dir), safe)
+
     def runtime_config(self) -> RuntimeConfig:
         return RuntimeConfig(
             kafka=self.kafka, consumer_prefix=self.consumer_prefix, namespace=self.namespace,
             partitions=self.partitions, replication_factor=self.replication_factor,
             max_message_bytes=self.max_message_bytes, join_window_ms=self.join_window_ms,
-            state_dir=os.path.abspath(self.state_dir), exactly_once=self.exactly_once,
+            state_dir=self.replica_state_dir, exactly_once=self.exactly_once,
             commit_interval_ms=self.commit_interval_ms,
         )

@@ -141,6 +141,7 @@ class EngineProcess:
                     "--state-dir", state_dir, *extra]
         self.log_path = log_path
         self.state_dir = state_dir
+        self.name = name
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "EngineProcess":

@@ -222,10 +222,10 @@ def test_creating_and_deleting_another_pipeline_does_not_stall_a_running_one(env
         b_msg = create_message(b, [step(b, [n.pipeline_inputs(b)], n.model_inputs("mb"))], n)
         deploy(fake, engine, b_msg)
         produced_while_b_up = len(sent)
-        assert os.path.isdir(os.path.join(engine.state_dir, b_msg.uid))
+        assert os.path.isdir(os.path.join(engine.state_dir, engine.name, b_msg.uid))
         fake.send(delete_message(b_msg, clean_topics=True, namer=n))
         assert fake.wait_ack(ack_for(b_msg.uid, Msg.Delete), 30).success
-        assert not os.path.exists(os.path.join(engine.state_dir, b_msg.uid))  # deleted version: state removed
+        assert not os.path.exists(os.path.join(engine.state_dir, engine.name, b_msg.uid))  # deleted version: state removed
         remaining = AdminClient(kafka.settings.common()).list_topics(timeout=10).topics
         assert n.pipeline_inputs(b) not in remaining and n.pipeline_outputs(b) not in remaining
         assert n.model_inputs("mb") in remaining  # model topics are never deleted by the engine
