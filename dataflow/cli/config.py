@@ -40,21 +40,26 @@ def config_path() -> str:
                                                           "config.json")
 
 
-def load_cli_config(path: str | None = None) -> dict:
-    """The CLI config file as a dict ({} if absent); a malformed file is a ``CliError``."""
+def _json_object(path: str, what: str, unreadable: str) -> dict:
+    """The JSON object in ``path``; unreadable or not an object -> ``CliError`` naming the file."""
     from dataflow.cli import CliError
 
-    path = path or config_path()
-    if not os.path.exists(path):
-        return {}
     try:
         with open(path) as f:
             data = json.load(f)
     except (OSError, ValueError) as exc:
-        raise CliError(f"cannot read CLI config {path}: {exc}") from exc
+        raise CliError(f"{unreadable}: {exc}") from exc
     if not isinstance(data, dict):
-        raise CliError(f"CLI config {path} must hold a JSON object")
+        raise CliError(f"{what} {path} must hold a JSON object")
     return data
+
+
+def load_cli_config(path: str | None = None) -> dict:
+    """The CLI config file as a dict ({} if absent); a malformed file is a ``CliError``."""
+    path = path or config_path()
+    if not os.path.exists(path):
+        return {}
+    return _json_object(path, "CLI config", f"cannot read CLI config {path}")
 
 
 def _section(cfg: dict, name: str) -> dict:
@@ -63,18 +68,10 @@ def _section(cfg: dict, name: str) -> dict:
 
 
 def load_kafka_config(path: str | None) -> dict:
-    from dataflow.cli import CliError
-
+    """The Kafka config file given by ``--kafka-config-path`` ({} if none); malformed -> ``CliError``."""
     if not path:
         return {}
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise CliError(f"Failed to load Kafka config from {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise CliError(f"Kafka config {path} must hold a JSON object")
-    return data
+    return _json_object(path, "Kafka config", f"Failed to load Kafka config from {path}")
 
 
 def add_scheduler_flags(p) -> None:

@@ -4,11 +4,12 @@ Data-plane subcommands (``infer``, ``batch``) come from ``dataflow.cli.pipeline_
 """
 from __future__ import annotations
 
-import importlib
-import json
 import sys
 
 from dataflow.cli.config import add_kafka_flags, add_scheduler_flags, resolve
+from dataflow.cli.control import (add_common_flags, add_load_unload_status, call, client, load_each,
+                                  print_help, print_status, read_manifests, register_optional, table,
+                                  unload_each)
 
 STATUS_NAMES = ("PipelineCreate", "PipelineCreating", "PipelineReady", "PipelineFailed", "PipelineTerminate",
                 "PipelineTerminating", "PipelineTerminated", "PipelineRebalancing", "PipelineFailedTerminating")
@@ -21,31 +22,12 @@ def register(sub) -> None:
                               "SELDON_SCHEDULE_HOST, SELDON_KAFKA_BROKER, SELDON_KAFKA_CONFIG_PATH, POD_NAMESPACE "
                               "(see dataflow/cli/config.py).")
     ps = p.add_subparsers(dest="pipeline_command", metavar="SUBCOMMAND")
-    p.set_defaults(handler=lambda args: _help(p))
-
-    load = ps.add_parser("load", help="load pipelines from Seldon Pipeline YAML")
-    load.add_argument("-f", "--file-path", dest="files", action="append", required=True,
-                      help="YAML file (several documents allowed; '-' = stdin); repeatable")
-    _common(load)
-    load.set_defaults(handler=run_load)
-
-    unload = ps.add_parser("unload", help="unload a pipeline")
-    unload.add_argument("name", nargs="?", help="pipeline name")
-    unload.add_argument("-f", "--file-path", dest="files", action="append", help="take the name(s) from YAML")
-    _common(unload)
-    unload.set_defaults(handler=run_unload)
-
-    status = ps.add_parser("status", help="status of one pipeline (JSON), or of all")
-    status.add_argument("name", nargs="?", help="pipeline name (default: all pipelines)")
-    status.add_argument("-w", "--wait", default="", metavar="STATE",
-                        help=f"wait until the latest version is in STATE, one of {', '.join(STATUS_NAMES)}")
-    status.add_argument("-t", "--timeout", type=float, default=60.0, help="wait timeout seconds (default 60)")
-    status.add_argument("--all-versions", action="store_true", help="show every version, not only the latest")
-    _common(status)
-    status.set_defaults(handler=run_status)
+    p.set_defaults(handler=lambda args: print_help(p))
+    add_load_unload_status(ps, "pipeline", STATUS_NAMES, load_help="load pipelines from Seldon Pipeline YAML",
+                           run_load=run_load, run_unload=run_unload, run_status=run_status)
 
     lst = ps.add_parser("list", help="list pipelines with their state")
-    _common(lst)
+    add_common_flags(lst)
     lst.set_defaults(handler=run_list)
 
     insp = ps.add_parser("inspect", help="show the latest records of a pipeline's Kafka topics")
@@ -60,128 +42,27 @@ def register(sub) -> None:
     add_kafka_flags(insp)
     insp.set_defaults(handler=run_inspect)
 
-    _register_optional("dataflow.cli.pipeline_data", ps)
-
-
-def _register_optional(module: str, subparsers) -> None:
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name == module:
-            return
-        raise
-    mod.register(subparsers)
-
-
-def _common(p) -> None:
-    add_scheduler_flags(p)
-    p.add_argument("-v", "--verbose", action="store_true", help="print the requests sent")
-
-
-def _help(parser) -> int:
-    parser.print_help()
-    return 2
-
-
-def to_json(msg) -> str:
-    from google.protobuf import json_format
-
-    return json.dumps(json_format.MessageToDict(msg), separators=(",", ":"))
-
-
-def read_inputs(files: list[str]) -> list[tuple[str, str]]:
-    from dataflow.cli import CliError
-
-    out = []
-    for f in files:
-        try:
-            if f == "-":
-                out.append(("<stdin>", sys.stdin.read()))
-            else:
-                with open(f) as fh:
-                    out.append((f, fh.read()))
-        except OSError as exc:
-            raise CliError(f"cannot read {f}: {exc.strerror or exc}") from None
-    return out
-
-
-def client(args):
-    from scheduler_min.client import SchedulerClient
-
-    return SchedulerClient(resolve(args).scheduler_host)
-
-
-def call(fn):
-    """Run a scheduler call; its failures become one-line CLI errors."""
-    from dataflow.cli import CliError
-    from scheduler_min.client import SchedulerCallError
-
-    try:
-        return fn()
-    except SchedulerCallError as exc:
-        raise CliError(str(exc)) from None
+    register_optional("dataflow.cli.pipeline_data", ps)
 
 
 def _pipelines(files):
-    from dataflow.cli import CliError
     from scheduler_min.manifest import pipelines_from_yaml
-    from scheduler_min.validation import PipelineValidationError
 
-    out = []
-    for source, text in read_inputs(files):
-        try:
-            out += pipelines_from_yaml(text, source)
-        except PipelineValidationError as exc:
-            raise CliError(str(exc)) from None
-    return out
+    return read_manifests(files, pipelines_from_yaml)
 
 
 def run_load(args) -> int:
-    pipelines = _pipelines(args.files)
-    with client(args) as c:
-        for p in pipelines:
-            if args.verbose:
-                print(to_json(p))
-            call(lambda: c.load_pipeline(p))
-    return 0
+    return load_each(args, _pipelines(args.files), lambda c, p: c.load_pipeline(p))
 
 
 def run_unload(args) -> int:
-    from dataflow.cli import CliError
-
-    names = [args.name] if args.name else []
-    if args.files:
-        names += [p.name for p in _pipelines(args.files)]
-    if not names:
-        raise CliError("pipeline unload needs a NAME or -f FILE")
-    with client(args) as c:
-        for n in names:
-            call(lambda: c.unload_pipeline(n))
-    return 0
+    return unload_each(args, "pipeline", lambda files: [p.name for p in _pipelines(files)],
+                       lambda c, name: c.unload_pipeline(name))
 
 
 def run_status(args) -> int:
-    from dataflow.cli import CliError
-
-    if args.wait and args.wait not in STATUS_NAMES:
-        raise CliError(f"unknown state {args.wait!r} for -w; use one of {', '.join(STATUS_NAMES)}")
-    if args.wait and not args.name:
-        raise CliError("pipeline status -w needs a pipeline name")
-    with client(args) as c:
-        if args.wait:
-            res = [call(lambda: c.wait_pipeline(args.name, args.wait, args.timeout))]
-        else:
-            res = call(lambda: c.pipeline_status(args.name, args.all_versions))
-    for r in res:
-        print(to_json(r))
-    return 0
-
-
-def _table(header: tuple[str, str, str], rows: list[tuple[str, str, str]]) -> str:
-    rule = tuple("-" * len(h) for h in header)
-    every = [header, rule] + rows
-    widths = [max(len(r[i]) for r in every) + 1 for i in range(2)]
-    return "\n".join(f"{r[0]:<{widths[0]}}\t{r[1]:<{widths[1]}}\t{r[2]}".rstrip() for r in every)
+    return print_status(args, "pipeline", STATUS_NAMES, wait=lambda c, *a: c.wait_pipeline(*a),
+                        query=lambda c, *a: c.pipeline_status(*a))
 
 
 def run_list(args) -> int:
@@ -194,7 +75,7 @@ def run_list(args) -> int:
         if r.versions:
             st = r.versions[-1].state
             rows.append((r.pipelineName, scheduler_pb2.PipelineVersionState.PipelineStatus.Name(st.status), st.reason))
-    print(_table(("pipeline", "state", "reason"), rows))
+    print(table(("pipeline", "state", "reason"), rows))
     return 0
 
 

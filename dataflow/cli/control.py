@@ -1,0 +1,164 @@
+"""Plumbing shared by the control-plane subcommands (``dataflow pipeline|model ...``).
+
+Pipelines and models are loaded, unloaded and watched the same way (as the seldon CLI does);
+only the kind's name, its states, its YAML parser and its scheduler calls differ.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from typing import Callable
+
+from dataflow.cli.config import add_scheduler_flags, resolve
+
+
+def register_optional(module: str, subparsers) -> None:
+    """Let ``module`` add its subcommands, if it exists (data-plane commands are optional)."""
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            return
+        raise
+    mod.register(subparsers)
+
+
+def add_common_flags(p) -> None:
+    add_scheduler_flags(p)
+    p.add_argument("-v", "--verbose", action="store_true", help="print the requests sent")
+
+
+def print_help(parser) -> int:
+    parser.print_help()
+    return 2
+
+
+def add_load_unload_status(subparsers, kind: str, states: tuple[str, ...], *, load_help: str,
+                           run_load, run_unload, run_status, load_description: str | None = None) -> None:
+    """The ``load`` / ``unload`` / ``status`` subcommands of ``dataflow <kind>``."""
+    load = subparsers.add_parser("load", help=load_help, description=load_description)
+    load.add_argument("-f", "--file-path", dest="files", action="append", required=True,
+                      help="YAML file (several documents allowed; '-' = stdin); repeatable")
+    add_common_flags(load)
+    load.set_defaults(handler=run_load)
+
+    unload = subparsers.add_parser("unload", help=f"unload a {kind}")
+    unload.add_argument("name", nargs="?", help=f"{kind} name")
+    unload.add_argument("-f", "--file-path", dest="files", action="append", help="take the name(s) from YAML")
+    add_common_flags(unload)
+    unload.set_defaults(handler=run_unload)
+
+    status = subparsers.add_parser("status", help=f"status of one {kind} (JSON), or of all")
+    status.add_argument("name", nargs="?", help=f"{kind} name (default: all {kind}s)")
+    status.add_argument("-w", "--wait", default="", metavar="STATE",
+                        help=f"wait until the latest version is in STATE, one of {', '.join(states)}")
+    status.add_argument("-t", "--timeout", type=float, default=60.0, help="wait timeout seconds (default 60)")
+    status.add_argument("--all-versions", action="store_true", help="show every version, not only the latest")
+    add_common_flags(status)
+    status.set_defaults(handler=run_status)
+
+
+def to_json(msg) -> str:
+    from google.protobuf import json_format
+
+    return json.dumps(json_format.MessageToDict(msg), separators=(",", ":"))
+
+
+def read_inputs(files: list[str]) -> list[tuple[str, str]]:
+    """``(source, text)`` of each file (``-`` = stdin); an unreadable file is a ``CliError``."""
+    from dataflow.cli import CliError
+
+    out = []
+    for f in files:
+        try:
+            if f == "-":
+                out.append(("<stdin>", sys.stdin.read()))
+            else:
+                with open(f) as fh:
+                    out.append((f, fh.read()))
+        except OSError as exc:
+            raise CliError(f"cannot read {f}: {exc.strerror or exc}") from None
+    return out
+
+
+def read_manifests(files: list[str], parse: Callable[[str, str], list]) -> list:
+    """Every resource in ``files``, parsed by ``parse(text, source)``; a bad manifest is a ``CliError``."""
+    from dataflow.cli import CliError
+    from scheduler_min.validation import PipelineValidationError
+
+    out = []
+    for source, text in read_inputs(files):
+        try:
+            out += parse(text, source)
+        except PipelineValidationError as exc:
+            raise CliError(str(exc)) from None
+    return out
+
+
+def client(args):
+    from scheduler_min.client import SchedulerClient
+
+    return SchedulerClient(resolve(args).scheduler_host)
+
+
+def call(fn):
+    """Run a scheduler call; its failures become one-line CLI errors."""
+    from dataflow.cli import CliError
+    from scheduler_min.client import SchedulerCallError
+
+    try:
+        return fn()
+    except SchedulerCallError as exc:
+        raise CliError(str(exc)) from None
+
+
+def load_each(args, resources: list, send: Callable) -> int:
+    """``send(client, resource)`` for each resource, in order (``-v`` prints each request)."""
+    with client(args) as c:
+        for r in resources:
+            if args.verbose:
+                print(to_json(r))
+            call(lambda: send(c, r))
+    return 0
+
+
+def unload_each(args, kind: str, names_in_files: Callable[[list[str]], list[str]], send: Callable) -> int:
+    """``send(client, name)`` for the NAME argument and every name in ``-f`` files."""
+    from dataflow.cli import CliError
+
+    names = [args.name] if args.name else []
+    if args.files:
+        names += names_in_files(args.files)
+    if not names:
+        raise CliError(f"{kind} unload needs a NAME or -f FILE")
+    with client(args) as c:
+        for n in names:
+            call(lambda: send(c, n))
+    return 0
+
+
+def print_status(args, kind: str, states: tuple[str, ...], *, wait: Callable, query: Callable) -> int:
+    """Print the status of ``args.name`` (or all), or wait for ``-w STATE`` and print it."""
+    from dataflow.cli import CliError
+
+    if args.wait and args.wait not in states:
+        raise CliError(f"unknown state {args.wait!r} for -w; use one of {', '.join(states)}")
+    if args.wait and not args.name:
+        raise CliError(f"{kind} status -w needs a {kind} name")
+    with client(args) as c:
+        if args.wait:
+            res = [call(lambda: wait(c, args.name, args.wait, args.timeout))]
+        else:
+            res = call(lambda: query(c, args.name, args.all_versions))
+    for r in res:
+        print(to_json(r))
+    return 0
+
+
+def table(header: tuple[str, str, str], rows: list[tuple[str, str, str]]) -> str:
+    """Three tab-separated columns, the first two padded (the seldon CLI's list layout)."""
+    rule = tuple("-" * len(h) for h in header)
+    every = [header, rule] + rows
+    widths = [max(len(r[i]) for r in every) + 1 for i in range(2)]
+    return "\n".join(f"{r[0]:<{widths[0]}}\t{r[1]:<{widths[1]}}\t{r[2]}".rstrip() for r in every)
