@@ -1,16 +1,14 @@
 """Run a model gateway: models from the scheduler's model status stream and/or a static list."""
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-import socket
 from dataclasses import dataclass, field
 
 from dataflow.kafka import KafkaSettings, TopicNamer
 
 from gateways import scheduler_watch
 from gateways.model_gateway import DEFAULT_TIMEOUT_S, DEFAULT_WORKERS, ModelGateway
+from gateways.service import GatewayService, subscriber_name
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +29,14 @@ class ModelGatewayConfig:
     subscriber: str = ""
 
 
-class ModelGatewayService:
+class ModelGatewayService(GatewayService):
     def __init__(self, config: ModelGatewayConfig) -> None:
+        super().__init__()
         self.config = config
         self.gateway = ModelGateway(config.settings, config.namer, consumer_prefix=config.consumer_prefix,
                                     workers=config.workers, timeout_s=config.timeout_s,
                                     partitions=config.partitions, replication=config.replication,
                                     model_version=config.model_version)
-        self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> "ModelGatewayService":
         c = self.config
@@ -47,9 +44,8 @@ class ModelGatewayService:
         for name, endpoint in c.static_models.items():
             await self.gateway.add_model(name, endpoint)
         if c.scheduler:
-            name = c.subscriber or os.environ.get("POD_NAME") or f"dataflow-modelgateway-{socket.gethostname()}"
-            self._tasks.append(asyncio.create_task(
-                scheduler_watch.follow_models(c.scheduler, name, self._on_model, self._stop)))
+            self._follow(scheduler_watch.follow_models, c.scheduler,
+                         subscriber_name(c.subscriber, "dataflow-modelgateway"), self._on_model)
         return self
 
     async def _on_model(self, ev: scheduler_watch.ModelEvent) -> None:
@@ -66,20 +62,3 @@ class ModelGatewayService:
                 log.exception("cannot serve model %s", ev.name)
         else:
             await self.gateway.remove_model(ev.name)
-
-    async def stop(self) -> None:
-        self._stop.set()
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.gateway.close()
-
-    async def run_forever(self) -> None:
-        await self.start()
-        try:
-            await self._stop.wait()
-        finally:
-            await self.stop()
-
-    def request_stop(self) -> None:
-        self._stop.set()

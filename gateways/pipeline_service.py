@@ -1,16 +1,14 @@
 """Run a whole pipeline gateway: core + REST + gRPC + metrics + the scheduler's pipeline stream."""
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-import socket
 from dataclasses import dataclass
 
 from dataflow.kafka import KafkaSettings, TopicNamer
 
 from gateways import pipeline_grpc, pipeline_http, scheduler_watch
 from gateways.pipeline_gateway import DEFAULT_TIMEOUT_S, PipelineGateway
+from gateways.service import GatewayService, subscriber_name
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +27,14 @@ class PipelineGatewayConfig:
     subscriber: str = ""
 
 
-class PipelineGatewayService:
+class PipelineGatewayService(GatewayService):
     """Owns the running pieces; ``await start()`` then ``await stop()``."""
 
     def __init__(self, config: PipelineGatewayConfig) -> None:
+        super().__init__()
         self.config = config
         self.gateway = PipelineGateway(config.settings, config.namer, consumer_prefix=config.consumer_prefix,
                                        timeout_s=config.timeout_s, lazy_pipelines=config.scheduler is None)
-        self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task] = []
         self._http = None
         self._grpc = None
         self._metrics = None
@@ -50,9 +47,8 @@ class PipelineGatewayService:
         if c.metrics_port:
             self._metrics = self.gateway.metrics.serve(c.metrics_port)
         if c.scheduler:
-            name = c.subscriber or os.environ.get("POD_NAME") or f"dataflow-pipelinegateway-{socket.gethostname()}"
-            self._tasks.append(asyncio.create_task(
-                scheduler_watch.follow_pipelines(c.scheduler, name, self._on_pipeline, self._stop)))
+            self._follow(scheduler_watch.follow_pipelines, c.scheduler,
+                         subscriber_name(c.subscriber, "dataflow-pipelinegateway"), self._on_pipeline)
         return self
 
     def _on_pipeline(self, ev: scheduler_watch.PipelineEvent) -> None:
@@ -63,11 +59,7 @@ class PipelineGatewayService:
             log.info("dropping pipeline %s", ev.name)
             self.gateway.unload_pipeline(ev.name)
 
-    async def stop(self) -> None:
-        self._stop.set()
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def _close_servers(self) -> None:
         if self._grpc is not None:
             await self._grpc.stop(grace=1)
         if self._http is not None:
@@ -75,14 +67,3 @@ class PipelineGatewayService:
         if self._metrics is not None:
             server, _thread = self._metrics
             server.shutdown()
-        await self.gateway.close()
-
-    async def run_forever(self) -> None:
-        await self.start()
-        try:
-            await self._stop.wait()
-        finally:
-            await self.stop()
-
-    def request_stop(self) -> None:
-        self._stop.set()
