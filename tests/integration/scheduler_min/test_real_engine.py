@@ -4,6 +4,7 @@ Load a pipeline YAML with `dataflow pipeline load`, wait for PipelineReady, feed
 topic, play the model by answering on its output topic, then `dataflow pipeline inspect` must show
 the request's records on every topic, in raw and json formats.
 """
+import contextlib
 import importlib.util
 import json
 import os
@@ -43,6 +44,27 @@ def inspect_json(capsys, *argv):
     return json.loads(capsys.readouterr().out.splitlines()[1])
 
 
+@contextlib.contextmanager
+def engine_process(sched, kafka, ns, tmp_path):
+    """A `dataflow engine` subprocess on ``sched``, logging to tmp_path/engine.log; SIGTERM (then SIGKILL) on exit."""
+    log = open(tmp_path / "engine.log", "w")
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "dataflow.cli", "engine", "--scheduler", sched.chainer_address,
+         "--kafka", kafka.bootstrap, "--name", f"engine-{ns}", "--state-dir", str(tmp_path / "engine")],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield engine
+    finally:
+        if engine.poll() is None:
+            os.killpg(engine.pid, signal.SIGTERM)
+            try:
+                engine.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(engine.pid, signal.SIGKILL)
+                engine.wait(5)
+        log.close()
+
+
 @pytest.fixture
 def stack(kafka, tmp_path, monkeypatch):
     ns = kafka.unique("e2e")
@@ -53,22 +75,10 @@ def stack(kafka, tmp_path, monkeypatch):
     monkeypatch.setenv("SELDON_SCHEDULE_HOST", sched.address)
     monkeypatch.setenv("SELDON_KAFKA_BROKER", kafka.bootstrap)
     monkeypatch.setenv("POD_NAMESPACE", ns)
-    log = open(tmp_path / "engine.log", "w")
-    engine = subprocess.Popen(
-        [sys.executable, "-m", "dataflow.cli", "engine", "--scheduler", sched.chainer_address,
-         "--kafka", kafka.bootstrap, "--name", f"engine-{ns}", "--state-dir", str(tmp_path / "engine")],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        yield ns, sched
+        with engine_process(sched, kafka, ns, tmp_path):
+            yield ns, sched
     finally:
-        if engine.poll() is None:
-            os.killpg(engine.pid, signal.SIGTERM)
-            try:
-                engine.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(engine.pid, signal.SIGKILL)
-                engine.wait(5)
-        log.close()
         sched.stop()
 
 
@@ -144,29 +154,17 @@ def test_scheduler_restart_real_engine_returns_to_ready(kafka, tmp_path, monkeyp
                           state_dir=str(tmp_path / "sched"))
     sched = run_in_thread(cfg)
     monkeypatch.setenv("SELDON_SCHEDULE_HOST", sched.address)
-    log = open(tmp_path / "engine.log", "w")
-    engine = subprocess.Popen(
-        [sys.executable, "-m", "dataflow.cli", "engine", "--scheduler", sched.chainer_address,
-         "--kafka", kafka.bootstrap, "--name", f"engine-{ns}", "--state-dir", str(tmp_path / "engine")],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        f = tmp_path / "p.yaml"
-        f.write_text(PIPE)
-        assert main(["pipeline", "load", "-f", str(f)]) == 0
-        assert main(["pipeline", "status", "e2e-chain", "-w", "PipelineReady", "-t", "90"]) == 0
-        sched.stop()
-        sched = run_in_thread(cfg)
-        assert main(["pipeline", "status", "e2e-chain", "-w", "PipelineReady", "-t", "90"]) == 0, \
-            (tmp_path / "engine.log").read_text()[-3000:]
+        with engine_process(sched, kafka, ns, tmp_path):
+            f = tmp_path / "p.yaml"
+            f.write_text(PIPE)
+            assert main(["pipeline", "load", "-f", str(f)]) == 0
+            assert main(["pipeline", "status", "e2e-chain", "-w", "PipelineReady", "-t", "90"]) == 0
+            sched.stop()
+            sched = run_in_thread(cfg)
+            assert main(["pipeline", "status", "e2e-chain", "-w", "PipelineReady", "-t", "90"]) == 0, \
+                (tmp_path / "engine.log").read_text()[-3000:]
     finally:
-        if engine.poll() is None:
-            os.killpg(engine.pid, signal.SIGTERM)
-            try:
-                engine.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(engine.pid, signal.SIGKILL)
-                engine.wait(5)
-        log.close()
         sched.stop()
 
 

@@ -7,25 +7,9 @@ from dataflow.cli import main
 from dataflow.cli.config import resolve
 from scheduler_min.server import SchedulerConfig, run_in_thread
 from scheduler_min.testing import FakeEngine
+from tests import manifests
 
-TFSIMPLES = """
-apiVersion: mlops.seldon.io/v1alpha1
-kind: Pipeline
-metadata:
-  name: tfsimples
-spec:
-  steps:
-    - name: tfsimple1
-    - name: tfsimple2
-      inputs:
-      - tfsimple1
-      tensorMap:
-        tfsimple1.outputs.OUTPUT0: INPUT0
-        tfsimple1.outputs.OUTPUT1: INPUT1
-  output:
-    steps:
-    - tfsimple2
----
+TFSIMPLES = manifests.TFSIMPLES + """---
 apiVersion: mlops.seldon.io/v1alpha1
 kind: Pipeline
 metadata:

@@ -5,27 +5,10 @@ from chainer_api import chainer_pb2, scheduler_pb2
 from dataflow.kafka import TopicNamer
 from scheduler_min import convert
 from scheduler_min.ids import is_uid, new_uid
+from tests.manifests import TFSIMPLES
 
 NAMER = TopicNamer()
 
-TFSIMPLES = """
-apiVersion: mlops.seldon.io/v1alpha1
-kind: Pipeline
-metadata:
-  name: tfsimples
-spec:
-  steps:
-    - name: tfsimple1
-    - name: tfsimple2
-      inputs:
-      - tfsimple1
-      tensorMap:
-        tfsimple1.outputs.OUTPUT0: INPUT0
-        tfsimple1.outputs.OUTPUT1: INPUT1
-  output:
-    steps:
-    - tfsimple2
-"""
 
 EXTENDED_STEP = """
 apiVersion: mlops.seldon.io/v1alpha1
