@@ -163,6 +163,17 @@ def from_proto(proto: scheduler_pb2.Pipeline, *, version: int | None = None,
     return pv
 
 
+def _set_batch(target, step: Step) -> None:
+    """Copy a step's batch settings (if any) onto a scheduler or Chainer step proto; unset fields stay unset."""
+    if not step.has_batch:
+        return
+    target.batch.SetInParent()
+    if step.batch_size is not None:
+        target.batch.size = step.batch_size
+    if step.batch_window_ms is not None:
+        target.batch.windowMs = step.batch_window_ms
+
+
 def to_proto(pv: PipelineVersion) -> scheduler_pb2.Pipeline:
     """The normalised pipeline as a scheduler proto (what ``PipelineStatus`` returns)."""
     p = scheduler_pb2.Pipeline(name=pv.name, uid=pv.uid, version=pv.version,
@@ -173,12 +184,7 @@ def to_proto(pv: PipelineVersion) -> scheduler_pb2.Pipeline:
         sp.tensorMap.update(s.tensor_map)
         if s.join_window_ms is not None:
             sp.joinWindowMs = s.join_window_ms
-        if s.has_batch:
-            sp.batch.SetInParent()
-            if s.batch_size is not None:
-                sp.batch.size = s.batch_size
-            if s.batch_window_ms is not None:
-                sp.batch.windowMs = s.batch_window_ms
+        _set_batch(sp, s)
     if pv.input is not None:
         i = pv.input
         p.input.externalInputs.extend(i.external_inputs)
@@ -291,12 +297,7 @@ def _step_update(namer: TopicNamer, pv: PipelineVersion, step: Step) -> chainer_
     )
     if step.join_window_ms is not None:
         u.joinWindowMs = step.join_window_ms
-    if step.has_batch:
-        u.batch.SetInParent()
-        if step.batch_size is not None:
-            u.batch.size = step.batch_size
-        if step.batch_window_ms is not None:
-            u.batch.windowMs = step.batch_window_ms
+    _set_batch(u, step)
     return u
 
 
