@@ -184,12 +184,16 @@ def pipeline_from_manifest(doc: dict) -> scheduler_pb2.Pipeline:
     return p
 
 
-def pipelines_from_yaml(text: str, source: str = "<input>") -> list[scheduler_pb2.Pipeline]:
-    """Every ``kind: Pipeline`` document of a (multi-document) YAML text."""
+def _from_yaml(text: str, source: str, convert) -> list:
     docs = load_documents(text, source)
     if not docs:
         raise ManifestError(f"{source}: no YAML documents found")
-    return [pipeline_from_manifest(d) for d in docs]
+    return [convert(d) for d in docs]
+
+
+def pipelines_from_yaml(text: str, source: str = "<input>") -> list[scheduler_pb2.Pipeline]:
+    """Every ``kind: Pipeline`` document of a (multi-document) YAML text."""
+    return _from_yaml(text, source, pipeline_from_manifest)
 
 
 # ------------------------------------------------------------------------------------------
@@ -252,7 +256,5 @@ def model_from_manifest(doc: dict) -> scheduler_pb2.Model:
 
 
 def models_from_yaml(text: str, source: str = "<input>") -> list[scheduler_pb2.Model]:
-    docs = load_documents(text, source)
-    if not docs:
-        raise ManifestError(f"{source}: no YAML documents found")
-    return [model_from_manifest(d) for d in docs]
+    """Every ``kind: Model`` document of a (multi-document) YAML text."""
+    return _from_yaml(text, source, model_from_manifest)
