@@ -4,8 +4,7 @@ Topics are lists, the clock is manual, fake models stand in for the model gatewa
 
     from dataflow.testing import PipelineTestDriver
     from dataflow.topology.builders import pipeline_message
-    from chainer_api import chainer_pb2
-from dataflow import codec
+    from dataflow import codec
 
     msg = pipeline_message({"name": "tfsimples",
                             "steps": [{"name": "tfsimple1"},
