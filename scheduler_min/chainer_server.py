@@ -102,29 +102,29 @@ class ChainerService(chainer_pb2_grpc.ChainerServicer):
         if stream is not None:
             stream.queue.put_nowait(msg)
 
-    def create(self, record: PipelineRecord) -> None:
-        """A new version was loaded: send Create to its engines."""
+    def _send_to_owners(self, record: PipelineRecord, *, no_engines: int, sending: int, message) -> None:
+        """Send ``message(timestamp)`` to the engines owning ``record`` (a new iteration), or, with no
+        engine connected, settle it in state ``no_engines``."""
         if not self.streams:
-            self.store.set_state(record, S.PipelineCreate, NO_ENGINES)
+            self.store.set_state(record, no_engines, NO_ENGINES)
             return
         servers = self.ring.servers_for(record.pv.uid)
         ts = self.conflicts.new_iteration(record.pv.uid, servers)
-        self.store.set_state(record, S.PipelineCreating, "")
-        msg = convert.creation_message(record.pv, self.namer, ts)
+        self.store.set_state(record, sending, "")
+        msg = message(ts)
         for s in servers:
             self._send(s, msg)
 
+    def create(self, record: PipelineRecord) -> None:
+        """A new version was loaded: send Create to its engines."""
+        self._send_to_owners(record, no_engines=S.PipelineCreate, sending=S.PipelineCreating,
+                             message=lambda ts: convert.creation_message(record.pv, self.namer, ts))
+
     def terminate(self, record: PipelineRecord, keep_topics: bool) -> None:
         """The version is to go: send Delete to its engines."""
-        if not self.streams:
-            self.store.set_state(record, S.PipelineTerminated, NO_ENGINES)
-            return
-        servers = self.ring.servers_for(record.pv.uid)
-        ts = self.conflicts.new_iteration(record.pv.uid, servers)
-        self.store.set_state(record, S.PipelineTerminating, "")
-        msg = convert.deletion_message(record.pv, self.namer, keep_topics=keep_topics, timestamp=ts)
-        for s in servers:
-            self._send(s, msg)
+        self._send_to_owners(record, no_engines=S.PipelineTerminated, sending=S.PipelineTerminating,
+                             message=lambda ts: convert.deletion_message(record.pv, self.namer,
+                                                                         keep_topics=keep_topics, timestamp=ts))
 
     def rebalance(self) -> None:
         for record in self.store.running_versions():
