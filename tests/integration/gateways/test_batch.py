@@ -47,11 +47,16 @@ def _check(results, errors, n):
         assert e["error"] == f"tfsimple1 : rpc error: code = InvalidArgument desc = bad value {e['index']}"
 
 
+def _write_requests(path, n):
+    """``n`` JSON-lines requests (``_request(0..n-1)``) in ``path``."""
+    path.write_text("".join(json.dumps(_request(i)) + "\n" for i in range(n)))
+    return path
+
+
 def test_jsonl_interrupted_run_resumes_without_duplicates(kafka, pipeline, tmp_path):
     namer, name, sim = pipeline
     n = 600
-    src = tmp_path / "in.jsonl"
-    src.write_text("".join(json.dumps(_request(i)) + "\n" for i in range(n)))
+    src = _write_requests(tmp_path / "in.jsonl", n)
     out = tmp_path / "out.jsonl"
     job = BatchJob(pipeline=name, input=str(src), output=str(out), max_in_flight=50, progress=False,
                    stop_after=200)
@@ -107,8 +112,7 @@ def test_bad_lines_are_errors_not_crashes(kafka, pipeline, tmp_path):
 def test_ten_thousand_requests(kafka, pipeline, tmp_path):
     namer, name, _ = pipeline
     n = 10_000
-    src = tmp_path / "in.jsonl"
-    src.write_text("".join(json.dumps(_request(i)) + "\n" for i in range(n)))
+    src = _write_requests(tmp_path / "in.jsonl", n)
     out = tmp_path / "out.jsonl"
     job = BatchJob(pipeline=name, input=str(src), output=str(out), max_in_flight=500, progress=False,
                    stop_after=4000)
