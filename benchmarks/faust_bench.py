@@ -53,7 +53,7 @@ async def run(args) -> dict:
         factory = PASSTHROUGH if args.factory == "passthrough" else DEFAULT_FACTORY
         settings = dataclasses.replace(env.settings, fetch_wait_max_ms=args.fetch_wait_ms)
         config = RuntimeConfig(kafka=settings, partitions=args.partitions, state_dir="/tmp/faust-bench-state",
-                               commit_interval_ms=args.commit_interval_ms)
+                               commit_interval_ms=args.commit_interval_ms, exactly_once=args.exactly_once)
         runner = FaustRunner(msg, config, pipeline_factory=factory, processing_path=args.path)
         await runner.start()
         source, sink = namer.model_outputs("m1"), namer.model_inputs("m2")
@@ -80,7 +80,7 @@ async def run(args) -> dict:
         cpu = cpu_seconds(runner.pid) - cpu0
         consumer.close()
         await runner.stop()
-        return {"factory": args.factory, "path": args.path, "n": args.n, "received": got, "produce_s": round(produced_s, 2),
+        return {"factory": args.factory, "path": args.path, "eos": args.exactly_once, "n": args.n, "received": got, "produce_s": round(produced_s, 2),
                 "wall_s": round(wall, 2), "msg_per_s": round(got / wall), "worker_cpu_s": round(cpu, 2),
                 "msg_per_core_s": round(got / cpu) if cpu else None}
     finally:
@@ -131,6 +131,7 @@ def main() -> None:
     parser.add_argument("--latency", type=int, default=0, help="measure per-hop latency over this many records")
     parser.add_argument("--rate", type=float, default=100.0, help="records/s in --latency mode")
     parser.add_argument("--commit-interval-ms", type=int, default=1000)
+    parser.add_argument("--exactly-once", action="store_true", help="Faust exactly_once (transactions)")
     parser.add_argument("--fetch-wait-ms", type=int, default=10, help="consumer fetch wait of the worker")
     print(asyncio.run(run(parser.parse_args())))
 

@@ -18,8 +18,10 @@ replaces two things:
   ``BatchBuilder``s, one future per batch instead of per record.
 
 Records are acked (``consumer.ack``) after their outputs are queued in the producer; Faust flushes
-the producer before committing offsets, so delivery stays at-least-once. Exactly-once keeps the
-stock agent path (its producers are per-partition transactions).
+the producer before committing offsets, so delivery stays at-least-once. Exactly-once uses the
+agent path (``producer_selector`` can route to per-partition transactional producers, but a send
+must also hold Faust's transaction lock so it does not land between a commit and the next
+begin: not done yet).
 """
 from __future__ import annotations
 
@@ -38,11 +40,18 @@ BatchHandler = Callable[[list], Awaitable[None]]
 
 
 def install_batch_drain(app, source_topics: Iterable[str], handle_batch: BatchHandler) -> None:
-    """Replace the fetch loop of ``app``'s consumer with one that delivers source records in batches."""
-    consumer = app.consumer
-    sources = frozenset(source_topics)
+    """Replace the fetch loop of ``app``'s consumer with one that delivers source records in batches.
 
-    async def drain_messages(fetcher) -> None:
+    Patched on the consumer *class* (one app per worker process) so the consumer itself is still
+    created by Faust's worker: a consumer created earlier would miss ``app.in_worker`` and, with
+    it, exactly-once transactions.
+    """
+    sources = frozenset(source_topics)
+    from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
+
+    async def drain_messages(consumer, fetcher) -> None:
+        if consumer.app is not app:  # another app in this process: Faust's own loop
+            return await original(consumer, fetcher)
         callback = consumer.callback                # Faust's conductor: changelogs etc.
         getmany = consumer.getmany
         consumer_stopped = consumer._stopped.is_set
@@ -85,16 +94,39 @@ def install_batch_drain(app, source_topics: Iterable[str], handle_batch: BatchHa
                 return
             raise
 
-    consumer._drain_messages = drain_messages
+    original = AIOKafkaFaustConsumer._drain_messages
+    AIOKafkaFaustConsumer._drain_messages = drain_messages
+
+
+def producer_selector(app, source_topics: Iterable[str], exactly_once: bool) -> Callable[[int | None], object]:
+    """``select(source_partition) -> aiokafka producer`` (None when the partition is no longer ours).
+
+    At-least-once: Faust's one producer. Exactly-once: the transactional producer Faust keeps for
+    that source partition (``{group_id}-{topic group}-{partition}``), whose transaction also
+    commits the partition's input offsets; so outputs and changelog writes must go there.
+    """
+    if not exactly_once:
+        return lambda partition: app.producer._producer
+    first_source = sorted(source_topics)[0]
+
+    def select(partition: int | None):
+        if partition is None:
+            partition = 0
+        group = app.assignor.group_for_topic(first_source)
+        return app.producer._transaction_producers.get(f"{app.conf.id}-{group}-{partition}")
+
+    return select
 
 
 class BatchProducer:
     """Queues output records in the aiokafka producer, one ``BatchBuilder`` per (topic, partition)."""
 
-    def __init__(self, app, partitions: dict[str, int], default_partitions: int):
+    def __init__(self, app, partitions: dict[str, int], default_partitions: int,
+                 producer_for: Callable[[int | None], object] | None = None):
         self.app = app
         self.partitions = partitions
         self.default_partitions = default_partitions
+        self.producer_for = producer_for or (lambda partition: app.producer._producer)
         self.failed = 0
 
     def _on_delivery(self, fut) -> None:
@@ -102,14 +134,20 @@ class BatchProducer:
             self.failed += 1
             log.error("produce failed: %s", fut.exception())
 
-    async def send(self, records: list[Record]) -> None:
+    async def send(self, records: list[Record], source_partition: int | None = None) -> None:
+        """Queue ``records``; ``source_partition`` (the input records' partition) picks the
+        transaction under exactly-once, else the partition of each output's key is used."""
         groups: dict[tuple[str, int], list[Record]] = {}
         partitions, default = self.partitions, self.default_partitions
         for out in records:
             p = partition_for_key(out.key, partitions.get(out.topic, default))
             groups.setdefault((out.topic, p), []).append(out)
-        producer = self.app.producer._producer
         for (topic, partition), group in groups.items():
+            producer = self.producer_for(partition if source_partition is None else source_partition)
+            if producer is None:
+                log.warning("partition %s was revoked: %d outputs dropped (the new owner reprocesses"
+                            " their inputs)", source_partition, len(group))
+                continue
             batch = producer.create_batch()
             for out in group:
                 key = out.key.encode() if out.key is not None else None
@@ -133,20 +171,24 @@ class BatchProducer:
 class BatchProcessor:
     """Runs ``pipeline.process`` over a batch of Faust messages, produces, then acks them."""
 
-    def __init__(self, app, pipeline, stores, producer: BatchProducer, changelog=None):
+    def __init__(self, app, pipeline, stores, producer: BatchProducer, changelog=None,
+                 by_source_partition: bool = False):
         self.app = app
         self.pipeline = pipeline
         self.stores = stores
         self.producer = producer
         self.changelog = changelog          # faust_store.ChangelogWriter (state writes of the batch)
+        # exactly-once: outputs are sent per source partition (each has its own transaction)
+        self.by_source_partition = by_source_partition
         self.processed = 0
         self.errors = 0
 
     async def __call__(self, messages: list) -> None:
         process = self.pipeline.process
         stores = self.stores
-        outputs: list[Record] = []
+        outputs: dict[int | None, list[Record]] = {}
         now_ms = int(time.time() * 1000)
+        by_source = self.by_source_partition
         for message in messages:
             try:
                 key = message.key
@@ -158,10 +200,12 @@ class BatchProcessor:
                 for store in stores:
                     store.partition = message.partition
                 try:
-                    outputs.extend(process(record, now_ms))
+                    produced = process(record, now_ms)
                 finally:
                     for store in stores:
                         store.partition = None
+                if produced:
+                    outputs.setdefault(message.partition if by_source else None, []).extend(produced)
             except Exception:  # noqa: BLE001 - a bad record must not stop the pipeline
                 self.errors += 1
                 log.exception("record %s[%s]@%s failed; skipped", message.topic, message.partition,
@@ -169,8 +213,8 @@ class BatchProcessor:
         self.processed += len(messages)
         if self.changelog is not None:
             await self.changelog.flush()
-        if outputs:
-            await self.producer.send(outputs)
+        for source_partition, records in outputs.items():
+            await self.producer.send(records, source_partition)
         ack = self.app.consumer.ack
         for message in messages:
             ack(message)

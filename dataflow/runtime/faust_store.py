@@ -23,8 +23,9 @@ Changelog writes are buffered (``buffered=True``, at-least-once): the worker cal
 ``BatchBuilder``s per changelog partition and records the first offset of each sent batch as
 the table's persisted offset (Faust itself records every write's offset; see ``_persisted``). Going through Faust's
 ``send_soon`` buffer per write cost more than the step itself and made commits overlap
-(benchmarks/FAUST_PROFILE.md). With exactly-once, writes use Faust's ``send_changelog`` so they
-join the partition's transaction.
+(benchmarks/FAUST_PROFILE.md). With exactly-once (batch path) they go to the partition's
+transactional producer, so they commit with its input offsets; ``buffered=False`` (the agent path
+under exactly-once) uses Faust's ``send_changelog``.
 
 The Faust internals used here (``_db_for_partition``, ``_dbs``, ``offset_key``,
 ``set_persisted_offset``) are pinned by the integration tests in
@@ -147,9 +148,11 @@ class FaustTableStore(StateStore):
 class ChangelogWriter:
     """Sends the buffered changelog writes of some ``FaustTableStore``s through the aiokafka producer."""
 
-    def __init__(self, app, stores: list[FaustTableStore]):
+    def __init__(self, app, stores: list[FaustTableStore], producer_for=None):
         self.app = app
         self.stores = stores
+        # partition -> aiokafka producer (exactly-once: that partition's transactional producer)
+        self.producer_for = producer_for or (lambda partition: app.producer._producer)
         self.failed = 0
 
     async def flush(self) -> None:
@@ -160,12 +163,16 @@ class ChangelogWriter:
     async def _send(self, store: FaustTableStore, writes) -> None:
         from faust.types import TP
 
-        producer = self.app.producer._producer
         topic = store.table.changelog_topic.get_topic_name()
         by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
         for partition, key, value in writes:
             by_partition.setdefault(partition, []).append((key, value))
         for partition, items in by_partition.items():
+            producer = self.producer_for(partition)
+            if producer is None:
+                log.warning("changelog partition %s was revoked: %d writes not sent (the new owner"
+                            " reprocesses their inputs)", partition, len(items))
+                continue
             tp = TP(topic, partition)
             batch = producer.create_batch()
             count = 0

@@ -215,7 +215,9 @@ class PipelineWorker:
 
         table = self.app.Table(table_name_for(name), key_type=bytes, value_type=bytes,
                                partitions=self.default_partitions)
-        store = FaustTableStore(table, name, buffered=not self.config.exactly_once)
+        # Only the agent path under exactly-once leaves changelog writes to Faust (per write).
+        buffered = not self.config.exactly_once
+        store = FaustTableStore(table, name, buffered=buffered)
         self.stores.append(store)
         return store
 
@@ -232,12 +234,18 @@ class PipelineWorker:
         # the batch path its stream stays empty because the fetch loop hands records over directly.
         app.agent(topic, name=f"{self.spec.group_id}-pipeline")(self._agent)
         self.batch_producer = None
+        # Exactly-once stays on the agent path: its sends take Faust's per-transaction locks, which
+        # keeps them out of the window between a transaction's commit and the next begin.
         if self.spec.path == "batch" and not self.config.exactly_once:
-            from dataflow.runtime.faust_fastpath import BatchProcessor, BatchProducer, install_batch_drain
+            from dataflow.runtime.faust_fastpath import (
+                BatchProcessor, BatchProducer, install_batch_drain, producer_selector,
+            )
 
-            self.batch_producer = BatchProducer(app, self.partitions, self.default_partitions)
+            select = producer_selector(app, self.sources, self.config.exactly_once)
+            self.changelog.producer_for = select
+            self.batch_producer = BatchProducer(app, self.partitions, self.default_partitions, select)
             self.batch_processor = BatchProcessor(app, self.pipeline, self.stores, self.batch_producer,
-                                                  self.changelog)
+                                                  self.changelog, by_source_partition=self.config.exactly_once)
             install_batch_drain(app, self.sources, self.batch_processor)
         elif self.spec.path not in ("batch", "agent"):
             raise ValueError(f"unknown processing path {self.spec.path!r} (expected 'batch' or 'agent')")
@@ -290,7 +298,7 @@ class PipelineWorker:
         from dataflow.kafka import partition_for_key
 
         if self.batch_producer is not None:
-            await self.batch_producer.send(records)
+            await self.batch_producer.send(records, source_partition)
             return
         if self.config.exactly_once:
             for out in records:
