@@ -183,6 +183,23 @@ class KafkaSettings:
         return conf
 
 
+def poll_batch(consumer, max_records: int, timeout_s: float) -> list:
+    """Up to ``max_records`` records from a confluent-kafka consumer, returning as soon as any are
+    available: first whatever is already fetched (no wait); if nothing, block up to ``timeout_s``
+    for the first record only, then take what is buffered behind it.
+
+    ``Consumer.consume(n, timeout)`` waits for the whole timeout unless ``n`` records arrive, which
+    would add up to ``timeout`` of latency to every lone record on a latency path.
+    """
+    msgs = consumer.consume(max_records, 0)
+    if msgs:
+        return msgs
+    first = consumer.poll(timeout_s)
+    if first is None:
+        return []
+    return [first, *consumer.consume(max_records - 1, 0)] if max_records > 1 else [first]
+
+
 # --------------------------------------------------------------------------------------------
 # Admin
 # --------------------------------------------------------------------------------------------

@@ -14,22 +14,9 @@ from typing import Callable, Iterable
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, Producer, TopicPartition
 
-from dataflow.kafka import KafkaSettings
+from dataflow.kafka import KafkaSettings, poll_batch  # noqa: F401  (poll_batch re-exported)
 
 log = logging.getLogger(__name__)
-
-
-def poll_batch(consumer: Consumer, max_records: int, timeout_s: float) -> list[Message]:
-    """Up to ``max_records`` records, returning as soon as any are available.
-
-    ``Consumer.consume(n, timeout)`` waits for the whole timeout unless ``n`` records arrive, which
-    would add up to ``timeout`` of latency to every request; poll one, then take what is buffered.
-    """
-    first = consumer.poll(timeout_s)
-    if first is None:
-        return []
-    rest = consumer.consume(max_records - 1, 0) if max_records > 1 else []
-    return [first, *rest]
 
 
 class ProduceError(RuntimeError):

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ctypes
 import importlib
 import json
 import logging
@@ -38,10 +37,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from dataflow import processes
+
 log = logging.getLogger("dataflow.runtime.faust_worker")
 
 DEFAULT_FACTORY = "dataflow.runtime.faust_worker:compile_with_topology"
-PR_SET_PDEATHSIG = 1
 REASON_WORKER_FAILED = "kafka streams: failed to start"
 PROFILE_ENV = "DATAFLOW_FAUST_PROFILE"  # file to write cProfile stats of the worker to (benchmarks)
 
@@ -129,11 +129,7 @@ def load_factory(path: str) -> Callable:
 
 def die_with_parent(parent_pid: int) -> None:
     """Kill this process when the parent goes away (SIGKILL of the engine included)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # pragma: no cover - non-Linux
-        pass
+    processes.die_with_parent(signal.SIGKILL)
     if os.getppid() != parent_pid:  # parent died before prctl took effect
         os._exit(70)
 

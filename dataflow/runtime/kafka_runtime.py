@@ -27,7 +27,7 @@ from typing import Callable
 
 from chainer_api import chainer_pb2
 from dataflow import headers as hdrs
-from dataflow.kafka import KafkaSettings, dataflow_group_id, ensure_topics, partition_for_key
+from dataflow.kafka import KafkaSettings, dataflow_group_id, ensure_topics, partition_for_key, poll_batch
 from dataflow.records import Record
 from dataflow.runtime.base import PipelineRunner, RunnerError, RunnerState, RuntimeConfig, StateCallback
 from dataflow.state.base import StateStore, StoreFactory
@@ -318,15 +318,7 @@ class _Loop:
         runner._report(RunnerState.STOPPED)  # only on a requested stop; errors report ERROR
 
     def _next_batch(self) -> list:
-        """Whatever is already fetched, without waiting; if nothing, block until the first record
-        arrives (not until a full batch: ``consume(n, t)`` would hold a lone record for ``t``)."""
-        msgs = self.consumer.consume(CONSUME_BATCH, 0)
-        if msgs:
-            return msgs
-        first = self.consumer.poll(CONSUME_TIMEOUT_S)
-        if first is None:
-            return []
-        return [first, *self.consumer.consume(CONSUME_BATCH - 1, 0)]
+        return poll_batch(self.consumer, CONSUME_BATCH, CONSUME_TIMEOUT_S)
 
     def _process(self, msgs) -> None:
         process = self.pipeline.process
