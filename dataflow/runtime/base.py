@@ -46,6 +46,7 @@ class RuntimeConfig:
     commit_interval_ms: int = 1_000
     punctuate_interval_ms: int = 100
     start_timeout_s: float = 60.0
+    state_changelog: bool = True       # KafkaRunner: back state stores with <group>-state-changelog
 
 
 StateCallback = Callable[[RunnerState, str], None]

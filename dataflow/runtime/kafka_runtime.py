@@ -14,6 +14,10 @@ replicas share the group and split partitions) and one producer. Delivery guaran
   input offsets atomically (``send_offsets_to_transaction``).
 
 State reports (``on_state``) are delivered on the event loop that called ``start()``.
+
+With ``RuntimeConfig.state_changelog`` (default) every state store is backed by the version's
+changelog topic (``dataflow.runtime.changelog``): state follows partitions between replicas and
+survives losing the local state directory.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from chainer_api import chainer_pb2
 from dataflow import headers as hdrs
 from dataflow.kafka import KafkaSettings, dataflow_group_id, ensure_topics, partition_for_key, poll_batch
 from dataflow.records import Record
+from dataflow.runtime import changelog as cl
 from dataflow.runtime.base import PipelineRunner, RunnerError, RunnerState, RuntimeConfig, StateCallback
 from dataflow.state.base import StateStore, StoreFactory
 from dataflow.topology.compiled import CompiledPipeline
@@ -39,6 +44,7 @@ log = logging.getLogger(__name__)
 REASON_INIT_FAILED = "failed to initialize kafka streams for pipeline"
 REASON_TOPICS_FAILED = "kafka streams topic creation error"
 REASON_START_FAILED = "kafka streams: failed to start"
+REASON_RESTORE_FAILED = "kafka streams: state restore from changelog failed"
 
 CONSUME_BATCH = 1000
 CONSUME_TIMEOUT_S = 0.05
@@ -75,12 +81,15 @@ def default_store_factory(base_dir: str) -> StoreFactory:
 class _TrackedStores:
     """Remembers every store a pipeline opens so the loop can flush them before committing."""
 
-    def __init__(self, factory: StoreFactory):
+    def __init__(self, factory: StoreFactory, writer: cl.ChangelogWriter | None = None):
         self._factory = factory
+        self.writer = writer
         self.stores: list[StateStore] = []
 
     def __call__(self, name: str) -> StateStore:
         store = self._factory(name)
+        if self.writer is not None:
+            store = cl.ChangelogStore(store, name, self.writer)
         self.stores.append(store)
         return store
 
@@ -112,6 +121,7 @@ class KafkaRunner(PipelineRunner):
         self._started: asyncio.Future | None = None
         self._stopped: asyncio.Future | None = None
         self.group_id = dataflow_group_id(msg.uid, config.consumer_prefix, config.namespace)
+        self.changelog_topic = cl.changelog_topic(self.group_id) if config.state_changelog else None
         self.stats = {"consumed": 0, "produced": 0, "failed": 0, "commits": 0}
 
     # ---------------------------------------------------------------- asyncio side
@@ -175,15 +185,17 @@ class KafkaRunner(PipelineRunner):
             _Loop(self, pipeline, stores, partitions).run()
         except Exception as exc:  # a fatal client error after start
             log.exception("pipeline %s (%s) stopped on error", self.msg.pipeline, self.uid)
-            self._report(RunnerState.ERROR, f"{REASON_START_FAILED} Exception: {exc}")
-            self._resolve(self._started, RunnerError(with_exception(REASON_START_FAILED, exc)))
+            error = exc if isinstance(exc, RunnerError) else RunnerError(with_exception(REASON_START_FAILED, exc))
+            self._report(RunnerState.ERROR, str(error))
+            self._resolve(self._started, error)
         finally:
             stores.close()
             self._resolve(self._stopped)
 
     def _prepare(self) -> tuple[_TrackedStores, CompiledPipeline, dict[str, int]]:
         os.makedirs(self.state_dir, exist_ok=True)
-        stores = _TrackedStores(self._store_factory or default_store_factory(self.state_dir))
+        writer = cl.ChangelogWriter() if self.changelog_topic else None
+        stores = _TrackedStores(self._store_factory or default_store_factory(self.state_dir), writer)
         try:
             pipeline = self._pipeline_factory(self.msg, self.config, stores)
         except Exception as exc:
@@ -195,6 +207,14 @@ class KafkaRunner(PipelineRunner):
                 self.config.replication_factor, require_equal=True,
                 topic_config={"max.message.bytes": str(self.config.max_message_bytes)},
             )
+            if self.changelog_topic:  # one changelog partition per source partition
+                n = max(partitions.values(), default=self.config.partitions)
+                partitions.update(ensure_topics(
+                    self.config.kafka, [self.changelog_topic], n, self.config.replication_factor,
+                    topic_config={"max.message.bytes": str(self.config.max_message_bytes)}))
+                if partitions[self.changelog_topic] != n:
+                    raise RuntimeError(f"changelog topic {self.changelog_topic} has "
+                                       f"{partitions[self.changelog_topic]} partitions, the pipeline's topics {n}")
         except Exception as exc:  # KafkaSetupError, or the admin client's own errors
             stores.close()
             raise RunnerError(with_exception(REASON_TOPICS_FAILED, exc)) from exc
@@ -233,10 +253,16 @@ class _Loop:
         self.retriable_failures = 0
         self.committed: dict[tuple[str, int], int] = {}  # last committed / start offset per partition
         self.assigned_once = False
+        self.writer = stores.writer
+        self.changelog_topic = runner.changelog_topic if self.writer is not None else None
+        self.owned: set[int] = set()  # partition numbers whose state is restored locally
+        self.restore_error: str | None = None
 
     # -- rebalance callbacks (called inside consume(), in this thread)
 
     def _on_assign(self, consumer, partitions) -> None:
+        if partitions and self.writer is not None and not self._restore(partitions):
+            return  # the loop raises restore_error: never process a partition without its state
         if partitions:
             self._pin_start_offsets(consumer, partitions)
         if not self.assigned_once:
@@ -264,6 +290,33 @@ class _Loop:
         except Exception as exc:  # fall back to auto.offset.reset
             log.warning("pipeline %s: could not pin start offsets: %s", self.runner.msg.pipeline, exc)
 
+    def _restore(self, partitions) -> bool:
+        """Replay the changelog of newly assigned partitions before any of their records."""
+        new = {tp.partition for tp in partitions} - self.owned
+        try:
+            n = cl.restore_partitions(self.runner.config.kafka, self.changelog_topic, new, self.writer,
+                                      read_committed=self.eos)
+        except Exception as exc:
+            self.restore_error = f"{REASON_RESTORE_FAILED} Exception: {exc}"
+            log.error("pipeline %s: %s", self.runner.msg.pipeline, self.restore_error)
+            return False
+        self.owned |= new
+        if n:
+            log.info("pipeline %s: restored %d changelog records for partitions %s",
+                     self.runner.msg.pipeline, n, sorted(new))
+        return True
+
+    def _drop_revoked_state(self, consumer, partitions) -> None:
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        try:
+            kept = {tp.partition for tp in consumer.assignment() if (tp.topic, tp.partition) not in revoked}
+        except Exception:
+            kept = set()
+        gone = {p for _, p in revoked} - kept
+        if gone:
+            self.writer.drop_partitions(gone)
+            self.owned -= gone
+
     def _on_revoke(self, consumer, partitions) -> None:
         if not self.runner._stop.is_set():
             self.runner._report(RunnerState.REBALANCING)
@@ -274,6 +327,8 @@ class _Loop:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         self.offsets = {tp: o for tp, o in self.offsets.items() if tp not in revoked}
         self.committed = {tp: o for tp, o in self.committed.items() if tp not in revoked}
+        if self.writer is not None:
+            self._drop_revoked_state(consumer, partitions)
 
     def _on_delivery(self, err, msg) -> None:
         if err is not None:
@@ -295,6 +350,8 @@ class _Loop:
         try:
             while not runner._stop.is_set():
                 msgs = self._next_batch()
+                if self.restore_error:
+                    raise RunnerError(self.restore_error)
                 if msgs:
                     self._process(msgs)
                 mono = time.monotonic()
@@ -338,16 +395,21 @@ class _Loop:
             record = Record(topic=topic, key=key.decode("utf-8", "replace") if key is not None else None,
                             value=m.value(), headers=hdrs.normalise(m.headers()),
                             timestamp=m.timestamp()[1], partition=partition)
+            if self.writer is not None:
+                self.writer.current_partition = partition
             try:
                 out.extend(process(record, now_ms))
             except Exception as exc:  # bad input: log where it was, keep going (reference: log & continue)
                 self.runner.stats["failed"] += 1
                 log.error("pipeline %s: record %s[%d]@%d key=%r could not be processed: %s",
                           self.runner.msg.pipeline, topic, partition, offset, record.key, exc)
+        if self.writer is not None:
+            self.writer.current_partition = None
         self.runner.stats["consumed"] += len(msgs)
         self.dirty = True
         if out:
             self._produce(out)
+        self._produce_changelog()
 
     def _punctuate(self) -> None:
         try:
@@ -358,6 +420,24 @@ class _Loop:
         if out:
             self.dirty = True
             self._produce(out)
+        self._produce_changelog()
+
+    def _produce_changelog(self) -> None:
+        """Send recorded state changes; they precede the flush before the next offset commit."""
+        if self.writer is None or not self.writer.pending:
+            return
+        if self.eos and not self.in_txn:
+            self.producer.begin_transaction()
+            self.in_txn = True
+        self.dirty = True
+        topic = self.changelog_topic
+        for partition, key, value in self.writer.drain():
+            while True:
+                try:
+                    self.producer.produce(topic, value, key, partition)
+                    break
+                except BufferError:
+                    self.producer.poll(0.05)
 
     def _produce(self, records: list[Record]) -> None:
         if self.eos and not self.in_txn:
@@ -390,6 +470,7 @@ class _Loop:
         and the consumer is rewound to the last committed positions, so the inputs are processed
         again (duplicates, never loss). Permanent delivery errors (e.g. message too large) are
         logged and skipped, as the reference does, so one bad record cannot wedge the pipeline."""
+        self._produce_changelog()
         if not self.dirty:
             return
         from confluent_kafka import KafkaException, TopicPartition
