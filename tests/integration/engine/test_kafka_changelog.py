@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import shutil
 
-from dataflow.runtime.base import RunnerState, RuntimeConfig
+import pytest
+
+from dataflow.runtime.base import RunnerError, RunnerState, RuntimeConfig
 from dataflow.runtime.kafka_runtime import KafkaRunner
 from tests.integration.engine.fakes import make_fake_pipeline
 from tests.integration.engine.harness import collect, create_message, new_namer, produce, step
@@ -72,3 +74,41 @@ def test_partition_moving_to_another_replica_brings_its_pending_join(kafka, tmp_
     got, stats = asyncio.run(main())
     assert [m.value() for m in got] == [b"A1+B1"]
     assert stats["consumed"] >= 1
+
+
+def test_a_failed_restore_fails_start_with_a_clear_reason(kafka, tmp_path, monkeypatch):
+    from dataflow.runtime import changelog
+
+    msg, a, b, sink = join_message(kafka, "rf")
+
+    def broken(*args, **kw):
+        raise changelog.RestoreError("changelog unreadable (test)")
+
+    monkeypatch.setattr(changelog, "restore_partitions", broken)
+
+    async def main():
+        runner = KafkaRunner(msg, config(kafka, tmp_path), pipeline_factory=make_fake_pipeline)
+        with pytest.raises(RunnerError) as info:
+            await runner.start()
+        await runner.stop()
+        return str(info.value), runner.state
+
+    reason, state = asyncio.run(main())
+    assert reason == ("kafka streams: state restore from changelog failed Exception: "
+                      "changelog unreadable (test)")
+    assert state == RunnerState.ERROR
+
+
+def test_changelog_with_another_partition_count_is_a_topic_creation_error(kafka, tmp_path):
+    msg, a, b, sink = join_message(kafka, "pc")
+    runner = KafkaRunner(msg, config(kafka, tmp_path, partitions=2), pipeline_factory=make_fake_pipeline)
+    kafka.create_topics(runner.changelog_topic, partitions=1)
+
+    async def main():
+        with pytest.raises(RunnerError) as info:
+            await runner.start()
+        return str(info.value)
+
+    reason = asyncio.run(main())
+    assert reason.startswith("kafka streams topic creation error Exception: ")
+    assert runner.changelog_topic in reason
