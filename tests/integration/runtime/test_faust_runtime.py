@@ -40,11 +40,13 @@ def config_for(kafka, tmp_path, partitions=3, **kw) -> RuntimeConfig:
                          start_timeout_s=60, **kw)
 
 
-def consume(kafka, topic, n, timeout_s=30.0):
-    """The first ``n`` records of ``topic`` (all partitions, from the beginning; no group join)."""
+def consume(kafka, topic, n, timeout_s=30.0, *, read_committed=False):
+    """The first ``n`` records of ``topic`` (all partitions, from the beginning; no group join);
+    with ``read_committed`` only records of committed transactions."""
     from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-    consumer = kafka.consumer()
+    extra = {"isolation.level": "read_committed"} if read_committed else {}
+    consumer = kafka.consumer(**extra)
     partitions = len(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
     out, deadline = [], time.monotonic() + timeout_s
@@ -235,22 +237,7 @@ def test_bad_factory_fails_start_with_a_reason(kafka, tmp_path):
 
 
 def consume_committed(kafka, topic, n, timeout_s=30.0):
-    """Like ``consume`` but only records of committed transactions."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-    consumer = Consumer(kafka.settings.consumer(kafka.group_id(), offset_reset="earliest",
-                                                **{"isolation.level": "read_committed"}))
-    partitions = len(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
-    out, deadline = [], time.monotonic() + timeout_s
-    try:
-        while len(out) < n and time.monotonic() < deadline:
-            msg = consumer.poll(0.1)
-            if msg is not None and not msg.error():
-                out.append(msg)
-    finally:
-        consumer.close()
-    return out
+    return consume(kafka, topic, n, timeout_s, read_committed=True)
 
 
 @pytest.mark.parametrize("restart", [False, pytest.param(True, marks=pytest.mark.slow)])
