@@ -92,5 +92,5 @@ class EngineConfig:
             partitions=self.partitions, replication_factor=self.replication_factor,
             max_message_bytes=self.max_message_bytes, join_window_ms=self.join_window_ms,
             state_dir=self.replica_state_dir, exactly_once=self.exactly_once,
-            commit_interval_ms=self.commit_interval_ms,
+            commit_interval_ms=self.commit_interval_ms, replica_id=self.replica_name,
         )

@@ -46,7 +46,16 @@ class RuntimeConfig:
     commit_interval_ms: int = 1_000
     punctuate_interval_ms: int = 100
     start_timeout_s: float = 60.0
-    state_changelog: bool = True       # KafkaRunner: back state stores with <group>-state-changelog
+    state_changelog: bool = True       # back stateful versions with <group>-state-changelog
+    # Who runs the pipeline: part of the exactly-once transactional.id, so that a restarted
+    # replica fences its predecessor's open transaction. Empty: the host name.
+    replica_id: str = ""
+
+    @property
+    def transactional_replica(self) -> str:
+        import socket
+
+        return self.replica_id or socket.gethostname()
 
 
 StateCallback = Callable[[RunnerState, str], None]

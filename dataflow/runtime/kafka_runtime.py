@@ -4,20 +4,25 @@ Why a raw loop: on this machine a batched confluent-kafka loop does ~169k msg/s 
 Faust's per-record path tops out near 6k (environment notes), so this is the default runtime.
 
 Each runner owns one thread (so the asyncio engine loop never blocks and stopping one pipeline
-never stalls another), one consumer in the version's group (spec 3.1: starts at ``latest``, all
-replicas share the group and split partitions) and one producer. Delivery guarantee:
+never stalls another), one consumer in the version's group (spec 3.1: a new version starts at
+``latest``, all replicas share the group and split partitions) and one producer.
 
-* at-least-once (default): offsets are committed only after every record produced so far has
-  been delivered (``flush``) and every state store has been flushed, so a SIGKILL loses nothing;
-  records after the last commit are replayed (duplicates are acceptable);
-* exactly-once (``RuntimeConfig.exactly_once``): a transactional producer commits outputs and
-  input offsets atomically (``send_offsets_to_transaction``).
+Records are processed by partition tasks (``dataflow.runtime.tasks``): a task per assigned
+partition, whose state is restored from the version's changelog before its processors are built.
+Stateless versions have tasks without state, no changelog topic and no restore.
+
+Checkpoint (every ``commit_interval_ms``, on revoke and on stop), in this order:
+
+* at-least-once (default): produce the tasks' state changes to the changelog -> flush the producer
+  (outputs and changelog delivered) -> commit input offsets -> apply each task's write buffer to
+  its database in one batch. A failed delivery rolls the tasks back to their last checkpoint and
+  rewinds the consumer: inputs are processed again (duplicates, never loss).
+* exactly-once (``RuntimeConfig.exactly_once``): outputs, changelog records and input offsets go
+  in one Kafka transaction; the write buffers are applied only after it commits and dropped if it
+  aborts. The ``transactional.id`` is stable per replica and version, so a restarted replica
+  fences its predecessor (with consumer-group metadata fencing, KIP-447).
 
 State reports (``on_state``) are delivered on the event loop that called ``start()``.
-
-With ``RuntimeConfig.state_changelog`` (default) every state store is backed by the version's
-changelog topic (``dataflow.runtime.changelog``): state follows partitions between replicas and
-survives losing the local state directory.
 """
 from __future__ import annotations
 
@@ -26,7 +31,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from typing import Callable
 
 from chainer_api import chainer_pb2
@@ -35,7 +39,9 @@ from dataflow.kafka import KafkaSettings, dataflow_group_id, ensure_topics, part
 from dataflow.records import Record
 from dataflow.runtime import changelog as cl
 from dataflow.runtime.base import PipelineRunner, RunnerError, RunnerState, RuntimeConfig, StateCallback
-from dataflow.state.base import StateStore, StoreFactory
+from dataflow.runtime.tasks import BuildPipeline, OpenState, PartitionTasks, is_stateful
+from dataflow.state.base import StoreFactory
+from dataflow.state.partition import PartitionState, memory_partition_state, rocks_partition_state
 from dataflow.topology.compiled import CompiledPipeline
 
 log = logging.getLogger(__name__)
@@ -66,55 +72,17 @@ def compile_with_topology(msg: chainer_pb2.PipelineUpdateMessage, config: Runtim
     return compile_pipeline(msg, store_factory=store_factory, settings=config)
 
 
-def default_store_factory(base_dir: str) -> StoreFactory:
-    """rocksdict stores under ``base_dir`` (survive a restart); memory if rocks is unavailable."""
-    try:
-        from dataflow.state.rocks import rocks_store_factory
-    except ImportError:  # pragma: no cover - rocks module not built yet
-        from dataflow.state.memory import MemoryStore
-
-        log.warning("dataflow.state.rocks unavailable: pipeline state is in memory only")
-        return MemoryStore
-    return rocks_store_factory(base_dir)
-
-
-class _TrackedStores:
-    """Remembers every store a pipeline opens so the loop can flush them before committing."""
-
-    def __init__(self, factory: StoreFactory, writer: cl.ChangelogWriter | None = None):
-        self._factory = factory
-        self.writer = writer
-        self.stores: list[StateStore] = []
-
-    def __call__(self, name: str) -> StateStore:
-        store = self._factory(name)
-        if self.writer is not None:
-            store = cl.ChangelogStore(store, name, self.writer)
-        self.stores.append(store)
-        return store
-
-    def flush(self) -> None:
-        for s in self.stores:
-            s.flush()
-
-    def close(self) -> None:
-        for s in self.stores:
-            try:
-                s.close()
-            except Exception:  # pragma: no cover - best effort on shutdown
-                log.exception("closing state store %s", getattr(s, "name", s))
-
-
 class KafkaRunner(PipelineRunner):
     """Runs one ``CompiledPipeline`` with confluent-kafka in a dedicated thread."""
 
     def __init__(self, msg: chainer_pb2.PipelineUpdateMessage, config: RuntimeConfig,
                  on_state: StateCallback | None = None, *,
                  pipeline_factory: PipelineFactory | None = None,
-                 store_factory: StoreFactory | None = None):
+                 memory_state: bool = False):
+        """``memory_state`` keeps partition state in memory instead of RocksDB (tests)."""
         super().__init__(msg, config, on_state)
         self._pipeline_factory = pipeline_factory or compile_with_topology
-        self._store_factory = store_factory
+        self._memory_state = memory_state
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -174,7 +142,7 @@ class KafkaRunner(PipelineRunner):
 
     def _run(self) -> None:
         try:
-            stores, pipeline, partitions = self._prepare()
+            tasks, partitions, sources = self._prepare()
         except Exception as exc:
             error = exc if isinstance(exc, RunnerError) else RunnerError(with_exception(REASON_INIT_FAILED, exc))
             self._report(RunnerState.ERROR, str(error))
@@ -182,28 +150,43 @@ class KafkaRunner(PipelineRunner):
             self._resolve(self._stopped)
             return
         try:
-            _Loop(self, pipeline, stores, partitions).run()
+            _Loop(self, tasks, partitions, sources).run()
         except Exception as exc:  # a fatal client error after start
             log.exception("pipeline %s (%s) stopped on error", self.msg.pipeline, self.uid)
             error = exc if isinstance(exc, RunnerError) else RunnerError(with_exception(REASON_START_FAILED, exc))
             self._report(RunnerState.ERROR, str(error))
             self._resolve(self._started, error)
         finally:
-            stores.close()
+            tasks.close()
             self._resolve(self._stopped)
 
-    def _prepare(self) -> tuple[_TrackedStores, CompiledPipeline, dict[str, int]]:
-        os.makedirs(self.state_dir, exist_ok=True)
-        writer = cl.ChangelogWriter() if self.changelog_topic else None
-        stores = _TrackedStores(self._store_factory or default_store_factory(self.state_dir), writer)
+    def _build(self, store_factory: StoreFactory) -> CompiledPipeline:
+        return self._pipeline_factory(self.msg, self.config, store_factory)
+
+    def _open_state(self, partition: int) -> PartitionState:
+        if self._memory_state:
+            return memory_partition_state(partition)
+        return rocks_partition_state(self.state_dir, partition)
+
+    def _prepare(self) -> tuple[PartitionTasks, dict[str, int], frozenset[str]]:
+        """Compile once (validates the message, tells the topics and whether there is state) and
+        create the topics; partition tasks are built later, per assigned partition."""
+        build: BuildPipeline = self._build
         try:
-            pipeline = self._pipeline_factory(self.msg, self.config, stores)
+            probed: list[CompiledPipeline] = []
+
+            def probing(factory: StoreFactory) -> CompiledPipeline:
+                probed.append(build(factory))
+                return probed[-1]
+
+            stateful = is_stateful(probing)
         except Exception as exc:
-            stores.close()
             raise RunnerError(with_exception(REASON_INIT_FAILED, exc)) from exc
+        if not (stateful and self.config.state_changelog):
+            self.changelog_topic = None
         try:
             partitions = ensure_topics(
-                self.config.kafka, pipeline.all_topics, self.config.partitions,
+                self.config.kafka, probed[0].all_topics, self.config.partitions,
                 self.config.replication_factor, require_equal=True,
                 topic_config={"max.message.bytes": str(self.config.max_message_bytes)},
             )
@@ -211,26 +194,29 @@ class KafkaRunner(PipelineRunner):
                 n = max(partitions.values(), default=self.config.partitions)
                 partitions.update(ensure_topics(
                     self.config.kafka, [self.changelog_topic], n, self.config.replication_factor,
-                    topic_config={"max.message.bytes": str(self.config.max_message_bytes)}))
+                    topic_config={"max.message.bytes": str(self.config.max_message_bytes), **cl.TOPIC_CONFIG}))
                 if partitions[self.changelog_topic] != n:
                     raise RuntimeError(f"changelog topic {self.changelog_topic} has "
                                        f"{partitions[self.changelog_topic]} partitions, the pipeline's topics {n}")
         except Exception as exc:  # KafkaSetupError, or the admin client's own errors
-            stores.close()
             raise RunnerError(with_exception(REASON_TOPICS_FAILED, exc)) from exc
-        return stores, pipeline, partitions
+        open_state: OpenState | None = None
+        if stateful:
+            os.makedirs(self.state_dir, exist_ok=True)
+            open_state = self._open_state
+        return PartitionTasks(build, open_state), partitions, probed[0].source_topics
 
 
 class _Loop:
-    """The consume -> process -> produce -> commit cycle of one runner (runs in its thread)."""
+    """The consume -> process -> produce -> checkpoint cycle of one runner (runs in its thread)."""
 
-    def __init__(self, runner: KafkaRunner, pipeline: CompiledPipeline, stores: _TrackedStores,
-                 partitions: dict[str, int]):
+    def __init__(self, runner: KafkaRunner, tasks: PartitionTasks, partitions: dict[str, int],
+                 source_topics: frozenset[str]):
         from confluent_kafka import Consumer, Producer
 
         self.runner = runner
-        self.pipeline = pipeline
-        self.stores = stores
+        self.tasks = tasks
+        self.source_topics = source_topics
         self.partitions = dict(partitions)
         cfg = runner.config
         settings: KafkaSettings = cfg.kafka
@@ -241,7 +227,7 @@ class _Loop:
         producer_conf = {"message.max.bytes": max(1_000_000, min(cfg.max_message_bytes, 1_000_000_000)),
                          "delivery.report.only.error": True, "on_delivery": self._on_delivery}
         if cfg.exactly_once:
-            producer_conf["transactional.id"] = f"{runner.group_id}-{uuid.uuid4().hex[:12]}"
+            producer_conf["transactional.id"] = f"{runner.group_id}-{cfg.transactional_replica}"
         self.producer = Producer(settings.producer(**producer_conf))
         self.eos = cfg.exactly_once
         self.in_txn = False
@@ -253,17 +239,20 @@ class _Loop:
         self.retriable_failures = 0
         self.committed: dict[tuple[str, int], int] = {}  # last committed / start offset per partition
         self.assigned_once = False
-        self.writer = stores.writer
-        self.changelog_topic = runner.changelog_topic if self.writer is not None else None
-        self.owned: set[int] = set()  # partition numbers whose state is restored locally
+        self.changelog_topic = runner.changelog_topic if tasks.stateful else None
         self.restore_error: str | None = None
 
     # -- rebalance callbacks (called inside consume(), in this thread)
 
     def _on_assign(self, consumer, partitions) -> None:
-        if partitions and self.writer is not None and not self._restore(partitions):
-            return  # the loop raises restore_error: never process a partition without its state
         if partitions:
+            restore = self._restore if self.changelog_topic else None
+            try:
+                self.tasks.assign({tp.partition for tp in partitions}, restore)
+            except Exception as exc:
+                self.restore_error = with_exception(REASON_RESTORE_FAILED, exc)
+                log.error("pipeline %s: %s", self.runner.msg.pipeline, self.restore_error)
+                return  # the loop raises restore_error: never process a partition without its state
             self._pin_start_offsets(consumer, partitions)
         if not self.assigned_once:
             self.assigned_once = True
@@ -273,62 +262,61 @@ class _Loop:
             self.runner._report(RunnerState.RUNNING)
 
     def _pin_start_offsets(self, consumer, partitions) -> None:
-        """Resolve ``latest`` now, before RUNNING is reported: a record produced after start()
-        returns must never be skipped by a late offset lookup. Committed offsets win."""
+        """Resolve and commit the start position of every partition that has no committed offset.
+
+        ``latest`` is the rule for a new version only: once committed, a later owner of the
+        partition (after a crash or a rebalance) continues from there instead of skipping what was
+        produced meanwhile. Resolving it before RUNNING is reported also means a record produced
+        after ``start()`` returned is never skipped by a late offset lookup."""
         from confluent_kafka import OFFSET_INVALID
 
         try:
             committed = consumer.committed(partitions, timeout=10)
+            fresh = []
             for tp in committed:
                 if tp.offset == OFFSET_INVALID or tp.offset < 0:
                     _, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
                     tp.offset = high
+                    fresh.append(tp)
             consumer.assign(committed)
+            if fresh:
+                consumer.commit(offsets=fresh, asynchronous=False)
             for tp in committed:
                 if tp.offset >= 0:
                     self.committed[(tp.topic, tp.partition)] = tp.offset
         except Exception as exc:  # fall back to auto.offset.reset
             log.warning("pipeline %s: could not pin start offsets: %s", self.runner.msg.pipeline, exc)
 
-    def _restore(self, partitions) -> bool:
-        """Replay the changelog of newly assigned partitions before any of their records."""
-        new = {tp.partition for tp in partitions} - self.owned
-        try:
-            n = cl.restore_partitions(self.runner.config.kafka, self.changelog_topic, new, self.writer,
-                                      read_committed=self.eos)
-        except Exception as exc:
-            self.restore_error = f"{REASON_RESTORE_FAILED} Exception: {exc}"
-            log.error("pipeline %s: %s", self.runner.msg.pipeline, self.restore_error)
-            return False
-        self.owned |= new
+    def _restore(self, states: list[PartitionState]) -> None:
+        """Replay the changelog of newly assigned partitions before their processors are built."""
+        n = cl.restore(self.runner.config.kafka, self.changelog_topic, states, read_committed=self.eos)
         if n:
             log.info("pipeline %s: restored %d changelog records for partitions %s",
-                     self.runner.msg.pipeline, n, sorted(new))
-        return True
-
-    def _drop_revoked_state(self, consumer, partitions) -> None:
-        revoked = {(tp.topic, tp.partition) for tp in partitions}
-        try:
-            kept = {tp.partition for tp in consumer.assignment() if (tp.topic, tp.partition) not in revoked}
-        except Exception:
-            kept = set()
-        gone = {p for _, p in revoked} - kept
-        if gone:
-            self.writer.drop_partitions(gone)
-            self.owned -= gone
+                     self.runner.msg.pipeline, n, sorted(s.partition for s in states))
 
     def _on_revoke(self, consumer, partitions) -> None:
         if not self.runner._stop.is_set():
             self.runner._report(RunnerState.REBALANCING)
         try:
-            self._commit()
+            checkpointed = self._commit()
         except Exception:
             log.exception("commit on revoke failed for %s", self.runner.uid)
+            checkpointed = False
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         self.offsets = {tp: o for tp, o in self.offsets.items() if tp not in revoked}
         self.committed = {tp: o for tp, o in self.committed.items() if tp not in revoked}
-        if self.writer is not None:
-            self._drop_revoked_state(consumer, partitions)
+        try:
+            kept = {tp.partition for tp in consumer.assignment() if (tp.topic, tp.partition) not in revoked}
+        except Exception:
+            kept = set()
+        gone = {p for _, p in revoked} - kept
+        for p in sorted(gone):
+            task = self.tasks.get(p)
+            if task is None:
+                continue
+            if checkpointed and self.changelog_topic:  # the local copy is complete up to here
+                task.commit(cl.end_position(consumer, self.changelog_topic, p))
+            self.tasks.revoke([p])
 
     def _on_delivery(self, err, msg) -> None:
         if err is not None:
@@ -343,7 +331,7 @@ class _Loop:
         runner = self.runner
         if self.eos:
             self.producer.init_transactions(30)
-        self.consumer.subscribe(sorted(self.pipeline.source_topics), on_assign=self._on_assign,
+        self.consumer.subscribe(sorted(self.source_topics), on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_revoke)
         next_commit = time.monotonic() + self.commit_interval
         next_punctuate = time.monotonic() + self.punctuate_interval
@@ -367,7 +355,7 @@ class _Loop:
             self._commit()
         finally:
             try:
-                self.consumer.close()  # triggers a final revoke (commit) while still in this thread
+                self.consumer.close()  # triggers a final revoke (checkpoint) while still in this thread
             finally:
                 if self.in_txn:
                     self.producer.abort_transaction(10)
@@ -378,7 +366,7 @@ class _Loop:
         return poll_batch(self.consumer, CONSUME_BATCH, CONSUME_TIMEOUT_S)
 
     def _process(self, msgs) -> None:
-        process = self.pipeline.process
+        tasks = self.tasks.tasks
         now_ms = int(time.time() * 1000)
         offsets = self.offsets
         out: list[Record] = []
@@ -390,59 +378,64 @@ class _Loop:
                 log.warning("pipeline %s: consumer error: %s", self.runner.msg.pipeline, err)
                 continue
             topic, partition, offset = m.topic(), m.partition(), m.offset()
+            task = tasks.get(partition)
+            if task is None:  # not ours (any more): its new owner processes it
+                continue
             offsets[(topic, partition)] = offset + 1
             key = m.key()
             record = Record(topic=topic, key=key.decode("utf-8", "replace") if key is not None else None,
                             value=m.value(), headers=hdrs.normalise(m.headers()),
                             timestamp=m.timestamp()[1], partition=partition)
-            if self.writer is not None:
-                self.writer.current_partition = partition
             try:
-                out.extend(process(record, now_ms))
+                out.extend(task.process(record, now_ms))
             except Exception as exc:  # bad input: log where it was, keep going (reference: log & continue)
                 self.runner.stats["failed"] += 1
                 log.error("pipeline %s: record %s[%d]@%d key=%r could not be processed: %s",
                           self.runner.msg.pipeline, topic, partition, offset, record.key, exc)
-        if self.writer is not None:
-            self.writer.current_partition = None
         self.runner.stats["consumed"] += len(msgs)
         self.dirty = True
         if out:
             self._produce(out)
-        self._produce_changelog()
 
     def _punctuate(self) -> None:
-        try:
-            out = self.pipeline.punctuate(int(time.time() * 1000))
-        except Exception:
-            log.exception("pipeline %s: punctuate failed", self.runner.msg.pipeline)
-            return
+        now_ms = int(time.time() * 1000)
+        out: list[Record] = []
+        for task in list(self.tasks.tasks.values()):
+            try:
+                out.extend(task.punctuate(now_ms))
+            except Exception:  # steps are isolated inside; this guards a runtime-supplied pipeline
+                log.exception("pipeline %s: punctuate of partition %d failed",
+                              self.runner.msg.pipeline, task.partition)
         if out:
             self.dirty = True
             self._produce(out)
-        self._produce_changelog()
 
-    def _produce_changelog(self) -> None:
-        """Send recorded state changes; they precede the flush before the next offset commit."""
-        if self.writer is None or not self.writer.pending:
-            return
+    def _begin(self) -> None:
         if self.eos and not self.in_txn:
             self.producer.begin_transaction()
             self.in_txn = True
+
+    def _produce_changelog(self) -> None:
+        """Send the tasks' state changes since the last checkpoint (last value per key)."""
+        if self.changelog_topic is None:
+            return
+        entries = self.tasks.changelog_entries()
+        if not entries:
+            return
+        self._begin()
         self.dirty = True
         topic = self.changelog_topic
-        for partition, key, value in self.writer.drain():
+        produce = self.producer.produce
+        for partition, key, value in entries:
             while True:
                 try:
-                    self.producer.produce(topic, value, key, partition)
+                    produce(topic, value, key, partition)
                     break
                 except BufferError:
                     self.producer.poll(0.05)
 
     def _produce(self, records: list[Record]) -> None:
-        if self.eos and not self.in_txn:
-            self.producer.begin_transaction()
-            self.in_txn = True
+        self._begin()
         produce = self.producer.produce
         counts = self.partitions
         for r in records:
@@ -463,25 +456,24 @@ class _Loop:
         self.partitions[topic] = n
         return n
 
-    def _commit(self) -> None:
-        """Deliver outputs, persist state, then commit input offsets (in that order).
+    def _commit(self) -> bool:
+        """Checkpoint: changelog -> deliver -> commit input offsets -> apply write buffers.
 
-        If a retriable delivery failed (or a transaction must abort), the offsets are not committed
-        and the consumer is rewound to the last committed positions, so the inputs are processed
-        again (duplicates, never loss). Permanent delivery errors (e.g. message too large) are
-        logged and skipped, as the reference does, so one bad record cannot wedge the pipeline."""
+        Returns whether the state on disk now matches what was processed. If a retriable delivery
+        failed (or a transaction must abort), the offsets are not committed, the tasks roll back to
+        their last checkpoint and the consumer is rewound to the last committed positions, so the
+        inputs are processed again (duplicates, never loss). Permanent delivery errors (e.g.
+        message too large) are logged and skipped, as the reference does, so one bad record
+        cannot wedge the pipeline."""
         self._produce_changelog()
         if not self.dirty:
-            return
+            return True
         from confluent_kafka import KafkaException, TopicPartition
 
         offsets = [TopicPartition(t, p, o) for (t, p), o in self.offsets.items()]
         if self.eos:
-            self.stores.flush()
             try:
-                if not self.in_txn:
-                    self.producer.begin_transaction()
-                    self.in_txn = True
+                self._begin()
                 if offsets:
                     self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
                 self.producer.commit_transaction(30)
@@ -493,30 +485,37 @@ class _Loop:
                 self.producer.abort_transaction(30)
                 self.in_txn = False
                 self._rewind()
-                return
+                return False
+            self.tasks.commit()
         else:
             remaining = self.producer.flush(30)
             if remaining or self.retriable_failures:
                 log.error("pipeline %s: %d records undelivered, %d failed; reprocessing since the last commit",
                           self.runner.msg.pipeline, remaining, self.retriable_failures)
                 self._rewind()
-                return
-            self.stores.flush()
+                return False
+            committed = True
             if offsets:
                 try:
                     self.consumer.commit(offsets=offsets, asynchronous=False)
                 except KafkaException as exc:  # e.g. mid-rebalance: the records are replayed later
                     log.warning("pipeline %s: offset commit failed: %s", self.runner.msg.pipeline, exc)
-                    return
+                    committed = False
+            self.tasks.commit()  # the changelog has these changes: the local copy may follow
+            if not committed:
+                return True
         self.committed.update(self.offsets)
         self.dirty = False
         self.runner.stats["commits"] += 1
+        return True
 
     def _rewind(self) -> None:
-        """Seek every partition back to its last committed (or pinned start) offset."""
+        """Roll the tasks back to their last checkpoint and seek every partition back to its last
+        committed (or pinned start) offset."""
         from confluent_kafka import KafkaException, TopicPartition
 
         self.retriable_failures = 0
+        self.tasks.rollback()
         for (topic, partition), offset in self.committed.items():
             if (topic, partition) in self.offsets:
                 try:

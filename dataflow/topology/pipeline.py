@@ -2,6 +2,7 @@
 ``CompiledPipeline`` seam (``dataflow.topology.compiled``) that runtimes and the test driver run."""
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 
 from dataflow.headers import PIPELINE, has_value, normalise
@@ -11,6 +12,8 @@ from dataflow.topology.cycles import STORE_NAME as COUNTER_STORE, VisitCounter
 from dataflow.topology.model import Topology
 from dataflow.topology.stats import PipelineStats
 from dataflow.topology.steps import StepProcessor
+
+log = logging.getLogger(__name__)
 
 SOURCE, TRIGGER = "source", "trigger"
 
@@ -26,6 +29,8 @@ class Pipeline:
         self.uid = topology.uid
         self.stats = PipelineStats()
         self._stores: list[StateStore] = []
+        # step name -> the last punctuation error (cleared when the step punctuates cleanly again)
+        self.punctuate_failures: dict[str, str] = {}
 
         def tracked_factory(name: str) -> StateStore:
             store = store_factory(name)
@@ -72,12 +77,30 @@ class Pipeline:
         return out
 
     def punctuate(self, now_ms: int) -> list[Record]:
+        """Every step's time-driven output. A step that raises is logged (once per distinct
+        error), counted and listed in ``punctuate_failures``; the other steps still punctuate."""
         out: list[Record] = []
         for proc in self.steps:
-            out.extend(proc.punctuate(now_ms))
+            try:
+                out.extend(proc.punctuate(now_ms))
+            except Exception as exc:  # noqa: BLE001 - isolate one step's failure from the others
+                self._punctuate_failed(proc.step.name, exc)
+            else:
+                self.punctuate_failures.pop(proc.step.name, None)
         if self.counter is not None:
-            self.counter.punctuate(now_ms)
+            try:
+                self.counter.punctuate(now_ms)
+            except Exception as exc:  # noqa: BLE001
+                self._punctuate_failed("cycle counter", exc)
         return out
+
+    def _punctuate_failed(self, step: str, exc: Exception) -> None:
+        self.stats.punctuate_errors += 1
+        text = f"{type(exc).__name__}: {exc}"
+        if self.punctuate_failures.get(step) != text:
+            log.error("pipeline %s step %s: punctuate failed: %s", self.pipeline, step, text,
+                      exc_info=exc)
+        self.punctuate_failures[step] = text
 
     def next_deadline(self) -> int | None:
         """Earliest wall-clock time at which ``punctuate`` has work (None: nothing pending)."""

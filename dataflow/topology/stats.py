@@ -13,6 +13,7 @@ class PipelineStats:
     trigger_ignored: int = 0   # trigger records without the trigger tensors
     produced: int = 0          # records emitted to sinks or the error topic
     revisits_exceeded: int = 0 # records turned into max-step-revisits errors (spec 3.8)
+    punctuate_errors: int = 0  # punctuations of a step that raised (logged; other steps went on)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

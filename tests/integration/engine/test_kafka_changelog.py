@@ -84,7 +84,7 @@ def test_a_failed_restore_fails_start_with_a_clear_reason(kafka, tmp_path, monke
     def broken(*args, **kw):
         raise changelog.RestoreError("changelog unreadable (test)")
 
-    monkeypatch.setattr(changelog, "restore_partitions", broken)
+    monkeypatch.setattr(changelog, "restore", broken)
 
     async def main():
         runner = KafkaRunner(msg, config(kafka, tmp_path), pipeline_factory=make_fake_pipeline)

@@ -3,18 +3,15 @@ failure reasons, resume after restart."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 
 import pytest
 
 from dataflow.kafka import partition_for_key
 from dataflow.runtime.base import RunnerError, RunnerState, RuntimeConfig
 from dataflow.runtime.kafka_runtime import KafkaRunner
-from dataflow.state import MemoryStore
 from tests.integration.engine.fakes import make_fake_pipeline
 from tests.integration.engine.harness import collect, create_message, header, new_namer, produce, step
 
-HAS_ROCKS = importlib.util.find_spec("dataflow.state.rocks") is not None
 
 
 def config(kafka, tmp_path, **kw) -> RuntimeConfig:
@@ -34,7 +31,7 @@ def test_passthrough_keeps_key_partition_timestamp_and_rewrites_headers(kafka, t
 
     async def main():
         runner = KafkaRunner(msg, config(kafka, tmp_path, partitions=3), lambda s, r: states.append(s),
-                             pipeline_factory=make_fake_pipeline, store_factory=MemoryStore)
+                             pipeline_factory=make_fake_pipeline, memory_state=True)
         await runner.start()
         assert runner.state == RunnerState.RUNNING
         records = [(f"{i % 3}.chain.req{i}", f"v{i}".encode()) for i in range(30)]
@@ -62,7 +59,7 @@ def test_bad_record_is_skipped_and_the_loop_keeps_going(kafka, tmp_path):
 
     async def main():
         runner = KafkaRunner(msg, config(kafka, tmp_path), pipeline_factory=make_fake_pipeline,
-                             store_factory=MemoryStore)
+                             memory_state=True)
         await runner.start()
         await asyncio.to_thread(produce, kafka, src, [("0.a", b"boom"), ("0.b", b"ok")], pipeline="chain")
         got = await asyncio.to_thread(collect, kafka, sink, 1)
@@ -82,7 +79,7 @@ def test_compile_failure_reason(kafka, tmp_path):
 
     async def main():
         runner = KafkaRunner(msg, config(kafka, tmp_path), pipeline_factory=make_fake_pipeline,
-                             store_factory=MemoryStore)
+                             memory_state=True)
         with pytest.raises(RunnerError) as info:
             await runner.start()
         return str(info.value)
@@ -98,7 +95,7 @@ def test_unequal_partitions_is_a_topic_creation_error(kafka, tmp_path):
 
     async def main():
         runner = KafkaRunner(msg, config(kafka, tmp_path), pipeline_factory=make_fake_pipeline,
-                             store_factory=MemoryStore)
+                             memory_state=True)
         with pytest.raises(RunnerError) as info:
             await runner.start()
         return str(info.value)
@@ -113,7 +110,7 @@ def test_exactly_once_happy_path(kafka, tmp_path):
 
     async def main():
         runner = KafkaRunner(msg, config(kafka, tmp_path, exactly_once=True),
-                             pipeline_factory=make_fake_pipeline, store_factory=MemoryStore)
+                             pipeline_factory=make_fake_pipeline, memory_state=True)
         await runner.start()
         await asyncio.to_thread(produce, kafka, src, [(f"0.k{i}", b"v") for i in range(20)], pipeline="eos")
         got = await asyncio.to_thread(collect, kafka, sink, 20)
@@ -125,7 +122,6 @@ def test_exactly_once_happy_path(kafka, tmp_path):
     assert stats["commits"] >= 1
 
 
-@pytest.mark.skipif(not HAS_ROCKS, reason="dataflow.state.rocks not available yet")
 def test_pending_join_survives_a_restart_with_the_same_state_dir(kafka, tmp_path):
     namer = new_namer(kafka)
     a, b, sink = namer.model_outputs("a"), namer.model_outputs("b"), namer.model_inputs("c")
@@ -151,9 +147,9 @@ def test_second_replica_splits_partitions_and_first_reports_rebalancing(kafka, t
     async def main():
         cfg = config(kafka, tmp_path, partitions=2)
         first = KafkaRunner(msg, cfg, lambda s, r: states.append(s), pipeline_factory=make_fake_pipeline,
-                            store_factory=MemoryStore)
+                            memory_state=True)
         await first.start()
-        second = KafkaRunner(msg, cfg, pipeline_factory=make_fake_pipeline, store_factory=MemoryStore)
+        second = KafkaRunner(msg, cfg, pipeline_factory=make_fake_pipeline, memory_state=True)
         await second.start()
         for _ in range(100):  # until the first replica is back from its rebalance
             if states[-1] == RunnerState.RUNNING and RunnerState.REBALANCING in states:

@@ -1,12 +1,14 @@
-"""KafkaRunner's commit rule without a broker: outputs delivered and state flushed before offsets are
-committed; a retriable delivery failure rewinds to the last commit instead of committing."""
+"""KafkaRunner's checkpoint without a broker: state changes go to the changelog and are delivered with
+the outputs before offsets are committed, and reach the local database only after that; a
+retriable delivery failure rolls state back and rewinds to the last commit instead of committing."""
 from __future__ import annotations
 
 from chainer_api import chainer_pb2
 from dataflow.kafka import KafkaSettings
 from dataflow.runtime.base import RuntimeConfig
-from dataflow.runtime.kafka_runtime import KafkaRunner, _Loop, _TrackedStores
-from dataflow.state import MemoryStore
+from dataflow.runtime.kafka_runtime import KafkaRunner, _Loop
+from dataflow.runtime.tasks import PartitionTasks
+from dataflow.state.partition import MemoryBackend, PartitionState
 
 
 class FakeConsumer:
@@ -21,21 +23,41 @@ class FakeConsumer:
 
 
 class FakeProducer:
-    def __init__(self, loop):
-        self.loop, self.calls = loop, []
+    def __init__(self, order):
+        self.order = order
+
+    def produce(self, topic, value, key, partition):
+        self.order.append(("produce", topic, partition, key, value))
 
     def flush(self, timeout):
-        self.calls.append("flush")
+        self.order.append("flush")
         return 0
 
 
-class FlushRecordingStore(MemoryStore):
-    def __init__(self, log):
+class RecordingBackend(MemoryBackend):
+    def __init__(self, order):
         super().__init__()
-        self.log = log
+        self.order = order
 
-    def flush(self):
-        self.log.append("store-flush")
+    def write(self, changes):
+        self.order.append(("write", sorted(changes)))
+        super().write(changes)
+
+
+class OneStore:
+    """A pipeline whose only step writes its input value to state."""
+
+    source_topics = all_topics = frozenset({"t"})
+
+    def __init__(self, factory):
+        self.store = factory("s")
+
+    def process(self, record, now_ms):
+        self.store.put(b"k", record.value)
+        return []
+
+    def punctuate(self, now_ms):
+        return []
 
 
 class FakeFailure:
@@ -51,23 +73,26 @@ class FakeMsg:
 def make_loop():
     msg = chainer_pb2.PipelineUpdateMessage(pipeline="p", version=1, uid="u")
     runner = KafkaRunner(msg, RuntimeConfig(kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1")))
+    runner.changelog_topic = "cl"
     order = []
-    stores = _TrackedStores(lambda name: FlushRecordingStore(order))
-    stores("s")
-    loop = _Loop(runner, pipeline=None, stores=stores, partitions={})
+    tasks = PartitionTasks(OneStore, lambda p: PartitionState(RecordingBackend(order), p))
+    tasks.assign([0])
+    loop = _Loop(runner, tasks, partitions={}, source_topics=frozenset({"t"}))
     loop.consumer.close()
-    loop.consumer, loop.producer = FakeConsumer(), FakeProducer(loop)
+    loop.consumer, loop.producer = FakeConsumer(), FakeProducer(order)
+    loop.consumer.calls = order
     return loop, order
 
 
-def test_commit_after_delivery_and_state_flush():
+def test_checkpoint_order_changelog_then_delivery_then_offsets_then_database():
     loop, order = make_loop()
+    loop.tasks.get(0).pipeline.store.put(b"k", b"v")
     loop.committed = {("t", 0): 5}
     loop.offsets = {("t", 0): 9}
     loop.dirty = True
-    loop._commit()
-    assert loop.producer.calls == ["flush"] and order == ["store-flush"]
-    assert loop.consumer.calls == [("commit", [("t", 0, 9)])]
+    assert loop._commit()
+    assert order == [("produce", "cl", 0, b"s\x00k", b"v"), "flush", ("commit", [("t", 0, 9)]),
+                     ("write", [b"s\x00k"])]
     assert loop.committed == {("t", 0): 9} and not loop.dirty
 
 
@@ -76,7 +101,11 @@ def test_retriable_delivery_failure_rewinds_instead_of_committing():
     loop.committed = {("t", 0): 5}
     loop.offsets = {("t", 0): 9}
     loop.dirty = True
+    before = loop.tasks.get(0).pipeline
+    before.store.put(b"k", b"v")
     loop._on_delivery(FakeFailure(), FakeMsg())
-    loop._commit()
-    assert loop.consumer.calls == [("seek", ("t", 0, 5))]
+    assert not loop._commit()
+    assert order[-1] == ("seek", ("t", 0, 5)) and "write" not in [o[0] for o in order]
     assert loop.offsets == {} and loop.retriable_failures == 0 and loop.committed == {("t", 0): 5}
+    assert loop.tasks.get(0).pipeline is not before                 # processors rebuilt
+    assert loop.tasks.get(0).pipeline.store.get(b"k") is None       # over the last checkpoint

@@ -1,0 +1,166 @@
+"""Partition tasks: the unit a runtime runs, one per assigned input partition of a pipeline version.
+
+A task owns the state of its partition (``dataflow.state.partition.PartitionState``) and the
+processors built over it. The order is what makes state correct when partitions move:
+
+1. on assignment the partition's state is opened and restored (the runtime reads the changelog),
+2. only then are the partition's processors built, so nothing they cache at construction (a
+   batcher's pending batches, a join's expiry index, cycle-counter expiries) can be stale,
+3. on revocation the processors are dropped and the state is closed but kept on disk.
+
+Every source topic of a version has the same partition count and a request's records share a
+partition on every topic (the key starts with the partition number), so records of partition p of
+any source topic go to task p, and everything a task writes, punctuation included, is state of p.
+
+This module does no I/O besides the state databases: runtimes (``KafkaRunner``, the Faust worker)
+drive it and move records and changelog entries over Kafka.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable, Iterable
+
+from dataflow.records import Record
+from dataflow.state.base import StateStore, StoreFactory
+from dataflow.state.memory import MemoryStore
+from dataflow.state.partition import PartitionState
+from dataflow.topology.compiled import CompiledPipeline
+
+log = logging.getLogger(__name__)
+
+# store_factory -> processors; a runtime binds the pipeline message and settings into it.
+BuildPipeline = Callable[[StoreFactory], CompiledPipeline]
+# partition -> its (opened, not yet restored) state
+OpenState = Callable[[int], PartitionState]
+# the states of newly assigned partitions -> (restores them in place)
+RestoreStates = Callable[[list[PartitionState]], None]
+# (partition, key, value or None for a delete): one changelog entry
+ChangelogEntry = tuple[int, bytes, bytes | None]
+
+
+def is_stateful(build: BuildPipeline) -> bool:
+    """Whether the pipeline asks for any store (joins, triggers, batches, cycle counters). Built
+    once over throw-away memory stores; stateless versions need no changelog, restore or database."""
+    names: list[str] = []
+
+    def probe(name: str) -> StateStore:
+        names.append(name)
+        return MemoryStore(name)
+
+    build(probe)
+    return bool(names)
+
+
+def _no_state(name: str) -> StateStore:
+    raise RuntimeError(f"store {name!r} asked for by a pipeline compiled as stateless")
+
+
+class PartitionTask:
+    """One partition: its state (None for a stateless version) and its processors."""
+
+    def __init__(self, partition: int, state: PartitionState | None, build: BuildPipeline):
+        self.partition = partition
+        self.state = state
+        self._build = build
+        self.pipeline = self._processors()
+
+    def _processors(self) -> CompiledPipeline:
+        return self._build(self.state.store if self.state is not None else _no_state)
+
+    def process(self, record: Record, now_ms: int) -> list[Record]:
+        return self.pipeline.process(record, now_ms)
+
+    def punctuate(self, now_ms: int) -> list[Record]:
+        return self.pipeline.punctuate(now_ms)
+
+    def changelog_entries(self) -> list[ChangelogEntry]:
+        if self.state is None:
+            return []
+        p = self.partition
+        return [(p, k, v) for k, v in self.state.changes()]
+
+    def commit(self, changelog_position: int | None = None) -> None:
+        if self.state is not None:
+            self.state.commit(changelog_position)
+
+    def rollback(self) -> None:
+        """Drop uncommitted writes and rebuild the processors over the committed state."""
+        if self.state is not None:
+            self.state.rollback()
+            self.pipeline = self._processors()
+
+    def close(self) -> None:
+        if self.state is not None:
+            self.state.close()
+
+
+class PartitionTasks:
+    """The tasks of one pipeline version in this process, by partition."""
+
+    def __init__(self, build: BuildPipeline, open_state: OpenState | None):
+        self._build = build
+        self._open_state = open_state
+        self.tasks: dict[int, PartitionTask] = {}
+
+    @property
+    def stateful(self) -> bool:
+        return self._open_state is not None
+
+    def __contains__(self, partition: int) -> bool:
+        return partition in self.tasks
+
+    def get(self, partition: int) -> PartitionTask | None:
+        return self.tasks.get(partition)
+
+    def assign(self, partitions: Iterable[int], restore: RestoreStates | None = None) -> list[int]:
+        """Create tasks for the partitions not already owned: open and restore their state first.
+        Returns the new partitions. If ``restore`` raises, nothing is assigned."""
+        new = sorted(set(partitions) - set(self.tasks))
+        if not new:
+            return []
+        states: list[PartitionState] = []
+        if self._open_state is not None:
+            try:
+                for p in new:
+                    states.append(self._open_state(p))
+                if restore is not None:
+                    restore(states)
+            except BaseException:
+                for s in states:
+                    s.close()
+                raise
+        by_partition = {s.partition: s for s in states}
+        for p in new:
+            self.tasks[p] = PartitionTask(p, by_partition.get(p), self._build)
+        return new
+
+    def revoke(self, partitions: Iterable[int]) -> list[PartitionTask]:
+        """Remove the tasks of ``partitions`` and close their state (kept on disk). The caller
+        checkpoints before revoking. Returns the closed tasks."""
+        gone = [self.tasks.pop(p) for p in sorted(set(partitions)) if p in self.tasks]
+        for task in gone:
+            task.close()
+        return gone
+
+    def punctuate(self, now_ms: int) -> list[Record]:
+        out: list[Record] = []
+        for task in self.tasks.values():
+            out.extend(task.punctuate(now_ms))
+        return out
+
+    def changelog_entries(self) -> list[ChangelogEntry]:
+        out: list[ChangelogEntry] = []
+        for task in self.tasks.values():
+            out.extend(task.changelog_entries())
+        return out
+
+    def commit(self) -> None:
+        for task in self.tasks.values():
+            task.commit()
+
+    def rollback(self) -> None:
+        for task in self.tasks.values():
+            task.rollback()
+
+    def close(self) -> None:
+        self.revoke(list(self.tasks))
