@@ -173,6 +173,15 @@ class PipelineTestDriver:
                     queue.extend(self._address(p.process(record, self.now_ms)))
             if record.topic in self._models:
                 queue.append(self._call_model(record))
+        self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """What a runtime does before each checkpoint: processors write what they hold in memory
+        to their stores (so ``stores`` shows the state a checkpoint would persist)."""
+        for p in self.pipelines:
+            flush = getattr(p, "flush", None)
+            if flush is not None:
+                flush()
 
     def _call_model(self, record: Record) -> Record:
         name, fn = self._models[record.topic]

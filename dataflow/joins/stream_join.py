@@ -13,6 +13,12 @@ Values are opaque bytes here; the step decides how to merge them. Semantics:
   (The reference only emits partials when stream time advances - issue #4850; we fix that.)
 * **any**: every arrival is emitted at once on its own; nothing is buffered, no merged record.
 
+State: a key's buffered records are one store entry. Decoded entries changed since the last
+``flush`` are kept in memory (``_groups``) and written to the store, encoded, by ``flush``, which
+the runtime calls before every checkpoint: a key's records are decoded at most once and encoded
+at most once per checkpoint, however often the key arrives. The join must be the only writer of
+its store, and is rebuilt over the store when uncommitted state is dropped.
+
 Expiry: a buffered record is dropped once ``now_ms >= wall_ms + window_ms`` (wall clock) or once
 its timestamp falls more than ``window_ms`` behind the join's stream time (max timestamp seen).
 A result's headers are those of the arrival that produced it; its timestamp is the max of its parts.
@@ -60,6 +66,8 @@ class StreamJoin:
         self.name = name
         raw = store.get(_STREAM_TIME_KEY)
         self.stream_time = int(raw) if raw else -(2 ** 62)
+        self._stream_time_changed = False
+        self._groups: dict[bytes, list[Entry]] = {}   # decoded groups changed since the last flush
         # Expiry indexes (in memory, rebuilt from the store on start): (wall expiry, group) and
         # (record timestamp, group) per buffered record. Entries may be stale (group already
         # rewritten); punctuate re-reads the group, so stale entries only cost a lookup.
@@ -80,8 +88,7 @@ class StreamJoin:
 
         self._advance_stream_time(record.timestamp)
         gkey = group_key(record.key)
-        raw = self.store.get(gkey)
-        entries = decode_entries(raw) if raw else []
+        entries = self._entries(gkey)
         stale = [e for e in entries if self._expired_by_record_time(e)]
         results: list[JoinResult] = []
         if stale:
@@ -104,9 +111,30 @@ class StreamJoin:
                 for e in combo:
                     e.matched = True
         entries.append(arrival)
-        self.store.put(gkey, encode_entries(entries))
+        self._groups[gkey] = entries
         self._index(gkey, arrival)
         return results
+
+    # -- state ------------------------------------------------------------------------------
+    def _entries(self, gkey: bytes) -> list[Entry]:
+        entries = self._groups.get(gkey)
+        if entries is None:
+            raw = self.store.get(gkey)
+            entries = decode_entries(raw) if raw else []
+        return entries
+
+    def flush(self) -> None:
+        """Write the groups changed since the last flush (and the stream time) to the store."""
+        store = self.store
+        for gkey, entries in self._groups.items():
+            if entries:
+                store.put(gkey, encode_entries(entries))
+            else:
+                store.delete(gkey)
+        self._groups.clear()
+        if self._stream_time_changed:
+            store.put(_STREAM_TIME_KEY, str(self.stream_time).encode())
+            self._stream_time_changed = False
 
     def _index(self, gkey: bytes, e: Entry) -> None:
         heapq.heappush(self._wall_heap, (e.wall_ms + self.window_ms, gkey))
@@ -116,7 +144,7 @@ class StreamJoin:
     def _advance_stream_time(self, ts: int) -> None:
         if ts > self.stream_time:
             self.stream_time = ts
-            self.store.put(_STREAM_TIME_KEY, str(ts).encode())
+            self._stream_time_changed = True
 
     def _expired_by_record_time(self, e: Entry) -> bool:
         return e.timestamp < self.stream_time - self.window_ms
@@ -141,20 +169,15 @@ class StreamJoin:
             due.add(heapq.heappop(self._time_heap)[1])
         results: list[JoinResult] = []
         for gkey in sorted(due):
-            raw = self.store.get(gkey)
-            if raw is None:
+            entries = self._entries(gkey)
+            if not entries:
                 continue
-            entries = decode_entries(raw)
             expired = [e for e in entries if self._expired(e, now_ms)]
             if not expired:
                 continue
             if self.kind is JoinType.OUTER:
                 results.extend(self._partials(key_of_group(gkey), entries, expired))
-            keep = [e for e in entries if not self._expired(e, now_ms)]
-            if keep:
-                self.store.put(gkey, encode_entries(keep))
-            else:
-                self.store.delete(gkey)
+            self._groups[gkey] = [e for e in entries if not self._expired(e, now_ms)]
         return results
 
     def _partials(self, key: str | None, entries: list[Entry], expired: list[Entry]) -> list[JoinResult]:
@@ -179,4 +202,6 @@ class StreamJoin:
 
     def __len__(self) -> int:
         """Buffered records (for tests and metrics)."""
-        return sum(len(decode_entries(raw)) for _, raw in self.store.items(GROUP_PREFIX))
+        stored = sum(len(decode_entries(raw)) for gkey, raw in self.store.items(GROUP_PREFIX)
+                     if gkey not in self._groups)
+        return stored + sum(len(entries) for entries in self._groups.values())

@@ -61,6 +61,11 @@ class TriggerGate:
         self.gate.punctuate(now_ms)
         return out
 
+    def flush(self) -> None:
+        self.gate.flush()
+        if self.combine is not None:
+            self.combine.flush()
+
     def next_deadline(self) -> int | None:
         deadlines = [d for d in (self.gate.next_deadline(),
                                  self.combine.next_deadline() if self.combine else None) if d is not None]

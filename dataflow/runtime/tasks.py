@@ -74,8 +74,13 @@ class PartitionTask:
         return self.pipeline.punctuate(now_ms)
 
     def changelog_entries(self) -> list[ChangelogEntry]:
+        """The state changes since the last checkpoint, after processors have written what they
+        keep in memory (``flush``, for pipelines that cache) to their stores."""
         if self.state is None:
             return []
+        flush = getattr(self.pipeline, "flush", None)
+        if flush is not None:
+            flush()
         p = self.partition
         return [(p, k, v) for k, v in self.state.changes()]
 

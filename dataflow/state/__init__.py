@@ -1,6 +1,8 @@
-"""Key-value state stores behind joins, batching and cycle counters."""
+"""Key-value state behind joins, batching and cycle counters: the ``StateStore`` steps see, an
+in-memory store for tests, and the partition-scoped state runtimes keep (``partition``)."""
 from dataflow.state.base import StateStore, StoreFactory
 from dataflow.state.memory import MemoryStore
-from dataflow.state.rocks import RocksStore, rocks_store_factory
+from dataflow.state.partition import PartitionState, memory_partition_state, rocks_partition_state
 
-__all__ = ["StateStore", "StoreFactory", "MemoryStore", "RocksStore", "rocks_store_factory"]
+__all__ = ["StateStore", "StoreFactory", "MemoryStore", "PartitionState", "memory_partition_state",
+           "rocks_partition_state"]

@@ -6,6 +6,9 @@ group, feeds every record to ``process`` and calls ``punctuate`` on a wall-clock
 expiry, batch windows). Output records carry their destination ``topic``; the runtime picks the
 partition with ``dataflow.kafka.partition_for_key`` and produces them, keeping key, headers and
 timestamp. Nothing here knows about Kafka clients or Faust.
+
+A pipeline whose processors keep decoded state in memory between checkpoints (joins do) also has
+``flush()``: the runtime calls it before reading the stores' changes for a checkpoint.
 """
 from __future__ import annotations
 

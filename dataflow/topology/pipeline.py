@@ -7,7 +7,7 @@ from collections import defaultdict
 
 from dataflow.headers import PIPELINE, has_value, normalise
 from dataflow.records import Record
-from dataflow.state.base import StateStore, StoreFactory
+from dataflow.state.base import StoreFactory
 from dataflow.topology.cycles import STORE_NAME as COUNTER_STORE, VisitCounter
 from dataflow.topology.model import Topology
 from dataflow.topology.stats import PipelineStats
@@ -28,21 +28,15 @@ class Pipeline:
         self.version = topology.version
         self.uid = topology.uid
         self.stats = PipelineStats()
-        self._stores: list[StateStore] = []
         # step name -> the last punctuation error (cleared when the step punctuates cleanly again)
         self.punctuate_failures: dict[str, str] = {}
 
-        def tracked_factory(name: str) -> StateStore:
-            store = store_factory(name)
-            self._stores.append(store)
-            return store
-
         self.counter: VisitCounter | None = None
         if topology.allow_cycles:
-            self.counter = VisitCounter(tracked_factory(COUNTER_STORE), output_topic=topology.output_topic,
+            self.counter = VisitCounter(store_factory(COUNTER_STORE), output_topic=topology.output_topic,
                                         error_topic=topology.error_topic, max_revisits=topology.max_step_revisits,
                                         ttl_ms=topology.cycle_counter_ttl_ms)
-        self.steps = [StepProcessor(topology, step, tracked_factory, self.stats, self.counter) for step in topology.steps]
+        self.steps = [StepProcessor(topology, step, store_factory, self.stats, self.counter) for step in topology.steps]
         self._routes: dict[str, list[tuple[StepProcessor, str, int, bytes]]] = defaultdict(list)
         for proc in self.steps:
             for i, s in enumerate(proc.step.sources):
@@ -114,9 +108,7 @@ class Pipeline:
         return self.topology.mermaid()
 
     def flush(self) -> None:
-        for s in self._stores:
-            s.flush()
-
-    def close(self) -> None:
-        for s in self._stores:
-            s.close()
+        """Write what processors keep in memory to their stores: runtimes call it before a
+        checkpoint reads the stores' changes."""
+        for proc in self.steps:
+            proc.flush()

@@ -135,6 +135,12 @@ class StepProcessor:
         log.warning("pipeline %s step %s: dropping undecodable record from topic %s partition %s key %s: %s",
                     self.topology.pipeline, self.step.name, topic, record.partition, record.key, exc)
 
+    def flush(self) -> None:
+        """Write state the join processors keep decoded in memory to their stores."""
+        for p in (self.join, self.gate):
+            if p is not None:
+                p.flush()
+
     def next_deadline(self) -> int | None:
         parts = [p.next_deadline() for p in (self.join, self.batcher, self.gate) if p is not None]
         parts = [d for d in parts if d is not None]

@@ -116,3 +116,48 @@ def test_exactly_once_outputs_survive_sigkill_without_duplicates(kafka, tmp_path
         if second is not None:
             second.stop()
         fake.stop()
+
+
+def test_sigkill_with_ten_thousand_joins_in_flight_loses_none(kafka, tmp_path):
+    """The only replica dies while 10,000 requests are going through a join; after a restart every
+    one of them is answered, from the checkpointed state and the replayed inputs."""
+    fake = FakeChainer().start()
+    n, p = new_namer(kafka), "flight"
+    a, b, sink = n.model_outputs("fa"), n.model_outputs("fb"), n.model_inputs("fj")
+    msg = create_message(p, [step(p, [a, b], sink, join_window_ms=300_000)], n)
+    name = kafka.unique("engine")
+    total = 10_000
+
+    def engine_process(log: str) -> EngineProcess:
+        return EngineProcess(fake.target, kafka, name=name, state_dir=str(tmp_path / "state"),
+                             log_path=str(tmp_path / log)).start()
+
+    first, second = engine_process("first.log"), None
+    reader = kafka.consumer()
+    try:
+        fake.send(msg)
+        assert fake.wait_ack(ack_for(msg.uid, Msg.Create), 60).success
+        keys = [f"0.flight.k{i}" for i in range(total)]
+        produce(kafka, a, [(k, resp("A", i)) for i, k in enumerate(keys)], pipeline=p)
+        produce(kafka, b, [(k, resp("B", i)) for i, k in enumerate(keys)], pipeline=p)
+        reader.assign([TopicPartition(sink, 0, 0)])
+        seen: list[str] = []
+        deadline = time.monotonic() + 60
+        while len(seen) < total // 10 and time.monotonic() < deadline:   # mid-flight: some answered
+            seen.extend(m.key().decode() for m in reader.consume(500, 0.1) if m.error() is None)
+        assert total // 10 <= len(seen) < total, (len(seen), first.log_tail())
+        first.kill()
+
+        second = engine_process("second.log")
+        fake.wait_subscribed(name, 60, count=2)
+        deadline = time.monotonic() + 120
+        while set(seen) != set(keys) and time.monotonic() < deadline:
+            seen.extend(m.key().decode() for m in reader.consume(1000, 0.2) if m.error() is None)
+        assert set(seen) == set(keys), (total - len(set(seen)), second.log_tail())
+        print(f"{total} joins, {len(seen) - total} duplicates after SIGKILL")
+    finally:
+        reader.close()
+        first.kill()
+        if second is not None:
+            assert second.stop() == 0, second.log_tail()
+        fake.stop()

@@ -58,6 +58,7 @@ def test_wall_clock_expiry_removes_buffers():
     assert len(j) == 1 and j.next_deadline() == 10 + W
     assert j.punctuate(10 + W - 1) == [] and len(j) == 1
     j.punctuate(10 + W)
+    j.flush()
     assert len(j) == 0 and len(j.store) == 1        # only the stream-time marker remains
     assert j.add(1, rec("k", b"r"), now_ms=10 + W) == []
 
@@ -179,6 +180,7 @@ def test_expiry_drops_every_stale_entry(events, window):
         now += dt
         j.add(branch, rec(key, b"v", ts=now), now)
         j.punctuate(now)
+        j.flush()
         # nothing older than the window (wall or record time) survives a punctuate
         for _, raw in j.store.items(b"g"):
             from dataflow.joins.entries import decode_entries

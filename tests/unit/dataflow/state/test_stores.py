@@ -1,21 +1,30 @@
-"""StateStore backends behave alike: get/put/delete, prefix iteration in key order, persistence."""
+"""StateStore backends behave alike (get/put/delete, prefix iteration in key order), and a
+partition's RocksDB state carries a pending join across a restart."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from dataflow import codec
-from dataflow.state import MemoryStore, RocksStore, rocks_store_factory
+from dataflow.state import MemoryStore, rocks_partition_state
 from dataflow.testing import PipelineTestDriver
 from dataflow.topology import compile_pipeline
 from dataflow.topology.builders import pipeline_message
 
 
-@pytest.fixture(params=["memory", "rocks"])
+@pytest.fixture(params=["memory", "partition-rocks", "partition-rocks-committed"])
 def store(request, tmp_path):
-    s = MemoryStore("m") if request.param == "memory" else RocksStore(str(tmp_path / "db"), "r")
+    if request.param == "memory":
+        yield MemoryStore("m")
+        return
+    state = rocks_partition_state(str(tmp_path), 0)
+    s = state.store("r")
+    if request.param == "partition-rocks-committed":   # every write goes to the database at once
+        put, delete = s.put, s.delete
+        s.put = lambda k, v: (put(k, v), state.commit())
+        s.delete = lambda k: (delete(k), state.commit())
     yield s
-    s.close()
+    state.close()
 
 
 def test_basic_operations_and_prefix_order(store):
@@ -31,29 +40,19 @@ def test_basic_operations_and_prefix_order(store):
     assert [k for k, _ in store.items()] == [b"a1", b"c"]
 
 
-def test_rocks_store_persists_across_reopen(tmp_path):
-    path = str(tmp_path / "db")
-    s = RocksStore(path, "r")
-    s.put(b"k", b"v")
-    s.flush()
-    s.close()
-    s = RocksStore(path, "r")
-    assert s.get(b"k") == b"v"
-    s.close()
-
-
-def test_rocks_factory_keeps_a_pending_join_across_restart(tmp_path):
-    """A join buffer written before a restart still completes the join afterwards."""
+def test_a_pending_join_in_partition_state_survives_a_restart(tmp_path):
+    """A join buffer checkpointed before a restart still completes the join afterwards."""
     msg = pipeline_message({"name": "p", "steps": [{"name": "a"}, {"name": "b"}],
                             "output": {"steps": ["a", "b"]}}, uid="u1")
     v = np.array([1.0], np.float32)
-    first = compile_pipeline(msg, store_factory=rocks_store_factory(str(tmp_path / "u1")))
-    d = PipelineTestDriver(first)
+    state = rocks_partition_state(str(tmp_path / "u1"), 0)
+    d = PipelineTestDriver(compile_pipeline(msg, store_factory=state.store))
     d.pipe(d.model_outputs("a"), codec.make_response({"A": v}), key="k")
-    first.close()
-    second = compile_pipeline(msg, store_factory=rocks_store_factory(str(tmp_path / "u1")))
-    d = PipelineTestDriver(second)
+    state.commit()
+    state.close()
+    state = rocks_partition_state(str(tmp_path / "u1"), 0)
+    d = PipelineTestDriver(compile_pipeline(msg, store_factory=state.store))
     d.pipe(d.model_outputs("b"), codec.make_response({"B": v}), key="k")
     [out] = d.read(d.outputs_topic)
     assert [t.name for t in codec.parse_response(out.value).outputs] == ["A", "B"]
-    second.close()
+    state.close()
