@@ -201,7 +201,8 @@ def test_error_record_reaches_the_pipeline_output(env, kafka):
 def test_creating_and_deleting_another_pipeline_does_not_stall_a_running_one(env, kafka):
     fake, engine = env
     n, a, b = new_namer(kafka), "loada", "loadb"
-    deploy(fake, engine, create_message(a, [step(a, [n.pipeline_inputs(a)], n.model_inputs("ma"))], n))
+    a_msg = create_message(a, [step(a, [n.pipeline_inputs(a)], n.model_inputs("ma"))], n)
+    deploy(fake, engine, a_msg)
     stop, sent = threading.Event(), []
 
     def load():
@@ -219,10 +220,12 @@ def test_creating_and_deleting_another_pipeline_does_not_stall_a_running_one(env
     loader = threading.Thread(target=load)
     loader.start()
     try:
-        b_msg = create_message(b, [step(b, [n.pipeline_inputs(b)], n.model_inputs("mb"))], n)
+        # b batches (it has state, so deleting it has a state directory to remove)
+        b_msg = create_message(b, [step(b, [n.pipeline_inputs(b)], n.model_inputs("mb"), batch=(2, 1000))], n)
         deploy(fake, engine, b_msg)
         produced_while_b_up = len(sent)
         assert os.path.isdir(os.path.join(engine.state_dir, engine.name, b_msg.uid))
+        assert not os.path.exists(os.path.join(engine.state_dir, engine.name, a_msg.uid))  # stateless: none
         fake.send(delete_message(b_msg, clean_topics=True, namer=n))
         assert fake.wait_ack(ack_for(b_msg.uid, Msg.Delete), 30).success
         assert not os.path.exists(os.path.join(engine.state_dir, engine.name, b_msg.uid))  # deleted version: state removed
