@@ -65,9 +65,25 @@ class MemoryBackend:
         pass
 
 
-# Small memtables: an engine holds one database per stateful partition of every pipeline version,
-# and the write buffer above already batches writes, so RocksDB's 64 MB default only costs memory.
+# An engine holds one database per stateful partition of every pipeline version, so memory is
+# shared instead of per database: small memtables (the write buffer above already batches writes;
+# RocksDB's 64 MB default would only cost memory) and one block cache for the whole process,
+# which also accounts for the memtables, under one limit.
 _ROCKS_WRITE_BUFFER_BYTES = 1 << 20
+ROCKS_MEMORY_BYTES = 128 << 20
+_shared_memory = None
+
+
+def _rocks_memory():
+    """The process-wide block cache and write-buffer manager (created on first use)."""
+    global _shared_memory
+    if _shared_memory is None:
+        from rocksdict import Cache, WriteBufferManager
+
+        cache = Cache(ROCKS_MEMORY_BYTES)
+        _shared_memory = (cache, WriteBufferManager.new_write_buffer_manager_with_cache(
+            ROCKS_MEMORY_BYTES // 2, False, cache))
+    return _shared_memory
 
 
 class RocksBackend:
@@ -75,10 +91,15 @@ class RocksBackend:
     changelog, not the local database, is what survives a lost machine."""
 
     def __init__(self, path: str):
-        from rocksdict import Options, Rdict
+        from rocksdict import BlockBasedOptions, Options, Rdict
 
         os.makedirs(path, exist_ok=True)
+        cache, buffers = _rocks_memory()
+        table = BlockBasedOptions()
+        table.set_block_cache(cache)
         options = Options(raw_mode=True)
+        options.set_block_based_table_factory(table)
+        options.set_write_buffer_manager(buffers)
         options.set_write_buffer_size(_ROCKS_WRITE_BUFFER_BYTES)
         options.set_max_write_buffer_number(2)
         self.path = path
