@@ -89,8 +89,14 @@ def partition_for_key(key: str | bytes | None, num_partitions: int) -> int:
 
 
 def hash_if_long(uid: str) -> str:
-    """The uid itself if at most 16 chars, else its MD5 hex (reference ``hashIfLong``)."""
-    return uid if len(uid) <= 16 else hashlib.md5(uid.encode()).hexdigest()
+    """The uid itself if at most 16 chars, else its MD5 digest read as a positive integer in
+    lowercase hex, as the reference engine prints it (Java ``BigInteger(1, digest).toString(16)``):
+    leading zeros are dropped, so about one uid in 16 hashes to fewer than 32 characters. Group
+    ids (and the changelog topics named after them) must match byte for byte, or a version moved
+    between engines would start over at ``latest``."""
+    if len(uid) <= 16:
+        return uid
+    return format(int.from_bytes(hashlib.md5(uid.encode()).digest(), "big"), "x")
 
 
 def _prefixed(name: str, consumer_prefix: str = "", namespace: str = "") -> str:
