@@ -254,6 +254,7 @@ class _Loop:
                 log.error("pipeline %s: %s", self.runner.msg.pipeline, self.restore_error)
                 return  # the loop raises restore_error: never process a partition without its state
             self._pin_start_offsets(consumer, partitions)
+            self._log_partitions("assigned", partitions)
         if not self.assigned_once:
             self.assigned_once = True
             self.runner._report(RunnerState.RUNNING)
@@ -317,6 +318,14 @@ class _Loop:
             if checkpointed and self.changelog_topic:  # the local copy is complete up to here
                 task.commit(cl.end_position(consumer, self.changelog_topic, p))
             self.tasks.revoke([p])
+        if partitions:
+            self._log_partitions("revoked", partitions)
+
+    def _log_partitions(self, what: str, partitions) -> None:
+        """Where a version's partitions run: one line per change, e.g. when replicas come and go."""
+        log.info("pipeline %s v%d: partitions %s %s; this replica now runs partitions %s",
+                 self.runner.msg.pipeline, self.runner.msg.version, what,
+                 sorted({tp.partition for tp in partitions}), sorted(self.tasks.tasks))
 
     def _on_delivery(self, err, msg) -> None:
         if err is not None:

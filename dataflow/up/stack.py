@@ -65,6 +65,7 @@ class UpOptions:
     pipelines: list[Path] = field(default_factory=lambda: list(DEFAULT_PIPELINES))
     state_dir: Path | None = None
     partitions: int = 1
+    engines: int = 1                   # dataflow engine replicas; each runs every pipeline version
     runtime: str | None = None
     ready_timeout: float = 180.0
     log_level: str = "INFO"
@@ -128,6 +129,7 @@ class Stack:
         self.model_manifests: list = []
         self.pipeline_manifests: list = []  # (path, scheduler_pb2.Pipeline)
         self.probe_response: dict | None = None
+        self._stopped_replicas: set[str] = set()
 
     # Addresses -------------------------------------------------------------------------------
     @property
@@ -189,10 +191,19 @@ class Stack:
             shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def failed_child(self):
-        """The first child that is no longer running, or None."""
+        """The first child that is no longer running, or None. An engine replica that stops while
+        another still runs is not a failure: its partitions move to the others (said once)."""
+        engines = [c for c in self.children if getattr(c, "name", None) in self.engine_names()]
+        engines_alive = any(c.alive() for c in engines)
         for child in self.children:
-            if not child.alive():
-                return child
+            if child.alive():
+                continue
+            if child in engines and engines_alive:
+                if child.name not in self._stopped_replicas:
+                    self._stopped_replicas.add(child.name)
+                    self._say(f"{child.name} stopped; its partitions move to the other engine replicas")
+                continue
+            return child
         return None
 
     def __enter__(self) -> "Stack":
@@ -261,27 +272,35 @@ class Stack:
             args += ["--state-dir", str(self.state_dir / "scheduler")]
         if "--default-model-endpoint" in options and self.mlserver is not None:
             args += ["--default-model-endpoint", self.mlserver.grpc_url]
+        if self.opt.engines > 1:  # every engine gets every version: they share its consumer group
+            args += ["--max-shard-count-multiplier", str(self.opt.engines)]
         child = self._dataflow("scheduler", "scheduler", args)
         child.wait_until(lambda: port_open(self.opt.host, self.scheduler_port)
                          and port_open(self.opt.host, self.chainer_port), 60,
                          f"listening on {self.scheduler_address} and {self.chainer_address}")
 
+    def engine_names(self) -> list[str]:
+        """Child (and replica) names of the engines: ``engine`` alone, else ``engine-1`` ... ``engine-N``."""
+        n = self.opt.engines
+        return ["engine"] if n == 1 else [f"engine-{i}" for i in range(1, n + 1)]
+
     def _start_engine(self) -> None:
         options = self._optional("engine")
         if options is None:
             return
-        args = ["--scheduler", self.chainer_address, "--kafka", self.bootstrap]
-        extra = {"--name": "dataflow-up-engine", "--partitions": str(self.opt.partitions),
-                 "--state-dir": str(self.state_dir / "engine"), "--runtime": self.opt.runtime}
-        args += [x for opt, value in extra.items() if value and opt in options for x in (opt, value)]
-        health = None
-        if "--health-port" in options:
-            health = free_port(self.opt.host)
-            args += ["--health-port", str(health)]
-        child = self._dataflow("engine", "engine", args)
-        if health:
-            child.wait_until(lambda: http_status(f"http://{self.opt.host}:{health}/live") == 200,
-                             60, "live")
+        for name in self.engine_names():
+            args = ["--scheduler", self.chainer_address, "--kafka", self.bootstrap]
+            extra = {"--name": f"dataflow-up-{name}", "--partitions": str(self.opt.partitions),
+                     "--state-dir": str(self.state_dir / "engine"), "--runtime": self.opt.runtime}
+            args += [x for opt, value in extra.items() if value and opt in options for x in (opt, value)]
+            health = None
+            if "--health-port" in options:
+                health = free_port(self.opt.host)
+                args += ["--health-port", str(health)]
+            child = self._dataflow(name, "engine", args)
+            if health:
+                child.wait_until(lambda: http_status(f"http://{self.opt.host}:{health}/live") == 200,
+                                 60, "live")
 
     def _start_model_gateway(self) -> None:
         options = self._optional("model-gateway")
@@ -505,6 +524,9 @@ class Stack:
             lines.append(f"  pipeline gateway     {self.inference_url} (gRPC {self.inference_grpc})")
             if "--metrics-port" in (cli_options("pipeline-gateway") or set()):
                 lines.append(f"  gateway metrics      http://{self.opt.host}:{self.metrics_port}/metrics")
+        if self.opt.engines > 1:
+            lines.append(f"  dataflow engines     {self.opt.engines} replicas sharing {self.opt.partitions} "
+                         f"partition(s) per topic: {', '.join(self.engine_names())}")
         lines.append(f"  logs                 {self.state_dir / 'logs'}")
         if self.loaded_pipelines:
             lines.append(f"  pipelines            {', '.join(self.loaded_pipelines)}")
@@ -566,7 +588,7 @@ def options_from_args(args: argparse.Namespace) -> UpOptions:
                     models_dir=Path(args.models_dir) if args.models_dir else None,
                     models_file=Path(args.models_file),
                     state_dir=Path(args.state_dir) if args.state_dir else None,
-                    partitions=args.partitions, runtime=args.runtime,
+                    partitions=args.partitions, engines=args.engines, runtime=args.runtime,
                     ready_timeout=args.ready_timeout, log_level=args.component_log_level)
     if args.pipelines is not None:
         opt.pipelines = [Path(p) for p in args.pipelines]
