@@ -118,27 +118,39 @@ def _upstream(pv, step) -> list[str]:
     return list(seen)
 
 
+_ON_PATH, _DONE = 1, 2
+
+
 def _check_cycles(pv) -> None:
-    """Depth-first search over inputs and triggers; a step met again on the current path is a cycle."""
+    """Depth-first search over inputs and triggers; a step met again on the current path is a cycle.
+
+    Iterative with three colours (unvisited / on the current path / done), so every step and every
+    edge is walked once: linear in the pipeline's size and no recursion limit on long chains.
+    """
     if pv.allow_cycles:
         return
-    checked: set[str] = set()
-
-    def visit(name: str, path: set[str]) -> None:
-        path.add(name)
-        for up in _upstream(pv, pv.steps[name]):
-            if up in path:
-                raise PipelineValidationError(f"pipeline {pv.name} has a cycle")
-            if up in pv.steps:  # triggers are not existence-checked; unknown names end the walk
-                visit(up, path)
-        path.discard(name)
-
-    for name in pv.steps:
-        if name in checked:
+    steps = pv.steps
+    # triggers are not existence-checked; unknown names (and the pipeline itself) have no upstream
+    upstream = {name: [up for up in _upstream(pv, step) if up in steps] for name, step in steps.items()}
+    state: dict[str, int] = {}
+    for root in steps:
+        if root in state:
             continue
-        path: set[str] = set()
-        visit(name, path)
-        checked.add(name)
+        state[root] = _ON_PATH
+        stack = [(root, iter(upstream[root]))]
+        while stack:
+            name, ups = stack[-1]
+            for up in ups:
+                seen = state.get(up)
+                if seen == _ON_PATH:
+                    raise PipelineValidationError(f"pipeline {pv.name} has a cycle")
+                if seen is None:
+                    state[up] = _ON_PATH
+                    stack.append((up, iter(upstream[up])))
+                    break
+            else:
+                state[name] = _DONE
+                stack.pop()
 
 
 def _check_inputs_and_triggers_differ(pv) -> None:
