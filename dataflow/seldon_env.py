@@ -237,10 +237,10 @@ def gateway_kafka_security(environ: Mapping[str, str]) -> dict[str, str]:
 KUBERNETES_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
-def kubernetes_namespace(path: str = KUBERNETES_NAMESPACE_FILE) -> str | None:
+def kubernetes_namespace(path: str | None = None) -> str | None:
     """The pod's namespace from its service-account mount, as the Go gateways read it; None off-cluster."""
     try:
-        with open(path) as f:
+        with open(path or KUBERNETES_NAMESPACE_FILE) as f:
             return f.read().strip() or None
     except OSError:
         return None

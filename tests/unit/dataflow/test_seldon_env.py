@@ -218,3 +218,71 @@ def test_kubernetes_namespace_file(tmp_path):
     f.write_text("seldon-mesh")
     assert kubernetes_namespace(str(f)) == "seldon-mesh"
     assert kubernetes_namespace(str(tmp_path / "absent")) is None
+
+
+# ------------------------------------------------------------------------------ gateway CLI
+
+
+@pytest.fixture
+def clean_gateway_env(monkeypatch):
+    for name in ("POD_NAMESPACE", "SELDON_KAFKA_TOPIC_PREFIX", "KAFKA_CONSUMER_GROUP_ID_PREFIX", "SELDON_SCHEDULE_HOST",
+                 "DATAFLOW_KAFKA_BOOTSTRAP", "DATAFLOW_KAFKA_CONFIG", "KAFKA_SECURITY_PROTOCOL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("dataflow.seldon_env.KUBERNETES_NAMESPACE_FILE", "/nonexistent/namespace")
+    return monkeypatch
+
+
+def gateway_args(*argv: str):
+    return build_parser().parse_args(["pipeline-gateway", *argv])
+
+
+def test_gateway_accepts_the_reference_flags_and_kafka_json(clean_gateway_env, tmp_path):
+    from dataflow.cli.gateways import _scheduler, _settings
+
+    kjson = tmp_path / "kafka.json"
+    kjson.write_text(json.dumps({"bootstrap.servers": "kafka:9092", "topicPrefix": "acme",
+                                 "consumerGroupIdPrefix": "grp", "consumer": {"security.protocol": "SSL"},
+                                 "producer": {"security.protocol": "SSL"}}))
+    args = gateway_args("--scheduler-host", "seldon-scheduler", "--kafka-config-path", str(kjson))
+    settings, namer = _settings(args)
+    assert _scheduler(args) == "seldon-scheduler:9004"
+    assert settings.bootstrap_servers == "kafka:9092" and settings.common()["security.protocol"] == "SSL"
+    assert (namer.prefix, namer.namespace, args.consumer_group_prefix) == ("acme", "default", "grp")
+
+
+def test_gateway_flags_and_our_variables_win(clean_gateway_env, tmp_path):
+    from dataflow.cli.gateways import _scheduler, _settings
+
+    kjson = tmp_path / "kafka.json"
+    kjson.write_text(json.dumps({"bootstrap.servers": "kafka:9092", "topicPrefix": "acme", "consumer": {}}))
+    clean_gateway_env.setenv("POD_NAMESPACE", "envns")
+    clean_gateway_env.setenv("SELDON_KAFKA_TOPIC_PREFIX", "envprefix")
+    clean_gateway_env.setenv("SELDON_SCHEDULE_HOST", "env-sched:1")
+    args = gateway_args("--kafka-config", str(kjson), "--kafka", "k:1", "--consumer-group-prefix", "flag")
+    settings, namer = _settings(args)
+    assert (settings.bootstrap_servers, namer.prefix, namer.namespace, args.consumer_group_prefix) == (
+        "k:1", "envprefix", "envns", "flag")
+    assert _scheduler(args) == "env-sched:1"
+    args = gateway_args("--scheduler", "a:1", "--scheduler-host", "b", "--namespace", "ns")
+    assert _scheduler(args) == "a:1" and _settings(args)[1].namespace == "ns"
+
+
+def test_gateway_namespace_from_the_service_account_file(clean_gateway_env, tmp_path):
+    from dataflow.cli.gateways import _settings
+
+    f = tmp_path / "namespace"
+    f.write_text("seldon-mesh\n")
+    clean_gateway_env.setattr("dataflow.seldon_env.KUBERNETES_NAMESPACE_FILE", str(f))
+    assert _settings(gateway_args())[1].namespace == "seldon-mesh"
+
+
+def test_gateway_security_from_go_variables(clean_gateway_env, tmp_path):
+    from dataflow.cli.gateways import _settings
+
+    pw = tmp_path / "password"
+    pw.write_text("pw")
+    clean_gateway_env.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    clean_gateway_env.setenv("KAFKA_CLIENT_SASL_PASSWORD_LOCATION", str(pw))
+    common = _settings(gateway_args())[0].common()
+    assert (common["security.protocol"], common["sasl.username"], common["sasl.password"]) == (
+        "SASL_SSL", "seldon", "pw")
