@@ -286,3 +286,17 @@ def test_gateway_security_from_go_variables(clean_gateway_env, tmp_path):
     common = _settings(gateway_args())[0].common()
     assert (common["security.protocol"], common["sasl.username"], common["sasl.password"]) == (
         "SASL_SSL", "seldon", "pw")
+
+
+def test_scheduler_takes_the_reference_flags(clean_gateway_env, tmp_path):
+    from dataflow.cli.scheduler import _topics
+
+    kjson = tmp_path / "kafka.json"
+    kjson.write_text(json.dumps({"topicPrefix": "acme", "consumer": {}}))
+    args = build_parser().parse_args(["scheduler", "--scheduler-port", "9100", "--dataflow-port", "9108",
+                                      "--kafka-config-path", str(kjson)])
+    assert (args.port, args.chainer_port, _topics(args)) == (9100, 9108, ("acme", "default"))
+    args = build_parser().parse_args(["scheduler", "--topic-prefix", "ours", "--namespace", "ns",
+                                      "--kafka-config-path", str(kjson)])
+    assert _topics(args) == ("ours", "ns")
+    assert _topics(build_parser().parse_args(["scheduler"])) == ("seldon", "default")
