@@ -145,18 +145,23 @@ class KafkaSettings:
     fetch_wait_max_ms: int = 10
 
     @classmethod
-    def from_env(cls, bootstrap: str | None = None, config_path: str | None = None) -> "KafkaSettings":
-        import json
+    def from_env(cls, bootstrap: str | None = None, config_path: str | None = None,
+                 security: Mapping[str, str] | None = None) -> "KafkaSettings":
+        """Bootstrap: ``bootstrap`` > env > the config file's (reference layout) > 127.0.0.1:9092.
+        ``security`` (settings derived from reference-style env vars) is overridden by the file."""
+        from dataflow.seldon_env import SeldonEnvError, load_kafka_config
 
-        bootstrap = bootstrap or os.environ.get(BOOTSTRAP_ENV) or "127.0.0.1:9092"
-        extra: dict[str, str] = {}
+        extra: dict[str, str] = dict(security or {})
+        file_bootstrap = None
         path = config_path or os.environ.get(CONFIG_ENV)
         if path:
             try:
-                with open(path) as f:
-                    extra = {str(k): str(v) for k, v in json.load(f).items()}
-            except (OSError, ValueError) as exc:
-                raise KafkaSetupError(f"cannot read Kafka config {path}: {exc}") from exc
+                cfg = load_kafka_config(path)
+            except SeldonEnvError as exc:
+                raise KafkaSetupError(str(exc)) from exc
+            extra.update(cfg.extra)
+            file_bootstrap = cfg.bootstrap
+        bootstrap = bootstrap or os.environ.get(BOOTSTRAP_ENV) or file_bootstrap or "127.0.0.1:9092"
         return cls(bootstrap_servers=bootstrap, extra=tuple(sorted(extra.items())))
 
     def common(self) -> dict[str, str | int]:

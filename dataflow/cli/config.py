@@ -17,6 +17,12 @@ elsewhere), in the seldon CLI's format::
     {"controlplane": {"schedulerHost": "127.0.0.1:9004"},
      "kafka": {"bootstrap": "127.0.0.1:9092", "namespace": "default", "topicPrefix": "seldon"},
      "dataplane": {"inferHost": "127.0.0.1:9000"}}
+
+When neither exists, the seldon CLI's own configuration is read, so a machine already set up
+for ``seldon`` needs no second file: the config its ``~/.config/seldon/cli/configs.json`` marks
+active (``{"configs": {"NAME": "PATH"}, "active": "NAME"}``, written by ``seldon config add`` /
+``activate``), else ``~/.config/seldon/cli/config.json``. ``DATAFLOW_CLI_CONFIG`` set means
+exactly that file (absent = no config), never the seldon CLI's.
 """
 from __future__ import annotations
 
@@ -35,9 +41,25 @@ DEFAULT_NAMESPACE = "default"
 DEFAULT_PREFIX = "seldon"
 
 
+SELDON_CLI_DIR = os.path.join(".config", "seldon", "cli")  # under the home directory
+
+
 def config_path() -> str:
     return os.environ.get(ENV_CLI_CONFIG) or os.path.join(os.path.expanduser("~"), ".config", "dataflow", "cli",
                                                           "config.json")
+
+
+def seldon_cli_config_path() -> str | None:
+    """The seldon CLI's active config file, if it has one on this machine."""
+    base = os.path.join(os.path.expanduser("~"), SELDON_CLI_DIR)
+    configs = os.path.join(base, "configs.json")
+    if os.path.exists(configs):
+        data = _json_object(configs, "seldon CLI configs", f"cannot read seldon CLI configs {configs}")
+        named, active = data.get("configs"), data.get("active")
+        if isinstance(named, dict) and isinstance(active, str) and isinstance(named.get(active), str):
+            return os.path.expanduser(named[active])
+    default = os.path.join(base, "config.json")
+    return default if os.path.exists(default) else None
 
 
 def _json_object(path: str, what: str, unreadable: str) -> dict:
@@ -56,6 +78,10 @@ def _json_object(path: str, what: str, unreadable: str) -> dict:
 
 def load_cli_config(path: str | None = None) -> dict:
     """The CLI config file as a dict ({} if absent); a malformed file is a ``CliError``."""
+    if path is None and not os.environ.get(ENV_CLI_CONFIG) and not os.path.exists(config_path()):
+        path = seldon_cli_config_path()
+        if path is None:
+            return {}
     path = path or config_path()
     if not os.path.exists(path):
         return {}

@@ -53,7 +53,8 @@ def add_load_unload_status(subparsers, kind: str, states: tuple[str, ...], *, lo
     status.add_argument("name", nargs="?", help=f"{kind} name (default: all {kind}s)")
     status.add_argument("-w", "--wait", default="", metavar="STATE",
                         help=f"wait until the latest version is in STATE, one of {', '.join(states)}")
-    status.add_argument("-t", "--timeout", type=float, default=60.0, help="wait timeout seconds (default 60)")
+    status.add_argument("-t", "--timeout-secs", "--timeout", dest="timeout", type=float, default=60.0,
+                        help="wait timeout seconds (default 60); --timeout-secs is the seldon CLI's spelling")
     status.add_argument("--all-versions", action="store_true", help="show every version, not only the latest")
     add_common_flags(status)
     status.set_defaults(handler=run_status)

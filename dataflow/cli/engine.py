@@ -4,24 +4,21 @@ from __future__ import annotations
 import argparse
 import os
 
-ENV_HELP = """\
-environment variables (used when the option is not given):
-  DATAFLOW_SCHEDULER        --scheduler        DATAFLOW_KAFKA_BOOTSTRAP  --kafka
-  DATAFLOW_KAFKA_CONFIG     --kafka-config     DATAFLOW_REPLICA_NAME     --name
-  DATAFLOW_RUNTIME          --runtime          DATAFLOW_PARTITIONS       --partitions
-  DATAFLOW_STATE_DIR        --state-dir        DATAFLOW_NAMESPACE        --namespace
-  DATAFLOW_TOPIC_PREFIX     --topic-prefix     DATAFLOW_CONSUMER_PREFIX  --consumer-prefix
-  DATAFLOW_JOIN_WINDOW_MS   --join-window-ms   DATAFLOW_HEALTH_PORT      --health-port
-  DATAFLOW_EXACTLY_ONCE=1   --exactly-once
+def _env_help() -> str:
+    from dataflow.seldon_env import ENGINE_SETTINGS, UPSTREAM_HOST_ENV, UPSTREAM_PORT_ENV
 
---kafka-config is a JSON object of standard librdkafka settings (security.protocol, sasl.*,
-ssl.*, ...) applied to every client, so a secured cluster needs no code change.
-"""
-
-
-def _env(name: str, default=None):
-    value = os.environ.get(name)
-    return default if value in (None, "") else value
+    rows = [f"  {s.flag:<22} {s.ours or '-':<28} {s.reference or '-'}" for s in ENGINE_SETTINGS if s.ours]
+    return "\n".join([
+        "environment variables (used when the option is not given; ours win over the reference's):",
+        f"  {'option':<22} {'ours':<28} reference (Seldon Core 2 engine)",
+        *rows,
+        f"  {'':<22} {'':<28} --scheduler also from {UPSTREAM_HOST_ENV} + {UPSTREAM_PORT_ENV}",
+        "",
+        "Kafka security comes from SELDON_KAFKA_SECURITY_PROTOCOL, SELDON_KAFKA_TLS_* and SELDON_KAFKA_SASL_*",
+        "as for the reference engine, and from --kafka-config: a JSON object of standard librdkafka",
+        "settings (security.protocol, sasl.*, ssl.*, ...) applied to every client, which wins.",
+        "See docs/configuration.md.",
+    ])
 
 
 def register(sub) -> None:
@@ -30,59 +27,68 @@ def register(sub) -> None:
     p = sub.add_parser("engine", help="run a dataflow engine replica (pipelines from the scheduler)",
                        description="Subscribe to the scheduler's Chainer service and run the pipeline "
                                    "versions it assigns to this replica, until SIGTERM / Ctrl-C.",
-                       epilog=ENV_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scheduler", default=_env("DATAFLOW_SCHEDULER", DEFAULT_SCHEDULER),
-                   help=f"scheduler Chainer endpoint HOST:PORT (default {DEFAULT_SCHEDULER})")
-    p.add_argument("--kafka", default=_env("DATAFLOW_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
-                   help="Kafka bootstrap servers (default 127.0.0.1:9092)")
-    p.add_argument("--kafka-config", default=_env("DATAFLOW_KAFKA_CONFIG"),
-                   help="JSON file of extra librdkafka client settings (security, SASL, TLS)")
-    p.add_argument("--name", default=_env("DATAFLOW_REPLICA_NAME"),
-                   help="replica name, stable and unique per replica (default: the hostname)")
-    p.add_argument("--runtime", choices=RUNTIMES, default=_env("DATAFLOW_RUNTIME", DEFAULT_RUNTIME),
+                       epilog=_env_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    # Defaults are None here and resolved in build_config, so a malformed variable is a one-line
+    # error of this command rather than a crash of every command at parser construction.
+    p.add_argument("--scheduler", help=f"scheduler Chainer endpoint HOST:PORT (default {DEFAULT_SCHEDULER})")
+    p.add_argument("--kafka", help="Kafka bootstrap servers (default 127.0.0.1:9092)")
+    p.add_argument("--kafka-config", help="JSON file of extra librdkafka client settings (security, SASL, TLS)")
+    p.add_argument("--name", help="replica name, stable and unique per replica (default: the hostname)")
+    p.add_argument("--runtime", choices=RUNTIMES,
                    help=f"pipeline runtime (default {DEFAULT_RUNTIME}: raw confluent-kafka loop)")
-    p.add_argument("--partitions", type=int, default=int(_env("DATAFLOW_PARTITIONS", 1)),
-                   help="partitions of topics the engine creates (default 1)")
-    p.add_argument("--replication-factor", type=int, default=1, help="of created topics (default 1)")
-    p.add_argument("--state-dir", default=_env("DATAFLOW_STATE_DIR", "/tmp/dataflow-engine/state"),
-                   help="directory for pipeline state stores, one subdirectory per replica name "
-                        "(default /tmp/dataflow-engine/state)")
-    p.add_argument("--join-window-ms", type=int, default=int(_env("DATAFLOW_JOIN_WINDOW_MS", 60000)),
-                   help="join window when a step sets none (default 60000)")
-    p.add_argument("--namespace", default=_env("DATAFLOW_NAMESPACE", ""),
-                   help="namespace used in consumer group ids (default none)")
-    p.add_argument("--topic-prefix", default=_env("DATAFLOW_TOPIC_PREFIX", "seldon"),
-                   help="topic prefix (validated; topic names come from the scheduler)")
-    p.add_argument("--consumer-prefix", default=_env("DATAFLOW_CONSUMER_PREFIX", ""),
-                   help="consumer group prefix (default none)")
-    p.add_argument("--exactly-once", action="store_true",
-                   default=_env("DATAFLOW_EXACTLY_ONCE", "0") not in ("0", "false", "False"),
+    p.add_argument("--partitions", type=int, help="partitions of topics the engine creates (default 1)")
+    p.add_argument("--replication-factor", type=int, help="of created topics (default 1)")
+    p.add_argument("--state-dir", help="directory for pipeline state stores, one subdirectory per replica name "
+                                       "(default /tmp/dataflow-engine/state)")
+    p.add_argument("--join-window-ms", type=int, help="join window when a step sets none (default 60000)")
+    p.add_argument("--max-message-bytes", type=int,
+                   help="max.message.bytes of created topics and client size limits (default 1000000000)")
+    p.add_argument("--namespace", help="namespace used in consumer group ids (default none)")
+    p.add_argument("--topic-prefix", help="topic prefix (validated; topic names come from the scheduler)")
+    p.add_argument("--consumer-prefix", help="consumer group prefix (default none)")
+    p.add_argument("--ctlops-threads", type=int, help="pipeline creates/deletes run in parallel (default 8)")
+    p.add_argument("--exactly-once", action="store_true", default=None,
                    help="transactional producer: outputs and input offsets commit atomically")
     p.add_argument("--commit-interval-ms", type=int, default=1000,
                    help="offset commit interval (default 1000)")
-    p.add_argument("--health-port", type=int,
-                   default=int(_env("DATAFLOW_HEALTH_PORT")) if _env("DATAFLOW_HEALTH_PORT") else None,
-                   help="serve /live /ready /startup on this port (default off)")
+    p.add_argument("--health-port", type=int, help="serve /live /ready /startup on this port (default off)")
     p.add_argument("--pipeline-factory", default=None, help=argparse.SUPPRESS)  # tests: MODULE:CALLABLE
     p.set_defaults(handler=run)
 
 
-def build_config(args):
+def resolve_settings(args, environ=None) -> dict:
+    """Every engine setting: the flag if given, else ``DATAFLOW_*``, else ``SELDON_*``, else default."""
+    from dataflow.seldon_env import engine_defaults
+
+    values = engine_defaults(os.environ if environ is None else environ)
+    for key in values:
+        given = getattr(args, key, None)
+        if given is not None:
+            values[key] = given
+    return values
+
+
+def build_config(args, environ=None):
     from dataflow.cli import CliError
     from dataflow.engine.config import ConfigError, EngineConfig, default_replica_name
     from dataflow.kafka import KafkaSettings, KafkaSetupError
+    from dataflow.seldon_env import SeldonEnvError, engine_kafka_security
 
+    environ = os.environ if environ is None else environ
     try:
-        kafka = KafkaSettings.from_env(bootstrap=args.kafka, config_path=args.kafka_config)
+        v = resolve_settings(args, environ)
+        kafka = KafkaSettings.from_env(bootstrap=v["kafka"], config_path=v["kafka_config"],
+                                       security=engine_kafka_security(environ))
         return EngineConfig(
-            replica_name=args.name or default_replica_name(), scheduler=args.scheduler, kafka=kafka,
-            runtime=args.runtime, partitions=args.partitions, replication_factor=args.replication_factor,
-            state_dir=args.state_dir, join_window_ms=args.join_window_ms, consumer_prefix=args.consumer_prefix,
-            namespace=args.namespace, topic_prefix=args.topic_prefix, exactly_once=args.exactly_once,
-            commit_interval_ms=args.commit_interval_ms, health_port=args.health_port,
+            replica_name=v["name"] or default_replica_name(), scheduler=v["scheduler"], kafka=kafka,
+            runtime=v["runtime"], partitions=v["partitions"], replication_factor=v["replication_factor"],
+            state_dir=v["state_dir"], join_window_ms=v["join_window_ms"], consumer_prefix=v["consumer_prefix"],
+            namespace=v["namespace"], topic_prefix=v["topic_prefix"], exactly_once=v["exactly_once"],
+            commit_interval_ms=args.commit_interval_ms, max_message_bytes=v["max_message_bytes"],
+            ctlops_parallelism=v["ctlops_threads"], health_port=v["health_port"],
             pipeline_factory=args.pipeline_factory,
         )
-    except (ConfigError, KafkaSetupError) as exc:
+    except (ConfigError, KafkaSetupError, SeldonEnvError) as exc:
         raise CliError(str(exc)) from exc
 
 

@@ -2,7 +2,10 @@
 
 Both run in the foreground until Ctrl-C / SIGTERM. Environment variables of the reference
 gateways are honoured as defaults (``KAFKA_DEFAULT_NUM_PARTITIONS``, ``MODELGATEWAY_NUM_WORKERS``,
-``MODELGATEWAY_WORKER_TIMEOUT_MS``...); flags win.
+``MODELGATEWAY_WORKER_TIMEOUT_MS``, Kafka security from ``KAFKA_SECURITY_PROTOCOL``,
+``KAFKA_SASL_MECHANISM``, ``KAFKA_CLIENT_*``, ``KAFKA_BROKER_*``...), and so are the reference's
+flags that carry meaning here (``--scheduler-host``/``--scheduler-plaintxt-port``,
+``--kafka-config-path`` with its ``kafka.json`` layout); our own flags and variables win.
 """
 from __future__ import annotations
 
@@ -18,19 +21,38 @@ def _env_int(name: str, default: int) -> int:
         return default
 
 
+REFERENCE_SCHEDULER_PORT = 9004  # the Go gateways' --scheduler-plaintxt-port default
+
+
 def _kafka_flags(p) -> None:
     p.add_argument("--scheduler", default=None, metavar="HOST:PORT",
                    help="scheduler gRPC address to follow (env SELDON_SCHEDULE_HOST)")
+    p.add_argument("--scheduler-host", default=None,
+                   help="the reference's spelling: scheduler host, with --scheduler-plaintxt-port")
+    p.add_argument("--scheduler-plaintxt-port", type=int, default=None,
+                   help=f"scheduler port with --scheduler-host (default {REFERENCE_SCHEDULER_PORT})")
     p.add_argument("--kafka", default=None, metavar="BOOTSTRAP",
                    help="Kafka bootstrap servers (env DATAFLOW_KAFKA_BOOTSTRAP)")
-    p.add_argument("--kafka-config", default=None,
-                   help="JSON file of extra librdkafka settings (security, SASL, TLS) (env DATAFLOW_KAFKA_CONFIG)")
-    p.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE") or "default",
-                   help="namespace part of topic names (default: default)")
-    p.add_argument("--topic-prefix", default=os.environ.get("SELDON_KAFKA_TOPIC_PREFIX") or "seldon",
-                   help="topic prefix (default: seldon)")
-    p.add_argument("--consumer-group-prefix", default=os.environ.get("KAFKA_CONSUMER_GROUP_ID_PREFIX", ""),
-                   help="prefix of consumer group ids (default none)")
+    p.add_argument("--kafka-config", "--kafka-config-path", dest="kafka_config", default=None,
+                   help="JSON file: librdkafka settings, or the reference's kafka.json (bootstrap.servers, "
+                        "consumer/producer, topicPrefix, consumerGroupIdPrefix) (env DATAFLOW_KAFKA_CONFIG)")
+    p.add_argument("--namespace", default=None,
+                   help="namespace part of topic names (env POD_NAMESPACE, then the pod's service-account "
+                        "namespace file; default: default)")
+    p.add_argument("--topic-prefix", default=None,
+                   help="topic prefix (env SELDON_KAFKA_TOPIC_PREFIX, then kafka.json topicPrefix; default: seldon)")
+    p.add_argument("--consumer-group-prefix", default=None,
+                   help="prefix of consumer group ids (env KAFKA_CONSUMER_GROUP_ID_PREFIX, then kafka.json "
+                        "consumerGroupIdPrefix; default none)")
+
+
+def _scheduler(args) -> str | None:
+    """``--scheduler`` > the reference's ``--scheduler-host``[:``--scheduler-plaintxt-port``] > env."""
+    if args.scheduler:
+        return args.scheduler
+    if args.scheduler_host:
+        return f"{args.scheduler_host}:{args.scheduler_plaintxt_port or REFERENCE_SCHEDULER_PORT}"
+    return os.environ.get("SELDON_SCHEDULE_HOST") or None
 
 
 def register(sub) -> None:
@@ -69,14 +91,26 @@ def register(sub) -> None:
 
 
 def _settings(args):
+    """Kafka settings and topic names; fills ``args.consumer_group_prefix`` when not given."""
     from dataflow.cli import CliError
-    from dataflow.kafka import KafkaSettings, KafkaSetupError, TopicNamer
+    from dataflow.kafka import CONFIG_ENV, KafkaSettings, KafkaSetupError, TopicNamer
+    from dataflow.seldon_env import (KafkaConfigFile, SeldonEnvError, gateway_kafka_security,
+                                     kubernetes_namespace, load_kafka_config)
 
     try:
-        settings = KafkaSettings.from_env(bootstrap=args.kafka, config_path=args.kafka_config)
-        namer = TopicNamer(prefix=args.topic_prefix, namespace=args.namespace)
-    except KafkaSetupError as exc:
+        path = args.kafka_config or os.environ.get(CONFIG_ENV)
+        file = load_kafka_config(path) if path else KafkaConfigFile(extra={})
+        settings = KafkaSettings.from_env(bootstrap=args.kafka, config_path=path,
+                                          security=gateway_kafka_security(os.environ))
+        prefix = (args.topic_prefix or os.environ.get("SELDON_KAFKA_TOPIC_PREFIX") or file.topic_prefix
+                  or "seldon")
+        namespace = args.namespace or os.environ.get("POD_NAMESPACE") or kubernetes_namespace() or "default"
+        namer = TopicNamer(prefix=prefix, namespace=namespace)
+    except (KafkaSetupError, SeldonEnvError) as exc:
         raise CliError(str(exc)) from exc
+    if args.consumer_group_prefix is None:
+        args.consumer_group_prefix = (os.environ.get("KAFKA_CONSUMER_GROUP_ID_PREFIX")
+                                      or file.consumer_group_prefix or "")
     return settings, namer
 
 
@@ -105,7 +139,7 @@ def run_model_gateway(args) -> int:
         if not sep or not name or not endpoint:
             raise CliError(f"--model {spec!r}: expected NAME=ENDPOINT, e.g. add10=grpc://127.0.0.1:9500")
         static[name] = endpoint
-    scheduler = args.scheduler or os.environ.get("SELDON_SCHEDULE_HOST")
+    scheduler = _scheduler(args)
     if not scheduler and not static:
         raise CliError("nothing to serve: give --scheduler HOST:PORT and/or --model NAME=ENDPOINT")
     if args.workers < 1:
@@ -124,7 +158,7 @@ def run_pipeline_gateway(args) -> int:
     from gateways.pipeline_service import PipelineGatewayConfig, PipelineGatewayService
 
     settings, namer = _settings(args)
-    scheduler = None if args.no_scheduler else (args.scheduler or os.environ.get("SELDON_SCHEDULE_HOST"))
+    scheduler = None if args.no_scheduler else _scheduler(args)
     if not scheduler and not args.no_scheduler:
         raise CliError("give --scheduler HOST:PORT (or --no-scheduler to serve pipelines on demand)")
     cfg = PipelineGatewayConfig(settings=settings, namer=namer, scheduler=scheduler, http_port=args.http_port,

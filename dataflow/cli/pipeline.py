@@ -18,7 +18,8 @@ STATUS_NAMES = ("PipelineCreate", "PipelineCreating", "PipelineReady", "Pipeline
 def register(sub) -> None:
     p = sub.add_parser("pipeline", help="load, unload, watch and inspect pipelines",
                        epilog="Connection settings come from flags, then the config file "
-                              "~/.config/dataflow/cli/config.json (env DATAFLOW_CLI_CONFIG), then the env vars "
+                              "~/.config/dataflow/cli/config.json (env DATAFLOW_CLI_CONFIG; if absent, the seldon "
+                              "CLI's active config or ~/.config/seldon/cli/config.json), then the env vars "
                               "SELDON_SCHEDULE_HOST, SELDON_KAFKA_BROKER, SELDON_KAFKA_CONFIG_PATH, POD_NAMESPACE "
                               "(see dataflow/cli/config.py).")
     ps = p.add_subparsers(dest="pipeline_command", metavar="SUBCOMMAND")
@@ -37,7 +38,8 @@ def register(sub) -> None:
     insp.add_argument("--format", choices=("raw", "json"), default="raw", help="output format (default raw)")
     insp.add_argument("-v", "--verbose", action="store_true", help="show headers")
     insp.add_argument("-t", "--truncate", action="store_true", help="clear tensor data")
-    insp.add_argument("-d", "--timeout-secs", type=float, default=5.0, help="timeout seconds per topic (default 5)")
+    insp.add_argument("-d", "--timeout-secs", "--timeout", dest="timeout_secs", type=float, default=5.0,
+                      help="timeout seconds per topic (default 5)")
     add_scheduler_flags(insp)
     add_kafka_flags(insp)
     insp.set_defaults(handler=run_inspect)

@@ -7,14 +7,21 @@ import signal
 
 def register(sub) -> None:
     p = sub.add_parser("scheduler", help="run the minimal scheduler (pipelines, models, dataflow engines)")
-    p.add_argument("--port", type=int, default=9004, help="Scheduler gRPC port (default 9004)")
-    p.add_argument("--chainer-port", type=int, default=9008,
+    # Second spellings are the reference scheduler's, so its manifests' args work unchanged.
+    p.add_argument("--port", "--scheduler-port", dest="port", type=int, default=9004,
+                   help="Scheduler gRPC port (default 9004)")
+    p.add_argument("--chainer-port", "--dataflow-port", dest="chainer_port", type=int, default=9008,
                    help="Chainer gRPC port the dataflow engines subscribe to (default 9008)")
     p.add_argument("--host", default="0.0.0.0", help="interface to listen on (default 0.0.0.0)")
     p.add_argument("--state-dir", default=None,
                    help="directory for the persisted state (pipelines, models); none = memory only")
-    p.add_argument("--topic-prefix", default="seldon", help="Kafka topic prefix (default seldon)")
-    p.add_argument("--namespace", default="default", help="namespace part of topic names (default default)")
+    p.add_argument("--topic-prefix", default=None,
+                   help="Kafka topic prefix (default: topicPrefix of --kafka-config-path, else seldon)")
+    p.add_argument("--kafka-config-path", default=None,
+                   help="the reference's kafka.json; only its topicPrefix is used (the scheduler needs no Kafka)")
+    p.add_argument("--namespace", default=None,
+                   help="namespace part of topic names (default: the pod's service-account namespace file, "
+                        "else default)")
     p.add_argument("--max-shard-count-multiplier", type=int, default=1,
                    help="engines per pipeline version (default 1)")
     p.add_argument("--default-model-endpoint", default=None,
@@ -26,15 +33,31 @@ def register(sub) -> None:
     p.set_defaults(handler=run)
 
 
+def _topics(args) -> tuple[str, str]:
+    """Topic prefix and namespace: flag > the reference's sources (kafka.json topicPrefix, the
+    service-account namespace file) > seldon / default. Unlike the reference, a flag beats the file."""
+    from dataflow.cli import CliError
+    from dataflow.seldon_env import SeldonEnvError, kubernetes_namespace, load_kafka_config
+
+    prefix = args.topic_prefix
+    if prefix is None and args.kafka_config_path:
+        try:
+            prefix = load_kafka_config(args.kafka_config_path).topic_prefix
+        except SeldonEnvError as exc:
+            raise CliError(str(exc)) from exc
+    return prefix or "seldon", args.namespace or kubernetes_namespace() or "default"
+
+
 def run(args) -> int:
     from dataflow.cli import CliError
     from dataflow.kafka import KafkaSetupError
     from scheduler_min.server import SchedulerConfig, serve
     from scheduler_min.store import StateError
 
+    topic_prefix, namespace = _topics(args)
     config = SchedulerConfig(port=args.port, chainer_port=args.chainer_port, host=args.host,
-                             state_dir=args.state_dir, topic_prefix=args.topic_prefix,
-                             namespace=args.namespace,
+                             state_dir=args.state_dir, topic_prefix=topic_prefix,
+                             namespace=namespace,
                              max_shard_count_multiplier=max(1, args.max_shard_count_multiplier),
                              default_model_endpoint=args.default_model_endpoint,
                              retry_failed_secs=args.retry_failed_pipelines_secs,
