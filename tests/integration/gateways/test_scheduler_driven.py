@@ -123,14 +123,15 @@ def test_pipelines_follow_the_scheduler(kafka, scheduler):
         except urllib.error.HTTPError as e:
             return e.code
     try:
-        assert post() == 500  # not announced: "pipeline p not found"
+        assert post() == 404  # not announced: "pipeline p not found"
         fake.pipelines.put(pipeline_status("p", scheduler_pb2.PipelineVersionState.PipelineReady))
         assert _wait(lambda: svc.gateway.pipelines() == ["p"])
         with SimulatedPipeline(kafka, namer.pipeline_inputs("p"), namer.pipeline_outputs("p")):
             assert post() == 200
         fake.pipelines.put(pipeline_status("p", scheduler_pb2.PipelineVersionState.PipelineTerminated))
         assert _wait(lambda: svc.gateway.pipelines() == [])
-        assert post() == 500
+        assert post() == 404
+        assert _wait(lambda: not svc.gateway.consumers())  # the last pipeline took its consumer along
     finally:
         bg.run(svc.stop())
         bg.close()
