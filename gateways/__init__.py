@@ -5,10 +5,11 @@ Modules (one concern each):
 * ``oip_json``        REST JSON <-> ``ModelInferRequest`` / ``ModelInferResponse`` (spec 5.5).
 * ``routing``         pure wire rules: routing header -> ``Resource``, composite keys, request ids,
                       which headers cross the gateway, error-message shape.
-* ``kafka_io``        ``AsyncProducer`` and ``TopicSetConsumer`` (one consumer per group bucket).
+* ``kafka_io``        ``AsyncProducer`` and ``TopicSetConsumer`` (one consumer per group bucket in use,
+                      stopped when its last topic goes).
 * ``scheduler_watch`` follow ``SubscribeModelStatus`` / ``SubscribePipelineStatus`` with reconnects.
 * ``pipeline_gateway`` ``PipelineGateway.infer(resource, request_bytes, headers, request_id)``:
-                      produce, wait for the output with the same key, time out.
+                      produce, wait for the output with the same key, time out; unknown names 404.
 * ``pipeline_http`` / ``pipeline_grpc``  REST (aiohttp) and ``inference.GRPCInferenceService`` front ends.
 * ``pipeline_service`` ``PipelineGatewayService(PipelineGatewayConfig(...))``: all of the above running.
 * ``metrics``         Prometheus metrics with the reference names.

@@ -2,7 +2,10 @@
 consumer group over a changing set of topics (the reference's multi-topic consumer per bucket).
 
 confluent-kafka is used (not aiokafka) for its throughput and idempotent producer; its blocking
-calls run on their own threads and hand results to the asyncio loop.
+calls run on threads owned by these classes and hand results to the asyncio loop. Nothing here
+needs the loop's default executor: a caller that must wait for a client to finish (shut down,
+flushed) awaits ``wait_closed()``, a future the client's own thread resolves as it exits, so
+waits cannot pile up in a shared pool and starve unrelated work.
 """
 from __future__ import annotations
 
@@ -23,18 +26,64 @@ class ProduceError(RuntimeError):
     """A record could not be delivered."""
 
 
-class AsyncProducer:
-    """A confluent-kafka producer with a poll thread; ``await produce(...)`` resolves on delivery."""
+class _ExitSignal:
+    """Callbacks run once by a worker thread as it exits (or at once if it already has)."""
 
-    def __init__(self, settings: KafkaSettings, **overrides) -> None:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._done = False
+        self._callbacks: list[Callable[[], None]] = []
+
+    def add(self, callback: Callable[[], None]) -> None:
+        with self._lock:
+            if not self._done:
+                self._callbacks.append(callback)
+                return
+        callback()
+
+    def fire(self) -> None:
+        with self._lock:
+            self._done, callbacks, self._callbacks = True, self._callbacks, []
+        for cb in callbacks:
+            try:
+                cb()
+            except Exception:  # noqa: BLE001 - e.g. the waiting loop already closed
+                log.debug("exit callback failed", exc_info=True)
+
+    async def wait(self) -> None:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+
+        def settle() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        self.add(lambda: loop.call_soon_threadsafe(settle))
+        await fut
+
+
+class AsyncProducer:
+    """A confluent-kafka producer with a poll thread; ``await produce(...)`` resolves on delivery.
+
+    On close the poll thread flushes what is still queued and exits; ``close()`` joins it,
+    ``await aclose()`` waits for it without occupying any other thread.
+    """
+
+    def __init__(self, settings: KafkaSettings, *, flush_timeout_s: float = 10.0, **overrides) -> None:
         self._producer = Producer(settings.producer(**overrides))
+        self._flush_timeout_s = flush_timeout_s
         self._stop = threading.Event()
+        self._exited = _ExitSignal()
         self._thread = threading.Thread(target=self._poll_loop, name="gateway-producer-poll", daemon=True)
         self._thread.start()
 
     def _poll_loop(self) -> None:
-        while not self._stop.is_set():
-            self._producer.poll(0.05)
+        try:
+            while not self._stop.is_set():
+                self._producer.poll(0.05)
+            self._producer.flush(self._flush_timeout_s)
+        finally:
+            self._exited.fire()
 
     def produce_cb(self, topic: str, value: bytes | None, *, key: str | None, partition: int | None,
                    headers: list[tuple[str, bytes]] | None, on_delivery: Callable) -> None:
@@ -64,16 +113,27 @@ class AsyncProducer:
                     fut.set_result(None)
             loop.call_soon_threadsafe(settle)
 
-        self.produce_cb(topic, value, key=key, partition=partition, headers=headers, on_delivery=done)
+        kwargs = {"key": key, "value": value, "headers": headers or None, "on_delivery": done}
+        if partition is not None:
+            kwargs["partition"] = partition
+        while True:
+            try:
+                self._producer.produce(topic, **kwargs)
+                break
+            except BufferError:  # local queue full: yield to the loop while deliveries drain
+                await asyncio.sleep(0.01)
         await fut
 
     def flush(self, timeout_s: float = 10.0) -> int:
         return self._producer.flush(timeout_s)
 
     def close(self) -> None:
-        self.flush()
         self._stop.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=self._flush_timeout_s + 5)
+
+    async def aclose(self) -> None:
+        self._stop.set()
+        await self._exited.wait()
 
 
 class TopicSetConsumer:
@@ -83,6 +143,11 @@ class TopicSetConsumer:
     ``start_at_end``: newly assigned partitions start at the high watermark read *in the assign
     callback* (so nothing produced after ``partitions(topic)`` lists a partition can be missed),
     and a partition re-assigned after a rebalance resumes where this consumer left it.
+
+    Each instance is one librdkafka client (a handful of native threads) plus one Python thread,
+    so owners should keep as few as the group layout allows and ``stop()`` one as soon as its
+    topic set is empty: the thread then leaves the group, destroys the client and exits.
+    What is remembered per topic (assignment, positions) is dropped when the topic is removed.
     """
 
     def __init__(self, settings: KafkaSettings, group_id: str, on_records: Callable[[list[Message]], None], *,
@@ -104,6 +169,7 @@ class TopicSetConsumer:
         self._positions: dict[tuple[str, int], int] = {}
         self._commits: list[TopicPartition] = []
         self._stop = threading.Event()
+        self._exited = _ExitSignal()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -127,6 +193,8 @@ class TopicSetConsumer:
             return sorted(self._assigned.get(topic, ()))
 
     def wait_partitions(self, topic: str, timeout_s: float) -> list[int]:
+        """Block the calling thread until ``topic`` has partitions here (for synchronous callers;
+        asyncio code should wait on its own ``on_assign`` signal instead)."""
         deadline = time.monotonic() + timeout_s
         with self._lock:
             while not self._assigned.get(topic):
@@ -203,6 +271,16 @@ class TopicSetConsumer:
             return frozenset()
         return frozenset(t for t in topics if t in md.topics and md.topics[t].error is None)
 
+    def _forget(self, topics) -> None:
+        """Drop what is remembered about topics no longer subscribed (consumer thread)."""
+        if not topics:
+            return
+        for key in [k for k in self._positions if k[0] in topics]:
+            del self._positions[key]
+        with self._lock:
+            for t in topics:
+                self._assigned.pop(t, None)
+
     def _run(self) -> None:
         try:
             checked_at, existing = 0.0, frozenset()
@@ -216,6 +294,7 @@ class TopicSetConsumer:
                     existing = self._existing(requested) | (existing & requested)
                 wanted = requested & existing
                 if wanted != self._subscribed:
+                    self._forget(self._subscribed - wanted)
                     if wanted:
                         self._consumer.subscribe(sorted(wanted), on_assign=self._assign_cb,
                                                  on_revoke=self._revoke_cb, on_lost=self._revoke_cb)
@@ -250,6 +329,26 @@ class TopicSetConsumer:
                 self._consumer.close()
             except Exception:  # noqa: BLE001
                 pass
+            with self._lock:
+                self._assigned.clear()
+            self._positions.clear()
+            self._exited.fire()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        """Ask the thread to leave the group, destroy the client and exit; returns at once."""
+        self._stop.set()
+
+    def on_exit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the consumer thread once it has exited (at once if it already has)."""
+        self._exited.add(callback)
+
+    async def wait_closed(self) -> None:
+        """Wait (on the running loop, no worker thread) until the thread has exited."""
+        await self._exited.wait()
 
     def close(self, timeout_s: float = 15.0) -> None:
         self._stop.set()

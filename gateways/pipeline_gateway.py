@@ -1,10 +1,32 @@
-"""Pipeline gateway core: synchronous inference over Kafka (spec 5.2).
+"""Pipeline gateway core: synchronous inference over Kafka.
 
 A request is produced to ``pipeline.<r>.inputs`` (or ``model.<r>.inputs``) on a partition p owned
 by this gateway's consumer of the matching output topic, under the composite key
 ``<p>.<r>.<requestId>``; the consumer loop completes the waiting call when a record with that key
 appears on the output topic (first wins). Unlike the reference, a wait is bounded by
 ``timeout_s`` (``GatewayTimeout``) and its pending entry is released.
+
+What is served. Only resources the gateway knows: pipelines the scheduler announced
+(``load_pipeline``), models the scheduler reports available (``add_model``; their output topic is
+subscribed on first use), or, when running without a scheduler (``lazy_pipelines``), any resource
+whose output topic exists in Kafka. Anything else fails at once with ``PipelineNotFound``
+(REST 404 / gRPC NOT_FOUND). A made-up name must never cause a subscription, a wait for partitions
+that will never be assigned, or state that outlives the request: otherwise every request naming a
+random resource costs a subscription and a 10 s wait, and memory grows with each new name.
+
+Consumers. Output topics are read in the consumer groups ``pipelinegateway_group_id(name)``: a
+fixed number (``max_num_consumers``) of hashed buckets whose names every gateway replica shares,
+including other implementations, so replicas split each output topic's partitions between them.
+A Kafka consumer belongs to exactly one group, so the gateway runs one consumer per bucket that
+holds at least one loaded resource (never one per pipeline), adds and removes topics on it as
+resources come and go, and stops it when its last resource goes, which releases its threads,
+client and per-topic state. With ``max_num_consumers=1`` all output topics share one group and
+one consumer. The gateway has a single producer for everything it sends.
+
+Waiting. Nothing waits on a thread: a request that finds no partition assigned yet awaits a
+future that the consumers' assignment callbacks resolve, and shutdown awaits futures the client
+threads resolve as they exit. So any number of such waits cost no thread and cannot hold up
+other requests (as waits in the loop's small default executor would).
 
 The HTTP and gRPC front ends (``pipeline_http``, ``pipeline_grpc``) only translate to/from ``infer``.
 """
@@ -15,6 +37,8 @@ import logging
 import random
 import time
 from dataclasses import dataclass
+
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
 
 from dataflow.kafka import KafkaSettings, TopicNamer, pipelinegateway_group_id
 
@@ -28,14 +52,15 @@ log = logging.getLogger(__name__)
 PARTITION_WAIT_S = 10.0  # reference: wait up to 10 s for an output-topic assignment
 DEFAULT_TIMEOUT_S = 30.0
 MAX_NUM_CONSUMERS = 100  # PIPELINEGATEWAY_MAX_NUM_CONSUMERS
+TOPIC_LOOKUP_TIMEOUT_S = 5.0
 
 
 class GatewayError(RuntimeError):
-    """The gateway could not run the request (not loaded, no partitions, produce failed): 500."""
+    """The gateway could not run the request (no partitions, produce failed, unloaded): 500."""
 
 
 class PipelineNotFound(GatewayError):
-    """The pipeline is not known to this gateway (not announced by the scheduler)."""
+    """The resource is not one this gateway serves: REST 404 / gRPC NOT_FOUND."""
 
 
 class PartitionRevoked(GatewayError):
@@ -61,6 +86,8 @@ class PipelineGateway:
                  timeout_s: float = DEFAULT_TIMEOUT_S, partition_wait_s: float = PARTITION_WAIT_S,
                  max_num_consumers: int = MAX_NUM_CONSUMERS, metrics: PipelineMetrics | None = None,
                  lazy_pipelines: bool = False) -> None:
+        if max_num_consumers < 1:
+            raise ValueError(f"max_num_consumers must be at least 1, got {max_num_consumers}")
         self.settings = settings
         self.namer = namer or TopicNamer()
         self.consumer_prefix = consumer_prefix
@@ -68,14 +95,20 @@ class PipelineGateway:
         self.partition_wait_s = partition_wait_s
         self.max_num_consumers = max_num_consumers
         self.metrics = metrics or PipelineMetrics()
-        # Without a scheduler (tests, ``--no-scheduler``) pipelines load on first use like models.
+        # Without a scheduler (tests, ``--no-scheduler``) a resource is served once its output
+        # topic is found in Kafka; with one, only what the scheduler announced.
         self.lazy_pipelines = lazy_pipelines
         self._loop: asyncio.AbstractEventLoop | None = None
         self._producer: AsyncProducer | None = None
-        self._consumers: dict[str, TopicSetConsumer] = {}
+        self._consumers: dict[str, TopicSetConsumer] = {}  # group -> consumer; only groups in use
+        self._stopping: set[TopicSetConsumer] = set()  # stopped, thread not yet gone
         self._loaded: dict[Resource, int] = {}  # resource -> version (0 for models)
+        self._known_models: set[str] = set()
         self._pending: dict[str, asyncio.Future] = {}
-        self._pending_where: dict[str, tuple[str, str, int]] = {}  # key -> (group, output topic, partition)
+        self._pending_where: dict[str, tuple[Resource, str, str, int]] = {}  # key -> (resource, group, topic, p)
+        self._assign_waiter: asyncio.Future | None = None
+        self._admin = None  # AdminClient for topic look-ups (only without a scheduler)
+        self._topic_checks: dict[str, asyncio.Future] = {}
 
     # ---- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> "PipelineGateway":
@@ -87,35 +120,70 @@ class PipelineGateway:
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(GatewayError("gateway shutting down"))
-        consumers, self._consumers = list(self._consumers.values()), {}
+        consumers = [*self._consumers.values(), *self._stopping]
+        self._consumers = {}
+        self._loaded.clear()
+        for c in consumers:
+            c.stop()
         if self._producer is not None:
-            await asyncio.to_thread(self._producer.close)
-        await asyncio.gather(*(asyncio.to_thread(c.close) for c in consumers))
+            await self._producer.aclose()
+            self._producer = None
+        await asyncio.gather(*(c.wait_closed() for c in consumers))
+        self._stopping.clear()
+        self._admin = None
 
     # ---- resources --------------------------------------------------------------------------
     def group_id(self, name: str) -> str:
         return pipelinegateway_group_id(name, self.consumer_prefix, self.namer.namespace, self.max_num_consumers)
 
     def load(self, resource: Resource, version: int = 0) -> None:
-        """Start consuming the resource's output topic (idempotent)."""
+        """Start consuming the resource's output topic (idempotent).
+
+        The topic joins the consumer of the resource's group, created if the group had none.
+        """
         self._loaded[resource] = version
         group = self.group_id(resource.name)
         consumer = self._consumers.get(group)
         if consumer is None:
             consumer = TopicSetConsumer(self.settings, group, self._on_records, start_at_end=True,
-                                        on_assign=lambda _parts: self._loop.call_soon_threadsafe(
-                                            self._check_pending_partitions),
-                                        name=f"pipelinegw-{group}")
+                                        on_assign=self._assigned_on_thread, name=f"pipelinegw-{group}")
             self._consumers[group] = consumer
         consumer.add_topic(resource.output_topic(self.namer))
 
     def unload(self, resource: Resource) -> None:
+        """Stop consuming the resource's output topic and fail requests still waiting on it.
+
+        The group's consumer is stopped when this was its last topic, so nothing stays behind.
+        """
         if self._loaded.pop(resource, None) is None:
             return
         group = self.group_id(resource.name)
         consumer = self._consumers.get(group)
         if consumer is not None:
             consumer.remove_topic(resource.output_topic(self.namer))
+            if not consumer.topics:
+                del self._consumers[group]
+                self._retire(consumer)
+        for key, (res, *_where) in list(self._pending_where.items()):
+            fut = self._pending.get(key)
+            if res == resource and fut is not None and not fut.done():
+                fut.set_exception(GatewayError(f"{resource.header_value} was unloaded while request {key} waited"))
+        self._wake_partition_waiters()
+        if not any(r.name == resource.name for r in self._loaded):
+            self.metrics.forget(resource.name)
+
+    def _retire(self, consumer: TopicSetConsumer) -> None:
+        self._stopping.add(consumer)
+        loop = self._loop
+
+        def gone() -> None:
+            if loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(self._stopping.discard, consumer)
+            else:
+                self._stopping.discard(consumer)
+
+        consumer.on_exit(gone)
+        consumer.stop()
 
     def load_pipeline(self, name: str, version: int = 0) -> None:
         self.load(Resource(name, False), version)
@@ -123,11 +191,27 @@ class PipelineGateway:
     def unload_pipeline(self, name: str) -> None:
         self.unload(Resource(name, False))
 
+    def add_model(self, name: str) -> None:
+        """The scheduler reports model ``name`` available: serve ``<name>.model`` calls.
+
+        Its output topic is subscribed on the first such call, not now: most models are only
+        ever called through pipelines.
+        """
+        self._known_models.add(name)
+
+    def remove_model(self, name: str) -> None:
+        self._known_models.discard(name)
+        self.unload(Resource(name, True))
+
     def is_loaded(self, resource: Resource) -> bool:
         return resource in self._loaded
 
     def pipelines(self) -> list[str]:
         return sorted(r.name for r in self._loaded if not r.is_model)
+
+    def consumers(self) -> dict[str, TopicSetConsumer]:
+        """The running output consumers by group (one per group bucket in use)."""
+        return dict(self._consumers)
 
     def ready(self, resource: Resource) -> bool:
         """Loaded and the output consumer owns at least one partition."""
@@ -135,6 +219,46 @@ class PipelineGateway:
             return False
         consumer = self._consumers.get(self.group_id(resource.name))
         return bool(consumer and consumer.partitions(resource.output_topic(self.namer)))
+
+    async def _ensure_served(self, resource: Resource) -> None:
+        """Load ``resource`` if this gateway may serve it, else raise ``PipelineNotFound``."""
+        if resource in self._loaded:
+            return
+        kind = "model" if resource.is_model else "pipeline"
+        if self.lazy_pipelines:
+            known = await self._topic_exists(resource.output_topic(self.namer))
+        else:
+            known = resource.is_model and resource.name in self._known_models
+        if not known:
+            raise PipelineNotFound(f"{kind} {resource.name} not found")
+        if resource not in self._loaded:
+            self.load(resource)
+
+    async def _topic_exists(self, topic: str) -> bool:
+        """Ask the cluster whether ``topic`` exists (without creating it).
+
+        Concurrent look-ups of one name share a single request; the answer arrives through a
+        future resolved by the admin client's own thread.
+        """
+        fut = self._topic_checks.get(topic)
+        if fut is None:
+            if self._admin is None:
+                from confluent_kafka.admin import AdminClient
+
+                self._admin = AdminClient(self.settings.common())
+            request = self._admin.describe_topics(TopicCollection([topic]),
+                                                  request_timeout=TOPIC_LOOKUP_TIMEOUT_S)[topic]
+            fut = asyncio.wrap_future(request)
+            self._topic_checks[topic] = fut
+            fut.add_done_callback(lambda _f: self._topic_checks.pop(topic, None))
+        try:
+            await asyncio.shield(fut)
+            return True
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                return False
+            raise GatewayError(f"cannot look up topic {topic}: {err}") from exc
 
     # ---- inference ------------------------------------------------------------------------------
     async def infer(self, resource: Resource, request: bytes, caller_headers: list[tuple[str, bytes]],
@@ -146,11 +270,7 @@ class PipelineGateway:
         """
         if self._producer is None:
             raise GatewayError("gateway not started")
-        if resource not in self._loaded:
-            if resource.is_model or self.lazy_pipelines:
-                self.load(resource)
-            else:
-                raise PipelineNotFound(f"pipeline {resource.name} not found")
+        await self._ensure_served(resource)
         request_id = request_id or routing.new_request_id()
         headers = routing.request_headers(caller_headers, resource, request_id)
         wait = self.timeout_s if timeout_s is None else timeout_s
@@ -164,22 +284,41 @@ class PipelineGateway:
                 log.info("partition revoked while waiting for %s: publishing again", request_id)
         raise GatewayError("partition(s) revoked")  # pragma: no cover
 
+    async def _partitions(self, resource: Resource, out_topic: str) -> list[int]:
+        """Partitions of ``out_topic`` this gateway owns, waiting up to ``partition_wait_s`` for
+        an assignment (a new subscription, or a rebalance in progress)."""
+        end = self._loop.time() + self.partition_wait_s
+        while True:
+            if resource not in self._loaded:
+                raise PipelineNotFound(f"{resource.header_value} is no longer served")
+            consumer = self._consumers.get(self.group_id(resource.name))
+            partitions = consumer.partitions(out_topic) if consumer is not None else []
+            if partitions:
+                return partitions
+            left = end - self._loop.time()
+            if left <= 0:
+                raise GatewayError(f"no partitions assigned for {out_topic} after {self.partition_wait_s}s")
+            # Created and awaited within this loop step, and resolved on the loop by
+            # ``_on_assigned``, so an assignment landing right after the check is not missed.
+            if self._assign_waiter is None or self._assign_waiter.done():
+                self._assign_waiter = self._loop.create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._assign_waiter), left)
+            except asyncio.TimeoutError:
+                pass
+
     async def _publish_and_wait(self, resource: Resource, request: bytes, headers, request_id: str,
                                 deadline: float | None) -> InferResult:
-        group = self.group_id(resource.name)
-        consumer = self._consumers[group]
         out_topic = resource.output_topic(self.namer)
-        partitions = consumer.partitions(out_topic) or await asyncio.to_thread(
-            consumer.wait_partitions, out_topic, self.partition_wait_s)
-        if not partitions:
-            raise GatewayError(f"no partitions assigned for {out_topic} after {self.partition_wait_s}s")
+        partitions = await self._partitions(resource, out_topic)
+        group = self.group_id(resource.name)
         partition = random.choice(partitions)
         key = routing.composite_key(partition, resource.name, request_id)
         if key in self._pending:
             raise GatewayError(f"a request with key {key} is already in flight")
         fut = self._loop.create_future()
         self._pending[key] = fut
-        self._pending_where[key] = (group, out_topic, partition)
+        self._pending_where[key] = (resource, group, out_topic, partition)
         try:
             try:
                 await self._producer.produce(resource.input_topic(self.namer), request, key=key,
@@ -195,9 +334,25 @@ class PipelineGateway:
             self._pending.pop(key, None)
             self._pending_where.pop(key, None)
 
+    # ---- assignment -----------------------------------------------------------------------------
+    def _assigned_on_thread(self, _partitions) -> None:
+        """Consumer thread, after an assignment: continue on the loop."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._on_assigned)
+
+    def _on_assigned(self) -> None:
+        self._wake_partition_waiters()
+        self._check_pending_partitions()
+
+    def _wake_partition_waiters(self) -> None:
+        waiter, self._assign_waiter = self._assign_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     def _check_pending_partitions(self) -> None:
         """After a (re)assignment: fail waits whose partition this gateway no longer owns."""
-        for key, (group, topic, partition) in list(self._pending_where.items()):
+        for key, (_resource, group, topic, partition) in list(self._pending_where.items()):
             consumer = self._consumers.get(group)
             fut = self._pending.get(key)
             if fut is None or fut.done():

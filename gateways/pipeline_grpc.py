@@ -3,7 +3,8 @@
 ModelInfer: the request is forwarded unchanged; the output protobuf is returned unchanged
 (raw_output_contents preserved) with the output's ``x-*`` headers as header metadata and
 ``x-request-id`` = the composite key. A pipeline error record -> UNKNOWN ``"<model> : <text>"``;
-gateway failures -> FAILED_PRECONDITION; request timeout -> DEADLINE_EXCEEDED (beyond the reference).
+gateway failures -> FAILED_PRECONDITION; a pipeline or model this gateway does not serve -> NOT_FOUND
+at once; request timeout -> DEADLINE_EXCEEDED (beyond the reference).
 ModelReady and ServerReady are answered; every other RPC is UNIMPLEMENTED (the base servicer).
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataflow import headers as H
 
 from gateways import routing
 from gateways.metrics import METHOD_GRPC
-from gateways.pipeline_gateway import GatewayError, GatewayTimeout, PipelineGateway
+from gateways.pipeline_gateway import GatewayError, GatewayTimeout, PipelineGateway, PipelineNotFound
 from gateways.routing import Resource, RoutingError
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,9 @@ class PipelineInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             except GatewayTimeout as exc:
                 code = grpc.StatusCode.DEADLINE_EXCEEDED
                 await context.abort(code, str(exc))
+            except PipelineNotFound as exc:
+                code = grpc.StatusCode.NOT_FOUND
+                await context.abort(code, str(exc))
             except GatewayError as exc:
                 await context.abort(code, str(exc))
             await context.send_initial_metadata(routing.grpc_response_metadata(result.headers, result.key))
@@ -74,7 +78,8 @@ class PipelineInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             code = grpc.StatusCode.OK
             return resp
         finally:
-            self.gateway.metrics.observe(resource.name, METHOD_GRPC, time.perf_counter() - start, code.name)
+            self.gateway.metrics.observe(resource.name, METHOD_GRPC, time.perf_counter() - start, code.name,
+                                         per_pipeline=self.gateway.is_loaded(resource))
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext):
         resource = Resource(request.name, False)

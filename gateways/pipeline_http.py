@@ -1,8 +1,9 @@
 """REST front end of the pipeline gateway (aiohttp), spec 5.1 / 5.3 / 5.4.
 
 Status codes: 200 success; 400 bad routing header, bad JSON, or a pipeline error record (body
-``"<model> : <error text>"``); 500 gateway failure (e.g. pipeline not loaded here); 504 when no
-output arrives within the request timeout (beyond the reference, which waits forever).
+``"<model> : <error text>"``); 404 a pipeline or model this gateway does not serve (answered at
+once, nothing is subscribed for it); 500 gateway failure; 504 when no output arrives within the
+request timeout (beyond the reference, which waits forever).
 """
 from __future__ import annotations
 
@@ -53,7 +54,10 @@ async def _infer(request: web.Request, path_pipeline: str | None) -> web.Respons
         except GatewayTimeout as exc:
             code = 504
             return web.Response(status=504, text=str(exc))
-        except (PipelineNotFound, GatewayError) as exc:
+        except PipelineNotFound as exc:
+            code = 404
+            return web.Response(status=404, text=str(exc))
+        except GatewayError as exc:
             log.warning("infer %s failed: %s", resource.name, exc)
             return web.Response(status=500, text=str(exc))
         out_headers = CIMultiDict()
@@ -71,7 +75,8 @@ async def _infer(request: web.Request, path_pipeline: str | None) -> web.Respons
         out_headers["Content-Type"] = "application/json"
         return web.Response(status=200, body=payload, headers=out_headers)
     finally:
-        gw.metrics.observe(resource.name, METHOD_REST, time.perf_counter() - start, str(code))
+        gw.metrics.observe(resource.name, METHOD_REST, time.perf_counter() - start, str(code),
+                           per_pipeline=gw.is_loaded(resource))
 
 
 async def infer_model_path(request: web.Request) -> web.Response:

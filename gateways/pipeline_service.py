@@ -1,4 +1,9 @@
-"""Run a whole pipeline gateway: core + REST + gRPC + metrics + the scheduler's pipeline stream."""
+"""Run a whole pipeline gateway: core + REST + gRPC + metrics + the scheduler's status streams.
+
+With a scheduler the gateway serves exactly what the scheduler knows: pipelines from its pipeline
+status stream, and (for ``<name>.model`` calls) models its model status stream reports available.
+Without one (``scheduler=None``) it serves whatever has an output topic in Kafka.
+"""
 from __future__ import annotations
 
 import logging
@@ -7,7 +12,7 @@ from dataclasses import dataclass
 from dataflow.kafka import KafkaSettings, TopicNamer
 
 from gateways import pipeline_grpc, pipeline_http, scheduler_watch
-from gateways.pipeline_gateway import DEFAULT_TIMEOUT_S, PipelineGateway
+from gateways.pipeline_gateway import DEFAULT_TIMEOUT_S, MAX_NUM_CONSUMERS, PipelineGateway
 from gateways.service import GatewayService, subscriber_name
 
 log = logging.getLogger(__name__)
@@ -25,6 +30,7 @@ class PipelineGatewayConfig:
     timeout_s: float = DEFAULT_TIMEOUT_S
     consumer_prefix: str = ""
     subscriber: str = ""
+    max_num_consumers: int = MAX_NUM_CONSUMERS  # group buckets; must match the other replicas
 
 
 class PipelineGatewayService(GatewayService):
@@ -34,7 +40,8 @@ class PipelineGatewayService(GatewayService):
         super().__init__()
         self.config = config
         self.gateway = PipelineGateway(config.settings, config.namer, consumer_prefix=config.consumer_prefix,
-                                       timeout_s=config.timeout_s, lazy_pipelines=config.scheduler is None)
+                                       timeout_s=config.timeout_s, max_num_consumers=config.max_num_consumers,
+                                       lazy_pipelines=config.scheduler is None)
         self._http = None
         self._grpc = None
         self._metrics = None
@@ -47,9 +54,16 @@ class PipelineGatewayService(GatewayService):
         if c.metrics_port:
             self._metrics = self.gateway.metrics.serve(c.metrics_port)
         if c.scheduler:
-            self._follow(scheduler_watch.follow_pipelines, c.scheduler,
-                         subscriber_name(c.subscriber, "dataflow-pipelinegateway"), self._on_pipeline)
+            name = subscriber_name(c.subscriber, "dataflow-pipelinegateway")
+            self._follow(scheduler_watch.follow_pipelines, c.scheduler, name, self._on_pipeline)
+            self._follow(scheduler_watch.follow_models, c.scheduler, name, self._on_model)
         return self
+
+    def _on_model(self, ev: scheduler_watch.ModelEvent) -> None:
+        if ev.available:
+            self.gateway.add_model(ev.name)
+        else:
+            self.gateway.remove_model(ev.name)
 
     def _on_pipeline(self, ev: scheduler_watch.PipelineEvent) -> None:
         if ev.live:

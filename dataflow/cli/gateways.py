@@ -86,7 +86,10 @@ def register(sub) -> None:
     p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
     p.add_argument("--partitions", type=int, default=None, help="(accepted for compatibility; topics come from the engine)")
     p.add_argument("--no-scheduler", action="store_true",
-                   help="serve any pipeline named in a request without waiting for the scheduler to announce it")
+                   help="serve any pipeline or model whose output topic exists, without a scheduler announcing it")
+    p.add_argument("--max-num-consumers", type=int, default=_env_int("PIPELINEGATEWAY_MAX_NUM_CONSUMERS", 100),
+                   help="consumer-group buckets for output topics; every replica must use the same value "
+                        "(env PIPELINEGATEWAY_MAX_NUM_CONSUMERS, default 100; 1 = one consumer for all)")
     p.set_defaults(handler=run_pipeline_gateway)
 
 
@@ -161,9 +164,12 @@ def run_pipeline_gateway(args) -> int:
     scheduler = None if args.no_scheduler else _scheduler(args)
     if not scheduler and not args.no_scheduler:
         raise CliError("give --scheduler HOST:PORT (or --no-scheduler to serve pipelines on demand)")
+    if args.max_num_consumers < 1:
+        raise CliError(f"--max-num-consumers must be at least 1, got {args.max_num_consumers}")
     cfg = PipelineGatewayConfig(settings=settings, namer=namer, scheduler=scheduler, http_port=args.http_port,
                                 grpc_port=args.grpc_port, host=args.host, metrics_port=args.metrics_port,
-                                timeout_s=args.timeout_s, consumer_prefix=args.consumer_group_prefix)
+                                timeout_s=args.timeout_s, consumer_prefix=args.consumer_group_prefix,
+                                max_num_consumers=args.max_num_consumers)
     service = PipelineGatewayService(cfg)
     print(f"pipeline gateway: REST {args.host}:{args.http_port}, gRPC {args.host}:{args.grpc_port}, "
           f"kafka {settings.bootstrap_servers}, scheduler {scheduler or '-'}", flush=True)

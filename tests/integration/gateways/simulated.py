@@ -28,8 +28,15 @@ def request_to_response(req: pb.ModelInferRequest, model: str = "sim") -> pb.Mod
 
 
 class SimulatedPipeline:
-    def __init__(self, kafka, in_topic: str, out_topic: str, *, model: str = "sim") -> None:
+    """One stand-in for ``in_topic`` -> ``out_topic``; ``routes`` (input -> output topic) serves
+    many pipelines with one consumer."""
+
+    def __init__(self, kafka, in_topic: str | None = None, out_topic: str | None = None, *, model: str = "sim",
+                 routes: dict[str, str] | None = None) -> None:
         self.kafka = kafka
+        self.routes = dict(routes or {})
+        if in_topic is not None:
+            self.routes[in_topic] = out_topic
         self.in_topic, self.out_topic, self.model = in_topic, out_topic, model
         self.seen = 0
         self._stop = threading.Event()
@@ -48,7 +55,7 @@ class SimulatedPipeline:
     def _run(self) -> None:
         consumer: Consumer = self.kafka.consumer(offset_reset="earliest")
         producer: Producer = self.kafka.producer()
-        consumer.subscribe([self.in_topic], on_assign=lambda c, p: self._ready.set())
+        consumer.subscribe(sorted(self.routes), on_assign=lambda c, p: self._ready.set())
         try:
             while not self._stop.is_set():
                 for m in poll_batch(consumer, 500, 0.05):
@@ -64,10 +71,11 @@ class SimulatedPipeline:
                     if "fail" in req.parameters:
                         value = f"rpc error: code = InvalidArgument desc = {req.parameters['fail'].string_param}"
                         headers.append((H.PIPELINE_ERRORS, self.model.encode()))
-                        producer.produce(self.out_topic, value=value.encode(), key=m.key(),
+                        producer.produce(self.routes[m.topic()], value=value.encode(), key=m.key(),
                                          partition=m.partition(), headers=headers)
                         continue
-                    producer.produce(self.out_topic, value=request_to_response(req, self.model).SerializeToString(),
+                    producer.produce(self.routes[m.topic()],
+                                     value=request_to_response(req, self.model).SerializeToString(),
                                      key=m.key(), partition=m.partition(), headers=headers)
                 producer.poll(0)
         finally:

@@ -204,3 +204,20 @@ def test_pipeline_announced_before_its_topics_exist(kafka, env):
     with SimulatedPipeline(kafka, namer.pipeline_inputs("later"), namer.pipeline_outputs("later")):
         status, _, body = _post(env, BODY, {"seldon-model": "later.pipeline"})
     assert status == 200, body
+
+
+@pytest.mark.timeout(30)
+def test_without_scheduler_unknown_names_are_404_and_not_subscribed(env):
+    """Without a scheduler a name is served only if its output topic exists; others get 404 at once."""
+    gw = env["svc"].gateway
+    consumers = {g: set(c.topics) for g, c in gw.consumers().items()}
+    for header in ("bogus.model", "bogus.pipeline", "bogus"):
+        status, _, body = _post(env, BODY, {"seldon-model": header}, path="/v2/models/bogus/infer")
+        assert status == 404, (header, body)
+    with grpc.insecure_channel(f"127.0.0.1:{env['cfg'].grpc_port}") as ch:
+        stub = pb_grpc.GRPCInferenceServiceStub(ch)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ModelInfer(_grpc_request(), metadata=[("seldon-model", "bogus.model")], timeout=5)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert {g: set(c.topics) for g, c in gw.consumers().items()} == consumers
+    assert not any(r.name == "bogus" for r in gw._loaded)

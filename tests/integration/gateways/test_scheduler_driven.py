@@ -2,70 +2,27 @@
 from __future__ import annotations
 
 import json
-import queue
 import time
 import urllib.error
 import urllib.request
-from concurrent import futures
 
-import grpc
 import pytest
 
-from chainer_api import scheduler_pb2, scheduler_pb2_grpc
+from chainer_api import scheduler_pb2
 from dataflow.kafka import TopicNamer
 from gateways.model_service import ModelGatewayConfig, ModelGatewayService
 from gateways.pipeline_service import PipelineGatewayConfig, PipelineGatewayService
 
 from . import fake_oip
+from .fake_scheduler import model_status, pipeline_status, start_fake_scheduler
 from .harness import BackgroundLoop, free_port
 from .simulated import SimulatedPipeline
-
-
-class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
-    def __init__(self) -> None:
-        self.models: queue.Queue = queue.Queue()
-        self.pipelines: queue.Queue = queue.Queue()
-
-    @staticmethod
-    def _stream(q, context):
-        while context.is_active():
-            try:
-                yield q.get(timeout=0.2)
-            except queue.Empty:
-                continue
-
-    def SubscribeModelStatus(self, request, context):
-        yield from self._stream(self.models, context)
-
-    def SubscribePipelineStatus(self, request, context):
-        yield from self._stream(self.pipelines, context)
-
-
-def model_status(name: str, endpoint: str, state) -> scheduler_pb2.ModelStatusResponse:
-    msg = scheduler_pb2.ModelStatusResponse(modelName=name)
-    v = msg.versions.add(version=1)
-    v.state.state = state
-    v.modelDefn.meta.name = name
-    v.modelDefn.modelSpec.parameters.add(name="endpoint", value=endpoint)
-    return msg
-
-
-def pipeline_status(name: str, status) -> scheduler_pb2.PipelineStatusResponse:
-    msg = scheduler_pb2.PipelineStatusResponse(pipelineName=name)
-    v = msg.versions.add()
-    v.state.pipelineVersion = 1
-    v.state.status = status
-    return msg
 
 
 @pytest.fixture(scope="module")
 def scheduler():
     port = free_port()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    fake = FakeScheduler()
-    scheduler_pb2_grpc.add_SchedulerServicer_to_server(fake, server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    server.start()
+    server, fake = start_fake_scheduler(port)
     yield f"127.0.0.1:{port}", fake
     server.stop(0)
 
@@ -123,14 +80,15 @@ def test_pipelines_follow_the_scheduler(kafka, scheduler):
         except urllib.error.HTTPError as e:
             return e.code
     try:
-        assert post() == 500  # not announced: "pipeline p not found"
+        assert post() == 404  # not announced: "pipeline p not found"
         fake.pipelines.put(pipeline_status("p", scheduler_pb2.PipelineVersionState.PipelineReady))
         assert _wait(lambda: svc.gateway.pipelines() == ["p"])
         with SimulatedPipeline(kafka, namer.pipeline_inputs("p"), namer.pipeline_outputs("p")):
             assert post() == 200
         fake.pipelines.put(pipeline_status("p", scheduler_pb2.PipelineVersionState.PipelineTerminated))
         assert _wait(lambda: svc.gateway.pipelines() == [])
-        assert post() == 500
+        assert post() == 404
+        assert _wait(lambda: not svc.gateway.consumers())  # the last pipeline took its consumer along
     finally:
         bg.run(svc.stop())
         bg.close()
