@@ -86,7 +86,7 @@ def broker_credentials(settings: KafkaSettings):
 def build_app(*, group_id: str, settings: KafkaSettings, partitions: int, datadir: Path,
               web_port: int, exactly_once: bool, commit_interval_ms: int,
               replication_factor: int = 1, max_message_bytes: int = 1_000_000):
-    """A Faust app for one pipeline version; tables and agents are added by the caller."""
+    """A Faust app for one pipeline version; its agent and timer are added by the caller."""
     import faust
 
     use_fetch_wait(settings.fetch_wait_max_ms)
@@ -100,7 +100,7 @@ def build_app(*, group_id: str, settings: KafkaSettings, partitions: int, datadi
         group_id,
         broker=brokers,
         broker_credentials=broker_credentials(settings),
-        store="rocksdb://",
+        store="memory://",  # no Faust tables: state is in partition tasks (faust_tasks)
         datadir=str(datadir),
         topic_partitions=partitions,
         topic_replication_factor=replication_factor,

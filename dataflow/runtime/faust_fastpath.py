@@ -6,22 +6,23 @@ its fetch loop awaits each record's delivery through ``wait_first`` (two new asy
 record), then the conductor, a channel queue and the stream iterator each add a hop, and the
 producer creates a future per record.
 
-This path keeps everything else Faust does (group membership and rebalancing, table recovery
-from changelogs, offset tracking and commits, flushing the producer before a commit) and
+This path keeps everything else Faust does (group membership and rebalancing, offset tracking and
+commits; the partition tasks' restore and checkpoints hook into those, see ``faust_tasks``) and
 replaces two things:
 
 * the consumer's fetch loop (``Consumer._drain_messages``): each ``getmany`` result is split into
-  records of the pipeline's source topics, handed over as one batch, and everything else
-  (changelog records during table recovery) which still goes through Faust's conductor. Faust's
-  read-offset and gap bookkeeping is kept so commits stay correct;
+  records of the pipeline's source topics, handed over as one batch, and everything else, which
+  still goes through Faust's conductor. Faust's read-offset and gap bookkeeping is kept so
+  commits stay correct;
 * per-record produce: outputs are grouped by (topic, partition) and appended to aiokafka
   ``BatchBuilder``s, one future per batch instead of per record.
 
-Records are acked (``consumer.ack``) after their outputs are queued in the producer; Faust flushes
-the producer before committing offsets, so delivery stays at-least-once. Exactly-once uses the
-agent path (``producer_selector`` can route to per-partition transactional producers, but a send
-must also hold Faust's transaction lock so it does not land between a commit and the next
-begin: not done yet).
+``BatchProcessor`` runs each record through the task of its partition and acks the records
+(``consumer.ack``) after their outputs are queued in the producer, all under the task driver's
+lock; every offset commit is a checkpoint that flushes the producer first, so delivery stays
+at-least-once. Exactly-once uses the agent path (``producer_selector`` can route to
+per-partition transactional producers, but a send must also hold Faust's transaction lock so it
+does not land between a commit and the next begin: not done yet).
 """
 from __future__ import annotations
 
@@ -103,7 +104,7 @@ def producer_selector(app, source_topics: Iterable[str], exactly_once: bool) -> 
 
     At-least-once: Faust's one producer. Exactly-once: the transactional producer Faust keeps for
     that source partition (``{group_id}-{topic group}-{partition}``), whose transaction also
-    commits the partition's input offsets; so outputs and changelog writes must go there.
+    commits the partition's input offsets; so that partition's outputs must go there.
     """
     if not exactly_once:
         return lambda partition: app.producer._producer
@@ -169,27 +170,41 @@ class BatchProducer:
 
 
 class BatchProcessor:
-    """Runs ``pipeline.process`` over a batch of Faust messages, produces, then acks them."""
+    """Runs each message of a batch through the task of its partition, produces, then acks them.
 
-    def __init__(self, app, pipeline, stores, producer: BatchProducer, changelog=None,
+    The whole batch is one critical section under ``lock`` (``faust_tasks.TaskDriver.lock``): a
+    checkpoint sees either none or all of a batch's state changes, outputs and acks."""
+
+    def __init__(self, app, tasks, lock: asyncio.Lock, producer: BatchProducer,
                  by_source_partition: bool = False):
         self.app = app
-        self.pipeline = pipeline
-        self.stores = stores
+        self.tasks = tasks                  # dataflow.runtime.tasks.PartitionTasks
+        self.lock = lock
         self.producer = producer
-        self.changelog = changelog          # faust_store.ChangelogWriter (state writes of the batch)
         # exactly-once: outputs are sent per source partition (each has its own transaction)
         self.by_source_partition = by_source_partition
         self.processed = 0
         self.errors = 0
+        self.skipped = 0
 
     async def __call__(self, messages: list) -> None:
-        process = self.pipeline.process
-        stores = self.stores
+        async with self.lock:
+            await self._process(messages)
+
+    async def _process(self, messages: list) -> None:
+        tasks = self.tasks.tasks
         outputs: dict[int | None, list[Record]] = {}
+        handled: list = []
         now_ms = int(time.time() * 1000)
         by_source = self.by_source_partition
         for message in messages:
+            task = tasks.get(message.partition)
+            if task is None:  # not ours (any more): not acked, its owner processes it
+                self.skipped += 1
+                log.warning("record %s[%s]@%s of a partition without a task; not processed",
+                            message.topic, message.partition, message.offset)
+                continue
+            handled.append(message)
             try:
                 key = message.key
                 timestamp = message.timestamp
@@ -197,24 +212,16 @@ class BatchProcessor:
                                 key.decode("utf-8", "replace") if key is not None else None,
                                 message.value, normalise(message.headers),
                                 int(round(timestamp * 1000)) if timestamp else 0, message.partition)
-                for store in stores:
-                    store.partition = message.partition
-                try:
-                    produced = process(record, now_ms)
-                finally:
-                    for store in stores:
-                        store.partition = None
+                produced = task.process(record, now_ms)
                 if produced:
                     outputs.setdefault(message.partition if by_source else None, []).extend(produced)
             except Exception:  # noqa: BLE001 - a bad record must not stop the pipeline
                 self.errors += 1
                 log.exception("record %s[%s]@%s failed; skipped", message.topic, message.partition,
                               message.offset)
-        self.processed += len(messages)
-        if self.changelog is not None:
-            await self.changelog.flush()
+        self.processed += len(handled)
         for source_partition, records in outputs.items():
             await self.producer.send(records, source_partition)
         ack = self.app.consumer.ack
-        for message in messages:
+        for message in handled:
             ack(message)

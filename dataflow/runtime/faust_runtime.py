@@ -3,29 +3,35 @@
 Design (see also ``faust_worker`` for the child side):
 
 * ``FaustRunner.start()`` compiles the pipeline once in the engine with in-memory stores (to
-  fail fast with a clear reason and learn its topics), ensures every topic with
-  ``config.partitions`` and requires equal partition counts (spec 1.2), then spawns
-  ``python -m dataflow.runtime.faust_worker`` with a JSON ``WorkerSpec`` on stdin and waits for
-  the child's first state line: ``RUNNING`` (group joined, tables recovered, start positions
-  resolved) returns, ``ERROR`` or an early exit raises ``RunnerError`` with the reason, and so
-  does ``config.start_timeout_s`` without either.
+  fail fast with a clear reason, learn its topics and whether it has state), ensures every topic
+  with ``config.partitions`` and requires equal partition counts (spec 1.2), creates the state
+  changelog topic of a stateful version (``changelog.changelog_topic(group_id)``, compacted, one
+  partition per source partition: the same topic and format as ``KafkaRunner``), then spawns
+  ``python -m dataflow.runtime.faust_worker`` (with the parent's ``dataflow`` package first on
+  its ``PYTHONPATH``) with a JSON ``WorkerSpec`` on stdin and waits for the child's first state
+  line: ``RUNNING`` (group joined, partition state restored, start positions resolved) returns,
+  ``ERROR`` or an early exit raises ``RunnerError`` with the reason, and so does
+  ``config.start_timeout_s`` without either.
 * Later state lines are reported through ``on_state``: ``REBALANCING`` <-> ``RUNNING``; a child
   that dies unexpectedly is reported as ``ERROR`` with its exit code.
 * ``stop()`` sends SIGTERM (the worker commits and leaves the group), waits, then SIGKILLs.
 * One process per version means versions are created and deleted at run time without touching
   each other, each worker has its own consumer group (``dataflow_group_id``: ``latest`` start,
-  replicas share it and split partitions), web port and RocksDB directory
-  (``config.state_dir/<group id>``), and the child dies with the engine (PR_SET_PDEATHSIG and a
+  replicas share it and split partitions), web port and state directory
+  (``config.state_dir/<group id>``, one RocksDB per partition; ``clean_state()`` removes it when
+  the version is deleted), and the child dies with the engine (PR_SET_PDEATHSIG and a
   parent-pid watchdog). PR_SET_PDEATHSIG fires when the *thread* that spawned the child exits:
   start runners from a long-lived event loop (the engine's), not from a throwaway thread.
-* State lives in Faust tables (``rocksdb://``) with changelog topics; see ``faust_store``.
+* State: partition tasks (``dataflow.runtime.tasks``) with one RocksDB per (version, partition),
+  restored from the changelog on assignment and checkpointed at every offset commit, as in
+  ``KafkaRunner``; Faust tables are not used. See ``faust_tasks``.
 * Processing path: ``"batch"`` (default, ``faust_fastpath``: Faust's fetch loop replaced by one
   that hands each fetched batch to the pipeline, outputs produced as aiokafka batches) or
   ``"agent"`` (Faust's stock agent/stream, ~3-4x more CPU per record); ``processing_path=`` or
-  ``DATAFLOW_FAUST_PATH``. Both keep Faust's group handling, table recovery and commits.
+  ``DATAFLOW_FAUST_PATH``. Both keep Faust's group handling and commits.
 * ``config.exactly_once`` selects Faust's ``exactly_once`` guarantee (Kafka transactions, one
   transactional producer per source partition, committing that partition's input offsets,
-  outputs and table writes together; uses the agent path). aiokafka only speaks InitProducerId
+  outputs and changelog records together; uses the agent path). aiokafka only speaks InitProducerId
   v0, which the embedded broker rejects (environment notes, defect 3): ``faust_eos`` adds v3,
   negotiated only where the broker supports it. If a broker still refuses, ``start()`` raises
   with the broker's error as the reason. The embedded broker cannot show EOS crash consistency
@@ -39,7 +45,8 @@ Public API: ``FaustRunner(msg, config, on_state, *, pipeline_factory="module:cal
 processing_path=None, log_level=None)``; ``pipeline_factory`` names a callable
 ``(msg, config, store_factory) -> CompiledPipeline`` importable in the worker (default
 ``dataflow.topology.compile_pipeline`` via ``faust_worker.compile_with_topology``). Properties:
-``group_id``, ``partitions`` (topic -> partition count, after start), ``pid`` (worker process).
+``group_id``, ``changelog_topic`` (None for a stateless version, after start), ``partitions``
+(topic -> partition count, after start), ``pid`` (worker process), ``state_dir``.
 """
 from __future__ import annotations
 
@@ -52,13 +59,15 @@ import signal
 import sys
 
 from chainer_api import chainer_pb2
+import dataflow
 from dataflow.broker import free_port
 from dataflow.kafka import dataflow_group_id, ensure_topics
+from dataflow.runtime import changelog as cl
 from dataflow.runtime.base import PipelineRunner, RunnerError, RunnerState, RuntimeConfig, StateCallback
 from dataflow.runtime.faust_worker import (
     DEFAULT_FACTORY, WorkerSpec, kafka_settings_to_dict, load_factory, runtime_config_to_dict,
 )
-from dataflow.state.memory import MemoryStore
+from dataflow.runtime.tasks import is_stateful
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +83,17 @@ def _with_exception(message: str, exc: BaseException | str) -> str:
     return f"{message} Exception: {exc}"
 
 
+def _worker_env() -> dict[str, str]:
+    """The worker's environment: this one, with the directory of this process's ``dataflow``
+    package first on ``PYTHONPATH``, so the worker runs the same code (e.g. a source checkout next
+    to an installed copy)."""
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(dataflow.__file__)))
+    paths = [root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+
+
 class FaustRunner(PipelineRunner):
     """Runs one pipeline version in a Faust worker process."""
 
@@ -87,6 +107,7 @@ class FaustRunner(PipelineRunner):
         self.log_level = log_level or os.environ.get(LOG_LEVEL_ENV, "WARNING")
         self.group_id = dataflow_group_id(msg.uid, config.consumer_prefix, config.namespace)
         self.partitions: dict[str, int] = {}
+        self.changelog_topic: str | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task | None = None
         self._first_state: asyncio.Future | None = None
@@ -96,17 +117,27 @@ class FaustRunner(PipelineRunner):
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
+    @property
+    def state_dir(self) -> str:
+        """The worker's data directory: one RocksDB per assigned partition of a stateful version."""
+        return os.path.join(self.config.state_dir, self.group_id)
+
+    async def clean_state(self) -> None:
+        """Remove this version's state directory (after ``stop()``, when the pipeline is deleted)."""
+        import shutil
+
+        await asyncio.to_thread(shutil.rmtree, self.state_dir, True)
+
     # -- start -----------------------------------------------------------------------------------
     async def start(self) -> None:
         if self._proc is not None and self._proc.returncode is None:
             return
         self._stopping = False
-        topics = await asyncio.to_thread(self._topics_of_pipeline)
+        topics, stateful = await asyncio.to_thread(self._topics_of_pipeline)
+        self.changelog_topic = (cl.changelog_topic(self.group_id)
+                                if stateful and self.config.state_changelog else None)
         try:
-            self.partitions = await asyncio.to_thread(
-                ensure_topics, self.config.kafka, topics, self.config.partitions,
-                self.config.replication_factor, require_equal=True,
-                topic_config={"max.message.bytes": str(self.config.max_message_bytes)})
+            self.partitions = await asyncio.to_thread(self._ensure_topics, topics)
         except Exception as exc:  # noqa: BLE001 - any admin failure (KafkaSetupError, ...) is a reason
             self._fail(_with_exception(REASON_TOPICS_FAILED, exc))
         loop = asyncio.get_running_loop()
@@ -116,10 +147,11 @@ class FaustRunner(PipelineRunner):
             group_id=self.group_id, partitions=self.partitions, web_port=free_port(),
             parent_pid=os.getpid(), factory=self.pipeline_factory,
             kafka=kafka_settings_to_dict(self.config.kafka), config=runtime_config_to_dict(self.config),
-            log_level=self.log_level, path=self.processing_path)
+            log_level=self.log_level, path=self.processing_path, changelog_topic=self.changelog_topic)
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "dataflow.runtime.faust_worker",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None)
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None,
+            env=_worker_env())
         self._proc.stdin.write(spec.to_json().encode())
         await self._proc.stdin.drain()
         self._proc.stdin.close()
@@ -138,16 +170,38 @@ class FaustRunner(PipelineRunner):
             await self._terminate()
             self._fail(reason or _with_exception(REASON_START_FAILED, state.value))
 
-    def _topics_of_pipeline(self) -> list[str]:
+    def _topics_of_pipeline(self) -> tuple[list[str], bool]:
+        """The pipeline's topics and whether it has state (one compile over memory stores)."""
         try:
             factory = load_factory(self.pipeline_factory)
-            pipeline = factory(self.msg, self.config, MemoryStore)
-            topics = sorted(pipeline.all_topics)
+            probed: list = []
+
+            def probing(store_factory):
+                probed.append(factory(self.msg, self.config, store_factory))
+                return probed[-1]
+
+            stateful = is_stateful(probing)
+            topics = sorted(probed[0].all_topics)
         except Exception as exc:  # noqa: BLE001 - compile errors become the ack reason
             self._fail(_with_exception(REASON_INIT_FAILED, exc))
         if not topics:
             self._fail(_with_exception(REASON_INIT_FAILED, "pipeline has no topics"))
-        return topics
+        return topics, stateful
+
+    def _ensure_topics(self, topics: list[str]) -> dict[str, int]:
+        config = self.config
+        partitions = ensure_topics(config.kafka, topics, config.partitions, config.replication_factor,
+                                   require_equal=True,
+                                   topic_config={"max.message.bytes": str(config.max_message_bytes)})
+        if self.changelog_topic:  # one changelog partition per source partition
+            n = max(partitions.values(), default=config.partitions)
+            created = ensure_topics(config.kafka, [self.changelog_topic], n, config.replication_factor,
+                                    topic_config={"max.message.bytes": str(config.max_message_bytes),
+                                                  **cl.TOPIC_CONFIG})
+            if created[self.changelog_topic] != n:
+                raise RuntimeError(f"changelog topic {self.changelog_topic} has "
+                                   f"{created[self.changelog_topic]} partitions, the pipeline's topics {n}")
+        return partitions
 
     def _fail(self, reason: str):
         self.state = RunnerState.ERROR  # start() failures are raised, not reported

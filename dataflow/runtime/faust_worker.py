@@ -15,11 +15,15 @@ Protocol with the parent (``FaustRunner``):
   (``PR_SET_PDEATHSIG`` plus a parent-pid watchdog), since an engine killed with SIGKILL must not
   leave orphan consumers in the group.
 
-Per event: build a ``Record``, call ``pipeline.process`` with the event's partition selected on
-every ``FaustTableStore``, and hand the outputs to the producer without awaiting delivery (Faust
-flushes the producer before every offset commit, which keeps at-least-once). A timer calls
-``pipeline.punctuate`` every ``punctuate_interval_ms``. A record that makes ``process`` raise is
-logged with topic/partition/offset and skipped; it never stops the worker.
+The pipeline runs as partition tasks (``dataflow.runtime.tasks``), driven by
+``faust_tasks.TaskDriver``: a task per assigned source partition, its state restored from the
+version's changelog topic before its processors are built, checkpointed at every Faust offset
+commit, saved and closed on revocation; the same semantics as ``KafkaRunner``. Per record: build
+a ``Record``, run it through the task of its partition, hand the outputs to the producer without
+awaiting delivery and acknowledge it (every commit first flushes the producer, which keeps
+at-least-once). A timer punctuates every task every ``punctuate_interval_ms``. A record that
+makes ``process`` raise is logged with topic/partition/offset and skipped; it never stops the
+worker.
 """
 from __future__ import annotations
 
@@ -63,6 +67,7 @@ class WorkerSpec:
     config: dict[str, Any] = field(default_factory=dict)    # RuntimeConfig fields except kafka
     log_level: str = "WARNING"
     path: str = "batch"                                     # "batch" (faust_fastpath) or "agent"
+    changelog_topic: str | None = None                      # created by the parent; None: stateless
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -168,11 +173,13 @@ class StateReporter:
 
 
 class PipelineWorker:
-    """Wires one compiled pipeline into a Faust app: tables, agent, timer, state hooks."""
+    """Wires one pipeline version into a Faust app: partition tasks, agent, timer, state hooks."""
 
     def __init__(self, spec: WorkerSpec, report: StateReporter):
         from chainer_api import chainer_pb2
         from dataflow.runtime.faust_app import build_app
+        from dataflow.runtime.faust_tasks import TaskDriver
+        from dataflow.runtime.tasks import PartitionTasks, is_stateful
 
         self.spec = spec
         self.report = report
@@ -180,46 +187,48 @@ class PipelineWorker:
         self.config = runtime_config_from_spec(spec)
         self.partitions = dict(spec.partitions)
         self.default_partitions = max(self.partitions.values(), default=self.config.partitions)
-        datadir = Path(self.config.state_dir) / spec.group_id
-        datadir.mkdir(parents=True, exist_ok=True)
+        self.datadir = Path(self.config.state_dir) / spec.group_id
+        self.datadir.mkdir(parents=True, exist_ok=True)
         self.app = build_app(group_id=spec.group_id, settings=self.config.kafka,
-                             partitions=self.default_partitions, datadir=datadir,
+                             partitions=self.default_partitions, datadir=self.datadir,
                              web_port=spec.web_port, exactly_once=self.config.exactly_once,
                              commit_interval_ms=self.config.commit_interval_ms,
                              replication_factor=self.config.replication_factor,
                              max_message_bytes=self.config.max_message_bytes)
-        from dataflow.runtime.faust_store import ChangelogWriter
+        factory = load_factory(spec.factory)
 
-        self.stores: list = []
-        self.changelog = ChangelogWriter(self.app, self.stores)
-        self.pipeline = load_factory(spec.factory)(self.msg, self.config, self._store_factory)
-        self.sources = sorted(self.pipeline.source_topics)
-        if self.config.exactly_once and not self.stores:
-            # Faust's transactions look up topic groups in its own partition assignor, which it
-            # only uses when there are tables or standbys; a table-less app would crash on its
-            # first assignment. A standby setting with no tables has nothing to replicate.
+        def build(store_factory):
+            return factory(self.msg, self.config, store_factory)
+
+        probed: list = []
+
+        def probing(store_factory):
+            probed.append(build(store_factory))
+            return probed[-1]
+
+        stateful = is_stateful(probing)  # compiles once: validates and tells the source topics
+        self.sources = sorted(probed[0].source_topics)
+        self.tasks = PartitionTasks(build, self._open_state if stateful else None)
+        self.driver = TaskDriver(self.app, self.tasks, source_topics=self.sources, settings=self.config.kafka,
+                                 changelog_topic=spec.changelog_topic, exactly_once=self.config.exactly_once,
+                                 on_fatal=lambda reason: self.report("ERROR", reason))
+        if self.config.exactly_once or stateful:
+            # Faust's own partition assignor: it assigns partition p of every source topic to the
+            # same worker (one topic group), which a task's state needs; without tables or
+            # standbys Faust uses round robin, which splits them. Faust's transactions also look
+            # topic groups up in it. A standby setting with no tables has nothing to replicate.
             self.app.conf.table_standby_replicas = 1
         self._running_once = False
         self._ready_task: asyncio.Task | None = None
         self.errors = 0
         self.processed = 0
         self._wire()
+        self.driver.install()
 
-    # -- state -----------------------------------------------------------------------------
-    def _store_factory(self, name: str):
-        from dataflow.runtime.faust_store import FaustTableStore, table_name_for
+    def _open_state(self, partition: int):
+        from dataflow.state.partition import rocks_partition_state
 
-        table = self.app.Table(table_name_for(name), key_type=bytes, value_type=bytes,
-                               partitions=self.default_partitions)
-        # Only the agent path under exactly-once leaves changelog writes to Faust (per write).
-        buffered = not self.config.exactly_once
-        store = FaustTableStore(table, name, buffered=buffered)
-        self.stores.append(store)
-        return store
-
-    def _select_partition(self, partition: int | None) -> None:
-        for store in self.stores:
-            store.partition = partition
+        return rocks_partition_state(str(self.datadir), partition)
 
     # -- wiring ------------------------------------------------------------------------------
     def _wire(self) -> None:
@@ -238,10 +247,9 @@ class PipelineWorker:
             )
 
             select = producer_selector(app, self.sources, self.config.exactly_once)
-            self.changelog.producer_for = select
             self.batch_producer = BatchProducer(app, self.partitions, self.default_partitions, select)
-            self.batch_processor = BatchProcessor(app, self.pipeline, self.stores, self.batch_producer,
-                                                  self.changelog, by_source_partition=self.config.exactly_once)
+            self.batch_processor = BatchProcessor(app, self.tasks, self.driver.lock, self.batch_producer,
+                                                  by_source_partition=self.config.exactly_once)
             install_batch_drain(app, self.sources, self.batch_processor)
         elif self.spec.path not in ("batch", "agent"):
             raise ValueError(f"unknown processing path {self.spec.path!r} (expected 'batch' or 'agent')")
@@ -264,7 +272,8 @@ class PipelineWorker:
         app.on_rebalance_end = on_rebalance_end
 
     async def _report_ready(self) -> None:
-        """RUNNING once every owned source partition has a resolved position.
+        """RUNNING once every owned source partition has a resolved position (this runs at the
+        end of a rebalance, so the partitions' tasks are restored and built by then).
 
         With ``latest`` a partition without committed offsets is positioned lazily; resolving it
         here means a record produced after ``start()`` returned is never skipped.
@@ -272,7 +281,7 @@ class PipelineWorker:
         consumer = self.app.consumer
         try:
             for tp in sorted(consumer.assignment()):
-                if tp.topic in self.pipeline.source_topics:
+                if tp.topic in self.sources:
                     await consumer.position(tp)
             # Warm the producer's metadata for every sink so the first outputs do not wait for it.
             producer = self.app.producer._producer
@@ -282,7 +291,7 @@ class PipelineWorker:
             return
         except Exception as exc:  # noqa: BLE001 - position is best effort
             log.warning("could not resolve start positions: %s", exc)
-        if not self.app.rebalancing:
+        if not self.app.rebalancing and self.driver.fatal_reason is None:
             self._running_once = True
             self.report("RUNNING")
 
@@ -316,15 +325,14 @@ class PipelineWorker:
         partition's input offsets in it, so outputs sent there commit atomically with the input.
         (Faust's own ``transactions.send`` picks the transaction by the *output* partition and
         only knows subscribed topics, which does not fit sinks like ``model.x.inputs``.)
-        Punctuate outputs have no source record: the partition of their key is used, which is the
-        source partition under the spec 2.3 keying.
+        Punctuation outputs go into the transaction of the task that punctuated; the checkpoint
+        puts that partition's changelog records in the same transaction.
         """
         from dataflow.kafka import partition_for_key
 
         partition = partition_for_key(out.key, self.partitions.get(out.topic, self.default_partitions))
         source = source_partition if source_partition is not None else partition
-        group = self.app.assignor.group_for_topic(self.sources[0])
-        transactional_id = f"{self.app.conf.id}-{group}-{source}"
+        transactional_id = self.driver.transactional_id(source)
         # Faust converts seconds back with int(ts * 1000); +0.5 ms keeps the millisecond exact.
         timestamp = (out.timestamp + 0.5) / 1000.0 if out.timestamp else None
         fut = await self.app.producer.send(
@@ -340,47 +348,48 @@ class PipelineWorker:
         from dataflow.headers import normalise
         from dataflow.records import Record
 
-        pipeline = self.pipeline
-        stores = self.stores
+        tasks, lock = self.tasks.tasks, self.driver.lock
         async for event in stream.events():
             message = event.message
-            try:
-                key = message.key
-                record = Record(topic=message.topic,
-                                key=key.decode("utf-8", "replace") if key is not None else None,
-                                value=message.value,
-                                headers=normalise(message.headers),
-                                timestamp=int(round(message.timestamp * 1000)) if message.timestamp else 0,
-                                partition=message.partition)
-                for store in stores:
-                    store.partition = message.partition
+            async with lock:  # process, produce and ack in one step (see faust_tasks)
+                task = tasks.get(message.partition)
+                if task is None:  # revoked meanwhile: its new owner processes it
+                    log.warning("record %s[%s]@%s of a partition without a task; not processed",
+                                message.topic, message.partition, message.offset)
+                    continue
                 try:
-                    outputs = pipeline.process(record, int(time.time() * 1000))
-                finally:
-                    for store in stores:
-                        store.partition = None
-            except Exception:  # noqa: BLE001 - a bad record must not stop the pipeline
-                self.errors += 1
-                log.exception("record %s[%s]@%s failed; skipped", message.topic, message.partition,
-                              message.offset)
-                continue
-            self.processed += 1
-            await self.changelog.flush()
-            if outputs:
-                await self._produce(outputs, message.partition)
+                    key = message.key
+                    record = Record(topic=message.topic,
+                                    key=key.decode("utf-8", "replace") if key is not None else None,
+                                    value=message.value,
+                                    headers=normalise(message.headers),
+                                    timestamp=int(round(message.timestamp * 1000)) if message.timestamp else 0,
+                                    partition=message.partition)
+                    outputs = task.process(record, int(time.time() * 1000))
+                except Exception:  # noqa: BLE001 - a bad record must not stop the pipeline
+                    self.errors += 1
+                    log.exception("record %s[%s]@%s failed; skipped", message.topic, message.partition,
+                                  message.offset)
+                    outputs = []
+                else:
+                    self.processed += 1
+                if outputs:
+                    await self._produce(outputs, message.partition)
+                event.ack()
 
     async def _tick(self) -> None:
         if self.app.rebalancing:
             return
-        try:
-            self._select_partition(None)
-            outputs = self.pipeline.punctuate(int(time.time() * 1000))
-        except Exception:  # noqa: BLE001
-            log.exception("punctuate failed; will retry on the next tick")
-            return
-        await self.changelog.flush()
-        if outputs:
-            await self._produce(outputs)
+        async with self.driver.lock:
+            now_ms = int(time.time() * 1000)
+            for task in list(self.tasks.tasks.values()):
+                try:
+                    outputs = task.punctuate(now_ms)
+                except Exception:  # noqa: BLE001 - steps are isolated inside; this guards a custom pipeline
+                    log.exception("punctuate of partition %d failed; will retry on the next tick", task.partition)
+                    continue
+                if outputs:
+                    await self._produce(outputs, task.partition)
 
     # -- run -----------------------------------------------------------------------------------
     def run(self) -> int:
@@ -394,6 +403,7 @@ class PipelineWorker:
             code = exc.code if isinstance(exc.code, int) else 1
         else:
             code = 0
+        self.driver.close()
         self.crash_reason = worker.crash_reason or self.app.crash_reason
         starting = getattr(worker, "_starting_fut", None)  # start-up errors end here, not in crash_reason
         if self.crash_reason is None and starting is not None and starting.done() and not starting.cancelled():
@@ -402,6 +412,8 @@ class PipelineWorker:
 
     def failure_reason(self, code: int) -> str:
         """Why the worker ended with ``code``: the crash exception, with a hint for known causes."""
+        if self.driver.fatal_reason:
+            return self.driver.fatal_reason
         exc = getattr(self, "crash_reason", None)
         if exc is None:
             return f"faust worker exited with code {code}"
@@ -442,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
             profiler.dump_stats(profile_path)
     else:
         code = worker.run()
-    if code:
+    if code or worker.driver.fatal_reason:
         report("ERROR", worker.failure_reason(code))
     report("STOPPED")
     return code

@@ -1,5 +1,6 @@
 """The state store interface. Step code sees only this; runtimes choose the backend
-(in-memory for tests, rocksdict/RocksDB by default, a Faust table with a changelog topic)."""
+(in-memory for tests; in the runtimes, one RocksDB per pipeline version and partition,
+``dataflow.state.partition``)."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod

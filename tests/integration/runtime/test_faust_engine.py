@@ -11,6 +11,8 @@ import pytest
 
 from dataflow import codec
 from dataflow.engine.fake_scheduler import FakeChainer, ack_for
+from dataflow.kafka import dataflow_group_id
+from dataflow.runtime.changelog import changelog_topic
 from tests.integration.engine.harness import (
     EngineProcess, Msg, collect, create_message, delete_message, new_namer, produce, step,
 )
@@ -78,12 +80,10 @@ def test_faust_engine_pending_joins_survive_sigkill_and_delete_stops_worker(kafk
         workers = faust_workers_of(first)
         assert len(workers) == 1, workers
         keys = [f"0.fcrash.k{i}" for i in range(10)]
-        # One record at a time: on the embedded broker a changelog batch is restored only up to
-        # its first record (environment notes, defect 1), so keep one state write per batch.
-        for i, k in enumerate(keys):
-            produce(kafka, a, [(k, resp("A", i))], pipeline=p)
-            time.sleep(0.05)
-        time.sleep(2.5)  # processed and committed (commit interval 1 s)
+        produce(kafka, a, [(k, resp("A", i)) for i, k in enumerate(keys)], pipeline=p)
+        # processed and checkpointed: the pending joins are in the version's changelog
+        changelog = changelog_topic(dataflow_group_id(msg.uid))
+        assert len(collect(kafka, changelog, 10, timeout_s=60)) >= 10, first.log_tail()
         first.kill()
         assert wait_gone(workers), "the Faust worker outlived its engine"
 

@@ -171,37 +171,43 @@ def test_two_versions_side_by_side_and_stopping_one_does_not_stall_the_other(kaf
     assert [m.value() for m in got_b2] == [b"b1", b"b2"]
 
 
+COUNT_KEY = b"counts:per-key\x00count/"  # changelog key of CountingPipeline's count of a record key
+
+
+def wait_changelog(kafka, topic, predicate, timeout_s=30.0):
+    """Read the changelog from the beginning until ``predicate(records)`` holds; the records."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = consume(kafka, topic, 1_000_000, 0.5)
+        if predicate(got):
+            return got
+    raise AssertionError(f"{topic}: condition not reached")
+
+
 def test_state_restored_from_changelog_after_local_state_is_lost(kafka, tmp_path):
     source, sink = kafka.unique("fa-cnt-src"), kafka.unique("fa-cnt-sink")
     uid = kafka.unique("uid-cnt")
     config = config_for(kafka, tmp_path, partitions=2)
 
-    produced = 0
-
-    async def round_trip(values):
-        # One record at a time: the embedded broker's end offsets stop at the first record of the
-        # last batch (environment notes, defect 1), so changelog records sharing one batch would
-        # not all be restored there. Real Kafka restores them regardless.
-        nonlocal produced
+    async def round_trip(values, total):
         runner = FaustRunner(pipeline_msg(uid, source, sink), config, pipeline_factory=COUNTING)
         await runner.start()
         producer = kafka.producer()
         for key, value in values:
             producer.produce(source, key=key, value=value, partition=int(key[0]))
-            producer.flush(10)
-            produced += 1
-            await asyncio.to_thread(consume, kafka, sink, produced)
-        return runner
+        producer.flush(10)
+        return runner, await asyncio.to_thread(consume, kafka, sink, total)
 
     async def run():
-        first = await round_trip([("1.p.k", b"x"), ("1.p.k", b"x"), ("0.p.j", b"x")])
-        got = await asyncio.to_thread(consume, kafka, sink, 3)
+        first, got = await round_trip([("1.p.k", b"x"), ("1.p.k", b"x"), ("0.p.j", b"x")], 3)
         await first.stop()
         shutil.rmtree(tmp_path / "state")  # local RocksDB gone: only the changelog is left
-        second = await round_trip([("1.p.k", b"x"), ("0.p.j", b"forget")])
-        got2 = await asyncio.to_thread(consume, kafka, sink, 5)
-        # punctuate (no current event) deletes j's count; the next j starts from 1 again
-        await asyncio.sleep(1.0)
+        second, got2 = await round_trip([("1.p.k", b"x"), ("0.p.j", b"forget")], 5)
+        # punctuate (no current record) deletes j's count; once that is checkpointed (a tombstone
+        # in the changelog), the next j starts from 1 again
+        await asyncio.to_thread(wait_changelog, kafka, second.changelog_topic,
+                                lambda got: any(m.key() == COUNT_KEY + b"0.p.j" and m.value() is None
+                                                for m in got))
         producer = kafka.producer()
         producer.produce(source, key="0.p.j", value=b"x", partition=0)
         producer.flush(10)
@@ -240,9 +246,17 @@ def consume_committed(kafka, topic, n, timeout_s=30.0):
     return consume(kafka, topic, n, timeout_s, read_committed=True)
 
 
+def wait_changelog_committed(kafka, topic, key, value, timeout_s=30.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any((m.key(), m.value()) == (key, value) for m in consume(kafka, topic, 1_000_000, 0.5, read_committed=True)):
+            return
+    raise AssertionError(f"{topic}: {key!r} = {value!r} not committed")
+
+
 @pytest.mark.parametrize("restart", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_exactly_once_with_state(kafka, tmp_path, restart):
-    """exactly_once: outputs and table writes in Kafka transactions (aiokafka's InitProducerId
+    """exactly_once: outputs and changelog records in Kafka transactions (aiokafka's InitProducerId
     upgraded to v3 so the embedded broker accepts it); a restarted version resumes its counts.
     Crash consistency needs a real Kafka (the embedded broker shows aborted records)."""
     source, sink = kafka.unique("fa-eos-src"), kafka.unique("fa-eos-sink")
@@ -257,6 +271,8 @@ def test_exactly_once_with_state(kafka, tmp_path, restart):
             producer.produce(source, key=key, value=b"x")
         producer.flush(10)
         got = await asyncio.to_thread(consume_committed, kafka, sink, 3)
+        # the counts reach the changelog in committed transactions
+        await asyncio.to_thread(wait_changelog_committed, kafka, first.changelog_topic, COUNT_KEY + b"0.p.k", b"2")
         await first.stop()
         if not restart:
             return got, None
@@ -362,7 +378,8 @@ def test_state_survives_sigkill_of_the_worker(kafka, tmp_path):
             producer.produce(source, key="0.p.k", value=b"x")
         producer.flush(10)
         got = await asyncio.to_thread(consume, kafka, sink, 3)
-        await asyncio.sleep(2.5)  # let a commit happen (commit interval 1 s)
+        await asyncio.to_thread(wait_changelog, kafka, first.changelog_topic,  # checkpointed
+                                lambda got: any(m.value() == b"3" for m in got))
         os.kill(first.pid, signal.SIGKILL)
         for _ in range(100):
             if recorder.states[-1][0] == RunnerState.ERROR:
@@ -416,8 +433,8 @@ class ModelLoop:
 
 
 def test_compiled_chain_and_join_pipeline(kafka, tmp_path):
-    """A real compiled pipeline: m1 -> m2 (tensor renames), m3 joins m1 and m2 (state in a Faust
-    table), output from m3."""
+    """A real compiled pipeline: m1 -> m2 (tensor renames), m3 joins m1 and m2 (state in partition
+    tasks with a changelog topic), output from m3."""
     import numpy as np
 
     from dataflow import codec
@@ -462,9 +479,8 @@ def test_compiled_chain_and_join_pipeline(kafka, tmp_path):
 
     served, got = asyncio.run(run())
     assert served == ["m1", "m2", "m3"]
-    changelogs = [t for t in kafka.consumer().list_topics(timeout=10).topics
-                  if t.startswith(runner.group_id) and t.endswith("-changelog")]
-    assert changelogs, "the join's state should live in a Faust table with a changelog topic"
+    changelogs = [t for t in kafka.consumer().list_topics(timeout=10).topics if t.startswith(runner.group_id)]
+    assert changelogs == [f"{runner.group_id}-state-changelog"], "the join's state has one changelog topic"
     [out] = got
     assert out.key() == b"0.chain.r1"
     assert out.headers() == [("x-request-id", b"r1"), ("pipeline", b"chain"), ("x-pipeline-version", b"3")]
@@ -505,12 +521,3 @@ def test_replicas_of_one_version_share_the_group_and_split_partitions(kafka, tmp
     assert sorted(m.value() for m in got) == sorted(f"v{i}".encode() for i in range(10))
     states = [s for s, _ in first_states.states]
     assert states[:3] == [RunnerState.RUNNING, RunnerState.REBALANCING, RunnerState.RUNNING]
-
-
-def test_table_names_are_topic_safe_and_distinct():
-    from dataflow.runtime.faust_store import table_name_for
-
-    assert table_name_for("counts") == "counts"
-    a, b = table_name_for("join:step-a"), table_name_for("join_step-a")
-    assert a != b and ":" not in a
-    assert all(c.isalnum() or c in "._-" for c in table_name_for("batch:weird name/ü" * 20))
