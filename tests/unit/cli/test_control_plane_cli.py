@@ -158,6 +158,8 @@ def test_connection_precedence(tmp_path, monkeypatch):
     kafka_cfg = tmp_path / "kafka.json"
     kafka_cfg.write_text(json.dumps({"bootstrap.servers": "kfile:3", "topicPrefix": "kpre",
                                      "consumer": {"security.protocol": "SSL"}}))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))       # no seldon CLI config of the user's
+    monkeypatch.delenv("DATAFLOW_CLI_CONFIG", raising=False)
     blank = argparse.Namespace(scheduler_host=None, kafka_broker=None, namespace=None, kafka_config_path=None)
     assert resolve(blank).scheduler_host == "0.0.0.0:9004"
     assert resolve(blank).kafka_broker == "0.0.0.0:9092"
