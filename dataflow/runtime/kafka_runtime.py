@@ -369,6 +369,9 @@ class _Loop:
                 if self.in_txn:
                     self.producer.abort_transaction(10)
                 self.producer.flush(10)
+                # The clients hold callbacks bound to this loop: drop them now, so their native
+                # handles (and librdkafka's threads) go at once instead of at the next GC cycle.
+                self.consumer = self.producer = None
         runner._report(RunnerState.STOPPED)  # only on a requested stop; errors report ERROR
 
     def _next_batch(self) -> list:
