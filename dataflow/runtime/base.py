@@ -44,6 +44,9 @@ class RuntimeConfig:
     state_dir: str = "/tmp/dataflow-engine/state"
     exactly_once: bool = False
     commit_interval_ms: int = 1_000
+    # Stateful versions also checkpoint after this many input records: it bounds the state
+    # written to the database (and the time the loop spends writing it) in one checkpoint.
+    commit_every: int = 5_000
     punctuate_interval_ms: int = 100
     start_timeout_s: float = 60.0
     state_changelog: bool = True       # back stateful versions with <group>-state-changelog

@@ -11,7 +11,8 @@ Records are processed by partition tasks (``dataflow.runtime.tasks``): a task pe
 partition, whose state is restored from the version's changelog before its processors are built.
 Stateless versions have tasks without state, no changelog topic and no restore.
 
-Checkpoint (every ``commit_interval_ms``, on revoke and on stop), in this order:
+Checkpoint (every ``commit_interval_ms``; for stateful versions also every ``commit_every``
+records, so that a backlog never piles up one huge write; on revoke and on stop), in this order:
 
 * at-least-once (default): produce the tasks' state changes to the changelog -> flush the producer
   (outputs and changelog delivered) -> commit input offsets -> apply each task's write buffer to
@@ -232,6 +233,7 @@ class _Loop:
         self.eos = cfg.exactly_once
         self.in_txn = False
         self.commit_interval = cfg.commit_interval_ms / 1000.0
+        self.commit_every = cfg.commit_every
         self.punctuate_interval = cfg.punctuate_interval_ms / 1000.0
         self.offsets: dict[tuple[str, int], int] = {}  # next offset to commit per partition
         self.dirty = False
@@ -344,6 +346,7 @@ class _Loop:
                                 on_revoke=self._on_revoke, on_lost=self._on_revoke)
         next_commit = time.monotonic() + self.commit_interval
         next_punctuate = time.monotonic() + self.punctuate_interval
+        since_commit = 0
         try:
             while not runner._stop.is_set():
                 msgs = self._next_batch()
@@ -351,11 +354,13 @@ class _Loop:
                     raise RunnerError(self.restore_error)
                 if msgs:
                     self._process(msgs)
+                    since_commit += len(msgs)
                 mono = time.monotonic()
                 if mono >= next_punctuate:
                     next_punctuate = mono + self.punctuate_interval
                     self._punctuate()
-                if mono >= next_commit:
+                if mono >= next_commit or (self.changelog_topic and since_commit >= self.commit_every):
+                    since_commit = 0
                     next_commit = mono + self.commit_interval
                     self._commit()
                 else:
