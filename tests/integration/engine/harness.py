@@ -113,6 +113,25 @@ def collect(kafka, topic: str, count: int, timeout_s: float = 20.0, *, settle_s:
     return out
 
 
+def committed_offset(kafka, group: str, topic: str, partition: int = 0) -> int:
+    """The offset ``group`` has committed on ``topic[partition]`` (negative: none)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer(kafka.settings.consumer(group))
+    try:
+        [tp] = c.committed([TopicPartition(topic, partition)], timeout=10)
+        return tp.offset
+    finally:
+        c.close()
+
+
+def join_message(kafka, name: str):
+    """A version with one 2-way join step ``a, b -> c`` and no error step; (msg, a, b, sink)."""
+    namer = new_namer(kafka)
+    a, b, sink = namer.model_outputs("a"), namer.model_outputs("b"), namer.model_inputs("c")
+    return create_message(name, [step(name, [a, b], sink)], namer, with_error_step=False), a, b, sink
+
+
 def header(msg, name: str) -> bytes | None:
     for k, v in msg.headers() or ():
         if k == name:

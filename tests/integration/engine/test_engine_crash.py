@@ -12,7 +12,9 @@ from confluent_kafka import Consumer, TopicPartition
 from dataflow import codec
 from dataflow.engine.fake_scheduler import FakeChainer, ack_for
 from dataflow.kafka import dataflow_group_id
-from tests.integration.engine.harness import EngineProcess, Msg, collect, create_message, new_namer, produce, step
+from tests.integration.engine.harness import (
+    EngineProcess, Msg, collect, committed_offset, create_message, new_namer, produce, step,
+)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -20,14 +22,6 @@ pytestmark = pytest.mark.timeout(240)
 def resp(name: str, value: int) -> bytes:
     return codec.make_response({name: np.asarray([value], dtype=np.int32)}).SerializeToString()
 
-
-def committed_offset(kafka, group: str, topic: str) -> int:
-    c = Consumer(kafka.settings.consumer(group))
-    try:
-        [tp] = c.committed([TopicPartition(topic, 0)], timeout=10)
-        return tp.offset
-    finally:
-        c.close()
 
 
 def test_pending_joins_survive_sigkill_and_restart(kafka, tmp_path):

@@ -12,13 +12,14 @@ import urllib.request
 
 import numpy as np
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from dataflow import codec
 from dataflow.broker import free_port
 from dataflow.engine.fake_scheduler import FakeChainer
 from dataflow.kafka import dataflow_group_id
-from tests.integration.engine.harness import REPO_ROOT, collect, create_message, deploy, new_namer, produce, step
+from tests.integration.engine.harness import (
+    REPO_ROOT, collect, committed_offset, create_message, deploy, new_namer, produce, step,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -51,14 +52,6 @@ class EnvEngine:
         with open(self.log_path, errors="replace") as f:
             return "\n".join(f.read().splitlines()[-lines:])
 
-
-def committed(kafka, group: str, topic: str) -> int:
-    c = Consumer(kafka.settings.consumer(group))
-    try:
-        [tp] = c.committed([TopicPartition(topic, 0)], timeout=10)
-        return tp.offset
-    finally:
-        c.close()
 
 
 def req(**tensors) -> bytes:
@@ -105,10 +98,10 @@ def test_engine_runs_from_a_reference_style_environment_alone(kafka, tmp_path):
         group = dataflow_group_id(msg.uid, prefix, n.namespace)
         assert group.startswith(f"{prefix}-{n.namespace}-seldon-dataflow-")
         deadline = time.monotonic() + 30
-        while committed(kafka, group, n.pipeline_inputs(p)) < 3 and time.monotonic() < deadline:
+        while committed_offset(kafka, group, n.pipeline_inputs(p)) < 3 and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert committed(kafka, group, n.pipeline_inputs(p)) == 3, engine.log_tail()
-        assert committed(kafka, dataflow_group_id(msg.uid), n.pipeline_inputs(p)) < 0  # nothing unprefixed
+        assert committed_offset(kafka, group, n.pipeline_inputs(p)) == 3, engine.log_tail()
+        assert committed_offset(kafka, dataflow_group_id(msg.uid), n.pipeline_inputs(p)) < 0  # nothing unprefixed
     finally:
         rc = engine.stop()
         fake.stop()

@@ -10,18 +10,13 @@ import pytest
 from dataflow.runtime.base import RunnerError, RunnerState, RuntimeConfig
 from dataflow.runtime.kafka_runtime import KafkaRunner
 from tests.integration.engine.fakes import make_fake_pipeline
-from tests.integration.engine.harness import collect, create_message, new_namer, produce, step
+from tests.integration.engine.harness import collect, join_message, produce
 
 
 def config(kafka, state_dir, **kw) -> RuntimeConfig:
     return RuntimeConfig(kafka=kafka.settings, state_dir=str(state_dir), start_timeout_s=30,
                          commit_interval_ms=200, **kw)
 
-
-def join_message(kafka, name):
-    namer = new_namer(kafka)
-    a, b, sink = namer.model_outputs("a"), namer.model_outputs("b"), namer.model_inputs("c")
-    return create_message(name, [step(name, [a, b], sink)], namer, with_error_step=False), a, b, sink
 
 
 async def wait_for(predicate, timeout_s=20.0):

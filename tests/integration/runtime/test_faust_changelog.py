@@ -14,7 +14,7 @@ from dataflow import codec
 from dataflow.runtime import changelog as cl
 from dataflow.runtime.base import RunnerError, RunnerState, RuntimeConfig
 from dataflow.runtime.faust_runtime import FaustRunner
-from tests.integration.engine.harness import collect, create_message, new_namer, produce, step
+from tests.integration.engine.harness import collect, create_message, join_message, new_namer, produce, step
 
 FAKE_JOIN = "tests.integration.engine.fakes:make_fake_pipeline"
 BROKEN_RESTORE = "tests.integration.runtime.faust_factories:counting_with_broken_restore"
@@ -26,11 +26,6 @@ def config(kafka, state_dir, **kw) -> RuntimeConfig:
     return RuntimeConfig(kafka=kafka.settings, state_dir=str(state_dir), start_timeout_s=60,
                          commit_interval_ms=200, **kw)
 
-
-def join_message(kafka, name):
-    namer = new_namer(kafka)
-    a, b, sink = namer.model_outputs("a"), namer.model_outputs("b"), namer.model_inputs("c")
-    return create_message(name, [step(name, [a, b], sink)], namer, with_error_step=False), a, b, sink
 
 
 def topics_of(kafka) -> set[str]:
