@@ -4,8 +4,9 @@ Why a raw loop: on this machine a batched confluent-kafka loop does ~169k msg/s 
 Faust's per-record path tops out near 6k (environment notes), so this is the default runtime.
 
 Each runner owns one thread (so the asyncio engine loop never blocks and stopping one pipeline
-never stalls another), one consumer in the version's group (spec 3.1: a new version starts at
-``latest``, all replicas share the group and split partitions) and one producer.
+never stalls another) and one consumer in the version's group (a new version starts at
+``latest``, all replicas share the group and split partitions); at-least-once runners share the
+process's producer (``dataflow.runtime.producers``), exactly-once runners have their own.
 
 Records are processed by partition tasks (``dataflow.runtime.tasks``): a task per assigned
 partition, whose state is restored from the version's changelog before its processors are built.
@@ -39,6 +40,7 @@ from dataflow import headers as hdrs
 from dataflow.kafka import KafkaSettings, dataflow_group_id, ensure_topics, partition_for_key, poll_batch
 from dataflow.records import Record
 from dataflow.runtime import changelog as cl
+from dataflow.runtime import producers
 from dataflow.runtime.base import PipelineRunner, RunnerError, RunnerState, RuntimeConfig, StateCallback
 from dataflow.runtime.tasks import BuildPipeline, OpenState, PartitionTasks, is_stateful
 from dataflow.state.base import StoreFactory
@@ -225,11 +227,14 @@ class _Loop:
             runner.group_id, offset_reset="latest",
             **{"isolation.level": "read_committed" if cfg.exactly_once else "read_uncommitted"}))
         # Delivery reports only for failures: a Python callback per delivered record costs ~1-2 us.
-        producer_conf = {"message.max.bytes": max(1_000_000, min(cfg.max_message_bytes, 1_000_000_000)),
-                         "delivery.report.only.error": True, "on_delivery": self._on_delivery}
-        if cfg.exactly_once:
-            producer_conf["transactional.id"] = f"{runner.group_id}-{cfg.transactional_replica}"
-        self.producer = Producer(settings.producer(**producer_conf))
+        # Each record carries this loop's callback, so a failure reaches the runner it belongs to.
+        max_bytes = max(1_000_000, min(cfg.max_message_bytes, 1_000_000_000))
+        if cfg.exactly_once:  # a transaction belongs to one producer: this version's own
+            self.producer = Producer(settings.producer(**{
+                "message.max.bytes": max_bytes, "delivery.report.only.error": True,
+                "transactional.id": f"{runner.group_id}-{cfg.transactional_replica}"}))
+        else:
+            self.producer = producers.acquire(settings, max_bytes)
         self.eos = cfg.exactly_once
         self.in_txn = False
         self.commit_interval = cfg.commit_interval_ms / 1000.0
@@ -371,11 +376,15 @@ class _Loop:
             try:
                 self.consumer.close()  # triggers a final revoke (checkpoint) while still in this thread
             finally:
-                if self.in_txn:
-                    self.producer.abort_transaction(10)
-                self.producer.flush(10)
-                # The clients hold callbacks bound to this loop: drop them now, so their native
-                # handles (and librdkafka's threads) go at once instead of at the next GC cycle.
+                if self.eos:
+                    if self.in_txn:
+                        self.producer.abort_transaction(10)
+                    self.producer.flush(10)
+                else:
+                    self.producer.flush(10)
+                    producers.release(self.producer)
+                # The consumer holds callbacks bound to this loop: drop it now, so its native
+                # handle (and librdkafka's threads) go at once instead of at the next GC cycle.
                 self.consumer = self.producer = None
         runner._report(RunnerState.STOPPED)  # only on a requested stop; errors report ERROR
 
@@ -443,10 +452,11 @@ class _Loop:
         self.dirty = True
         topic = self.changelog_topic
         produce = self.producer.produce
+        on_delivery = self._on_delivery
         for partition, key, value in entries:
             while True:
                 try:
-                    produce(topic, value, key, partition)
+                    produce(topic, value, key, partition, on_delivery=on_delivery)
                     break
                 except BufferError:
                     self.producer.poll(0.05)
@@ -454,13 +464,15 @@ class _Loop:
     def _produce(self, records: list[Record]) -> None:
         self._begin()
         produce = self.producer.produce
+        on_delivery = self._on_delivery
         counts = self.partitions
         for r in records:
             n = counts.get(r.topic) or self._partition_count(r.topic)
             partition = partition_for_key(r.key, n)
             while True:
                 try:
-                    produce(r.topic, r.value, r.key, partition, timestamp=r.timestamp, headers=r.headers or None)
+                    produce(r.topic, r.value, r.key, partition, on_delivery=on_delivery, timestamp=r.timestamp,
+                            headers=r.headers or None)
                     break
                 except BufferError:
                     self.producer.poll(0.05)

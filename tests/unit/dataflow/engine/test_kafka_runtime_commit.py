@@ -6,6 +6,7 @@ from __future__ import annotations
 from chainer_api import chainer_pb2
 from dataflow.kafka import KafkaSettings
 from dataflow.runtime.base import RuntimeConfig
+from dataflow.runtime import producers
 from dataflow.runtime.kafka_runtime import KafkaRunner, _Loop
 from dataflow.runtime.tasks import PartitionTasks
 from dataflow.state.partition import MemoryBackend, PartitionState
@@ -26,7 +27,7 @@ class FakeProducer:
     def __init__(self, order):
         self.order = order
 
-    def produce(self, topic, value, key, partition):
+    def produce(self, topic, value, key, partition, **kw):
         self.order.append(("produce", topic, partition, key, value))
 
     def flush(self, timeout):
@@ -79,6 +80,7 @@ def make_loop():
     tasks.assign([0])
     loop = _Loop(runner, tasks, partitions={}, source_topics=frozenset({"t"}))
     loop.consumer.close()
+    producers.release(loop.producer)
     loop.consumer, loop.producer = FakeConsumer(), FakeProducer(order)
     loop.consumer.calls = order
     return loop, order

@@ -1,0 +1,67 @@
+"""One producer per engine process (and Kafka cluster), lent to every at-least-once runner.
+
+Why: a librdkafka producer costs a handful of threads, buffers and broker connections. With one
+per pipeline version, an engine running a hundred versions ran hundreds of threads that mostly
+waited. Kafka allows any number of writers on one producer, so at-least-once runners share one;
+exactly-once runners keep their own, because a Kafka transaction belongs to one producer and the
+``transactional.id`` must be per version and replica.
+
+Sharing changes two things for a runner:
+
+* a delivery failure is reported to the runner whose record failed: every record is produced
+  with that runner's callback (called for failures only: ``delivery.report.only.error``, so a
+  delivered record costs no Python call);
+* ``flush()`` at a checkpoint waits for every runner's records, not only its own; that is slower
+  only when others are busy, never wrong.
+
+The producer is created when the first runner asks and flushed and dropped when the last one
+gives it back, so an engine with no pipelines holds no producer.
+"""
+from __future__ import annotations
+
+import threading
+
+from dataflow.kafka import KafkaSettings
+
+_lock = threading.Lock()
+_shared: dict[tuple, list] = {}    # key -> [producer, number of runners using it]
+
+
+def _key(settings: KafkaSettings, max_message_bytes: int) -> tuple:
+    return settings, max_message_bytes
+
+
+def acquire(settings: KafkaSettings, max_message_bytes: int):
+    """The process's producer for these settings (created on first use)."""
+    from confluent_kafka import Producer
+
+    key = _key(settings, max_message_bytes)
+    with _lock:
+        entry = _shared.get(key)
+        if entry is None:
+            conf = settings.producer(**{"message.max.bytes": max_message_bytes,
+                                        "delivery.report.only.error": True})
+            entry = _shared[key] = [Producer(conf), 0]
+        entry[1] += 1
+        return entry[0]
+
+
+def release(producer, timeout_s: float = 10.0) -> None:
+    """Give the producer back; the last runner to do so flushes it and lets it go."""
+    with _lock:
+        for key, entry in _shared.items():
+            if entry[0] is producer:
+                entry[1] -= 1
+                if entry[1] > 0:
+                    return
+                del _shared[key]
+                break
+        else:
+            return
+    producer.flush(timeout_s)
+
+
+def in_use() -> int:
+    """Producers currently shared (for tests)."""
+    with _lock:
+        return len(_shared)
