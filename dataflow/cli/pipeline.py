@@ -81,7 +81,7 @@ def status_table(responses) -> str:
     for r in responses:
         for v in r.versions:
             st = v.state
-            reasons = "; ".join(x for x in (st.reason, f"gateway: {st.pipelineGwReason.strip()}"
+            reasons = "; ".join(x for x in (st.reason.strip(), f"gateway: {st.pipelineGwReason.strip()}"
                                             if st.pipelineGwReason.strip() else "") if x)
             rows.append((r.pipelineName, str(st.pipelineVersion), _status_name(st.status),
                          _status_name(st.pipelineGwStatus), "true" if st.modelsReady else "false", reasons))
