@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 from dataclasses import dataclass
 from typing import Awaitable, Callable
@@ -234,8 +235,12 @@ async def follow_models(target: str, subscriber: str, handle: Callable[[ModelEve
 async def follow_pipelines(target: str, subscriber: str,
                            handle: Callable[[PipelineEvent], Awaitable | object],
                            stop: asyncio.Event) -> None:
-    """Follow pipeline statuses as a pipeline gateway: instructions are acked with the handler's ``Ack``."""
-    req = scheduler_pb2.PipelineSubscriptionRequest(subscriberName=subscriber, isPipelineGateway=True)
+    """Follow pipeline statuses as a pipeline gateway: instructions are acked with the handler's ``Ack``.
+
+    ``POD_IP`` goes along as ``subscriberIp``, as the reference gateway sends it: a Seldon scheduler
+    routes a pipeline's traffic (Envoy) to the addresses of the gateways that acked it Ready."""
+    req = scheduler_pb2.PipelineSubscriptionRequest(subscriberName=subscriber, isPipelineGateway=True,
+                                                    subscriberIp=os.environ.get("POD_IP", ""))
 
     def on_msg(msg):
         ev = pipeline_event(msg)
