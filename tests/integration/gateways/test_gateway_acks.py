@@ -151,3 +151,19 @@ def test_model_gateway_ack_reaches_scheduler(kafka, sched, cli_env, capsys):
         bg.close()
         client.close()
         server.stop(0)
+
+
+def test_control_plane_asks_for_resources_and_server_notify_is_accepted(sched):
+    import grpc
+
+    from chainer_api import scheduler_pb2_grpc
+
+    with grpc.insecure_channel(sched.address) as channel:
+        stub = scheduler_pb2_grpc.SchedulerStub(channel)
+        call = stub.SubscribeControlPlane(scheduler_pb2.ControlPlaneSubscriptionRequest(subscriberName="op"), timeout=10)
+        E = scheduler_pb2.ControlPlaneResponse
+        events = [next(call).event for _ in range(4)]
+        call.cancel()
+        assert events == [E.SEND_SERVERS, E.SEND_EXPERIMENTS, E.SEND_MODELS, E.SEND_PIPELINES]
+        stub.ServerNotify(scheduler_pb2.ServerNotifyRequest(
+            servers=[scheduler_pb2.ServerNotify(name="mlserver", expectedReplicas=1)], isFirstSync=True), timeout=10)
