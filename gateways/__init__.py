@@ -7,7 +7,9 @@ Modules (one concern each):
                       which headers cross the gateway, error-message shape.
 * ``kafka_io``        ``AsyncProducer`` and ``TopicSetConsumer`` (one consumer per group bucket in use,
                       stopped when its last topic goes).
-* ``scheduler_watch`` follow ``SubscribeModelStatus`` / ``SubscribePipelineStatus`` with reconnects.
+* ``scheduler_watch`` follow ``SubscribeModelStatus`` / ``SubscribePipelineStatus`` with reconnects;
+                      act on the scheduler's Create / Delete instructions and ack each
+                      (``PipelineStatusEvent`` / ``ModelStatusEvent``).
 * ``pipeline_gateway`` ``PipelineGateway.infer(resource, request_bytes, headers, request_id)``:
                       produce, wait for the output with the same key, time out; unknown names 404.
 * ``pipeline_http`` / ``pipeline_grpc``  REST (aiohttp) and ``inference.GRPCInferenceService`` front ends.

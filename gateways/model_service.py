@@ -1,4 +1,9 @@
-"""Run a model gateway: models from the scheduler's model status stream and/or a static list."""
+"""Run a model gateway: models from the scheduler's model status stream and/or a static list.
+
+The gateway subscribes as a model gateway: the scheduler sends it Create / Delete instructions and
+it acks each with the outcome (``scheduler_watch``), which the scheduler reports as the model's
+``modelGwState``. Static models are served from start whatever the scheduler says.
+"""
 from __future__ import annotations
 
 import logging
@@ -44,21 +49,31 @@ class ModelGatewayService(GatewayService):
         for name, endpoint in c.static_models.items():
             await self.gateway.add_model(name, endpoint)
         if c.scheduler:
-            self._follow(scheduler_watch.follow_models, c.scheduler,
-                         subscriber_name(c.subscriber, "dataflow-modelgateway"), self._on_model)
+            name = subscriber_name(c.subscriber, "dataflow-modelgateway")
+            self._follow(scheduler_watch.follow_models, c.scheduler, name, self._on_model, model_gateway=True)
         return self
 
-    async def _on_model(self, ev: scheduler_watch.ModelEvent) -> None:
+    async def _on_model(self, ev: scheduler_watch.ModelEvent) -> scheduler_watch.Ack:
+        """Serve or stop serving ``ev.name``; the returned ``Ack`` is sent for instructions."""
+        Ack = scheduler_watch.Ack
         if ev.name in self.config.static_models:
-            return
+            return Ack(True, f"Model {ev.name} is served from the static model list")
         if ev.available:
             endpoint = ev.endpoint or self.config.default_endpoint
             if not endpoint:
                 log.error("model %s has no OIP endpoint (and no --default-endpoint): not served", ev.name)
-                return
+                return Ack(False, f"Failed to add model {ev.name}: no OIP endpoint in its definition")
+            if self.gateway.models().get(ev.name) == endpoint:
+                return Ack(True, f"Model consumer {ev.name} already exists")
             try:
                 await self.gateway.add_model(ev.name, endpoint)
-            except Exception:  # noqa: BLE001 - one bad model must not stop the others
+            except Exception as exc:  # noqa: BLE001 - one bad model must not stop the others
                 log.exception("cannot serve model %s", ev.name)
-        else:
+                return Ack(False, f"Failed to add model {ev.name}: {exc}")
+            return Ack(True, f"Model {ev.name} added")
+        try:
             await self.gateway.remove_model(ev.name)
+        except Exception as exc:  # noqa: BLE001
+            log.exception("cannot stop serving model %s", ev.name)
+            return Ack(False, f"Failed to remove model {ev.name}: {exc}")
+        return Ack(True, f"Model {ev.name} removed")

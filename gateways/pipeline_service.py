@@ -3,6 +3,9 @@
 With a scheduler the gateway serves exactly what the scheduler knows: pipelines from its pipeline
 status stream, and (for ``<name>.model`` calls) models its model status stream reports available.
 Without one (``scheduler=None``) it serves whatever has an output topic in Kafka.
+
+Pipelines follow the scheduler's instructions (Create: serve, Delete: stop serving), each acked
+with its outcome so the scheduler can report the pipeline's gateway readiness (``scheduler_watch``).
 """
 from __future__ import annotations
 
@@ -65,13 +68,23 @@ class PipelineGatewayService(GatewayService):
         else:
             self.gateway.remove_model(ev.name)
 
-    def _on_pipeline(self, ev: scheduler_watch.PipelineEvent) -> None:
+    def _on_pipeline(self, ev: scheduler_watch.PipelineEvent) -> scheduler_watch.Ack:
+        """Serve or stop serving ``ev.name``; the returned ``Ack`` is sent for instructions."""
         if ev.live:
+            try:
+                self.gateway.load_pipeline(ev.name, ev.version)
+            except Exception as exc:  # noqa: BLE001 - reported to the scheduler, then the next event
+                log.exception("cannot serve pipeline %s", ev.name)
+                return scheduler_watch.Ack(False, f"Failed to load/store pipeline {ev.name}: {exc}")
             log.info("serving pipeline %s v%d", ev.name, ev.version)
-            self.gateway.load_pipeline(ev.name, ev.version)
-        else:
-            log.info("dropping pipeline %s", ev.name)
+            return scheduler_watch.Ack(True, f"Pipeline {ev.name} loaded")
+        try:
             self.gateway.unload_pipeline(ev.name)
+        except Exception as exc:  # noqa: BLE001
+            log.exception("cannot stop serving pipeline %s", ev.name)
+            return scheduler_watch.Ack(False, f"Failed to delete pipeline {ev.name}: {exc}")
+        log.info("dropping pipeline %s", ev.name)
+        return scheduler_watch.Ack(True, f"Pipeline {ev.name} deleted")
 
     async def _close_servers(self) -> None:
         if self._grpc is not None:

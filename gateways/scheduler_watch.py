@@ -2,18 +2,36 @@
 
 The gateways learn what to serve from ``Scheduler.SubscribeModelStatus`` (model gateway) and
 ``Scheduler.SubscribePipelineStatus`` (pipeline gateway). Keepalive pings are no more frequent than
-every 60 s: the Go scheduler closes connections that ping more often (spec 0).
+every 60 s: the Go scheduler closes connections that ping more often.
+
+Instructions and acks. A scheduler that knows about gateway acks sends a subscribed gateway
+instructions: status messages whose ``operation`` is Create or Delete (with a ``timestamp``). The
+gateway does what the operation says, whatever the status in the message: when gateways come and
+go, the scheduler sends Delete to a replica that should no longer serve a pipeline while the
+pipeline itself stays Ready, and a gateway that went by the status would go on serving it. After
+acting, the gateway reports the outcome (``PipelineStatusEvent`` / ``ModelStatusEvent``: the
+operation, name, version, uid, its subscriber name as ``stream``, the echoed timestamp, success and
+a reason); the scheduler folds these into ``pipelineGwStatus`` / ``modelGwState`` and would show a
+gateway that never acks as never ready. The handler returns an ``Ack``; it is sent in the
+background, retried up to 5 times with exponential backoff from 100 ms, so a slow scheduler never
+holds up the next instruction.
+
+Plain status messages (``operation`` unknown) come from schedulers without gateway acks, or on
+streams of non-gateway subscribers (the pipeline gateway following models for ``<name>.model``
+calls). They are read by state, as before, and never acked.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import random
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 import grpc
 
-from chainer_api import scheduler_pb2, scheduler_pb2_grpc
+from chainer_api import chainer_pb2, scheduler_pb2, scheduler_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +47,15 @@ _LIVE_PIPELINE = {_PS.PipelineCreate, _PS.PipelineCreating, _PS.PipelineReady, _
 _GONE_PIPELINE = {_PS.PipelineTerminate, _PS.PipelineTerminating, _PS.PipelineTerminated,
                   _PS.PipelineFailedTerminating}
 _MS = scheduler_pb2.ModelStatus
+_PSR = scheduler_pb2.PipelineStatusResponse
+_MSR = scheduler_pb2.ModelStatusResponse
+_PIPELINE_ACK_OP = {_PSR.PipelineCreate: chainer_pb2.PipelineUpdateMessage.Create,
+                    _PSR.PipelineDelete: chainer_pb2.PipelineUpdateMessage.Delete}
+_MODEL_ACK_OP = {_MSR.ModelCreate: scheduler_pb2.ModelUpdateMessage.Create,
+                 _MSR.ModelDelete: scheduler_pb2.ModelUpdateMessage.Delete}
+ACK_ATTEMPTS = 5
+ACK_BACKOFF_S = 0.1
+ACK_DRAIN_S = 5.0  # how long a closing stream waits for its acks still in flight
 
 
 ENDPOINT_PARAMETER = "endpoint"  # where scheduler_min stores a model's resolved OIP endpoint
@@ -49,6 +76,13 @@ class ModelEvent:
     available: bool  # False: removed / not servable
     endpoint: str | None  # OIP endpoint from the model definition (``grpc://h:p`` / ``http://h:p``), if any
     version: int = 0
+    op: int = 0  # ModelStatusResponse.ModelOperation: Create / Delete to act on and ack; 0 for a plain status
+    timestamp: int = 0
+    keep_topics: bool = False
+
+    @property
+    def instruction(self) -> bool:
+        return self.op != _MSR.ModelOperationUnknown
 
 
 @dataclass(frozen=True)
@@ -56,10 +90,31 @@ class PipelineEvent:
     name: str
     live: bool  # True: serve it (created/ready); False: deleted
     version: int = 0
+    op: int = 0  # PipelineStatusResponse.PipelineOperation: Create / Delete to act on and ack; 0 for a plain status
+    uid: str = ""
+    timestamp: int = 0
+
+    @property
+    def instruction(self) -> bool:
+        return self.op != _PSR.PipelineOperationUnknown
+
+
+@dataclass(frozen=True)
+class Ack:
+    """What a handler reports back for an instruction."""
+
+    success: bool
+    reason: str
 
 
 def model_event(msg) -> ModelEvent:
-    """Interpret one ``ModelStatusResponse``: latest version available and not deleted -> serve."""
+    """Interpret one ``ModelStatusResponse``: an instruction by its operation; a plain status by
+    state (latest version available and not deleted -> serve)."""
+    if msg.operation != _MSR.ModelOperationUnknown:
+        latest = msg.versions[-1] if msg.versions else None
+        endpoint = model_endpoint(latest.modelDefn) if latest is not None and latest.HasField("modelDefn") else None
+        return ModelEvent(msg.modelName, msg.operation == _MSR.ModelCreate, endpoint,
+                          latest.version if latest is not None else 0, msg.operation, msg.timestamp, msg.keepTopics)
     if msg.deleted or not msg.versions:
         return ModelEvent(msg.modelName, False, None)
     latest = msg.versions[-1]
@@ -71,7 +126,15 @@ def model_event(msg) -> ModelEvent:
 
 
 def pipeline_event(msg) -> PipelineEvent | None:
-    """Interpret one ``PipelineStatusResponse``; None when the state says nothing actionable."""
+    """Interpret one ``PipelineStatusResponse``: an instruction by its operation (the status in it
+    does not matter); a plain status by the latest version's state. None when nothing is to be done."""
+    if msg.operation != _PSR.PipelineOperationUnknown:
+        if not msg.versions:  # an instruction names one version; without it there is nothing to ack
+            log.warning("pipeline instruction for %s without a version ignored", msg.pipelineName)
+            return None
+        v = msg.versions[-1]
+        return PipelineEvent(msg.pipelineName, msg.operation == _PSR.PipelineCreate, v.state.pipelineVersion,
+                             msg.operation, v.pipeline.uid, msg.timestamp)
     if not msg.versions:
         return PipelineEvent(msg.pipelineName, False)
     latest = msg.versions[-1]
@@ -83,11 +146,42 @@ def pipeline_event(msg) -> PipelineEvent | None:
     return None
 
 
-async def _follow(target: str, open_stream: Callable, handle: Callable[[object], Awaitable[None] | None],
-                  stop: asyncio.Event, what: str) -> None:
+def pipeline_ack(ev: PipelineEvent, subscriber: str, ack: Ack) -> chainer_pb2.PipelineUpdateStatusMessage:
+    return chainer_pb2.PipelineUpdateStatusMessage(
+        update=chainer_pb2.PipelineUpdateMessage(op=_PIPELINE_ACK_OP[ev.op], pipeline=ev.name, version=ev.version,
+                                                 uid=ev.uid, stream=subscriber, timestamp=ev.timestamp),
+        success=ack.success, reason=ack.reason)
+
+
+def model_ack(ev: ModelEvent, subscriber: str, ack: Ack) -> scheduler_pb2.ModelUpdateStatusMessage:
+    return scheduler_pb2.ModelUpdateStatusMessage(
+        update=scheduler_pb2.ModelUpdateMessage(op=_MODEL_ACK_OP[ev.op], model=ev.name, version=ev.version,
+                                                stream=subscriber, timestamp=ev.timestamp),
+        success=ack.success, reason=ack.reason)
+
+
+async def _send_ack(send: Callable[[], Awaitable[object]], what: str) -> None:
+    for attempt in range(ACK_ATTEMPTS):
+        try:
+            await send()
+            return
+        except asyncio.CancelledError:
+            raise
+        except grpc.aio.AioRpcError as exc:
+            if attempt == ACK_ATTEMPTS - 1:
+                log.error("cannot send %s to the scheduler: %s %s", what, exc.code().name, exc.details())
+                return
+        await asyncio.sleep(ACK_BACKOFF_S * (2 ** attempt) * (0.5 + random.random()))
+
+
+async def _follow(target: str, open_stream: Callable, handle: Callable[[object], Awaitable | object],
+                  stop: asyncio.Event, what: str, ack: Callable | None = None) -> None:
+    """Follow one status stream; ``ack(stub, msg, result)``, if given, returns a coroutine sending
+    the ack for what ``handle(msg)`` returned, or None when there is nothing to ack."""
     backoff = 0.2
     while not stop.is_set():
         channel = grpc.aio.insecure_channel(target, options=KEEPALIVE_OPTIONS)
+        acks: set[asyncio.Task] = set()
         try:
             stub = scheduler_pb2_grpc.SchedulerStub(channel)
             call = open_stream(stub)
@@ -95,7 +189,13 @@ async def _follow(target: str, open_stream: Callable, handle: Callable[[object],
                 backoff = 0.2
                 res = handle(msg)
                 if asyncio.iscoroutine(res):
-                    await res
+                    res = await res
+                if ack is not None:
+                    sending = ack(stub, msg, res)
+                    if sending is not None:
+                        task = asyncio.create_task(sending)
+                        acks.add(task)
+                        task.add_done_callback(acks.discard)
                 if stop.is_set():
                     break
         except asyncio.CancelledError:
@@ -105,6 +205,8 @@ async def _follow(target: str, open_stream: Callable, handle: Callable[[object],
         except Exception:  # noqa: BLE001 - keep following whatever a handler did
             log.exception("scheduler %s stream handler failed", what)
         finally:
+            if acks:  # let acks in flight reach the scheduler before the channel goes
+                await asyncio.wait(list(acks), timeout=ACK_DRAIN_S)
             await channel.close()
         try:
             await asyncio.wait_for(stop.wait(), timeout=backoff)
@@ -113,20 +215,42 @@ async def _follow(target: str, open_stream: Callable, handle: Callable[[object],
         backoff = min(backoff * 2, 5.0)
 
 
-async def follow_models(target: str, subscriber: str, handle: Callable[[ModelEvent], Awaitable[None] | None],
-                        stop: asyncio.Event) -> None:
-    req = scheduler_pb2.ModelSubscriptionRequest(subscriberName=subscriber)
+async def follow_models(target: str, subscriber: str, handle: Callable[[ModelEvent], Awaitable | object],
+                        stop: asyncio.Event, *, model_gateway: bool = False) -> None:
+    """Follow model statuses. ``model_gateway=True``: subscribe as a model gateway, i.e. receive
+    Create / Delete instructions and ack each with the ``Ack`` the handler returns."""
+    req = scheduler_pb2.ModelSubscriptionRequest(subscriberName=subscriber, isModelGateway=model_gateway)
+
+    def send_ack(stub, msg, result):
+        ev = model_event(msg)
+        if not ev.instruction or not isinstance(result, Ack):
+            return None
+        return _send_ack(lambda: stub.ModelStatusEvent(model_ack(ev, subscriber, result)),
+                         f"model {ev.name} ack")
+
     await _follow(target, lambda stub: stub.SubscribeModelStatus(req),
-                  lambda msg: handle(model_event(msg)), stop, "model status")
+                  lambda msg: handle(model_event(msg)), stop, "model status", send_ack if model_gateway else None)
 
 
 async def follow_pipelines(target: str, subscriber: str,
-                           handle: Callable[[PipelineEvent], Awaitable[None] | None],
+                           handle: Callable[[PipelineEvent], Awaitable | object],
                            stop: asyncio.Event) -> None:
-    req = scheduler_pb2.PipelineSubscriptionRequest(subscriberName=subscriber, isPipelineGateway=True)
+    """Follow pipeline statuses as a pipeline gateway: instructions are acked with the handler's ``Ack``.
+
+    ``POD_IP`` goes along as ``subscriberIp``, as the reference gateway sends it: a Seldon scheduler
+    routes a pipeline's traffic (Envoy) to the addresses of the gateways that acked it Ready."""
+    req = scheduler_pb2.PipelineSubscriptionRequest(subscriberName=subscriber, isPipelineGateway=True,
+                                                    subscriberIp=os.environ.get("POD_IP", ""))
 
     def on_msg(msg):
         ev = pipeline_event(msg)
         return handle(ev) if ev is not None else None
 
-    await _follow(target, lambda stub: stub.SubscribePipelineStatus(req), on_msg, stop, "pipeline status")
+    def send_ack(stub, msg, result):
+        ev = pipeline_event(msg)
+        if ev is None or not ev.instruction or not isinstance(result, Ack):
+            return None
+        return _send_ack(lambda: stub.PipelineStatusEvent(pipeline_ack(ev, subscriber, result)),
+                         f"pipeline {ev.name} ack")
+
+    await _follow(target, lambda stub: stub.SubscribePipelineStatus(req), on_msg, stop, "pipeline status", send_ack)

@@ -25,9 +25,10 @@ class GatewayService:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
 
-    def _follow(self, follow: Callable[..., Awaitable[None]], scheduler: str, subscriber: str, on_event) -> None:
-        """Run ``follow(scheduler, subscriber, on_event, stop_event)`` until the service stops."""
-        self._tasks.append(asyncio.create_task(follow(scheduler, subscriber, on_event, self._stop)))
+    def _follow(self, follow: Callable[..., Awaitable[None]], scheduler: str, subscriber: str, on_event,
+                **options) -> None:
+        """Run ``follow(scheduler, subscriber, on_event, stop_event, **options)`` until the service stops."""
+        self._tasks.append(asyncio.create_task(follow(scheduler, subscriber, on_event, self._stop, **options)))
 
     async def _close_servers(self) -> None:
         """Servers in front of the gateway, closed after the scheduler tasks and before the gateway."""

@@ -1,10 +1,11 @@
-"""Engine acks -> one pipeline status (spec 4.4), with the reference's vector-clock guard.
+"""Engine and gateway acks -> one status, with the reference's vector-clock guard.
 
 Every message sent to engines for a pipeline version starts a new *iteration*: the clock ticks,
 and the set of engines expected to answer is reset to Unknown. An ack counts only if it carries
 the current clock value and comes from an engine of the current iteration; stale acks (from
 before a rebalance) are dropped. Keyed by the pipeline version uid so two versions of one
-pipeline (an upgrade in flight) never invalidate each other's acks.
+pipeline (an upgrade in flight) never invalidate each other's acks. Gateway acks use the same
+scheme keyed by pipeline / model name, as gateways serve by name.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from chainer_api import chainer_pb2, scheduler_pb2
 
 S = scheduler_pb2.PipelineVersionState
 OP = chainer_pb2.PipelineUpdateMessage
+MS = scheduler_pb2.ModelStatus
+MOP = scheduler_pb2.ModelUpdateMessage
 
 UNKNOWN = S.PipelineStatusUnknown
 
@@ -27,6 +30,15 @@ def ack_status(op: int, success: bool) -> int:
     if op == OP.Ready:
         return S.PipelineReady if success else S.PipelineFailed
     return UNKNOWN
+
+
+def model_ack_state(op: int, success: bool) -> int:
+    """Per-model-gateway state implied by one ``ModelStatusEvent``."""
+    if op == MOP.Create:
+        return MS.ModelAvailable if success else MS.ModelFailed
+    if op == MOP.Delete:
+        return MS.ModelTerminated if success else MS.ModelTerminateFailed
+    return MS.ModelStateUnknown
 
 
 class ConflictResolver:
@@ -93,3 +105,37 @@ class ConflictResolver:
                 return S.PipelineReady, reason
             return S.PipelineRebalancing, reason
         return UNKNOWN, "Unknown operation or status"
+
+    def aggregate_model(self, key: str, op: int) -> tuple[int, str]:
+        """(model gateway state, reason) over the current iteration's model gateways."""
+        streams = self.responses.get(key, {})
+        total = len(streams)
+
+        def count(state: int) -> int:
+            return sum(1 for v in streams.values() if v == state)
+
+        ready, terminated = count(MS.ModelAvailable), count(MS.ModelTerminated)
+        failed, term_failed, unknown = count(MS.ModelFailed), count(MS.ModelTerminateFailed), count(MS.ModelStateUnknown)
+        reason = ""
+        if ready:
+            reason += f"{ready}/{total} ready "
+        if terminated:
+            reason += f"{terminated}/{total} terminated "
+        if failed:
+            reason += f"{failed}/{total} failed "
+        if term_failed:
+            reason += f"{term_failed}/{total} terminate failed "
+        if op == MOP.Create:
+            if failed == total:
+                return MS.ModelFailed, reason
+            if ready > 0 and unknown == 0:
+                return MS.ModelAvailable, reason
+            return MS.ModelProgressing, reason
+        if op == MOP.Delete:
+            # the reference counts ModelFailed here, which a Delete ack never produces
+            if failed > 0 or term_failed > 0:
+                return MS.ModelTerminateFailed, reason
+            if terminated == total:
+                return MS.ModelTerminated, reason
+            return MS.ModelTerminating, reason
+        return MS.ModelStateUnknown, "Unknown operation or status"

@@ -90,6 +90,10 @@ class SchedulerApp:
         # Restored pipelines: with no engine connected yet they go back to PipelineCreate and
         # are re-sent as engines subscribe.
         self.chainer.rebalance()
+        # Likewise for gateways: none is connected yet, so terminations complete and the rest
+        # wait (with a reason saying why) until gateways subscribe.
+        self.scheduler.pipeline_gateways.rebalance()
+        self.scheduler.model_gateways.rebalance()
         if c.retry_failed_secs > 0:
             self._retry_task = asyncio.get_running_loop().create_task(self._retry_loop())
         log.info("scheduler listening on %s (scheduler) and %s (chainer)", self.port, self.chainer_port)
@@ -100,6 +104,7 @@ class SchedulerApp:
             await asyncio.sleep(self.config.retry_failed_secs)
             try:
                 self.chainer.retry_failed(self.config.max_retry_failed)
+                self.scheduler.pipeline_gateways.retry_failed(self.config.max_retry_failed)
             except Exception:  # keep the poller alive whatever one round hit
                 log.exception("retrying failed pipelines")
 

@@ -1,5 +1,11 @@
 """The scheduler's state: pipeline versions with their status, models; saved to disk on each change.
 
+Each pipeline version has two statuses, as in the reference: ``status`` is the dataflow engines'
+view (from Chainer acks) and ``gw_status`` the pipeline gateways' (from ``PipelineStatusEvent``
+acks). A pipeline can run in the engines yet not be served by any gateway, and callers (the
+operator's Ready condition, ``dataflow pipeline status``) need to tell the two apart. Models
+likewise carry ``gw_state`` from the model gateways' ``ModelStatusEvent`` acks.
+
 Single-threaded by design: every method runs on the scheduler's asyncio loop, so no locks. The
 state file (``<state-dir>/scheduler-state.json``) is rewritten atomically (temp file + rename)
 after every change, so a crash leaves either the old or the new state, never half of one.
@@ -31,6 +37,13 @@ STATE_FILE = "scheduler-state.json"
 FORMAT_VERSION = 1
 
 TERMINATING_STATES = (S.PipelineTerminate, S.PipelineTerminating, S.PipelineTerminated)
+# Latest versions the pipeline gateways are (re)told about when the set of gateways changes:
+# Terminating ones get their Delete again, Failed ones another Create (the failure may have been
+# transient, e.g. Kafka unavailable).
+GW_RUNNING_STATES = (S.PipelineCreate, S.PipelineCreating, S.PipelineReady, S.PipelineRebalancing,
+                     S.PipelineTerminating, S.PipelineFailed)
+# Models whose latest version the model gateways are (re)told about.
+MODEL_GW_RUNNING_STATES = (M.ModelCreate, M.ModelProgressing, M.ModelAvailable, M.ModelTerminating, M.ModelFailed)
 # Versions the chainer (re)sends on rebalance; Terminating ones get their Delete again.
 # PipelineTerminate is normally left at once (Delete sent); it is listed for a restart after a crash
 # between marking a version and sending its Delete.
@@ -56,6 +69,8 @@ class PipelineRecord:
     status: int = S.PipelineCreate
     reason: str = ""
     changed: float = field(default_factory=time.time)
+    gw_status: int = S.PipelineCreate  # the pipeline gateways' view
+    gw_reason: str = ""
 
     @property
     def name(self) -> str:
@@ -63,6 +78,9 @@ class PipelineRecord:
 
     def set(self, status: int, reason: str) -> None:
         self.status, self.reason, self.changed = status, reason, time.time()
+
+    def set_gw(self, status: int, reason: str) -> None:
+        self.gw_status, self.gw_reason, self.changed = status, reason, time.time()
 
 
 @dataclass
@@ -72,6 +90,8 @@ class ModelRecord:
     state: int = M.ModelAvailable
     reason: str = ""
     changed: float = field(default_factory=time.time)
+    gw_state: int = M.ModelCreate  # the model gateways' view
+    gw_reason: str = ""
 
 
 def _ts(seconds: float):
@@ -100,7 +120,7 @@ class Store:
         """Validate and add a new version; None if it repeats the latest k8s generation."""
         versions = self.pipelines.get(proto.name, [])
         latest = versions[-1] if versions else None
-        if latest is not None and latest.status in TERMINATING_STATES:
+        if latest is not None and (latest.status in TERMINATING_STATES or latest.gw_status in TERMINATING_STATES):
             versions = []  # a re-created pipeline starts again at version 1 (as the reference)
             latest = None
         if (latest is not None and proto.HasField("kubernetesMeta") and proto.kubernetesMeta.generation > 0
@@ -118,11 +138,14 @@ class Store:
         if not versions:
             raise NotFoundError(f"pipeline {name} not found")
         latest = versions[-1]
-        if latest.status == S.PipelineTerminated:
+        if latest.status == S.PipelineTerminated and latest.gw_status in (S.PipelineTerminated, S.PipelineStatusUnknown):
             raise NotFoundError(f"pipeline {name} not found")
-        if latest.status in (S.PipelineTerminating, S.PipelineTerminate):
+        # Either side still terminating is enough: both are told to terminate together.
+        if (latest.status in (S.PipelineTerminating, S.PipelineTerminate)
+                or latest.gw_status in (S.PipelineTerminating, S.PipelineTerminate)):
             raise ConflictError(f"pipeline {name} still terminating")
         latest.set(S.PipelineTerminate, "pipeline removed")
+        latest.set_gw(S.PipelineTerminate, "pipeline removed")
         self._changed(latest)
         return latest
 
@@ -147,6 +170,21 @@ class Store:
             self._changed(r)
         return old
 
+    def set_gw_state(self, record: PipelineRecord, status: int, reason: str) -> None:
+        """Set a version's pipeline-gateway status. When it becomes Ready, older versions are marked
+        Terminate for the gateways without telling them: gateways serve a pipeline by name, so the
+        new version's Create already covers the old one, and a Delete would stop serving the name."""
+        record.set_gw(status, reason)
+        if status == S.PipelineReady:
+            for r in self.pipelines.get(record.name, []):
+                if r.pv.version < record.pv.version and r.gw_status not in TERMINATING_STATES:
+                    r.set_gw(S.PipelineTerminate, "")
+        self._changed(record)
+
+    def gw_running_versions(self) -> list[PipelineRecord]:
+        """Latest versions the pipeline gateways should be told about again after they change."""
+        return [vs[-1] for vs in self.pipelines.values() if vs and vs[-1].gw_status in GW_RUNNING_STATES]
+
     def running_versions(self) -> list[PipelineRecord]:
         return [r for vs in self.pipelines.values() for r in vs if r.status in RUNNING_STATES]
 
@@ -170,7 +208,8 @@ class Store:
             pipeline=convert.to_proto(r.pv),
             state=scheduler_pb2.PipelineVersionState(
                 pipelineVersion=r.pv.version, status=r.status, reason=r.reason,
-                lastChangeTimestamp=_ts(r.changed), modelsReady=self.models_ready(r)))
+                lastChangeTimestamp=_ts(r.changed), modelsReady=self.models_ready(r),
+                pipelineGwStatus=r.gw_status, pipelineGwReason=r.gw_reason))
 
     # -- models ----------------------------------------------------------------------------
 
@@ -190,9 +229,27 @@ class Store:
             raise NotFoundError(f"model {name} not found")
         latest = versions[-1]
         latest.state, latest.reason, latest.changed = M.ModelTerminated, "model removed", time.time()
+        latest.gw_state, latest.gw_reason = M.ModelTerminate, "model removed"
         self.deleted_models.add(name)
         self._model_changed(name)
         return latest
+
+    def latest_model(self, name: str) -> ModelRecord | None:
+        versions = self.models.get(name)
+        return versions[-1] if versions else None
+
+    def set_model_gw_state(self, name: str, version: int, state: int, reason: str) -> ModelRecord | None:
+        """Set the model-gateway state of one model version; None if that version is unknown."""
+        record = next((r for r in self.models.get(name, []) if r.version == version), None)
+        if record is None:
+            return None
+        record.gw_state, record.gw_reason, record.changed = state, reason, time.time()
+        self._model_changed(name)
+        return record
+
+    def gw_running_models(self) -> list[str]:
+        """Models whose latest version the model gateways should be told about again after they change."""
+        return [n for n, vs in self.models.items() if vs and vs[-1].gw_state in MODEL_GW_RUNNING_STATES]
 
     def model_status(self, name: str, all_versions: bool = False) -> scheduler_pb2.ModelStatusResponse:
         versions = self.models.get(name)
@@ -206,6 +263,8 @@ class Store:
             v.state.reason = r.reason
             v.state.availableReplicas = 1 if r.state == M.ModelAvailable else 0
             v.state.lastChangeTimestamp.CopyFrom(_ts(r.changed))
+            v.state.modelGwState = r.gw_state
+            v.state.modelGwReason = r.gw_reason
             if r.model.meta.HasField("kubernetesMeta"):
                 v.kubernetesMeta.CopyFrom(r.model.meta.kubernetesMeta)
             v.modelDefn.CopyFrom(r.model)
@@ -235,11 +294,13 @@ class Store:
         data = {
             "format": FORMAT_VERSION,
             "pipelines": {name: [{"pipeline": _b64(convert.to_proto(r.pv)), "status": r.status,
-                                  "reason": r.reason, "changed": r.changed} for r in vs]
+                                  "reason": r.reason, "changed": r.changed,
+                                  "gw_status": r.gw_status, "gw_reason": r.gw_reason} for r in vs]
                           for name, vs in self.pipelines.items()},
             "models": {name: {"deleted": name in self.deleted_models,
                               "versions": [{"model": _b64(r.model), "version": r.version, "state": r.state,
-                                            "reason": r.reason, "changed": r.changed} for r in vs]}
+                                            "reason": r.reason, "changed": r.changed,
+                                            "gw_state": r.gw_state, "gw_reason": r.gw_reason} for r in vs]}
                        for name, vs in self.models.items()},
         }
         fd, tmp = tempfile.mkstemp(prefix=".state-", dir=self.state_dir)
@@ -277,13 +338,18 @@ class Store:
                 except PipelineValidationError as exc:  # pragma: no cover - only if rules tightened
                     log.error("dropping stored pipeline %s:%s: %s", name, proto.version, exc)
                     continue
-                records.append(PipelineRecord(pv=pv, status=v["status"], reason=v["reason"], changed=v["changed"]))
+                # State saved before gateway acks existed: take the engines' status for the gateways' too.
+                records.append(PipelineRecord(pv=pv, status=v["status"], reason=v["reason"], changed=v["changed"],
+                                              gw_status=v.get("gw_status", v["status"]),
+                                              gw_reason=v.get("gw_reason", "")))
             if records:
                 self.pipelines[name] = records
         for name, entry in data.get("models", {}).items():
             self.models[name] = [ModelRecord(model=scheduler_pb2.Model.FromString(base64.b64decode(v["model"])),
                                              version=v["version"], state=v["state"], reason=v["reason"],
-                                             changed=v["changed"]) for v in entry["versions"]]
+                                             changed=v["changed"],
+                                             gw_state=v.get("gw_state", M.ModelAvailable if v["state"] == M.ModelAvailable else M.ModelTerminated),
+                                             gw_reason=v.get("gw_reason", "")) for v in entry["versions"]]
             if entry.get("deleted"):
                 self.deleted_models.add(name)
 

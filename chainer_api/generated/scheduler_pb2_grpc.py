@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from . import chainer_pb2 as chainer__pb2
 from . import scheduler_pb2 as scheduler__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
@@ -116,6 +117,16 @@ class SchedulerStub:
                 request_serializer=scheduler__pb2.PipelineSubscriptionRequest.SerializeToString,
                 response_deserializer=scheduler__pb2.PipelineStatusResponse.FromString,
                 _registered_method=True)
+        self.PipelineStatusEvent = channel.unary_unary(
+                '/seldon.mlops.scheduler.Scheduler/PipelineStatusEvent',
+                request_serializer=chainer__pb2.PipelineUpdateStatusMessage.SerializeToString,
+                response_deserializer=chainer__pb2.PipelineUpdateStatusResponse.FromString,
+                _registered_method=True)
+        self.ModelStatusEvent = channel.unary_unary(
+                '/seldon.mlops.scheduler.Scheduler/ModelStatusEvent',
+                request_serializer=scheduler__pb2.ModelUpdateStatusMessage.SerializeToString,
+                response_deserializer=scheduler__pb2.ModelUpdateStatusResponse.FromString,
+                _registered_method=True)
         self.SubscribeControlPlane = channel.unary_stream(
                 '/seldon.mlops.scheduler.Scheduler/SubscribeControlPlane',
                 request_serializer=scheduler__pb2.ControlPlaneSubscriptionRequest.SerializeToString,
@@ -224,6 +235,19 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PipelineStatusEvent(self, request, context):
+        """gateway acks: a pipeline / model gateway reports the outcome of a Create / Delete it was sent
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ModelStatusEvent(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SubscribeControlPlane(self, request, context):
         """control plane stream with controller
         """
@@ -313,6 +337,16 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.SubscribePipelineStatus,
                     request_deserializer=scheduler__pb2.PipelineSubscriptionRequest.FromString,
                     response_serializer=scheduler__pb2.PipelineStatusResponse.SerializeToString,
+            ),
+            'PipelineStatusEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.PipelineStatusEvent,
+                    request_deserializer=chainer__pb2.PipelineUpdateStatusMessage.FromString,
+                    response_serializer=chainer__pb2.PipelineUpdateStatusResponse.SerializeToString,
+            ),
+            'ModelStatusEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.ModelStatusEvent,
+                    request_deserializer=scheduler__pb2.ModelUpdateStatusMessage.FromString,
+                    response_serializer=scheduler__pb2.ModelUpdateStatusResponse.SerializeToString,
             ),
             'SubscribeControlPlane': grpc.unary_stream_rpc_method_handler(
                     servicer.SubscribeControlPlane,
@@ -754,6 +788,60 @@ class Scheduler:
             '/seldon.mlops.scheduler.Scheduler/SubscribePipelineStatus',
             scheduler__pb2.PipelineSubscriptionRequest.SerializeToString,
             scheduler__pb2.PipelineStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PipelineStatusEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/seldon.mlops.scheduler.Scheduler/PipelineStatusEvent',
+            chainer__pb2.PipelineUpdateStatusMessage.SerializeToString,
+            chainer__pb2.PipelineUpdateStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModelStatusEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/seldon.mlops.scheduler.Scheduler/ModelStatusEvent',
+            scheduler__pb2.ModelUpdateStatusMessage.SerializeToString,
+            scheduler__pb2.ModelUpdateStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

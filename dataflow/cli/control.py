@@ -35,7 +35,8 @@ def print_help(parser) -> int:
 
 
 def add_load_unload_status(subparsers, kind: str, states: tuple[str, ...], *, load_help: str,
-                           run_load, run_unload, run_status, load_description: str | None = None) -> None:
+                           run_load, run_unload, run_status, load_description: str | None = None,
+                           text_output: bool = False) -> None:
     """The ``load`` / ``unload`` / ``status`` subcommands of ``dataflow <kind>``."""
     load = subparsers.add_parser("load", help=load_help, description=load_description)
     load.add_argument("-f", "--file-path", dest="files", action="append", required=True,
@@ -56,6 +57,10 @@ def add_load_unload_status(subparsers, kind: str, states: tuple[str, ...], *, lo
     status.add_argument("-t", "--timeout-secs", "--timeout", dest="timeout", type=float, default=60.0,
                         help="wait timeout seconds (default 60); --timeout-secs is the seldon CLI's spelling")
     status.add_argument("--all-versions", action="store_true", help="show every version, not only the latest")
+    if text_output:
+        status.add_argument("-o", "--output", choices=("json", "text"), default="json",
+                            help="json (default): one status message per line, as the seldon CLI; "
+                                 "text: a table, one row per version")
     add_common_flags(status)
     status.set_defaults(handler=run_status)
 
@@ -139,8 +144,10 @@ def unload_each(args, kind: str, names_in_files: Callable[[list[str]], list[str]
     return 0
 
 
-def print_status(args, kind: str, states: tuple[str, ...], *, wait: Callable, query: Callable) -> int:
-    """Print the status of ``args.name`` (or all), or wait for ``-w STATE`` and print it."""
+def print_status(args, kind: str, states: tuple[str, ...], *, wait: Callable, query: Callable,
+                 text: Callable | None = None) -> int:
+    """Print the status of ``args.name`` (or all), or wait for ``-w STATE`` and print it; with
+    ``-o text`` (where offered) ``text(responses)`` formats them instead of JSON."""
     from dataflow.cli import CliError
 
     if args.wait and args.wait not in states:
@@ -152,14 +159,17 @@ def print_status(args, kind: str, states: tuple[str, ...], *, wait: Callable, qu
             res = [call(lambda: wait(c, args.name, args.wait, args.timeout))]
         else:
             res = call(lambda: query(c, args.name, args.all_versions))
+    if text is not None and getattr(args, "output", "json") == "text":
+        print(text(res))
+        return 0
     for r in res:
         print(to_json(r))
     return 0
 
 
-def table(header: tuple[str, str, str], rows: list[tuple[str, str, str]]) -> str:
-    """Three tab-separated columns, the first two padded (the seldon CLI's list layout)."""
+def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    """Tab-separated columns, all but the last padded (the seldon CLI's list layout)."""
     rule = tuple("-" * len(h) for h in header)
-    every = [header, rule] + rows
-    widths = [max(len(r[i]) for r in every) + 1 for i in range(2)]
-    return "\n".join(f"{r[0]:<{widths[0]}}\t{r[1]:<{widths[1]}}\t{r[2]}".rstrip() for r in every)
+    every = [header, rule] + [tuple(r) for r in rows]
+    widths = [max(len(r[i]) for r in every) + 1 for i in range(len(header) - 1)]
+    return "\n".join("\t".join([*(f"{c:<{w}}" for c, w in zip(r, widths)), r[-1]]).rstrip() for r in every)

@@ -25,7 +25,7 @@ def register(sub) -> None:
     ps = p.add_subparsers(dest="pipeline_command", metavar="SUBCOMMAND")
     p.set_defaults(handler=lambda args: print_help(p))
     add_load_unload_status(ps, "pipeline", STATUS_NAMES, load_help="load pipelines from Seldon Pipeline YAML",
-                           run_load=run_load, run_unload=run_unload, run_status=run_status)
+                           run_load=run_load, run_unload=run_unload, run_status=run_status, text_output=True)
 
     lst = ps.add_parser("list", help="list pipelines with their state")
     add_common_flags(lst)
@@ -64,20 +64,39 @@ def run_unload(args) -> int:
 
 def run_status(args) -> int:
     return print_status(args, "pipeline", STATUS_NAMES, wait=lambda c, *a: c.wait_pipeline(*a),
-                        query=lambda c, *a: c.pipeline_status(*a))
+                        query=lambda c, *a: c.pipeline_status(*a), text=status_table)
+
+
+def _status_name(value: int) -> str:
+    from chainer_api import scheduler_pb2
+
+    return scheduler_pb2.PipelineVersionState.PipelineStatus.Name(value)
+
+
+def status_table(responses) -> str:
+    """One row per version: the engines' state, the pipeline gateways' state (``gateway``), whether
+    the step models are ready, and the reasons. ``gateway`` is what says the pipeline is served:
+    engines can run a pipeline no gateway has loaded yet."""
+    rows = []
+    for r in responses:
+        for v in r.versions:
+            st = v.state
+            reasons = "; ".join(x for x in (st.reason.strip(), f"gateway: {st.pipelineGwReason.strip()}"
+                                            if st.pipelineGwReason.strip() else "") if x)
+            rows.append((r.pipelineName, str(st.pipelineVersion), _status_name(st.status),
+                         _status_name(st.pipelineGwStatus), "true" if st.modelsReady else "false", reasons))
+    return table(("pipeline", "version", "state", "gateway", "models-ready", "reason"), rows)
 
 
 def run_list(args) -> int:
-    from chainer_api import scheduler_pb2
-
     with client(args) as c:
         res = call(lambda: c.pipeline_status())
     rows = []
     for r in res:
         if r.versions:
             st = r.versions[-1].state
-            rows.append((r.pipelineName, scheduler_pb2.PipelineVersionState.PipelineStatus.Name(st.status), st.reason))
-    print(table(("pipeline", "state", "reason"), rows))
+            rows.append((r.pipelineName, _status_name(st.status), _status_name(st.pipelineGwStatus), st.reason))
+    print(table(("pipeline", "state", "gateway", "reason"), rows))
     return 0
 
 

@@ -114,3 +114,38 @@ def test_services_have_reference_names():
     assert sched.full_name == "seldon.mlops.scheduler.Scheduler"
     assert {"LoadPipeline", "PipelineStatus", "SubscribePipelineStatus", "ModelStatus"} <= set(sched.methods_by_name)
     assert hasattr(chainer_pb2_grpc, "ChainerServicer") and hasattr(scheduler_pb2_grpc, "SchedulerStub")
+
+
+def test_gateway_ack_wire_contract():
+    """Gateway acks and the fields they rely on carry the reference's numbers and enum values."""
+    def numbers(msg):
+        return {f.name: f.number for f in msg.DESCRIPTOR.fields}
+
+    assert numbers(scheduler_pb2.PipelineStatusResponse) == {
+        "pipelineName": 1, "versions": 2, "timestamp": 3, "operation": 4}
+    assert {"pipelineGwStatus": 6, "pipelineGwReason": 7}.items() <= numbers(scheduler_pb2.PipelineVersionState).items()
+    assert {"modelGwState": 6, "modelGwReason": 7}.items() <= numbers(scheduler_pb2.ModelStatus).items()
+    assert numbers(scheduler_pb2.ModelStatusResponse) == {
+        "modelName": 1, "versions": 2, "deleted": 3, "keepTopics": 4, "timestamp": 5, "operation": 6}
+    assert numbers(scheduler_pb2.ModelSubscriptionRequest) == {"subscriberName": 1, "isModelGateway": 2}
+    assert numbers(scheduler_pb2.ModelUpdateMessage) == {
+        "op": 1, "model": 2, "version": 3, "uid": 4, "timestamp": 5, "stream": 6}
+    assert numbers(scheduler_pb2.ModelUpdateStatusMessage) == {"update": 1, "success": 2, "reason": 3}
+    assert numbers(scheduler_pb2.Model)["dataflowSpec"] == 5
+    ops = scheduler_pb2.PipelineStatusResponse
+    assert (ops.PipelineOperationUnknown, ops.PipelineCreate, ops.PipelineDelete) == (0, 1, 2)
+    mops = scheduler_pb2.ModelStatusResponse
+    assert (mops.ModelOperationUnknown, mops.ModelCreate, mops.ModelDelete) == (0, 1, 2)
+    ms = scheduler_pb2.ModelStatus
+    assert (ms.ModelScaledDown, ms.ModelCreate, ms.ModelTerminate) == (8, 9, 10)
+    cp = scheduler_pb2.ControlPlaneResponse
+    assert (cp.SEND_SERVERS, cp.SEND_MODELS, cp.SEND_PIPELINES, cp.SEND_EXPERIMENTS) == (1, 2, 3, 4)
+    sched = scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"]
+    ev = sched.methods_by_name["PipelineStatusEvent"]
+    assert ev.input_type.full_name == "seldon.mlops.chainer.PipelineUpdateStatusMessage"
+    assert ev.output_type.full_name == "seldon.mlops.chainer.PipelineUpdateStatusResponse"
+    mev = sched.methods_by_name["ModelStatusEvent"]
+    assert mev.input_type.full_name == "seldon.mlops.scheduler.ModelUpdateStatusMessage"
+    # a status with timestamp 3 / operation Delete: tags 0x18 and 0x20
+    data = scheduler_pb2.PipelineStatusResponse(pipelineName="p", timestamp=3, operation=ops.PipelineDelete).SerializeToString()
+    assert data == b"\x0a\x01p\x18\x03\x20\x02"

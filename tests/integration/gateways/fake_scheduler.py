@@ -1,5 +1,5 @@
 """A scheduler stand-in for gateway tests: status messages put on its queues are streamed to the
-(single) subscriber of each stream."""
+(single) subscriber of each stream; gateway acks are recorded in ``acks``."""
 from __future__ import annotations
 
 import queue
@@ -7,13 +7,15 @@ from concurrent import futures
 
 import grpc
 
-from chainer_api import scheduler_pb2, scheduler_pb2_grpc
+from chainer_api import chainer_pb2, scheduler_pb2, scheduler_pb2_grpc
 
 
 class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
     def __init__(self) -> None:
         self.models: queue.Queue = queue.Queue()
         self.pipelines: queue.Queue = queue.Queue()
+        self.acks: queue.Queue = queue.Queue()  # PipelineUpdateStatusMessage / ModelUpdateStatusMessage
+        self.subscriptions: list = []
 
     @staticmethod
     def _stream(q, context):
@@ -24,10 +26,20 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
                 continue
 
     def SubscribeModelStatus(self, request, context):
+        self.subscriptions.append(request)
         yield from self._stream(self.models, context)
 
     def SubscribePipelineStatus(self, request, context):
+        self.subscriptions.append(request)
         yield from self._stream(self.pipelines, context)
+
+    def PipelineStatusEvent(self, request, context):
+        self.acks.put(request)
+        return chainer_pb2.PipelineUpdateStatusResponse()
+
+    def ModelStatusEvent(self, request, context):
+        self.acks.put(request)
+        return scheduler_pb2.ModelUpdateStatusResponse()
 
 
 def model_status(name: str, endpoint: str, state) -> scheduler_pb2.ModelStatusResponse:
@@ -39,9 +51,12 @@ def model_status(name: str, endpoint: str, state) -> scheduler_pb2.ModelStatusRe
     return msg
 
 
-def pipeline_status(name: str, status) -> scheduler_pb2.PipelineStatusResponse:
-    msg = scheduler_pb2.PipelineStatusResponse(pipelineName=name)
+def pipeline_status(name: str, status, operation: int = 0, timestamp: int = 0,
+                    uid: str = "") -> scheduler_pb2.PipelineStatusResponse:
+    """A plain status, or with ``operation`` an instruction to a pipeline gateway."""
+    msg = scheduler_pb2.PipelineStatusResponse(pipelineName=name, operation=operation, timestamp=timestamp)
     v = msg.versions.add()
+    v.pipeline.name, v.pipeline.uid = name, uid
     v.state.pipelineVersion = 1
     v.state.status = status
     return msg

@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from chainer_api import scheduler_pb2
+from chainer_api import chainer_pb2, scheduler_pb2
 from dataflow.kafka import TopicNamer
 from gateways.model_service import ModelGatewayConfig, ModelGatewayService
 from gateways.pipeline_service import PipelineGatewayConfig, PipelineGatewayService
@@ -89,6 +89,46 @@ def test_pipelines_follow_the_scheduler(kafka, scheduler):
         assert _wait(lambda: svc.gateway.pipelines() == [])
         assert post() == 404
         assert _wait(lambda: not svc.gateway.consumers())  # the last pipeline took its consumer along
+    finally:
+        bg.run(svc.stop())
+        bg.close()
+
+
+@pytest.fixture
+def own_scheduler():
+    """A scheduler of this test alone: streams of earlier tests cannot take its messages."""
+    port = free_port()
+    server, fake = start_fake_scheduler(port)
+    yield f"127.0.0.1:{port}", fake
+    server.stop(0)
+
+
+def test_pipeline_instructions_are_followed_and_acked(kafka, own_scheduler):
+    """The operation decides, not the state: a rebalance Delete of a still-Ready pipeline stops it."""
+    address, fake = own_scheduler
+    namer = TopicNamer(prefix=kafka.unique("schedi").replace("-", ""))
+    kafka.create_topics(namer.pipeline_outputs("q"))
+    bg = BackgroundLoop()
+    cfg = PipelineGatewayConfig(settings=kafka.settings, namer=namer, scheduler=address, http_port=free_port(),
+                                grpc_port=free_port(), host="127.0.0.1", timeout_s=10,
+                                consumer_prefix=kafka.unique("schedi"), subscriber="pgw-i")
+    svc = PipelineGatewayService(cfg)
+    bg.run(svc.start())
+    ready = scheduler_pb2.PipelineVersionState.PipelineReady
+    ops = scheduler_pb2.PipelineStatusResponse
+    op = chainer_pb2.PipelineUpdateMessage
+    try:
+        fake.pipelines.put(pipeline_status("q", ready, ops.PipelineCreate, timestamp=5, uid="uq"))
+        assert _wait(lambda: svc.gateway.pipelines() == ["q"])
+        a = fake.acks.get(timeout=10)
+        assert a.update == op(op=op.Create, pipeline="q", version=1, uid="uq", stream="pgw-i", timestamp=5)
+        assert (a.success, a.reason) == (True, "Pipeline q loaded")
+        assert any(getattr(s, "isPipelineGateway", False) and s.subscriberName == "pgw-i" for s in fake.subscriptions)
+
+        fake.pipelines.put(pipeline_status("q", ready, ops.PipelineDelete, timestamp=6, uid="uq"))
+        assert _wait(lambda: svc.gateway.pipelines() == [])
+        a = fake.acks.get(timeout=10)
+        assert (a.update.op, a.update.timestamp, a.success, a.reason) == (op.Delete, 6, True, "Pipeline q deleted")
     finally:
         bg.run(svc.stop())
         bg.close()

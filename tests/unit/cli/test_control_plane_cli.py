@@ -81,7 +81,7 @@ def test_load_wait_ready_status_list_unload(sched, host, tmp_path, capsys):
         assert [json.loads(line)["pipelineName"] for line in out.splitlines()] == ["single", "tfsimples"]
         code, out, _ = run(capsys, "pipeline", "list")
         lines = out.splitlines()
-        assert lines[0].split() == ["pipeline", "state", "reason"]
+        assert lines[0].split() == ["pipeline", "state", "gateway", "reason"]
         assert any(line.split()[:2] == ["tfsimples", "PipelineReady"] for line in lines[2:])
         assert run(capsys, "pipeline", "unload", "tfsimples")[0] == 0
         code, out, _ = run(capsys, "pipeline", "status", "tfsimples", "-w", "PipelineTerminated", "-t", "10")

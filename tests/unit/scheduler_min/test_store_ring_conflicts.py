@@ -83,6 +83,9 @@ def test_store_remove_and_recreate(tmp_path):
         st.remove_pipeline("p")
     assert str(info.value) == "pipeline p still terminating"
     st.set_state(r, S.PipelineTerminated, "")
+    with pytest.raises(ConflictError):  # the pipeline gateways have not finished yet
+        st.remove_pipeline("p")
+    st.set_gw_state(r, S.PipelineTerminated, "")
     with pytest.raises(NotFoundError):
         st.remove_pipeline("p")
     assert st.add_pipeline(proto()).pv.version == 1  # re-created after termination starts again
