@@ -83,6 +83,8 @@ ENGINE_SETTINGS: tuple[EnvSetting, ...] = (
                8, "int"),
     EnvSetting("exactly_once", "--exactly-once", "DATAFLOW_EXACTLY_ONCE", None, False, "bool"),
     EnvSetting("health_port", "--health-port", "DATAFLOW_HEALTH_PORT", "SELDON_HEALTH_SERVER_PORT", None, "int"),
+    EnvSetting("schema_registry_config", "--schema-registry-config", "DATAFLOW_SCHEMA_REGISTRY_CONFIG_PATH",
+               "SELDON_KAFKA_SCHEMA_REGISTRY_CONFIG_PATH", None),
 )
 
 # The reference splits the scheduler endpoint in two; either one alone keeps the other's default.

@@ -21,6 +21,7 @@ from tritonclient.grpc import service_pb2 as pb
 
 from dataflow import headers as H
 from dataflow.kafka import KafkaSettings, TopicNamer, ensure_topics, modelgateway_group_id
+from dataflow.schema_registry import Framer
 
 from gateways import oip_json
 from gateways.kafka_io import AsyncProducer, TopicSetConsumer
@@ -158,8 +159,10 @@ class _Served:
 class ModelGateway:
     def __init__(self, settings: KafkaSettings, namer: TopicNamer | None = None, *, consumer_prefix: str = "",
                  workers: int = DEFAULT_WORKERS, timeout_s: float = DEFAULT_TIMEOUT_S, partitions: int = 1,
-                 replication: int = 1, max_num_consumers: int = MAX_NUM_CONSUMERS, model_version: str = "") -> None:
+                 replication: int = 1, max_num_consumers: int = MAX_NUM_CONSUMERS, model_version: str = "",
+                 framer: Framer | None = None) -> None:
         self.settings = settings
+        self.framer = framer  # schema-registry framing of model outputs; None: raw values
         self.namer = namer or TopicNamer()
         self.consumer_prefix = consumer_prefix
         self.workers = workers
@@ -300,6 +303,8 @@ class ModelGateway:
                 out_topic, out_value = self.namer.errors(), str(exc).encode()
                 out_headers = error_headers(headers, served.name)
                 self.failed += 1
+            if self.framer is not None:  # outputs only: the errors topic's text stays raw
+                out_value = await self.framer.aframe(out_topic, out_value)
             self._producer.produce_cb(out_topic, out_value, key=key, partition=partition, headers=out_headers,
                                       on_delivery=lambda err, _m: self._delivered(group, rec, err))
         finally:

@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass, field
 
 from dataflow.kafka import KafkaSettings, TopicNamer
+from dataflow.schema_registry import framer_for
 
 from gateways import scheduler_watch
 from gateways.model_gateway import DEFAULT_TIMEOUT_S, DEFAULT_WORKERS, ModelGateway
@@ -32,6 +33,7 @@ class ModelGatewayConfig:
     consumer_prefix: str = ""
     model_version: str = ""
     subscriber: str = ""
+    schema_registry_config: str | None = None  # .confluent-schema.yaml or its directory; None: raw values
 
 
 class ModelGatewayService(GatewayService):
@@ -41,7 +43,8 @@ class ModelGatewayService(GatewayService):
         self.gateway = ModelGateway(config.settings, config.namer, consumer_prefix=config.consumer_prefix,
                                     workers=config.workers, timeout_s=config.timeout_s,
                                     partitions=config.partitions, replication=config.replication,
-                                    model_version=config.model_version)
+                                    model_version=config.model_version,
+                                    framer=framer_for(config.schema_registry_config))
 
     async def start(self) -> "ModelGatewayService":
         c = self.config

@@ -40,7 +40,9 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
 
+from dataflow.codec import strip_schema_prefix
 from dataflow.kafka import KafkaSettings, TopicNamer, pipelinegateway_group_id
+from dataflow.schema_registry import Framer
 
 from gateways import routing
 from gateways.kafka_io import AsyncProducer, ProduceError, TopicSetConsumer
@@ -85,7 +87,7 @@ class PipelineGateway:
     def __init__(self, settings: KafkaSettings, namer: TopicNamer | None = None, *, consumer_prefix: str = "",
                  timeout_s: float = DEFAULT_TIMEOUT_S, partition_wait_s: float = PARTITION_WAIT_S,
                  max_num_consumers: int = MAX_NUM_CONSUMERS, metrics: PipelineMetrics | None = None,
-                 lazy_pipelines: bool = False) -> None:
+                 lazy_pipelines: bool = False, framer: Framer | None = None) -> None:
         if max_num_consumers < 1:
             raise ValueError(f"max_num_consumers must be at least 1, got {max_num_consumers}")
         self.settings = settings
@@ -98,6 +100,7 @@ class PipelineGateway:
         # Without a scheduler (tests, ``--no-scheduler``) a resource is served once its output
         # topic is found in Kafka; with one, only what the scheduler announced.
         self.lazy_pipelines = lazy_pipelines
+        self.framer = framer  # schema-registry framing of the requests it writes; None: raw values
         self._loop: asyncio.AbstractEventLoop | None = None
         self._producer: AsyncProducer | None = None
         self._consumers: dict[str, TopicSetConsumer] = {}  # group -> consumer; only groups in use
@@ -321,8 +324,10 @@ class PipelineGateway:
         self._pending_where[key] = (resource, group, out_topic, partition)
         try:
             try:
-                await self._producer.produce(resource.input_topic(self.namer), request, key=key,
-                                             partition=partition, headers=headers)
+                in_topic = resource.input_topic(self.namer)
+                if self.framer is not None:
+                    request = await self.framer.aframe(in_topic, request)
+                await self._producer.produce(in_topic, request, key=key, partition=partition, headers=headers)
             except ProduceError as exc:
                 raise GatewayError(str(exc)) from exc
             left = None if deadline is None else max(0.0, deadline - self._loop.time())
@@ -370,7 +375,9 @@ class PipelineGateway:
                 continue
             key = k.decode("utf-8", "replace")
             if key in self._pending:  # racy read is fine: the loop re-checks
-                batch.append((key, m.value() or b"", list(m.headers() or [])))
+                # Outputs may carry schema-registry framing (engine or model gateway configured with a
+                # registry); a protobuf message never starts with byte 0, so stripping is always safe.
+                batch.append((key, strip_schema_prefix(m.value() or b""), list(m.headers() or [])))
         if batch and self._loop is not None:
             self._loop.call_soon_threadsafe(self._complete, batch)
 

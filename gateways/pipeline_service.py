@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 
 from dataflow.kafka import KafkaSettings, TopicNamer
+from dataflow.schema_registry import framer_for
 
 from gateways import pipeline_grpc, pipeline_http, scheduler_watch
 from gateways.pipeline_gateway import DEFAULT_TIMEOUT_S, MAX_NUM_CONSUMERS, PipelineGateway
@@ -34,6 +35,7 @@ class PipelineGatewayConfig:
     consumer_prefix: str = ""
     subscriber: str = ""
     max_num_consumers: int = MAX_NUM_CONSUMERS  # group buckets; must match the other replicas
+    schema_registry_config: str | None = None  # .confluent-schema.yaml or its directory; None: raw values
 
 
 class PipelineGatewayService(GatewayService):
@@ -44,7 +46,8 @@ class PipelineGatewayService(GatewayService):
         self.config = config
         self.gateway = PipelineGateway(config.settings, config.namer, consumer_prefix=config.consumer_prefix,
                                        timeout_s=config.timeout_s, max_num_consumers=config.max_num_consumers,
-                                       lazy_pipelines=config.scheduler is None)
+                                       lazy_pipelines=config.scheduler is None,
+                                       framer=framer_for(config.schema_registry_config))
         self._http = None
         self._grpc = None
         self._metrics = None

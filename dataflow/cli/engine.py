@@ -7,12 +7,14 @@ import os
 def _env_help() -> str:
     from dataflow.seldon_env import ENGINE_SETTINGS, UPSTREAM_HOST_ENV, UPSTREAM_PORT_ENV
 
-    rows = [f"  {s.flag:<22} {s.ours or '-':<28} {s.reference or '-'}" for s in ENGINE_SETTINGS if s.ours]
+    shown = [s for s in ENGINE_SETTINGS if s.ours]
+    a, b = max(len(s.flag) for s in shown), max(len(s.ours) for s in shown)
+    rows = [f"  {s.flag:<{a}} {s.ours:<{b}} {s.reference or '-'}" for s in shown]
     return "\n".join([
         "environment variables (used when the option is not given; ours win over the reference's):",
-        f"  {'option':<22} {'ours':<28} reference (Seldon Core 2 engine)",
+        f"  {'option':<{a}} {'ours':<{b}} reference (Seldon Core 2 engine)",
         *rows,
-        f"  {'':<22} {'':<28} --scheduler also from {UPSTREAM_HOST_ENV} + {UPSTREAM_PORT_ENV}",
+        f"  {'':<{a}} {'':<{b}} --scheduler also from {UPSTREAM_HOST_ENV} + {UPSTREAM_PORT_ENV}",
         "",
         "Kafka security comes from SELDON_KAFKA_SECURITY_PROTOCOL, SELDON_KAFKA_TLS_* and SELDON_KAFKA_SASL_*",
         "as for the reference engine, and from --kafka-config: a JSON object of standard librdkafka",
@@ -52,6 +54,10 @@ def register(sub) -> None:
     p.add_argument("--commit-interval-ms", type=int, default=1000,
                    help="offset commit interval (default 1000)")
     p.add_argument("--health-port", type=int, help="serve /live /ready /startup on this port (default off)")
+    p.add_argument("--schema-registry-config", metavar="PATH",
+                   help="Confluent Schema Registry config: a directory holding .confluent-schema.yaml (as the "
+                        "reference mounts it) or the file; values written to *.inputs / *.outputs topics get "
+                        "the registry's wire framing (default off)")
     p.add_argument("--pipeline-factory", default=None, help=argparse.SUPPRESS)  # tests: MODULE:CALLABLE
     p.set_defaults(handler=run)
 
@@ -72,6 +78,7 @@ def build_config(args, environ=None):
     from dataflow.cli import CliError
     from dataflow.engine.config import ConfigError, EngineConfig, default_replica_name
     from dataflow.kafka import KafkaSettings, KafkaSetupError
+    from dataflow.schema_registry import SchemaRegistryConfigError, load_config
     from dataflow.seldon_env import SeldonEnvError, engine_kafka_security
 
     environ = os.environ if environ is None else environ
@@ -79,6 +86,8 @@ def build_config(args, environ=None):
         v = resolve_settings(args, environ)
         kafka = KafkaSettings.from_env(bootstrap=v["kafka"], config_path=v["kafka_config"],
                                        security=engine_kafka_security(environ))
+        if v["schema_registry_config"]:  # fail at start, as the reference does, not in every pipeline
+            load_config(v["schema_registry_config"])
         return EngineConfig(
             replica_name=v["name"] or default_replica_name(), scheduler=v["scheduler"], kafka=kafka,
             runtime=v["runtime"], partitions=v["partitions"], replication_factor=v["replication_factor"],
@@ -86,9 +95,9 @@ def build_config(args, environ=None):
             namespace=v["namespace"], topic_prefix=v["topic_prefix"], exactly_once=v["exactly_once"],
             commit_interval_ms=args.commit_interval_ms, max_message_bytes=v["max_message_bytes"],
             ctlops_parallelism=v["ctlops_threads"], health_port=v["health_port"],
-            pipeline_factory=args.pipeline_factory,
+            pipeline_factory=args.pipeline_factory, schema_registry_config=v["schema_registry_config"],
         )
-    except (ConfigError, KafkaSetupError, SeldonEnvError) as exc:
+    except (ConfigError, KafkaSetupError, SeldonEnvError, SchemaRegistryConfigError) as exc:
         raise CliError(str(exc)) from exc
 
 

@@ -44,6 +44,10 @@ def _kafka_flags(p) -> None:
     p.add_argument("--consumer-group-prefix", default=None,
                    help="prefix of consumer group ids (env KAFKA_CONSUMER_GROUP_ID_PREFIX, then kafka.json "
                         "consumerGroupIdPrefix; default none)")
+    p.add_argument("--schema-registry-config", default=None, metavar="PATH",
+                   help="Confluent Schema Registry config: a directory holding .confluent-schema.yaml or the file; "
+                        "values written to *.inputs / *.outputs topics get the registry's wire framing "
+                        "(env SCHEMA_REGISTRY_CONFIG_PATH; default off)")
 
 
 def _scheduler(args) -> str | None:
@@ -117,6 +121,21 @@ def _settings(args):
     return settings, namer
 
 
+def _schema_registry(args) -> str | None:
+    """``--schema-registry-config`` > ``SCHEMA_REGISTRY_CONFIG_PATH`` (the reference gateways'),
+    checked now: a given but unreadable config stops the gateway, as in the reference."""
+    from dataflow.cli import CliError
+    from dataflow.schema_registry import GATEWAY_ENV, SchemaRegistryConfigError, load_config
+
+    path = args.schema_registry_config or os.environ.get(GATEWAY_ENV, "").strip() or None
+    if path:
+        try:
+            load_config(path)
+        except SchemaRegistryConfigError as exc:
+            raise CliError(str(exc)) from exc
+    return path
+
+
 def _run(service) -> int:
     async def main():
         loop = asyncio.get_running_loop()
@@ -150,7 +169,8 @@ def run_model_gateway(args) -> int:
     cfg = ModelGatewayConfig(settings=settings, namer=namer, scheduler=scheduler, static_models=static,
                              default_endpoint=args.default_endpoint, workers=args.workers,
                              timeout_s=args.timeout_s, partitions=args.partitions, replication=args.replication,
-                             consumer_prefix=args.consumer_group_prefix, model_version=args.model_version)
+                             consumer_prefix=args.consumer_group_prefix, model_version=args.model_version,
+                             schema_registry_config=_schema_registry(args))
     print(f"model gateway: kafka {settings.bootstrap_servers}, scheduler {scheduler or '-'}", flush=True)
     return _run(ModelGatewayService(cfg))
 
@@ -169,7 +189,8 @@ def run_pipeline_gateway(args) -> int:
     cfg = PipelineGatewayConfig(settings=settings, namer=namer, scheduler=scheduler, http_port=args.http_port,
                                 grpc_port=args.grpc_port, host=args.host, metrics_port=args.metrics_port,
                                 timeout_s=args.timeout_s, consumer_prefix=args.consumer_group_prefix,
-                                max_num_consumers=args.max_num_consumers)
+                                max_num_consumers=args.max_num_consumers,
+                                schema_registry_config=_schema_registry(args))
     service = PipelineGatewayService(cfg)
     print(f"pipeline gateway: REST {args.host}:{args.http_port}, gRPC {args.host}:{args.grpc_port}, "
           f"kafka {settings.bootstrap_servers}, scheduler {scheduler or '-'}", flush=True)

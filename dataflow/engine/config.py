@@ -59,6 +59,7 @@ class EngineConfig:
     ctlops_parallelism: int = 8                   # pipeline.ctlops.threads
     health_port: int | None = None                # /live /ready /startup; None = off
     pipeline_factory: str | None = None           # "module:callable" override (tests, experiments)
+    schema_registry_config: str | None = None     # .confluent-schema.yaml (or its directory); None = no framing
 
     def __post_init__(self) -> None:
         parse_host_port(self.scheduler)
@@ -93,4 +94,5 @@ class EngineConfig:
             max_message_bytes=self.max_message_bytes, join_window_ms=self.join_window_ms,
             state_dir=self.replica_state_dir, exactly_once=self.exactly_once,
             commit_interval_ms=self.commit_interval_ms, replica_id=self.replica_name,
+            schema_registry_config=self.schema_registry_config,
         )

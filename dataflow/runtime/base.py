@@ -53,6 +53,9 @@ class RuntimeConfig:
     # Who runs the pipeline: part of the exactly-once transactional.id, so that a restarted
     # replica fences its predecessor's open transaction. Empty: the host name.
     replica_id: str = ""
+    # Confluent Schema Registry config (a directory holding .confluent-schema.yaml, or the file):
+    # values written to *.inputs / *.outputs sinks get the registry's wire framing. None: off.
+    schema_registry_config: str | None = None
 
     @property
     def transactional_replica(self) -> str:

@@ -123,8 +123,10 @@ class BatchProducer:
     """Queues output records in the aiokafka producer, one ``BatchBuilder`` per (topic, partition)."""
 
     def __init__(self, app, partitions: dict[str, int], default_partitions: int,
-                 producer_for: Callable[[int | None], object] | None = None):
+                 producer_for: Callable[[int | None], object] | None = None, *, framer=None):
+        """``framer``: a ``dataflow.schema_registry.Framer`` when values get schema-registry framing."""
         self.app = app
+        self.framer = framer
         self.partitions = partitions
         self.default_partitions = default_partitions
         self.producer_for = producer_for or (lambda partition: app.producer._producer)
@@ -138,6 +140,8 @@ class BatchProducer:
     async def send(self, records: list[Record], source_partition: int | None = None) -> None:
         """Queue ``records``; ``source_partition`` (the input records' partition) picks the
         transaction under exactly-once, else the partition of each output's key is used."""
+        if self.framer is not None:
+            records = [out.evolve(value=await self.framer.aframe(out.topic, out.value)) for out in records]
         groups: dict[tuple[str, int], list[Record]] = {}
         partitions, default = self.partitions, self.default_partitions
         for out in records:

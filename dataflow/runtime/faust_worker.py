@@ -222,6 +222,9 @@ class PipelineWorker:
         self._ready_task: asyncio.Task | None = None
         self.errors = 0
         self.processed = 0
+        from dataflow.schema_registry import framer_for
+
+        self.framer = framer_for(self.config.schema_registry_config, validate=False)
         self._wire()
         self.driver.install()
 
@@ -247,7 +250,8 @@ class PipelineWorker:
             )
 
             select = producer_selector(app, self.sources, self.config.exactly_once)
-            self.batch_producer = BatchProducer(app, self.partitions, self.default_partitions, select)
+            self.batch_producer = BatchProducer(app, self.partitions, self.default_partitions, select,
+                                                framer=self.framer)
             self.batch_processor = BatchProcessor(app, self.tasks, self.driver.lock, self.batch_producer,
                                                   by_source_partition=self.config.exactly_once)
             install_batch_drain(app, self.sources, self.batch_processor)
@@ -302,9 +306,11 @@ class PipelineWorker:
     async def _produce(self, records, source_partition: int | None = None) -> None:
         from dataflow.kafka import partition_for_key
 
-        if self.batch_producer is not None:
+        if self.batch_producer is not None:  # frames the values itself
             await self.batch_producer.send(records, source_partition)
             return
+        if self.framer is not None:  # schema-registry framing
+            records = [r.evolve(value=await self.framer.aframe(r.topic, r.value)) for r in records]
         if self.config.exactly_once:
             for out in records:
                 await self._produce_transactional(out, source_partition)

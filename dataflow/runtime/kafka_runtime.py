@@ -37,6 +37,7 @@ from typing import Callable
 
 from chainer_api import chainer_pb2
 from dataflow import headers as hdrs
+from dataflow import schema_registry
 from dataflow.kafka import KafkaSettings, dataflow_group_id, ensure_topics, partition_for_key, poll_batch
 from dataflow.records import Record
 from dataflow.runtime import changelog as cl
@@ -248,6 +249,10 @@ class _Loop:
         self.assigned_once = False
         self.changelog_topic = runner.changelog_topic if tasks.stateful else None
         self.restore_error: str | None = None
+        # (topic, value) -> value with schema-registry framing, or None when that is off. The
+        # values are the codec's own serialisations, so they are not parsed again to check them.
+        framer = schema_registry.framer_for(cfg.schema_registry_config, validate=False)
+        self.frame = framer.frame if framer is not None else None
 
     # -- rebalance callbacks (called inside consume(), in this thread)
 
@@ -466,12 +471,14 @@ class _Loop:
         produce = self.producer.produce
         on_delivery = self._on_delivery
         counts = self.partitions
+        frame = self.frame
         for r in records:
             n = counts.get(r.topic) or self._partition_count(r.topic)
             partition = partition_for_key(r.key, n)
+            value = r.value if frame is None else frame(r.topic, r.value)
             while True:
                 try:
-                    produce(r.topic, r.value, r.key, partition, on_delivery=on_delivery, timestamp=r.timestamp,
+                    produce(r.topic, value, r.key, partition, on_delivery=on_delivery, timestamp=r.timestamp,
                             headers=r.headers or None)
                     break
                 except BufferError:
