@@ -9,6 +9,7 @@ import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
+    from dataflow.kafka import TopicNamer
     from scheduler_min.convert import PipelineVersion
 
 SEP = "."
@@ -195,3 +196,27 @@ def _external_ref_problem(ref: str) -> str | None:
     if len(parts) > 5:
         return INPUT_TOO_LONG
     return None
+
+
+def _abbrev(name: str) -> str:
+    return name if len(name) <= 40 else f"{name[:32]}...({len(name)} characters)"
+
+
+def check_topic_names(namer: "TopicNamer", *, pipeline: str | None = None, steps=(),
+                      model: str | None = None) -> None:
+    """Refuse names whose Kafka topics would pass Kafka's length limit under ``namer``'s prefix
+    and namespace: such a pipeline would be accepted and then fail in every engine (or, for a
+    model, in the model gateway) when the topic is created. Steps are named after model topics."""
+    if pipeline is not None:
+        why = namer.name_too_long("pipeline", pipeline)
+        if why:
+            raise PipelineValidationError(f"pipeline name {_abbrev(pipeline)} is too long: {why}")
+    for step in steps:
+        why = namer.name_too_long("model", step)
+        if why:
+            raise PipelineValidationError(
+                f"pipeline {_abbrev(pipeline or '')} step name {_abbrev(step)} is too long: {why}")
+    if model is not None:
+        why = namer.name_too_long("model", model)
+        if why:
+            raise PipelineValidationError(f"model name {_abbrev(model)} is too long: {why}")
