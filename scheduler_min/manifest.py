@@ -269,7 +269,7 @@ def _check_header(doc: dict, kind: str) -> None:
 
 
 STEP_KEYS = ("name", "inputs", "joinWindowMs", "tensorMap", "triggers", "inputsJoinType",
-             "triggersJoinType", "batch")
+             "triggersJoinType", "batch", "passEmptyResponses")
 INPUT_KEYS = ("externalInputs", "externalTriggers", "joinWindowMs", "joinType", "triggersJoinType", "tensorMap")
 OUTPUT_KEYS = ("steps", "joinWindowMs", "stepsJoin", "tensorMap")
 SPEC_KEYS = ("input", "steps", "output", "dataflow", "allowCycles", "maxStepRevisits")
@@ -297,12 +297,13 @@ def pipeline_from_manifest(doc: dict) -> scheduler_pb2.Pipeline:
         jw = _uint(s.get("joinWindowMs"), f"{path}.joinWindowMs", name)
         if jw is not None:
             step.joinWindowMs = jw
+        step.passEmptyResponses = _bool(s.get("passEmptyResponses"), f"{path}.passEmptyResponses", name)
         if "batch" in s and s["batch"] is not None:
             b = _check_keys(s["batch"], ("size", "windowMs", "rolling"), f"{path}.batch", name)
             step.batch.SetInParent()
             size = _uint(b.get("size"), f"{path}.batch.size", name)
             window = _uint(b.get("windowMs"), f"{path}.batch.windowMs", name)
-            _bool(b.get("rolling"), f"{path}.batch.rolling", name)  # accepted, never sent (as the reference)
+            step.batch.rolling = _bool(b.get("rolling"), f"{path}.batch.rolling", name)
             if size is not None:
                 step.batch.size = size
             if window is not None:

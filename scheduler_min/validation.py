@@ -45,7 +45,7 @@ def step_of(ref: str) -> str:
 def validate(pv: "PipelineVersion") -> None:
     for check in (_check_name, _check_steps_exist, _check_step_name_not_pipeline, _check_step_inputs,
                   _check_step_triggers, _check_references_exist, _check_outputs, _check_cycles,
-                  _check_inputs_and_triggers_differ, _check_pipeline_input):
+                  _check_inputs_and_triggers_differ, _check_pipeline_input, _check_batch):
         check(pv)
 
 
@@ -196,6 +196,14 @@ def _external_ref_problem(ref: str) -> str | None:
     if len(parts) > 5:
         return INPUT_TOO_LONG
     return None
+
+
+def _check_batch(pv) -> None:
+    """A rolling batch slides over the last ``size`` rows; without a size it has no width, and the
+    engine would refuse the pipeline after the scheduler had accepted it."""
+    for step in pv.steps.values():
+        if step.batch_rolling and not step.batch_size:
+            raise PipelineValidationError(f"pipeline {pv.name} step {step.name}: batch.rolling needs batch.size")
 
 
 def _abbrev(name: str) -> str:
