@@ -22,6 +22,9 @@ INPUTS = "inputs"
 OUTPUTS = "outputs"
 ERRORS = "errors"
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+# Kafka refuses longer topic names (its Topic.MAX_NAME_LENGTH): a pipeline or model whose topics
+# would be longer can never run, so it is refused when loaded rather than failing in the engine.
+MAX_TOPIC_NAME_LENGTH = 249
 
 
 class KafkaSetupError(RuntimeError):
@@ -67,6 +70,24 @@ class TopicNamer:
 
     def pipeline_topic(self, ref: str) -> str:
         return f"{self._base()}.pipeline.{ref}"
+
+    def longest_topic(self, kind: str, name: str) -> str:
+        """The longest topic named after pipeline (``kind="pipeline"``) or model (``"model"``) ``name``:
+        its outputs topic (tensor names are not part of topic names)."""
+        return self.pipeline_outputs(name) if kind == "pipeline" else self.model_outputs(name)
+
+    def name_too_long(self, kind: str, name: str) -> str | None:
+        """Why a pipeline/model ``name`` cannot be used with this prefix and namespace, or None.
+
+        ``kind`` is "pipeline" or "model" (a pipeline step is named after its model's topics)."""
+        topic = self.longest_topic(kind, name)
+        if len(topic) <= MAX_TOPIC_NAME_LENGTH:
+            return None
+        room = MAX_TOPIC_NAME_LENGTH - len(self.longest_topic(kind, ""))
+        shape = f"{self._base()}.{'pipeline' if kind == 'pipeline' else 'model'}.<name>.{OUTPUTS}"
+        return (f"its topic {shape} would be {len(topic)} characters, "
+                f"over Kafka's limit of {MAX_TOPIC_NAME_LENGTH}; with topic prefix {self.prefix!r} and "
+                f"namespace {self.namespace!r} a {kind} name may have at most {room} characters")
 
 
 def topic_suffix(topic: str) -> str:

@@ -128,6 +128,9 @@ def read_inputs(path: str, fmt: str) -> Iterator[InputLine]:
                     yield _parse_line(i, line, None, path)
     except OSError as exc:
         raise BatchError(f"cannot read input {path}: {exc}") from exc
+    except UnicodeDecodeError:  # a binary or UTF-16 file: one error line, not a traceback
+        raise BatchError(f"cannot read input {path}: not UTF-8 text (a binary or UTF-16 file?); "
+                         f"the input must be JSON lines in UTF-8") from None
 
 
 def _parse_line(index: int, text: str | None, rid: str | None, path: str) -> InputLine:

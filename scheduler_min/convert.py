@@ -42,7 +42,9 @@ class Step:
     triggers_join: int = JOIN_INNER
     batch_size: int | None = None
     batch_window_ms: int | None = None
+    batch_rolling: bool = False
     has_batch: bool = False
+    pass_empty_responses: bool = False  # our extension: forward messages left with no tensors
 
 
 @dataclass
@@ -129,11 +131,13 @@ def from_proto(proto: scheduler_pb2.Pipeline, *, version: int | None = None,
             join_window_ms=sp.joinWindowMs if sp.HasField("joinWindowMs") else None,
             inputs_join=int(sp.inputsJoin),
             triggers_join=int(sp.triggersJoin),
+            pass_empty_responses=sp.passEmptyResponses,
         )
         if sp.HasField("batch"):
             step.has_batch = True
             step.batch_size = sp.batch.size if sp.batch.HasField("size") else None
             step.batch_window_ms = sp.batch.windowMs if sp.batch.HasField("windowMs") else None
+            step.batch_rolling = sp.batch.rolling
         steps[sp.name] = step
     pin = None
     if proto.HasField("input"):
@@ -172,6 +176,7 @@ def _set_batch(target, step: Step) -> None:
         target.batch.size = step.batch_size
     if step.batch_window_ms is not None:
         target.batch.windowMs = step.batch_window_ms
+    target.batch.rolling = step.batch_rolling
 
 
 def to_proto(pv: PipelineVersion) -> scheduler_pb2.Pipeline:
@@ -180,7 +185,8 @@ def to_proto(pv: PipelineVersion) -> scheduler_pb2.Pipeline:
                                allowCycles=pv.allow_cycles, maxStepRevisits=pv.max_step_revisits)
     for s in pv.steps.values():
         sp = p.steps.add(name=s.name, inputs=s.inputs, triggers=s.triggers,
-                         inputsJoin=s.inputs_join, triggersJoin=s.triggers_join)
+                         inputsJoin=s.inputs_join, triggersJoin=s.triggers_join,
+                         passEmptyResponses=s.pass_empty_responses)
         sp.tensorMap.update(s.tensor_map)
         if s.join_window_ms is not None:
             sp.joinWindowMs = s.join_window_ms
@@ -294,6 +300,7 @@ def _step_update(namer: TopicNamer, pv: PipelineVersion, step: Step) -> chainer_
         sink=_topic(namer, pv.name, namer.model_inputs(step.name)),
         tensorMap=qualified_tensor_map(namer, pv.name, step.tensor_map),
         inputJoinTy=chainer_join(step.inputs_join), triggersJoinTy=chainer_join(step.triggers_join),
+        passEmptyResponses=step.pass_empty_responses,
     )
     if step.join_window_ms is not None:
         u.joinWindowMs = step.join_window_ms

@@ -2,10 +2,17 @@
 
 Strict like the seldon CLI: an unknown field is an error naming the field and where it was
 (``error-bad-spec.yaml`` writes ``input`` instead of ``inputs`` on a step and must be refused).
+
+The CLI, ``dataflow up`` and anything else reading manifests hands the raw bytes to this module,
+so every way a file can be broken -- not text, UTF-16 without a byte-order mark, a duplicate key,
+nesting deep enough to exhaust Python's stack -- ends in one ``ManifestError`` line naming the file
+and the place, never in a traceback.
 """
 from __future__ import annotations
 
+import codecs
 import re
+import reprlib
 from typing import Any, Iterable
 
 import yaml
@@ -15,22 +22,145 @@ from scheduler_min.validation import PipelineValidationError
 
 API_VERSION = "mlops.seldon.io/v1alpha1"
 JOIN_TYPES = {"inner": 0, "outer": 1, "any": 2}
+# Pipeline and Model manifests nest about six levels deep. The bound is far above any real
+# manifest and far below Python's recursion limit, so a hostile file (20,000 nested "[") is
+# refused with one line instead of a RecursionError from the composer's recursion.
+MAX_NESTING_DEPTH = 64
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 60
+_short.maxlevel, _short.maxlist, _short.maxdict = 2, 4, 4
 
 
 class ManifestError(PipelineValidationError):
     """The YAML itself is malformed: wrong kind, unknown field, wrong type."""
 
 
-def load_documents(text: str, source: str = "<input>") -> list[dict]:
-    """All non-empty YAML documents in ``text``; each must be a mapping."""
+def one_line(text: str) -> str:
+    """``text`` with line breaks escaped: every manifest error is printed as one ``Error:`` line,
+    even when it quotes a name or key that holds a newline."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _show(value: Any) -> str:
+    """A bounded repr for error messages (a value can be a huge list built from YAML aliases)."""
+    text = one_line(_short.repr(value))
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+def decode_manifest(data: bytes, source: str = "<input>") -> str:
+    """Manifest bytes -> text. UTF-8 (optionally with a BOM), or UTF-16/UTF-32 *with* a byte-order
+    mark, which YAML allows and kubectl reads. Anything else -- a binary file, UTF-16 without a BOM
+    (its ASCII half decodes as UTF-8 full of NUL bytes) -- is a ``ManifestError`` naming the file."""
+    encoding = next((enc for bom, enc in _BOMS if data.startswith(bom)), "utf-8")
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        what = "UTF-8" if encoding == "utf-8" else f"{encoding.upper()} (as its byte-order mark says)"
+        raise ManifestError(f"{source}: not {what} text: undecodable byte 0x{data[exc.start]:02x} at offset "
+                            f"{exc.start} (a binary file? save the manifest as UTF-8)") from None
+    if "\0" in text:
+        raise ManifestError(f"{source}: not a YAML text file: it contains NUL bytes (a binary file, or "
+                            f"UTF-16/UTF-32 without a byte-order mark? save the manifest as UTF-8)")
+    return text
+
+
+def _mark(mark) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}"
+
+
+class _ManifestLoader(yaml.SafeLoader):
+    """``SafeLoader`` that refuses duplicate mapping keys and bounds nesting depth.
+
+    PyYAML keeps the last of two equal keys without a word, so a mistyped second ``inputs:`` would
+    silently replace the first; refusing the file is safer than guessing which was meant. The depth
+    is checked as each node is composed, before recursing into it, so the bound holds however deep
+    the text is.
+    """
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self._path: list[str] = []  # where the node being composed is, e.g. ["spec", "steps", "[0]"]
+
+    def compose_node(self, parent, index):
+        if len(self._path) >= MAX_NESTING_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nested more than {MAX_NESTING_DEPTH} levels deep", self.peek_event().start_mark)
+        if isinstance(index, int):
+            self._path.append(f"[{index}]")
+        elif isinstance(index, yaml.ScalarNode):
+            self._path.append(str(index.value))
+        else:
+            self._path.append("")  # the document root, or a mapping key
+        try:
+            node = super().compose_node(parent, index)
+            if isinstance(node, yaml.ScalarNode) and _SURROGATE.search(node.value):
+                # "\ud800" escapes decode to lone surrogates, which no UTF-8 field can hold
+                raise yaml.composer.ComposerError(
+                    None, None, "escape of a lone UTF-16 surrogate (\\ud800-\\udfff) is not a character",
+                    node.start_mark)
+            if not hasattr(node, "manifest_path"):  # an alias keeps the path of its anchor
+                node.manifest_path = "".join(p if p.startswith("[") or not i else f".{p}"
+                                             for i, p in enumerate(q for q in self._path if q))
+            return node
+        finally:
+            self._path.pop()
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == _MERGE_TAG:
+                    continue  # "<<: *base" keys may be overridden by explicit ones
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:
+                    continue  # unhashable: the base class reports it
+                if first is not key_node:
+                    where = getattr(node, "manifest_path", "") or "the top level"
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {_show(key)} in {where} (first at {_mark(first.start_mark)})",
+                        key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f"character {exc.position + 1}: unacceptable character #x{exc.character:04x}" \
+            if isinstance(exc.character, int) else f"character {exc.position + 1}: {exc.reason}"
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        context = f" ({exc.context})" if exc.context else ""
+        return f"{_mark(exc.problem_mark)}: {exc.problem}{context}"
+    return " ".join(str(exc).split())
+
+
+def load_documents(text: str | bytes, source: str = "<input>") -> list[dict]:
+    """All non-empty YAML documents in ``text`` (bytes are decoded by ``decode_manifest``);
+    each must be a mapping. Every failure is a one-line ``ManifestError`` naming ``source``."""
+    if isinstance(text, (bytes, bytearray)):
+        text = decode_manifest(bytes(text), source)
+    elif "\0" in text:
+        raise ManifestError(f"{source}: not a YAML text file: it contains NUL characters")
+    try:
+        docs = [d for d in yaml.load_all(text, Loader=_ManifestLoader) if d is not None]
     except yaml.YAMLError as exc:
-        raise ManifestError(f"{source}: malformed YAML: {' '.join(str(exc).split())}") from exc
+        raise ManifestError(one_line(f"{source}: malformed YAML at {_yaml_problem(exc)}")) from None
+    except RecursionError:  # not reachable with the depth bound; kept so no traceback can escape
+        raise ManifestError(f"{source}: malformed YAML: nested too deeply") from None
     for n, d in enumerate(docs):
         if not isinstance(d, dict):
-            raise ManifestError(f"{source}: document {n + 1} is a {type(d).__name__}, expected a mapping")
+            raise ManifestError(f"{source}: document {n + 1} is a {_kind_of(d)}, expected a mapping "
+                                f"(apiVersion, kind, metadata, spec)")
     return docs
+
+
+def _kind_of(value: Any) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(
+        type(value), type(value).__name__)
 
 
 def _where(path: str, name: str | None) -> str:
@@ -60,7 +190,7 @@ def _str_list(value: Any, path: str, name: str | None) -> list[str]:
         elif isinstance(v, (str, int, float)) and not isinstance(v, bool):
             out.append(str(v))
         else:
-            raise ManifestError(f"{_where(path, name)} must be a list of strings, found {v!r}")
+            raise ManifestError(f"{_where(path, name)} must be a list of strings, found {_show(v)}")
     return out
 
 
@@ -69,14 +199,28 @@ def _str_map(value: Any, path: str, name: str | None) -> dict[str, str]:
         return {}
     if not isinstance(value, dict):
         raise ManifestError(f"{_where(path, name)} must be a mapping of strings")
-    return {str(k): "" if v is None else str(v) for k, v in value.items()}
+    out = {}
+    for k, v in value.items():
+        if isinstance(k, (dict, list)) or isinstance(v, (dict, list)):
+            raise ManifestError(f"{_where(path, name)} must map strings to strings, found {_show(k)}: {_show(v)}")
+        out[str(k)] = "" if v is None else str(v)
+    return out
+
+
+def _str(value: Any, path: str, name: str | None) -> str:
+    """A scalar as text ("" when absent); a mapping or list where a string belongs is an error."""
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        raise ManifestError(f"{_where(path, name)} must be a string, got a {_kind_of(value)}")
+    return str(value)
 
 
 def _uint(value: Any, path: str, name: str | None) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > 0xFFFFFFFF:
-        raise ManifestError(f"{_where(path, name)} must be a non-negative integer, got {value!r}")
+        raise ManifestError(f"{_where(path, name)} must be a non-negative integer, got {_show(value)}")
     return value
 
 
@@ -84,40 +228,48 @@ def _bool(value: Any, path: str, name: str | None) -> bool:
     if value is None:
         return False
     if not isinstance(value, bool):
-        raise ManifestError(f"{_where(path, name)} must be true or false, got {value!r}")
+        raise ManifestError(f"{_where(path, name)} must be true or false, got {_show(value)}")
     return value
 
 
 def _join(value: Any, path: str, name: str | None) -> int:
     if value is None:
         return 0
-    key = str(value).lower()
+    key = str(value).lower() if isinstance(value, str) else None
     if key not in JOIN_TYPES:
-        raise ManifestError(f"{_where(path, name)} must be one of inner, outer, any; got {value!r}")
+        raise ManifestError(f"{_where(path, name)} must be one of inner, outer, any; got {_show(value)}")
     return JOIN_TYPES[key]
 
 
 def _metadata(doc: dict, kind: str) -> tuple[str, dict]:
     meta = doc.get("metadata")
-    if not isinstance(meta, dict) or not meta.get("name"):
+    if meta is not None and not isinstance(meta, dict):
+        raise ManifestError(f"{kind} metadata must be a mapping, got a {_kind_of(meta)}")
+    if not meta or meta.get("name") in (None, ""):
         raise ManifestError(f"{kind} has no metadata.name")
     name = meta["name"]
     if not isinstance(name, str):
-        raise ManifestError(f"{kind} metadata.name must be a string, got {name!r}")
+        raise ManifestError(f"{kind} metadata.name must be a string, got {_show(name)}")
+    ns = meta.get("namespace")
+    if ns is not None and not isinstance(ns, str):
+        raise ManifestError(f"metadata.namespace of {name} must be a string, got {_show(ns)}")
+    gen = meta.get("generation")
+    if gen is not None and (isinstance(gen, bool) or not isinstance(gen, int) or not 0 <= gen < 2**63):
+        raise ManifestError(f"metadata.generation of {name} must be a non-negative integer, got {_show(gen)}")
     return name, meta
 
 
 def _check_header(doc: dict, kind: str) -> None:
     if doc.get("kind") != kind:
-        raise ManifestError(f"expected kind {kind}, got {doc.get('kind')!r}")
+        raise ManifestError(f"expected kind {kind}, got {_show(doc.get('kind'))}")
     api = doc.get("apiVersion")
     if api is not None and api != API_VERSION:
-        raise ManifestError(f"{kind} apiVersion must be {API_VERSION}, got {api!r}")
+        raise ManifestError(f"{kind} apiVersion must be {API_VERSION}, got {_show(api)}")
     _check_keys(doc, ("apiVersion", "kind", "metadata", "spec", "status"), "the document", None)
 
 
 STEP_KEYS = ("name", "inputs", "joinWindowMs", "tensorMap", "triggers", "inputsJoinType",
-             "triggersJoinType", "batch")
+             "triggersJoinType", "batch", "passEmptyResponses")
 INPUT_KEYS = ("externalInputs", "externalTriggers", "joinWindowMs", "joinType", "triggersJoinType", "tensorMap")
 OUTPUT_KEYS = ("steps", "joinWindowMs", "stepsJoin", "tensorMap")
 SPEC_KEYS = ("input", "steps", "output", "dataflow", "allowCycles", "maxStepRevisits")
@@ -145,12 +297,13 @@ def pipeline_from_manifest(doc: dict) -> scheduler_pb2.Pipeline:
         jw = _uint(s.get("joinWindowMs"), f"{path}.joinWindowMs", name)
         if jw is not None:
             step.joinWindowMs = jw
+        step.passEmptyResponses = _bool(s.get("passEmptyResponses"), f"{path}.passEmptyResponses", name)
         if "batch" in s and s["batch"] is not None:
             b = _check_keys(s["batch"], ("size", "windowMs", "rolling"), f"{path}.batch", name)
             step.batch.SetInParent()
             size = _uint(b.get("size"), f"{path}.batch.size", name)
             window = _uint(b.get("windowMs"), f"{path}.batch.windowMs", name)
-            _bool(b.get("rolling"), f"{path}.batch.rolling", name)  # accepted, never sent (as the reference)
+            step.batch.rolling = _bool(b.get("rolling"), f"{path}.batch.rolling", name)
             if size is not None:
                 step.batch.size = size
             if window is not None:
@@ -184,15 +337,30 @@ def pipeline_from_manifest(doc: dict) -> scheduler_pb2.Pipeline:
     return p
 
 
-def _from_yaml(text: str, source: str, convert) -> list:
-    docs = load_documents(text, source)
+def _from_yaml(text: str | bytes, source: str | None, convert) -> list:
+    """``convert`` of every document. With a ``source`` (a file name), every error names it."""
+    where = source or "<input>"
+    docs = load_documents(text, where)
     if not docs:
-        raise ManifestError(f"{source}: no YAML documents found")
-    return [convert(d) for d in docs]
+        raise ManifestError(f"{where}: no YAML documents found (the file is empty or only comments)")
+    out = []
+    for n, doc in enumerate(docs):
+        prefix = f"{source}: " if source else ""
+        if source and len(docs) > 1:
+            prefix = f"{source}: document {n + 1}: "
+        try:
+            out.append(convert(doc))
+        except ManifestError as exc:
+            raise ManifestError(one_line(prefix + str(exc))) from None
+        except (ValueError, TypeError) as exc:
+            # A value the protobuf message refuses (a lone surrogate from a "\ud800" escape, say).
+            # Turned into a manifest error so a hostile file never ends in a traceback.
+            raise ManifestError(one_line(f"{prefix}invalid value: {exc}")) from None
+    return out
 
 
-def pipelines_from_yaml(text: str, source: str = "<input>") -> list[scheduler_pb2.Pipeline]:
-    """Every ``kind: Pipeline`` document of a (multi-document) YAML text."""
+def pipelines_from_yaml(text: str | bytes, source: str | None = None) -> list[scheduler_pb2.Pipeline]:
+    """Every ``kind: Pipeline`` document of a (multi-document) YAML text or file content."""
     return _from_yaml(text, source, pipeline_from_manifest)
 
 
@@ -209,10 +377,14 @@ _UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "Ki": 2**10, "
 
 
 def _memory_bytes(value: Any, name: str) -> int:
-    m = _QUANTITY.match(str(value).strip())
-    if not m or m.group(2) not in _UNITS:
-        raise ManifestError(f"spec.memory of {name} is not a quantity like 100Ki or 1Gi: {value!r}")
-    return int(float(m.group(1)) * _UNITS[m.group(2)])
+    m = _QUANTITY.match(str(value).strip()) if isinstance(value, (str, int, float)) else None
+    try:
+        amount = float(m.group(1)) * _UNITS[m.group(2)] if m else -1.0
+    except (ValueError, KeyError):  # "1.2.3", unknown unit
+        amount = -1.0
+    if not 0 <= amount < 2**64:
+        raise ManifestError(f"spec.memory of {name} is not a quantity like 100Ki or 1Gi: {_show(value)}")
+    return int(amount)
 
 
 def model_from_manifest(doc: dict) -> scheduler_pb2.Model:
@@ -231,7 +403,7 @@ def model_from_manifest(doc: dict) -> scheduler_pb2.Model:
     m.meta.kubernetesMeta.namespace = str(meta.get("namespace") or "")
     m.meta.kubernetesMeta.generation = int(meta.get("generation") or 0)
     ms = m.modelSpec
-    ms.uri = str(spec.get("storageUri") or "")
+    ms.uri = _str(spec.get("storageUri"), "spec.storageUri", name)
     ms.SetInParent()
     av = _uint(spec.get("artifactVersion"), "spec.artifactVersion", name)
     if av is not None:
@@ -240,21 +412,22 @@ def model_from_manifest(doc: dict) -> scheduler_pb2.Model:
     if spec.get("memory") is not None:
         ms.memoryBytes = _memory_bytes(spec["memory"], name)
     if spec.get("server"):
-        ms.server = str(spec["server"])
+        ms.server = _str(spec["server"], "spec.server", name)
     params = spec.get("parameters") or []
     if not isinstance(params, list):
         raise ManifestError(f"spec.parameters of {name} must be a list of {{name, value}}")
     for n, p in enumerate(params):
         p = _check_keys(p, ("name", "value"), f"spec.parameters[{n}]", name)
-        ms.parameters.add(name=str(p.get("name") or ""), value=str(p.get("value") or ""))
+        ms.parameters.add(name=_str(p.get("name"), f"spec.parameters[{n}].name", name),
+                          value=_str(p.get("value"), f"spec.parameters[{n}].value", name))
     if spec.get("endpoint"):
-        ms.parameters.add(name=ENDPOINT_PARAMETER, value=str(spec["endpoint"]))
+        ms.parameters.add(name=ENDPOINT_PARAMETER, value=_str(spec["endpoint"], "spec.endpoint", name))
     m.deploymentSpec.replicas = _uint(spec.get("replicas"), "spec.replicas", name) or 1
     m.deploymentSpec.minReplicas = _uint(spec.get("minReplicas"), "spec.minReplicas", name) or 0
     m.deploymentSpec.maxReplicas = _uint(spec.get("maxReplicas"), "spec.maxReplicas", name) or 0
     return m
 
 
-def models_from_yaml(text: str, source: str = "<input>") -> list[scheduler_pb2.Model]:
-    """Every ``kind: Model`` document of a (multi-document) YAML text."""
+def models_from_yaml(text: str | bytes, source: str | None = None) -> list[scheduler_pb2.Model]:
+    """Every ``kind: Model`` document of a (multi-document) YAML text or file content."""
     return _from_yaml(text, source, model_from_manifest)

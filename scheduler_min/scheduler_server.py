@@ -24,7 +24,7 @@ from scheduler_min.chainer_server import ChainerService
 from scheduler_min.gateway_acks import ModelGateways, PipelineGateways
 from scheduler_min.models import ModelDefinitionError, resolve_endpoint
 from scheduler_min.store import ConflictError, NotFoundError, PipelineRecord, Store
-from scheduler_min.validation import PipelineValidationError
+from scheduler_min.validation import PipelineValidationError, check_topic_names
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,8 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         if not request.HasField("pipeline") or not request.pipeline.name:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request has no pipeline (or the pipeline no name)")
         try:
+            check_topic_names(self.chainer.namer, pipeline=request.pipeline.name,
+                              steps=[s.name for s in request.pipeline.steps])
             record = self.store.add_pipeline(request.pipeline)
         except PipelineValidationError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -148,8 +150,9 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         if not request.HasField("model") or not request.model.meta.name:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request has no model (or the model no name)")
         try:
+            check_topic_names(self.chainer.namer, model=request.model.meta.name)
             model = resolve_endpoint(request.model, self.default_model_endpoint)
-        except ModelDefinitionError as exc:
+        except (ModelDefinitionError, PipelineValidationError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         record = self.store.add_model(model)
         log.info("model %s version %d available (%s)", model.meta.name, record.version, record.reason)

@@ -9,6 +9,7 @@ import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
+    from dataflow.kafka import TopicNamer
     from scheduler_min.convert import PipelineVersion
 
 SEP = "."
@@ -44,7 +45,7 @@ def step_of(ref: str) -> str:
 def validate(pv: "PipelineVersion") -> None:
     for check in (_check_name, _check_steps_exist, _check_step_name_not_pipeline, _check_step_inputs,
                   _check_step_triggers, _check_references_exist, _check_outputs, _check_cycles,
-                  _check_inputs_and_triggers_differ, _check_pipeline_input):
+                  _check_inputs_and_triggers_differ, _check_pipeline_input, _check_batch):
         check(pv)
 
 
@@ -195,3 +196,35 @@ def _external_ref_problem(ref: str) -> str | None:
     if len(parts) > 5:
         return INPUT_TOO_LONG
     return None
+
+
+def _check_batch(pv) -> None:
+    """A rolling batch slides over the last ``size`` rows; without a size it has no width, and the
+    engine would refuse the pipeline after the scheduler had accepted it."""
+    for step in pv.steps.values():
+        if step.batch_rolling and not step.batch_size:
+            raise PipelineValidationError(f"pipeline {pv.name} step {step.name}: batch.rolling needs batch.size")
+
+
+def _abbrev(name: str) -> str:
+    return name if len(name) <= 40 else f"{name[:32]}...({len(name)} characters)"
+
+
+def check_topic_names(namer: "TopicNamer", *, pipeline: str | None = None, steps=(),
+                      model: str | None = None) -> None:
+    """Refuse names whose Kafka topics would pass Kafka's length limit under ``namer``'s prefix
+    and namespace: such a pipeline would be accepted and then fail in every engine (or, for a
+    model, in the model gateway) when the topic is created. Steps are named after model topics."""
+    if pipeline is not None:
+        why = namer.name_too_long("pipeline", pipeline)
+        if why:
+            raise PipelineValidationError(f"pipeline name {_abbrev(pipeline)} is too long: {why}")
+    for step in steps:
+        why = namer.name_too_long("model", step)
+        if why:
+            raise PipelineValidationError(
+                f"pipeline {_abbrev(pipeline or '')} step name {_abbrev(step)} is too long: {why}")
+    if model is not None:
+        why = namer.name_too_long("model", model)
+        if why:
+            raise PipelineValidationError(f"model name {_abbrev(model)} is too long: {why}")

@@ -71,35 +71,60 @@ def to_json(msg) -> str:
     return json.dumps(json_format.MessageToDict(msg), separators=(",", ":"))
 
 
-def read_inputs(files: list[str]) -> list[tuple[str, str]]:
-    """``(source, text)`` of each file (``-`` = stdin); an unreadable file is a ``CliError``."""
+def read_inputs(files: list[str]) -> list[tuple[str, bytes]]:
+    """``(source, bytes)`` of each file (``-`` = stdin); an unreadable file is a ``CliError``.
+
+    Bytes, not text: decoding is the manifest parser's job, so a binary or UTF-16 file gets an
+    error naming the file instead of a ``UnicodeDecodeError`` from ``open().read()``."""
     from dataflow.cli import CliError
 
     out = []
     for f in files:
         try:
             if f == "-":
-                out.append(("<stdin>", sys.stdin.read()))
+                out.append(("<stdin>", sys.stdin.buffer.read()))
             else:
-                with open(f) as fh:
+                with open(f, "rb") as fh:
                     out.append((f, fh.read()))
         except OSError as exc:
             raise CliError(f"cannot read {f}: {exc.strerror or exc}") from None
     return out
 
 
-def read_manifests(files: list[str], parse: Callable[[str, str], list]) -> list:
-    """Every resource in ``files``, parsed by ``parse(text, source)``; a bad manifest is a ``CliError``."""
+def read_manifests(files: list[str], parse: Callable[[bytes, str], list],
+                   check: Callable[[object], None] | None = None) -> list:
+    """Every resource in ``files``, parsed by ``parse(data, source)`` and passed to ``check``
+    (which raises ``PipelineValidationError``); any failure is a one-line ``CliError`` naming the file."""
     from dataflow.cli import CliError
+    from scheduler_min.manifest import one_line
     from scheduler_min.validation import PipelineValidationError
 
     out = []
-    for source, text in read_inputs(files):
+    for source, data in read_inputs(files):
         try:
-            out += parse(text, source)
+            resources = parse(data, source)
+            for r in resources:
+                if check is not None:
+                    check(r)
         except PipelineValidationError as exc:
-            raise CliError(str(exc)) from None
+            message = str(exc)
+            raise CliError(one_line(message if message.startswith(f"{source}: ") else f"{source}: {message}")) \
+                from None
+        out += resources
     return out
+
+
+def topic_namer(args):
+    """The topic naming the CLI's settings give (prefix and namespace), to refuse names whose
+    topics Kafka would refuse before anything is sent; the scheduler checks again with its own."""
+    from dataflow.cli import CliError
+    from dataflow.kafka import KafkaSetupError, TopicNamer
+
+    conn = resolve(args)
+    try:
+        return TopicNamer(prefix=conn.topic_prefix, namespace=conn.namespace)
+    except KafkaSetupError as exc:
+        raise CliError(str(exc)) from None
 
 
 def client(args):

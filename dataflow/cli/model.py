@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataflow.cli.config import add_scheduler_flags
 from dataflow.cli.control import (add_load_unload_status, call, client, load_each, print_help, print_status,
-                                  read_manifests, register_optional, table, unload_each)
+                                  read_manifests, register_optional, table, topic_namer,
+                                  unload_each)
 
 STATE_NAMES = ("ModelProgressing", "ModelAvailable", "ModelFailed", "ModelTerminating", "ModelTerminated",
                "ModelTerminateFailed", "ScheduleFailed")
@@ -33,14 +34,18 @@ def register(sub) -> None:
     register_optional("dataflow.cli.model_data", ms)
 
 
-def _models(files):
+def _models(files, check=None):
     from scheduler_min.manifest import models_from_yaml
 
-    return read_manifests(files, models_from_yaml)
+    return read_manifests(files, models_from_yaml, check)
 
 
 def run_load(args) -> int:
-    return load_each(args, _models(args.files), lambda c, m: c.load_model(m))
+    from scheduler_min.validation import check_topic_names
+
+    namer = topic_namer(args)
+    models = _models(args.files, lambda m: check_topic_names(namer, model=m.meta.name))
+    return load_each(args, models, lambda c, m: c.load_model(m))
 
 
 def run_unload(args) -> int:

@@ -9,7 +9,7 @@ import sys
 from dataflow.cli.config import add_kafka_flags, add_scheduler_flags, resolve
 from dataflow.cli.control import (add_common_flags, add_load_unload_status, call, client, load_each,
                                   print_help, print_status, read_manifests, register_optional, table,
-                                  unload_each)
+                                  topic_namer, unload_each)
 
 STATUS_NAMES = ("PipelineCreate", "PipelineCreating", "PipelineReady", "PipelineFailed", "PipelineTerminate",
                 "PipelineTerminating", "PipelineTerminated", "PipelineRebalancing", "PipelineFailedTerminating")
@@ -47,14 +47,19 @@ def register(sub) -> None:
     register_optional("dataflow.cli.pipeline_data", ps)
 
 
-def _pipelines(files):
+def _pipelines(files, check=None):
     from scheduler_min.manifest import pipelines_from_yaml
 
-    return read_manifests(files, pipelines_from_yaml)
+    return read_manifests(files, pipelines_from_yaml, check)
 
 
 def run_load(args) -> int:
-    return load_each(args, _pipelines(args.files), lambda c, p: c.load_pipeline(p))
+    from scheduler_min.validation import check_topic_names
+
+    namer = topic_namer(args)
+    pipelines = _pipelines(args.files, lambda p: check_topic_names(namer, pipeline=p.name,
+                                                                   steps=[s.name for s in p.steps]))
+    return load_each(args, pipelines, lambda c, p: c.load_pipeline(p))
 
 
 def run_unload(args) -> int:

@@ -365,11 +365,11 @@ class Stack:
 
         def parse(path: Path, reader):
             try:
-                text = Path(path).read_text()
+                data = Path(path).read_bytes()  # decoded by the parser, which names the file on failure
             except OSError as exc:
-                raise StackError(f"cannot read {path}: {exc}") from exc
+                raise StackError(f"cannot read {path}: {exc.strerror or exc}") from exc
             try:
-                return reader(text, str(path))
+                return reader(data, str(path))
             except ValueError as exc:
                 message = str(exc)
                 raise StackError(message if str(path) in message else f"{path}: {message}") from exc
@@ -378,6 +378,24 @@ class Stack:
             self.model_manifests = parse(self.opt.models_file, models_from_yaml)
         self.pipeline_manifests = [(path, pipeline) for path in self.opt.pipelines
                                    for pipeline in parse(path, pipelines_from_yaml)]
+        self._check_topic_names()
+
+    def _check_topic_names(self) -> None:
+        """Names whose topics Kafka would refuse fail here, before anything starts, with the topic
+        naming the scheduler started below will use (no prefix or namespace flags are passed to it)."""
+        from dataflow.kafka import TopicNamer
+        from dataflow.seldon_env import kubernetes_namespace
+        from scheduler_min.validation import PipelineValidationError, check_topic_names
+
+        namer = TopicNamer(namespace=kubernetes_namespace() or "default")
+        try:
+            for model in self.model_manifests:
+                where = self.opt.models_file
+                check_topic_names(namer, model=model.meta.name)
+            for where, pipeline in self.pipeline_manifests:
+                check_topic_names(namer, pipeline=pipeline.name, steps=[s.name for s in pipeline.steps])
+        except PipelineValidationError as exc:
+            raise StackError(f"{where}: {exc}") from exc
 
     def _load_models(self) -> None:
         if not self.opt.models or self.mlserver is None:

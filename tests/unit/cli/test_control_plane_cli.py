@@ -118,7 +118,7 @@ def test_invalid_pipeline_and_malformed_yaml(sched, host, tmp_path, capsys):
     model = tmp_path / "m.yaml"
     model.write_text(MODELS)
     code, _, err = run(capsys, "pipeline", "load", "-f", str(model))
-    assert (code, err) == (1, "Error: expected kind Pipeline, got 'Model'\n")
+    assert (code, err) == (1, f"Error: {model}: document 1: expected kind Pipeline, got 'Model'\n")
 
 
 def test_scheduler_unreachable(capsys, monkeypatch):

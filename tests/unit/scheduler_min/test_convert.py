@@ -176,7 +176,7 @@ spec:
     msg = convert.creation_message(load(text, version=3), NAMER)
     a = msg.updates[0]
     assert a.joinWindowMs == 250
-    assert (a.batch.size, a.batch.windowMs, a.batch.rolling) == (10, 500, False)
+    assert (a.batch.size, a.batch.windowMs, a.batch.rolling) == (10, 500, True)
     assert msg.allowCycles and msg.maxStepRevisits == 5
     out = msg.updates[2]
     assert topics(out.sources) == [("p", "seldon.default.model.b.outputs", "OUT")]
