@@ -16,7 +16,7 @@ import grpc
 from chainer_api import chainer_pb2, chainer_pb2_grpc, scheduler_pb2
 from dataflow.kafka import TopicNamer
 from scheduler_min import convert
-from scheduler_min.conflicts import ConflictResolver, ack_status
+from scheduler_min.conflicts import ConflictResolver
 from scheduler_min.hashring import HashRing
 from scheduler_min.store import PipelineRecord, Store
 
@@ -79,15 +79,11 @@ class ChainerService(chainer_pb2_grpc.ChainerServicer):
         if record is None:
             log.debug("ack for unknown pipeline version %s:%s (%s) ignored", u.pipeline, u.version, u.uid)
             return
-        if self.conflicts.is_outdated(u.uid, u.timestamp, u.stream):
+        settled = self.conflicts.settle_pipeline_ack(u.uid, message)
+        if settled is None:
             log.debug("outdated ack for %s:%s from %s ignored", u.pipeline, u.version, u.stream)
             return
-        self.conflicts.update(u.uid, u.stream, ack_status(u.op, message.success))
-        status, reason = self.conflicts.aggregate(u.uid, u.op)
-        if not message.success and message.reason:
-            reason = f"{reason}{message.reason}"
-        if status == S.PipelineTerminated:
-            self.conflicts.delete(u.uid)
+        status, reason = settled
         if status in (S.PipelineReady, S.PipelineTerminated):
             self.retries.pop(u.uid, None)
         log.info("pipeline %s:%s %s (%s) after ack from %s", u.pipeline, u.version,

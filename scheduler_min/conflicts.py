@@ -64,6 +64,21 @@ class ConflictResolver:
         self.clock.pop(key, None)
         self.responses.pop(key, None)
 
+    def settle_pipeline_ack(self, key: str, message) -> tuple[int, str] | None:
+        """Fold one pipeline ack (an engine's or a gateway's ``PipelineUpdateStatusMessage``) into
+        the status of ``key``: None if it is outdated, else the aggregate status and reason (the
+        ack's own reason appended when it failed). A settled Terminated forgets the key."""
+        u = message.update
+        if self.is_outdated(key, u.timestamp, u.stream):
+            return None
+        self.update(key, u.stream, ack_status(u.op, message.success))
+        status, reason = self.aggregate(key, u.op)
+        if not message.success and message.reason:
+            reason = f"{reason}{message.reason}"
+        if status == S.PipelineTerminated:
+            self.delete(key)
+        return status, reason
+
     def aggregate(self, key: str, op: int) -> tuple[int, str]:
         """(pipeline status, reason) over the current iteration's engines, for an ack of ``op``."""
         streams = self.responses.get(key, {})

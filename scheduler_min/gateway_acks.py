@@ -22,7 +22,7 @@ import logging
 from typing import Callable
 
 from chainer_api import chainer_pb2, scheduler_pb2
-from scheduler_min.conflicts import ConflictResolver, ack_status, model_ack_state
+from scheduler_min.conflicts import ConflictResolver, model_ack_state
 from scheduler_min.store import PipelineRecord, Store
 
 log = logging.getLogger(__name__)
@@ -136,15 +136,11 @@ class PipelineGateways:
         if record is None:
             log.debug("gateway ack for unknown pipeline version %s:%s (%s) ignored", u.pipeline, u.version, u.uid)
             return
-        if self.conflicts.is_outdated(u.pipeline, u.timestamp, u.stream):
+        settled = self.conflicts.settle_pipeline_ack(u.pipeline, message)
+        if settled is None:
             log.debug("outdated gateway ack for %s:%s from %s ignored", u.pipeline, u.version, u.stream)
             return
-        self.conflicts.update(u.pipeline, u.stream, ack_status(u.op, message.success))
-        status, reason = self.conflicts.aggregate(u.pipeline, u.op)
-        if not message.success and message.reason:
-            reason = f"{reason}{message.reason}"
-        if status == S.PipelineTerminated:
-            self.conflicts.delete(u.pipeline)
+        status, reason = settled
         if status in (S.PipelineReady, S.PipelineTerminated):
             self.retries.pop(u.uid, None)
         log.info("pipeline %s:%s gateways %s (%s) after ack from %s", u.pipeline, u.version,
