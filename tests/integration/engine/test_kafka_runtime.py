@@ -166,3 +166,26 @@ def test_second_replica_splits_partitions_and_first_reports_rebalancing(kafka, t
     assert states[:3] == [RunnerState.RUNNING, RunnerState.REBALANCING, RunnerState.RUNNING]
     assert len({m.key() for m in got}) == 20
     assert s1["consumed"] > 0 and s2["consumed"] > 0  # both replicas got a partition
+
+
+def test_a_partition_first_used_after_its_owner_left_is_read_from_where_the_version_started(kafka, tmp_path):
+    """"Start at latest" is the rule for a new version, not for every later owner: the start
+    position of every assigned partition is committed at once, so records produced while no
+    replica owned the partition are processed by the next owner instead of skipped."""
+    namer, msg, src, sink = chain_message(kafka, name="later")
+    cfg = config(kafka, tmp_path, partitions=2)
+
+    async def main():
+        first = KafkaRunner(msg, cfg, pipeline_factory=make_fake_pipeline, memory_state=True)
+        await first.start()          # owns both partitions, processes nothing
+        await first.stop()           # gone before any record arrived
+        records = [(f"{i % 2}.later.r{i}", b"v") for i in range(10)]
+        await asyncio.to_thread(produce, kafka, src, records, pipeline="later")
+        second = KafkaRunner(msg, cfg, pipeline_factory=make_fake_pipeline, memory_state=True)
+        await second.start()
+        got = await asyncio.to_thread(collect, kafka, sink, 10)
+        await second.stop()
+        return records, got
+
+    records, got = asyncio.run(main())
+    assert sorted(m.key().decode() for m in got) == sorted(k for k, _ in records)
