@@ -67,7 +67,7 @@ from dataflow.runtime.base import PipelineRunner, RunnerError, RunnerState, Runt
 from dataflow.runtime.faust_worker import (
     DEFAULT_FACTORY, WorkerSpec, kafka_settings_to_dict, load_factory, runtime_config_to_dict,
 )
-from dataflow.runtime.tasks import is_stateful
+from dataflow.runtime.tasks import probe
 
 log = logging.getLogger(__name__)
 
@@ -174,14 +174,8 @@ class FaustRunner(PipelineRunner):
         """The pipeline's topics and whether it has state (one compile over memory stores)."""
         try:
             factory = load_factory(self.pipeline_factory)
-            probed: list = []
-
-            def probing(store_factory):
-                probed.append(factory(self.msg, self.config, store_factory))
-                return probed[-1]
-
-            stateful = is_stateful(probing)
-            topics = sorted(probed[0].all_topics)
+            probed, stateful = probe(lambda store_factory: factory(self.msg, self.config, store_factory))
+            topics = sorted(probed.all_topics)
         except Exception as exc:  # noqa: BLE001 - compile errors become the ack reason
             self._fail(_with_exception(REASON_INIT_FAILED, exc))
         if not topics:

@@ -179,7 +179,7 @@ class PipelineWorker:
         from chainer_api import chainer_pb2
         from dataflow.runtime.faust_app import build_app
         from dataflow.runtime.faust_tasks import TaskDriver
-        from dataflow.runtime.tasks import PartitionTasks, is_stateful
+        from dataflow.runtime.tasks import PartitionTasks, probe
 
         self.spec = spec
         self.report = report
@@ -200,14 +200,8 @@ class PipelineWorker:
         def build(store_factory):
             return factory(self.msg, self.config, store_factory)
 
-        probed: list = []
-
-        def probing(store_factory):
-            probed.append(build(store_factory))
-            return probed[-1]
-
-        stateful = is_stateful(probing)  # compiles once: validates and tells the source topics
-        self.sources = sorted(probed[0].source_topics)
+        probed, stateful = probe(build)  # compiles once: validates and tells the source topics
+        self.sources = sorted(probed.source_topics)
         self.tasks = PartitionTasks(build, self._open_state if stateful else None)
         self.driver = TaskDriver(self.app, self.tasks, source_topics=self.sources, settings=self.config.kafka,
                                  changelog_topic=spec.changelog_topic, exactly_once=self.config.exactly_once,

@@ -43,7 +43,7 @@ from dataflow.records import Record
 from dataflow.runtime import changelog as cl
 from dataflow.runtime import producers
 from dataflow.runtime.base import PipelineRunner, RunnerError, RunnerState, RuntimeConfig, StateCallback
-from dataflow.runtime.tasks import BuildPipeline, OpenState, PartitionTasks, is_stateful
+from dataflow.runtime.tasks import BuildPipeline, OpenState, PartitionTasks, probe
 from dataflow.state.base import StoreFactory
 from dataflow.state.partition import PartitionState, memory_partition_state, rocks_partition_state
 from dataflow.topology.compiled import CompiledPipeline
@@ -177,20 +177,14 @@ class KafkaRunner(PipelineRunner):
         create the topics; partition tasks are built later, per assigned partition."""
         build: BuildPipeline = self._build
         try:
-            probed: list[CompiledPipeline] = []
-
-            def probing(factory: StoreFactory) -> CompiledPipeline:
-                probed.append(build(factory))
-                return probed[-1]
-
-            stateful = is_stateful(probing)
+            probed, stateful = probe(build)
         except Exception as exc:
             raise RunnerError(with_exception(REASON_INIT_FAILED, exc)) from exc
         if not (stateful and self.config.state_changelog):
             self.changelog_topic = None
         try:
             partitions = ensure_topics(
-                self.config.kafka, probed[0].all_topics, self.config.partitions,
+                self.config.kafka, probed.all_topics, self.config.partitions,
                 self.config.replication_factor, require_equal=True,
                 topic_config={"max.message.bytes": str(self.config.max_message_bytes)},
             )
@@ -208,7 +202,7 @@ class KafkaRunner(PipelineRunner):
         if stateful:
             os.makedirs(self.state_dir, exist_ok=True)
             open_state = self._open_state
-        return PartitionTasks(build, open_state), partitions, probed[0].source_topics
+        return PartitionTasks(build, open_state), partitions, probed.source_topics
 
 
 class _Loop:

@@ -38,17 +38,18 @@ RestoreStates = Callable[[list[PartitionState]], None]
 ChangelogEntry = tuple[int, bytes, bytes | None]
 
 
-def is_stateful(build: BuildPipeline) -> bool:
-    """Whether the pipeline asks for any store (joins, triggers, batches, cycle counters). Built
-    once over throw-away memory stores; stateless versions need no changelog, restore or database."""
+def probe(build: BuildPipeline) -> tuple[CompiledPipeline, bool]:
+    """Build the pipeline once over throw-away memory stores: the result (it validates the message
+    and tells the topics) and whether it asked for any store (joins, triggers, batches, cycle
+    counters). Stateless versions need no changelog, restore or database."""
     names: list[str] = []
 
-    def probe(name: str) -> StateStore:
+    def recording(name: str) -> StateStore:
         names.append(name)
         return MemoryStore(name)
 
-    build(probe)
-    return bool(names)
+    pipeline = build(recording)
+    return pipeline, bool(names)
 
 
 def _no_state(name: str) -> StateStore:

@@ -9,7 +9,7 @@ import numpy as np
 from dataflow import codec
 from dataflow.headers import PIPELINE_ERRORS
 from dataflow.records import Record
-from dataflow.runtime.tasks import PartitionTasks, is_stateful
+from dataflow.runtime.tasks import PartitionTasks, probe
 from dataflow.state.partition import memory_partition_state
 from dataflow.topology import TopologySettings, compile_pipeline
 from dataflow.topology.builders import create_message, pipeline_message, step_update
@@ -165,5 +165,5 @@ def test_rollback_rebuilds_processors_over_the_last_checkpoint():
 
 def test_stateless_pipelines_open_no_state():
     chain = pipeline_message({"name": "c", "steps": [{"name": "m"}]})
-    assert not is_stateful(builder(chain))
-    assert is_stateful(builder(window_batches()))
+    assert not probe(builder(chain))[1]
+    assert probe(builder(window_batches()))[1]
