@@ -40,8 +40,8 @@ def register(sub) -> None:
                    help="Seldon Pipeline YAML files to load (default examples/pipelines/tfsimples.yaml)")
     p.add_argument("--state-dir", default=None,
                    help="keep scheduler state and logs here (default: a temporary folder, removed on exit)")
-    p.add_argument("--partitions", type=_positive, default=d.partitions, help="partitions per topic (default 1)")
-    p.add_argument("--engines", type=_positive, default=d.engines,
+    p.add_argument("--partitions", type=int, default=d.partitions, help="partitions per topic (default 1)")
+    p.add_argument("--engines", type=int, default=d.engines,
                    help="dataflow engine replicas (default 1); every pipeline runs on all of them, which "
                         "split its partitions (use --partitions >= --engines)")
     p.add_argument("--runtime", default=None, help="engine runtime (default: the engine's default)")
@@ -50,18 +50,6 @@ def register(sub) -> None:
     p.add_argument("--component-log-level", default=d.log_level,
                    help=f"log level of the components' log files (default {d.log_level})")
     p.set_defaults(handler=run)
-
-
-def _positive(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 class _Stop(Exception):
@@ -75,6 +63,9 @@ def run(args) -> int:
     def on_signal(signum, _frame):
         raise _Stop(signal.Signals(signum).name)
 
+    for flag, value in (("--engines", args.engines), ("--partitions", args.partitions)):
+        if value < 1:
+            raise CliError(f"{flag} must be at least 1, got {value}")
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     stack = Stack(options_from_args(args))
     failure: str | None = None
