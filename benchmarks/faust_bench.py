@@ -51,7 +51,7 @@ async def run(args) -> dict:
         if args.profile:
             os.environ["DATAFLOW_FAUST_PROFILE"] = args.profile
         factory = PASSTHROUGH if args.factory == "passthrough" else DEFAULT_FACTORY
-        settings = dataclasses.replace(env.settings, fetch_wait_max_ms=args.fetch_wait_ms)
+        settings = dataclasses.replace(env.settings, fetch_wait_max_ms_override=args.fetch_wait_ms)
         config = RuntimeConfig(kafka=settings, partitions=args.partitions, state_dir="/tmp/faust-bench-state",
                                commit_interval_ms=args.commit_interval_ms, exactly_once=args.exactly_once)
         runner = FaustRunner(msg, config, pipeline_factory=factory, processing_path=args.path)

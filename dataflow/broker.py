@@ -13,6 +13,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from dataflow.kafka import EMBEDDED_CLUSTER_ID
 from dataflow.processes import pdeathsig_preexec
 
 
@@ -68,6 +69,7 @@ class EmbeddedBroker:
             return self
         url = f"tcp://{self.host}:{self.port}"
         cmd = [str(tansu_binary()), "broker", "--storage-engine=memory://tansu/",
+               f"--cluster-id={EMBEDDED_CLUSTER_ID}",
                f"--kafka-listener-url={url}", f"--kafka-advertised-listener-url={url}"]
         self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))

@@ -154,16 +154,90 @@ BOOTSTRAP_ENV = "DATAFLOW_KAFKA_BOOTSTRAP"
 CONFIG_ENV = "DATAFLOW_KAFKA_CONFIG"  # JSON file of extra librdkafka settings (security, SASL, TLS)
 
 
+# The embedded broker is started with this cluster id, so any client can tell it is talking to it
+# (one metadata request) and use the settings that broker needs; every other cluster gets what a
+# Kafka operator expects, librdkafka's defaults.
+EMBEDDED_CLUSTER_ID = "dataflow-embedded"
+
+
+@dataclass(frozen=True)
+class BrokerProfile:
+    """Client timings that depend on the broker, not on the pipeline.
+
+    ``cluster`` (any real Kafka): long-poll fetches return as soon as data arrives, so librdkafka's
+    500 ms fetch wait costs no latency and ~2 idle requests/s per consumer; 45 s session timeout.
+
+    ``embedded``: the embedded broker holds an empty fetch for the whole wait even when data
+    arrives, so a latency path needs a short wait (10 ms). That makes every idle consumer send
+    ~100 fetches/s, so consumers that have been idle for ``park_after_s`` are parked (their
+    partitions paused; ``dataflow.kafka_parking`` watches the end offsets of all parked
+    partitions with one request and resumes a consumer when its partitions get data). Its group
+    joins take half the session timeout, hence 6 s.
+    """
+
+    name: str
+    fetch_wait_max_ms: int
+    session_timeout_ms: int
+    park_idle_consumers: bool
+    park_after_s: float = 1.0
+
+
+CLUSTER_PROFILE = BrokerProfile("cluster", fetch_wait_max_ms=500, session_timeout_ms=45000,
+                                park_idle_consumers=False)
+EMBEDDED_PROFILE = BrokerProfile("embedded", fetch_wait_max_ms=10, session_timeout_ms=6000,
+                                 park_idle_consumers=True)
+_profiles: dict[tuple, tuple[BrokerProfile, float | None]] = {}  # -> (profile, retry after)
+
+
+def detect_profile(settings: "KafkaSettings", timeout_s: float = 3.0) -> BrokerProfile:
+    """The profile of the cluster ``settings`` point at (asked once per process and cluster).
+
+    If the cluster cannot be reached the answer is not remembered and the ``cluster`` profile is
+    used for this client (a client made before the broker is up gets Kafka's defaults)."""
+    key = (settings.bootstrap_servers, settings.extra)
+    known = _profiles.get(key)
+    if known is not None and (known[1] is None or time.monotonic() < known[1]):
+        return known[0]
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        cluster_id = AdminClient(settings.common()).list_topics(timeout=timeout_s).cluster_id
+    except Exception as exc:  # noqa: BLE001 - KafkaException, or a bad setting
+        log.debug("cannot read the cluster id of %s: %s", settings.bootstrap_servers, exc)
+        # Asked again later, but not by every client made meanwhile (each would wait timeout_s).
+        _profiles[key] = (CLUSTER_PROFILE, time.monotonic() + 10.0)
+        return CLUSTER_PROFILE
+    profile = EMBEDDED_PROFILE if cluster_id == EMBEDDED_CLUSTER_ID else CLUSTER_PROFILE
+    _profiles[key] = (profile, None)
+    return profile
+
+
 @dataclass(frozen=True)
 class KafkaSettings:
     """Connection settings shared by every client. ``extra`` holds standard librdkafka keys
-    (``security.protocol``, ``sasl.*``, ``ssl.*``...) so a real cluster needs no code change."""
+    (``security.protocol``, ``sasl.*``, ``ssl.*``...) so a real cluster needs no code change.
+
+    ``profile`` None means: ask the cluster (``detect_profile``); tests and benchmarks may pin
+    one. ``session_timeout_ms`` / ``fetch_wait_max_ms`` override the profile's values."""
 
     bootstrap_servers: str = "127.0.0.1:9092"
     extra: tuple[tuple[str, str], ...] = ()
-    # Latency-path defaults (environment notes 4, 8): short fetch waits, quick group joins.
-    session_timeout_ms: int = 6000
-    fetch_wait_max_ms: int = 10
+    session_timeout_ms_override: int | None = None
+    fetch_wait_max_ms_override: int | None = None
+    profile: BrokerProfile | None = None
+
+    def broker_profile(self) -> BrokerProfile:
+        return self.profile or detect_profile(self)
+
+    @property
+    def session_timeout_ms(self) -> int:
+        return self.session_timeout_ms_override or self.broker_profile().session_timeout_ms
+
+    @property
+    def fetch_wait_max_ms(self) -> int:
+        if self.fetch_wait_max_ms_override is not None:
+            return self.fetch_wait_max_ms_override
+        return self.broker_profile().fetch_wait_max_ms
 
     @classmethod
     def from_env(cls, bootstrap: str | None = None, config_path: str | None = None,
@@ -198,7 +272,7 @@ class KafkaSettings:
                 "auto.offset.reset": offset_reset,
                 "enable.auto.commit": False,
                 "session.timeout.ms": self.session_timeout_ms,
-                "heartbeat.interval.ms": min(1000, self.session_timeout_ms // 3),
+                "heartbeat.interval.ms": min(3000, self.session_timeout_ms // 3),
                 "fetch.wait.max.ms": self.fetch_wait_max_ms,
                 "fetch.queue.backoff.ms": 10,
                 "enable.partition.eof": False,

@@ -18,6 +18,7 @@ from typing import Callable, Iterable
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, Producer, TopicPartition
 
 from dataflow.kafka import KafkaSettings, poll_batch  # noqa: F401  (poll_batch re-exported)
+from dataflow.kafka_parking import parking_lot
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +171,20 @@ class TopicSetConsumer:
         self._commits: list[TopicPartition] = []
         self._stop = threading.Event()
         self._exited = _ExitSignal()
+        # On the embedded broker an idle consumer is parked (dataflow.kafka_parking); ``expect()``
+        # and the parking watcher wake it through this event.
+        self._wake = threading.Event()
+        self._expecting = False
+        lot = parking_lot(settings)
+        self._spot = lot.spot(self._consumer, on_wake=self._wake.set) if lot is not None else None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
+
+    def expect(self) -> None:
+        """A record is due soon (e.g. the answer to a request just sent): do not stay parked."""
+        if self._spot is not None and self._spot.parked:
+            self._expecting = True
+            self._wake.set()
 
     # ---- topic set --------------------------------------------------------------------------
     def add_topic(self, topic: str) -> None:
@@ -225,6 +238,8 @@ class TopicSetConsumer:
                     tp.offset = OFFSET_INVALID
                 self._positions[(tp.topic, tp.partition)] = tp.offset
             consumer.assign(partitions)
+        if self._spot is not None:  # resume a parked assignment
+            self._spot.touch()
         with self._lock:
             for tp in partitions:
                 self._assigned.setdefault(tp.topic, set()).add(tp.partition)
@@ -306,7 +321,7 @@ class TopicSetConsumer:
                 if not self._subscribed:
                     time.sleep(0.05)
                     continue
-                msgs = poll_batch(self._consumer, self._batch_size, 0.1)
+                msgs = self._poll()
                 good = []
                 for m in msgs:
                     err = m.error()
@@ -325,6 +340,8 @@ class TopicSetConsumer:
                 self._flush_commits()
         finally:
             self._flush_commits(sync=True)
+            if self._spot is not None:
+                self._spot.close()
             try:
                 self._consumer.close()
             except Exception:  # noqa: BLE001
@@ -333,6 +350,25 @@ class TopicSetConsumer:
                 self._assigned.clear()
             self._positions.clear()
             self._exited.fire()
+
+    def _poll(self) -> list[Message]:
+        spot = self._spot
+        if spot is None:
+            return poll_batch(self._consumer, self._batch_size, 0.1)
+        if spot.parked:
+            if not (spot.woken or self._expecting):
+                self._wake.wait(0.1)  # a paused consumer returns nothing: wait for a wake-up
+            self._wake.clear()
+            if spot.woken or self._expecting:
+                self._expecting = False
+                spot.unpark()
+            else:  # still parked: serve rebalance callbacks only
+                msgs = poll_batch(self._consumer, self._batch_size, 0)
+                spot.active(len(msgs))
+                return msgs
+        msgs = poll_batch(self._consumer, self._batch_size, 0.1)
+        spot.active(len(msgs))
+        return msgs
 
     @property
     def alive(self) -> bool:

@@ -322,6 +322,9 @@ class PipelineGateway:
         fut = self._loop.create_future()
         self._pending[key] = fut
         self._pending_where[key] = (resource, group, out_topic, partition)
+        consumer = self._consumers.get(group)
+        if consumer is not None:  # its answer is due: a parked consumer need not wait to be woken
+            consumer.expect()
         try:
             try:
                 in_topic = resource.input_topic(self.namer)

@@ -7,12 +7,14 @@ not started yet ("latest wins") -- processed sequentially per uid, different uid
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from chainer_api import chainer_pb2
 from dataflow.kafka import delete_topics
+from dataflow.processes import return_free_memory
 from dataflow.runtime.base import PipelineRunner, RunnerError, RunnerState, RuntimeConfig, StateCallback
 
 log = logging.getLogger(__name__)
@@ -148,6 +150,9 @@ class PipelineManager:
             except Exception as exc:
                 await self.ack(msg, Msg.Delete, False, f"{REASON_TOPIC_DELETION} Exception: {exc}")
                 return
+        if not self.running:  # the last version is gone: let the process shrink back
+            gc.collect()
+            return_free_memory()
         # An unknown uid is acked too (the reference stays silent and can leave it Terminating).
         await self.ack(msg, Msg.Delete, True, REASON_REMOVED)
 

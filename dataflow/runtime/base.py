@@ -56,6 +56,8 @@ class RuntimeConfig:
     # Confluent Schema Registry config (a directory holding .confluent-schema.yaml, or the file):
     # values written to *.inputs / *.outputs sinks get the registry's wire framing. None: off.
     schema_registry_config: str | None = None
+    # Threads that poll every version's consumer (shared by the process; see runtime.poll_loops).
+    poll_threads: int = 2
 
     @property
     def transactional_replica(self) -> str:

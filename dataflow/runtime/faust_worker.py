@@ -79,7 +79,8 @@ class WorkerSpec:
 
 def kafka_settings_to_dict(settings) -> dict[str, Any]:
     return {"bootstrap_servers": settings.bootstrap_servers, "extra": [list(kv) for kv in settings.extra],
-            "session_timeout_ms": settings.session_timeout_ms, "fetch_wait_max_ms": settings.fetch_wait_max_ms}
+            "session_timeout_ms_override": settings.session_timeout_ms,
+            "fetch_wait_max_ms_override": settings.fetch_wait_max_ms}
 
 
 def kafka_settings_from_dict(data: dict[str, Any]):

@@ -1,12 +1,14 @@
-"""The hot-path runtime: one confluent-kafka consume -> process -> produce loop per pipeline version.
+"""The hot-path runtime: a confluent-kafka consume -> process -> produce cycle per pipeline version.
 
 Why a raw loop: on this machine a batched confluent-kafka loop does ~169k msg/s per core while
 Faust's per-record path tops out near 6k (environment notes), so this is the default runtime.
 
-Each runner owns one thread (so the asyncio engine loop never blocks and stopping one pipeline
-never stalls another) and one consumer in the version's group (a new version starts at
-``latest``, all replicas share the group and split partitions); at-least-once runners share the
-process's producer (``dataflow.runtime.producers``), exactly-once runners have their own.
+Each runner has one consumer in the version's group (a new version starts at ``latest``, all
+replicas share the group and split partitions), driven by one of the process's few poll threads
+(``dataflow.runtime.poll_loops``: no thread per version, and the asyncio engine loop never
+blocks); at-least-once runners share the process's producer (``dataflow.runtime.producers``),
+exactly-once runners have their own. On the embedded broker an idle consumer is parked
+(``dataflow.kafka_parking``) so that idle versions cost the broker nothing.
 
 Records are processed by partition tasks (``dataflow.runtime.tasks``): a task per assigned
 partition, whose state is restored from the version's changelog before its processors are built.
@@ -37,11 +39,11 @@ from typing import Callable
 
 from chainer_api import chainer_pb2
 from dataflow import headers as hdrs
-from dataflow import schema_registry
+from dataflow import kafka_parking, schema_registry
 from dataflow.kafka import KafkaSettings, dataflow_group_id, ensure_topics, partition_for_key, poll_batch
 from dataflow.records import Record
 from dataflow.runtime import changelog as cl
-from dataflow.runtime import producers
+from dataflow.runtime import poll_loops, producers
 from dataflow.runtime.base import PipelineRunner, RunnerError, RunnerState, RuntimeConfig, StateCallback
 from dataflow.runtime.tasks import BuildPipeline, OpenState, PartitionTasks, probe
 from dataflow.state.base import StoreFactory
@@ -88,7 +90,7 @@ class KafkaRunner(PipelineRunner):
         self._pipeline_factory = pipeline_factory or compile_with_topology
         self._memory_state = memory_state
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._driver: _Loop | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started: asyncio.Future | None = None
         self._stopped: asyncio.Future | None = None
@@ -106,8 +108,15 @@ class KafkaRunner(PipelineRunner):
         self._loop = asyncio.get_running_loop()
         self._started = self._loop.create_future()
         self._stopped = self._loop.create_future()
-        self._thread = threading.Thread(target=self._run, name=f"kafka-runner-{self.uid}", daemon=True)
-        self._thread.start()
+        try:
+            tasks, partitions, sources = await asyncio.to_thread(self._prepare)
+        except Exception as exc:
+            error = exc if isinstance(exc, RunnerError) else RunnerError(with_exception(REASON_INIT_FAILED, exc))
+            self._set_state(RunnerState.ERROR, str(error))
+            self._stopped.set_result(None)
+            raise error from None
+        self._driver = _Loop(self, tasks, partitions, sources)
+        poll_loops.shared(self.config.poll_threads).add(self._driver)
         try:
             await asyncio.wait_for(asyncio.shield(self._started), self.config.start_timeout_s)
         except asyncio.TimeoutError:
@@ -117,11 +126,14 @@ class KafkaRunner(PipelineRunner):
 
     async def stop(self) -> None:
         self._stop.set()
-        if self._stopped is not None and self._thread is not None and self._thread.is_alive():
+        driver = self._driver
+        if driver is not None:
+            driver.wake()
+        if self._stopped is not None and driver is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._stopped), STOP_TIMEOUT_S)
             except asyncio.TimeoutError:  # e.g. a client close stuck on a wedged group: do not hang the engine
-                log.error("pipeline %s (%s) did not stop within %ss; abandoning its thread",
+                log.error("pipeline %s (%s) did not stop within %ss; abandoning it",
                           self.msg.pipeline, self.uid, STOP_TIMEOUT_S)
 
     async def clean_state(self) -> None:
@@ -142,27 +154,7 @@ class KafkaRunner(PipelineRunner):
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(done)
 
-    # ---------------------------------------------------------------- worker thread
-
-    def _run(self) -> None:
-        try:
-            tasks, partitions, sources = self._prepare()
-        except Exception as exc:
-            error = exc if isinstance(exc, RunnerError) else RunnerError(with_exception(REASON_INIT_FAILED, exc))
-            self._report(RunnerState.ERROR, str(error))
-            self._resolve(self._started, error)
-            self._resolve(self._stopped)
-            return
-        try:
-            _Loop(self, tasks, partitions, sources).run()
-        except Exception as exc:  # a fatal client error after start
-            log.exception("pipeline %s (%s) stopped on error", self.msg.pipeline, self.uid)
-            error = exc if isinstance(exc, RunnerError) else RunnerError(with_exception(REASON_START_FAILED, exc))
-            self._report(RunnerState.ERROR, str(error))
-            self._resolve(self._started, error)
-        finally:
-            tasks.close()
-            self._resolve(self._stopped)
+    # ---------------------------------------------------------------- poll thread
 
     def _build(self, store_factory: StoreFactory) -> CompiledPipeline:
         return self._pipeline_factory(self.msg, self.config, store_factory)
@@ -206,30 +198,22 @@ class KafkaRunner(PipelineRunner):
 
 
 class _Loop:
-    """The consume -> process -> produce -> checkpoint cycle of one runner (runs in its thread)."""
+    """The consume -> process -> produce -> checkpoint cycle of one runner: a poll-loop driver.
+
+    Every method runs on the poll thread that drives it (``dataflow.runtime.poll_loops``)."""
 
     def __init__(self, runner: KafkaRunner, tasks: PartitionTasks, partitions: dict[str, int],
                  source_topics: frozenset[str]):
-        from confluent_kafka import Consumer, Producer
-
         self.runner = runner
+        self.name = f"pipeline {runner.msg.pipeline} ({runner.uid})"
         self.tasks = tasks
         self.source_topics = source_topics
         self.partitions = dict(partitions)
         cfg = runner.config
-        settings: KafkaSettings = cfg.kafka
-        self.consumer = Consumer(settings.consumer(
-            runner.group_id, offset_reset="latest",
-            **{"isolation.level": "read_committed" if cfg.exactly_once else "read_uncommitted"}))
-        # Delivery reports only for failures: a Python callback per delivered record costs ~1-2 us.
-        # Each record carries this loop's callback, so a failure reaches the runner it belongs to.
-        max_bytes = max(1_000_000, min(cfg.max_message_bytes, 1_000_000_000))
-        if cfg.exactly_once:  # a transaction belongs to one producer: this version's own
-            self.producer = Producer(settings.producer(**{
-                "message.max.bytes": max_bytes, "delivery.report.only.error": True,
-                "transactional.id": f"{runner.group_id}-{cfg.transactional_replica}"}))
-        else:
-            self.producer = producers.acquire(settings, max_bytes)
+        self.consumer = None
+        self.producer = None
+        self.spot = None              # parking place on the embedded broker (kafka_parking)
+        self._thread_wake = None      # the poll thread's wake event
         self.eos = cfg.exactly_once
         self.in_txn = False
         self.commit_interval = cfg.commit_interval_ms / 1000.0
@@ -243,10 +227,130 @@ class _Loop:
         self.assigned_once = False
         self.changelog_topic = runner.changelog_topic if tasks.stateful else None
         self.restore_error: str | None = None
+        self.last_records_at = 0.0
+        self.closing = False
+        self.next_commit = self.next_punctuate = 0.0
+        self.since_commit = 0
         # (topic, value) -> value with schema-registry framing, or None when that is off. The
         # values are the codec's own serialisations, so they are not parsed again to check them.
         framer = schema_registry.framer_for(cfg.schema_registry_config, validate=False)
         self.frame = framer.frame if framer is not None else None
+
+    # -- driver interface (poll_loops.Driver)
+
+    def open(self, wake: threading.Event | None = None) -> None:
+        from confluent_kafka import Consumer, Producer
+
+        runner = self.runner
+        cfg = runner.config
+        settings: KafkaSettings = cfg.kafka
+        self._thread_wake = wake
+        self.consumer = Consumer(settings.consumer(
+            runner.group_id, offset_reset="latest",
+            **{"isolation.level": "read_committed" if cfg.exactly_once else "read_uncommitted"}))
+        # Delivery reports only for failures: a Python callback per delivered record costs ~1-2 us.
+        # Each record carries this loop's callback, so a failure reaches the runner it belongs to.
+        max_bytes = max(1_000_000, min(cfg.max_message_bytes, 1_000_000_000))
+        if cfg.exactly_once:  # a transaction belongs to one producer: this version's own
+            self.producer = Producer(settings.producer(**{
+                "message.max.bytes": max_bytes, "delivery.report.only.error": True,
+                "transactional.id": f"{runner.group_id}-{cfg.transactional_replica}"}))
+            self.producer.init_transactions(30)
+        else:
+            self.producer = producers.acquire(settings, max_bytes)
+        lot = kafka_parking.parking_lot(settings)
+        if lot is not None:
+            self.spot = lot.spot(self.consumer, on_wake=self.wake)
+        self.consumer.subscribe(sorted(self.source_topics), on_assign=self._on_assign,
+                                on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        now = time.monotonic()
+        self.next_commit = now + self.commit_interval
+        self.next_punctuate = now + self.punctuate_interval
+
+    def wake(self) -> None:
+        """Make the poll thread look at this driver now (any thread)."""
+        if self._thread_wake is not None:
+            self._thread_wake.set()
+
+    def stop_requested(self) -> bool:
+        return self.runner._stop.is_set()
+
+    def parked(self) -> bool:
+        spot = self.spot
+        return spot is not None and spot.parked and not spot.woken
+
+    def cycle(self, timeout_s: float) -> int:
+        """Poll once (waiting up to ``timeout_s`` for a first record), process, punctuate and
+        checkpoint when due. Returns the number of records polled."""
+        spot = self.spot
+        if spot is not None and spot.parked and spot.woken:
+            spot.unpark()
+        msgs = poll_batch(self.consumer, CONSUME_BATCH, timeout_s)
+        if self.restore_error:
+            raise RunnerError(self.restore_error)
+        n = len(msgs)
+        mono = time.monotonic()
+        if n:
+            self.last_records_at = mono
+            self._process(msgs)
+            self.since_commit += n
+        if mono >= self.next_punctuate:
+            self.next_punctuate = mono + self.punctuate_interval
+            if self.tasks.tasks:
+                self._punctuate()
+        if mono >= self.next_commit or (self.changelog_topic and self.since_commit >= self.commit_every):
+            self.since_commit = 0
+            self.next_commit = mono + self.commit_interval
+            self._commit()
+        else:
+            self.producer.poll(0)
+        if spot is not None:
+            spot.active(n)
+        return n
+
+    def close(self, error: BaseException | None) -> None:
+        """Leave the group and let the clients go: after a requested stop (checkpoint first) or
+        after a fatal error (reported as the runner's ERROR state)."""
+        runner = self.runner
+        self.closing = True
+        try:
+            if error is None:
+                runner._report(RunnerState.STOPPING)
+                if self.consumer is not None:
+                    self._commit()
+            else:
+                log.error("pipeline %s (%s) stopped on error: %s", runner.msg.pipeline, runner.uid, error,
+                          exc_info=not isinstance(error, RunnerError))
+                failure = error if isinstance(error, RunnerError) else \
+                    RunnerError(with_exception(REASON_START_FAILED, error))
+                runner._report(RunnerState.ERROR, str(failure))
+                runner._resolve(runner._started, failure)
+        except Exception:  # noqa: BLE001 - the final checkpoint failed: inputs are replayed
+            log.exception("pipeline %s: final checkpoint failed", runner.msg.pipeline)
+        finally:
+            try:
+                if self.spot is not None:
+                    self.spot.close()
+                if self.consumer is not None:
+                    self.consumer.close()  # a final revoke (checkpoint) while still on this thread
+            except Exception:  # noqa: BLE001
+                log.exception("pipeline %s: consumer close failed", runner.msg.pipeline)
+            finally:
+                if self.producer is not None:
+                    if self.eos:
+                        if self.in_txn:
+                            self.producer.abort_transaction(10)
+                        self.producer.flush(10)
+                    else:
+                        self.producer.flush(10)
+                        producers.release(self.producer)
+                # The consumer holds callbacks bound to this loop: drop it now, so its native
+                # handle (and librdkafka's threads) go at once instead of at the next GC cycle.
+                self.consumer = self.producer = self.spot = None
+                self.tasks.close()
+                if error is None:
+                    runner._report(RunnerState.STOPPED)
+                runner._resolve(runner._stopped)
 
     # -- rebalance callbacks (called inside consume(), in this thread)
 
@@ -260,6 +364,8 @@ class _Loop:
                 log.error("pipeline %s: %s", self.runner.msg.pipeline, self.restore_error)
                 return  # the loop raises restore_error: never process a partition without its state
             self._pin_start_offsets(consumer, partitions)
+            if self.spot is not None:  # records are due: resume a parked assignment
+                self.spot.touch()
             self._log_partitions("assigned", partitions)
         if not self.assigned_once:
             self.assigned_once = True
@@ -302,7 +408,7 @@ class _Loop:
                      self.runner.msg.pipeline, n, sorted(s.partition for s in states))
 
     def _on_revoke(self, consumer, partitions) -> None:
-        if not self.runner._stop.is_set():
+        if not (self.runner._stop.is_set() or self.closing):
             self.runner._report(RunnerState.REBALANCING)
         try:
             checkpointed = self._commit()
@@ -339,56 +445,6 @@ class _Loop:
             if err.retriable():
                 self.retriable_failures += 1
             log.error("pipeline %s: delivery to %s failed: %s", self.runner.msg.pipeline, msg.topic(), err)
-
-    # -- main cycle
-
-    def run(self) -> None:
-        runner = self.runner
-        if self.eos:
-            self.producer.init_transactions(30)
-        self.consumer.subscribe(sorted(self.source_topics), on_assign=self._on_assign,
-                                on_revoke=self._on_revoke, on_lost=self._on_revoke)
-        next_commit = time.monotonic() + self.commit_interval
-        next_punctuate = time.monotonic() + self.punctuate_interval
-        since_commit = 0
-        try:
-            while not runner._stop.is_set():
-                msgs = self._next_batch()
-                if self.restore_error:
-                    raise RunnerError(self.restore_error)
-                if msgs:
-                    self._process(msgs)
-                    since_commit += len(msgs)
-                mono = time.monotonic()
-                if mono >= next_punctuate:
-                    next_punctuate = mono + self.punctuate_interval
-                    self._punctuate()
-                if mono >= next_commit or (self.changelog_topic and since_commit >= self.commit_every):
-                    since_commit = 0
-                    next_commit = mono + self.commit_interval
-                    self._commit()
-                else:
-                    self.producer.poll(0)
-            runner._report(RunnerState.STOPPING)
-            self._commit()
-        finally:
-            try:
-                self.consumer.close()  # triggers a final revoke (checkpoint) while still in this thread
-            finally:
-                if self.eos:
-                    if self.in_txn:
-                        self.producer.abort_transaction(10)
-                    self.producer.flush(10)
-                else:
-                    self.producer.flush(10)
-                    producers.release(self.producer)
-                # The consumer holds callbacks bound to this loop: drop it now, so its native
-                # handle (and librdkafka's threads) go at once instead of at the next GC cycle.
-                self.consumer = self.producer = None
-        runner._report(RunnerState.STOPPED)  # only on a requested stop; errors report ERROR
-
-    def _next_batch(self) -> list:
-        return poll_batch(self.consumer, CONSUME_BATCH, CONSUME_TIMEOUT_S)
 
     def _process(self, msgs) -> None:
         tasks = self.tasks.tasks
