@@ -31,14 +31,43 @@ from pathlib import Path
 COMPONENTS = ("engine", "model-gateway", "pipeline-gateway", "broker")
 
 
-def proc_figures(pid: int) -> tuple[float, int, float]:
-    """(RSS MB, threads, CPU seconds) of a process."""
-    with open(f"/proc/{pid}/status") as f:
-        status = dict(line.split(":", 1) for line in f if ":" in line)
+def _stat(pid: int) -> list[str]:
     with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return int(status["VmRSS"].split()[0]) / 1024, int(status["Threads"]), cpu
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def with_children(pid: int) -> list[int]:
+    """``pid`` and every process below it (the broker runs under a launcher process)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parents[int(entry)] = int(_stat(int(entry))[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, todo = [pid], [pid]
+    while todo:
+        parent = todo.pop()
+        kids = [p for p, pp in parents.items() if pp == parent]
+        found += kids
+        todo += kids
+    return found
+
+
+def proc_figures(pid: int) -> tuple[float, int, float]:
+    """(RSS MB, threads, CPU seconds) of a process and its children."""
+    rss = threads = cpu = 0.0
+    for p in with_children(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                status = dict(line.split(":", 1) for line in f if ":" in line)
+            fields = _stat(p)
+        except OSError:
+            continue
+        cpu += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        rss += int(status["VmRSS"].split()[0]) / 1024
+        threads += int(status["Threads"])
+    return rss, int(threads), cpu
 
 
 def idle_cpu(pids: dict[str, int], seconds: float) -> dict[str, float]:

@@ -26,8 +26,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from typing import Callable
 
+from dataflow.headers import PIPELINE
 from dataflow.kafka import KafkaSettings
 from dataflow.processes import name_this_thread
 
@@ -38,18 +40,41 @@ log = logging.getLogger(__name__)
 MIN_WATCH_INTERVAL_S = 0.01
 WATCH_S_PER_PARTITION = 0.0001
 MAX_WATCH_INTERVAL_S = 0.05
+# Once nothing has been woken for a while, the watcher asks less often: the first record after a
+# quiet spell waits up to this long more, and an idle stack costs the broker a fifth as much.
+QUIET_AFTER_S = 5.0
+QUIET_WATCH_INTERVAL_S = 0.05
+# A consumer woken for records its owner then finds are not for it (a model's output topic is read
+# by every pipeline using the model, each keeping only its own records) parks again as soon as it
+# has read them, instead of fetching for ``park_after_s`` more: with a hundred such pipelines that
+# was ten thousand empty fetches per request. It stays awake at most this long for the records it
+# was woken for to arrive.
+WAKE_GRACE_S = 0.25
+# A parked consumer whose owner said which records it wants (``interest``) is not woken for the
+# others: the watcher reads the new records of such partitions once, for all parked consumers, and
+# moves the parked positions of those that want none of them past them. Their committed offsets
+# then lag behind; so that a long-idle version never has a large backlog to filter, it is woken
+# to catch up once it has skipped records for this long.
+CATCH_UP_AFTER_S = 30.0
+READ_TIMEOUT_S = 0.5
 
 
 class Spot:
     """One consumer's place in the lot; every method but ``woken`` is for the owner's thread."""
 
     def __init__(self, lot: "ParkingLot", consumer, park_after_s: float,
-                 on_wake: Callable[[], None] | None) -> None:
+                 on_wake: Callable[[], None] | None,
+                 interest: dict[str, frozenset[bytes]] | None = None) -> None:
         self._lot = lot
+        # topic -> the ``pipeline`` header values a record must carry to matter to the owner; a
+        # topic not listed (or no dict) means every record matters.
+        self.interest = interest
+        self.skipping_since: float | None = None   # watcher: first time records were skipped
         self._consumer = consumer
         self._park_after_s = park_after_s
         self._on_wake = on_wake
         self._last_active = time.monotonic()
+        self._woke_at: float | None = None   # set by a watcher wake until the records are read
         self.parked = False
         self._woken = threading.Event()
         self.positions: list[tuple[str, int, int]] = []  # what the watcher compares, set by park
@@ -58,31 +83,37 @@ class Spot:
     def woken(self) -> bool:
         return self._woken.is_set()
 
-    def active(self, records: int) -> None:
-        """After a poll: ``records`` were returned. Parks the consumer once it has been idle long
-        enough; resumes it first if the watcher woke it."""
+    def active(self, records: int, useful: int | None = None) -> None:
+        """After a poll: ``records`` were returned, ``useful`` of them (default: all) mattered to
+        the owner. Parks the consumer once nothing useful came for ``park_after_s`` and the poll
+        came back empty; resumes it first if the watcher woke it."""
         now = time.monotonic()
         if self.parked:
             if self._woken.is_set():
                 self.unpark()
             return
-        if records:
+        if records if useful is None else useful:
             self._last_active = now
-        elif now - self._last_active >= self._park_after_s:
+        if records:
+            self._woke_at = None
+            return
+        if self._woke_at is not None and now - self._woke_at < WAKE_GRACE_S:
+            return  # woken, but the records it was woken for are not fetched yet
+        if now - self._last_active >= self._park_after_s:
             self._park()
 
     def touch(self) -> None:
         """The owner expects records soon (e.g. it just assigned partitions): stay awake."""
-        self._last_active = time.monotonic()
         if self.parked:
             self.unpark()
+        self._last_active = time.monotonic()
 
     def unpark(self) -> None:
         """Resume whatever is assigned now (a rebalance may have changed it while parked)."""
         self._lot._leave(self)
         self.parked = False
         self._woken.clear()
-        self._last_active = time.monotonic()
+        self._woke_at = time.monotonic()
         consumer = self._consumer
         try:
             assignment = consumer.assignment()
@@ -123,6 +154,7 @@ class Spot:
             self._last_active = time.monotonic()
             return
         self.positions = positions
+        self.skipping_since = None
         self.parked = True
         self._lot._enter(self)
 
@@ -150,12 +182,26 @@ class ParkingLot:
         self._parked: set[Spot] = set()
         self._thread: threading.Thread | None = None
         self._client = None
+        self._reader = None
+        self._woke_at = 0.0
+        self._spots: "weakref.WeakSet[Spot]" = weakref.WeakSet()
+        self._reported_at = 0.0
         self.checks = 0  # watch requests sent (for tests and benchmarks)
 
     def spot(self, consumer, *, on_wake: Callable[[], None] | None = None,
-             park_after_s: float | None = None) -> Spot:
+             park_after_s: float | None = None,
+             interest: dict[str, frozenset[bytes]] | None = None) -> Spot:
         after = self._settings.broker_profile().park_after_s if park_after_s is None else park_after_s
-        return Spot(self, consumer, after, on_wake)
+        spot = Spot(self, consumer, after, on_wake, interest)
+        with self._lock:
+            self._spots.add(spot)
+        return spot
+
+    def counts(self) -> tuple[int, int]:
+        """(consumers with a spot, of which parked): an awake consumer costs the embedded broker
+        ~5% of a core in fetches, so this is what its idle load follows."""
+        with self._lock:
+            return len(self._spots), len(self._parked)
 
     def _enter(self, spot: Spot) -> None:
         with self._lock:
@@ -175,41 +221,131 @@ class ParkingLot:
             return len(self._parked)
 
     def _watch(self) -> None:
-        from confluent_kafka import Consumer, TopicPartition
-
         name_this_thread("kafka-parking")
         while True:
             with self._lock:
                 if not self._parked:
                     # Nothing parked: let the client go soon, and the thread after a while.
                     if not self._lock.wait_for(lambda: bool(self._parked), timeout=2):
-                        self._client = None
+                        self._client = self._reader = None
                         if not self._lock.wait_for(lambda: bool(self._parked), timeout=5):
                             self._thread = None
                             return
                 spots = list(self._parked)
-            wanted: dict[tuple[str, int], None] = {}
-            for spot in spots:
-                for topic, partition, _ in spot.positions:
-                    wanted[(topic, partition)] = None
             started = time.monotonic()
-            try:
-                if self._client is None:
-                    self._client = Consumer(self._settings.consumer("dataflow-parking-watcher"))
-                ends = self._client.offsets_for_times(
-                    [TopicPartition(t, p, -1) for t, p in wanted], timeout=5)
-                self.checks += 1
-                end = {(tp.topic, tp.partition): tp.offset for tp in ends if tp.error is None}
-                failed = {(tp.topic, tp.partition) for tp in ends if tp.error is not None}
-            except Exception as exc:  # noqa: BLE001 - wake everyone: a parked consumer must not go deaf
-                log.warning("cannot read end offsets of parked partitions (%s): resuming their consumers", exc)
-                end, failed = {}, set(wanted)
-            for spot in spots:
-                if any(end.get((t, p), -1) > offset or (t, p) in failed for t, p, offset in spot.positions):
-                    self._leave(spot)
-                    spot._wake()
+            wanted = {(t, p) for spot in spots for t, p, _ in spot.positions}
+            end, failed = self._end_offsets(wanted)
+            woke = self._settle(spots, end, failed, started)
+            if started - self._reported_at >= 30.0:
+                self._reported_at = started
+                total, parked = self.counts()
+                log.info("parking: %d of %d consumers parked, %d partitions watched", parked, total, len(wanted))
+            if woke:
+                self._woke_at = started
             interval = min(MAX_WATCH_INTERVAL_S, max(MIN_WATCH_INTERVAL_S, WATCH_S_PER_PARTITION * len(wanted)))
+            if started - self._woke_at >= QUIET_AFTER_S:
+                interval = QUIET_WATCH_INTERVAL_S
             time.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+    def _end_offsets(self, wanted) -> tuple[dict[tuple[str, int], int], set[tuple[str, int]]]:
+        from confluent_kafka import TopicPartition
+
+        try:
+            if self._client is None:
+                self._client = self._new_client()
+            ends = self._client.offsets_for_times([TopicPartition(t, p, -1) for t, p in wanted], timeout=5)
+            self.checks += 1
+        except Exception as exc:  # noqa: BLE001 - wake everyone: a parked consumer must not go deaf
+            log.warning("cannot read end offsets of parked partitions (%s): resuming their consumers", exc)
+            return {}, set(wanted)
+        return ({(tp.topic, tp.partition): tp.offset for tp in ends if tp.error is None},
+                {(tp.topic, tp.partition) for tp in ends if tp.error is not None})
+
+    def _new_client(self):
+        from confluent_kafka import Consumer
+
+        return Consumer(self._settings.consumer("dataflow-parking-watcher"))
+
+    def _settle(self, spots: list[Spot], end: dict, failed: set, now: float) -> int:
+        """Wake the spots with new records they want; move the others past what they do not.
+        Returns how many were woken."""
+        woken = 0
+        to_read: dict[tuple[str, int], int] = {}   # partition -> first offset some spot must see
+        filtered: list[tuple[Spot, list[tuple[str, int, int]]]] = []
+        watchers: dict[tuple[str, int], int] = {}
+        for spot in spots:
+            for t, p, _ in spot.positions:
+                watchers[(t, p)] = watchers.get((t, p), 0) + 1
+        for spot in spots:
+            new = [(t, p, offset) for t, p, offset in spot.positions
+                   if end.get((t, p), -1) > offset or (t, p) in failed]
+            interest = spot.interest
+            catch_up = spot.skipping_since is not None and now - spot.skipping_since >= CATCH_UP_AFTER_S
+            # Reading a partition that only this spot watches (a pipeline's own inputs topic)
+            # would cost as much as waking it, and later: wake it.
+            if catch_up or (new and (interest is None or any(
+                    (t, p) in failed or t not in interest or watchers[(t, p)] == 1 for t, p, _ in new))):
+                self._leave(spot)
+                spot._wake()
+                woken += 1
+            elif new:
+                filtered.append((spot, new))
+                for t, p, offset in new:
+                    to_read[(t, p)] = min(offset, to_read.get((t, p), offset))
+        if not filtered:
+            return woken
+        seen = self._read_pipelines(to_read, end)
+        for spot, new in filtered:
+            interest = spot.interest or {}
+            moved: dict[tuple[str, int], int] = {}
+            wanted = False
+            for t, p, offset in new:
+                records = seen.get((t, p), [])
+                if any(o >= offset and names & interest[t] for o, names in records):
+                    wanted = True
+                    break
+                last = max((o for o, _ in records if o >= offset), default=None)
+                if last is not None:
+                    moved[(t, p)] = last + 1
+            if wanted:
+                self._leave(spot)
+                spot._wake()
+                woken += 1
+            elif moved:
+                spot.positions = [(t, p, moved.get((t, p), o)) for t, p, o in spot.positions]
+                if spot.skipping_since is None:
+                    spot.skipping_since = now
+        return woken
+
+    def _read_pipelines(self, start: dict[tuple[str, int], int], end: dict[tuple[str, int], int]
+                        ) -> dict[tuple[str, int], list[tuple[int, frozenset[bytes]]]]:
+        """The ``pipeline`` header values of the records from ``start`` to at least ``end`` of each
+        partition (whatever arrives within ``READ_TIMEOUT_S``), read once for every parked spot."""
+        from confluent_kafka import TopicPartition
+
+        seen: dict[tuple[str, int], list[tuple[int, frozenset[bytes]]]] = {k: [] for k in start}
+        try:
+            if self._reader is None:
+                self._reader = self._new_client()
+            reader = self._reader
+            reader.assign([TopicPartition(t, p, o) for (t, p), o in start.items()])
+            waiting = {k for k in start if end.get(k, 0) > start[k]}
+            deadline = time.monotonic() + READ_TIMEOUT_S
+            while waiting and time.monotonic() < deadline:
+                for m in reader.consume(1000, timeout=0.02):
+                    if m.error() is not None:
+                        continue
+                    key = (m.topic(), m.partition())
+                    names = frozenset(v if isinstance(v, bytes) else str(v).encode()
+                                      for k, v in (m.headers() or ()) if k == PIPELINE and v is not None)
+                    seen[key].append((m.offset(), names))
+                    if m.offset() + 1 >= end.get(key, 0):
+                        waiting.discard(key)
+            reader.unassign()
+        except Exception as exc:  # noqa: BLE001 - what was not read is simply not skipped
+            log.debug("reading parked partitions failed: %s", exc)
+            self._reader = None
+        return seen
 
 
 _lots: dict[tuple, ParkingLot] = {}

@@ -87,8 +87,7 @@ class PipelineManager:
         try:
             while queue.pending is not None:
                 msg, queue.pending = queue.pending, None
-                async with self._slots:
-                    await self._handle(msg)
+                await self._handle(msg)
         finally:
             queue.task = None
             if queue.pending is None and self._queues.get(uid) is queue:
@@ -100,7 +99,8 @@ class PipelineManager:
             if msg.op == Msg.Create:
                 await self._create(msg)
             else:
-                await self._delete(msg)
+                async with self._slots:
+                    await self._delete(msg)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -110,19 +110,29 @@ class PipelineManager:
     # ---------------------------------------------------------------- tasks
 
     async def _create(self, msg: Msg) -> None:
-        current = self.running.get(msg.uid)
-        if current is not None and current.runner.state in (RunnerState.RUNNING, RunnerState.REBALANCING):
-            current.create = msg
-            await self.ack(msg, Msg.Create, True, REASON_READY)
-            return
-        if current is not None:  # stopped or failed: start afresh
-            await self._stop_entry(msg.uid)
-        entry = _Running(runner=None, create=msg)  # type: ignore[arg-type]
-        entry.runner = self.runner_factory(msg, self.runtime_config, self._state_callback(msg.uid, entry))
-        self.running[msg.uid] = entry
-        log.info("starting pipeline %s v%d (%s)", msg.pipeline, msg.version, msg.uid)
+        async with self._slots:   # bounds the work of starting, not the wait for the group
+            current = self.running.get(msg.uid)
+            if current is not None and current.runner.state in (RunnerState.RUNNING, RunnerState.REBALANCING):
+                current.create = msg
+                await self.ack(msg, Msg.Create, True, REASON_READY)
+                return
+            if current is not None:  # stopped or failed: start afresh
+                await self._stop_entry(msg.uid)
+            entry = _Running(runner=None, create=msg)  # type: ignore[arg-type]
+            entry.runner = self.runner_factory(msg, self.runtime_config, self._state_callback(msg.uid, entry))
+            self.running[msg.uid] = entry
+            log.info("starting pipeline %s v%d (%s)", msg.pipeline, msg.version, msg.uid)
+            try:
+                await entry.runner.launch()
+            except RunnerError as exc:
+                await self._stop_entry(msg.uid, entry)
+                await self.ack(msg, Msg.Create, False, str(exc))
+                return
+            except Exception:
+                await self._stop_entry(msg.uid, entry)
+                raise
         try:
-            await entry.runner.start()
+            await entry.runner.wait_running()
         except RunnerError as exc:
             await self._stop_entry(msg.uid, entry)
             await self.ack(msg, Msg.Create, False, str(exc))

@@ -92,6 +92,15 @@ class PipelineRunner(ABC):
     async def start(self) -> None:
         """Create topics, start consuming; return once RUNNING or raise ``RunnerError``."""
 
+    async def launch(self) -> None:
+        """The part of ``start`` that works (topics, clients); ``wait_running`` then only waits.
+        The engine bounds how many versions launch at once, not how many wait for their group
+        (a wait costs nothing, and on a slow group join bounding it serialised the starts)."""
+        await self.start()
+
+    async def wait_running(self) -> None:
+        """After ``launch``: return once RUNNING or raise ``RunnerError``."""
+
     @abstractmethod
     async def stop(self) -> None:
         """Stop consuming and producing, flush, release resources; idempotent."""

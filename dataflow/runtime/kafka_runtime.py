@@ -96,6 +96,7 @@ class KafkaRunner(PipelineRunner):
         self._stopped: asyncio.Future | None = None
         self.group_id = dataflow_group_id(msg.uid, config.consumer_prefix, config.namespace)
         self.changelog_topic = cl.changelog_topic(self.group_id) if config.state_changelog else None
+        self.record_filters: dict[str, frozenset[bytes]] | None = None   # set by _prepare
         self.stats = {"consumed": 0, "produced": 0, "failed": 0, "commits": 0}
 
     # ---------------------------------------------------------------- asyncio side
@@ -105,6 +106,10 @@ class KafkaRunner(PipelineRunner):
         return os.path.join(self.config.state_dir, self.msg.uid)
 
     async def start(self) -> None:
+        await self.launch()
+        await self.wait_running()
+
+    async def launch(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._started = self._loop.create_future()
         self._stopped = self._loop.create_future()
@@ -117,6 +122,8 @@ class KafkaRunner(PipelineRunner):
             raise error from None
         self._driver = _Loop(self, tasks, partitions, sources)
         poll_loops.shared(self.config.poll_threads).add(self._driver)
+
+    async def wait_running(self) -> None:
         try:
             await asyncio.wait_for(asyncio.shield(self._started), self.config.start_timeout_s)
         except asyncio.TimeoutError:
@@ -194,6 +201,11 @@ class KafkaRunner(PipelineRunner):
         if stateful:
             os.makedirs(self.state_dir, exist_ok=True)
             open_state = self._open_state
+        # Which records matter to this version, so that a parked consumer is not woken for the
+        # other pipelines' records on a shared model topic (a pipeline type without the method:
+        # every record matters).
+        filters = getattr(probed, "record_filters", None)
+        self.record_filters = filters() if filters is not None else None
         return PartitionTasks(build, open_state), partitions, probed.source_topics
 
 
@@ -260,7 +272,7 @@ class _Loop:
             self.producer = producers.acquire(settings, max_bytes)
         lot = kafka_parking.parking_lot(settings)
         if lot is not None:
-            self.spot = lot.spot(self.consumer, on_wake=self.wake)
+            self.spot = lot.spot(self.consumer, on_wake=self.wake, interest=runner.record_filters)
         self.consumer.subscribe(sorted(self.source_topics), on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_revoke)
         now = time.monotonic()
@@ -289,10 +301,16 @@ class _Loop:
         if self.restore_error:
             raise RunnerError(self.restore_error)
         n = len(msgs)
+        useful = 0
         mono = time.monotonic()
         if n:
-            self.last_records_at = mono
-            self._process(msgs)
+            produced = self._process(msgs)
+            # What keeps this version "hot" (and a parked-capable consumer awake): records that
+            # led to output, or any record for a stateful version (a join's first branch is worth
+            # waiting awake for). Records of other pipelines on a shared model topic do not.
+            useful = n if self.tasks.stateful else produced
+            if useful:
+                self.last_records_at = mono
             self.since_commit += n
         if mono >= self.next_punctuate:
             self.next_punctuate = mono + self.punctuate_interval
@@ -305,7 +323,7 @@ class _Loop:
         else:
             self.producer.poll(0)
         if spot is not None:
-            spot.active(n)
+            spot.active(n, useful)
         return n
 
     def close(self, error: BaseException | None) -> None:
@@ -446,7 +464,8 @@ class _Loop:
                 self.retriable_failures += 1
             log.error("pipeline %s: delivery to %s failed: %s", self.runner.msg.pipeline, msg.topic(), err)
 
-    def _process(self, msgs) -> None:
+    def _process(self, msgs) -> int:
+        """Process polled records; returns how many records they produced."""
         tasks = self.tasks.tasks
         now_ms = int(time.time() * 1000)
         offsets = self.offsets
@@ -477,6 +496,7 @@ class _Loop:
         self.dirty = True
         if out:
             self._produce(out)
+        return len(out)
 
     def _punctuate(self) -> None:
         now_ms = int(time.time() * 1000)

@@ -52,6 +52,11 @@ class Pipeline:
     def all_topics(self) -> frozenset[str]:
         return self.topology.all_topics
 
+    def record_filters(self) -> dict[str, frozenset[bytes]]:
+        """Per consumed topic, the ``pipeline`` header values of the records some step takes
+        (``process`` drops every other record of that topic unread)."""
+        return {topic: frozenset(route[3] for route in routes) for topic, routes in self._routes.items()}
+
     def process(self, record: Record, now_ms: int) -> list[Record]:
         out: list[Record] = []
         routes = self._routes.get(record.topic)
