@@ -122,27 +122,26 @@ class PipelineManager:
             entry.runner = self.runner_factory(msg, self.runtime_config, self._state_callback(msg.uid, entry))
             self.running[msg.uid] = entry
             log.info("starting pipeline %s v%d (%s)", msg.pipeline, msg.version, msg.uid)
-            try:
-                await entry.runner.launch()
-            except RunnerError as exc:
-                await self._stop_entry(msg.uid, entry)
-                await self.ack(msg, Msg.Create, False, str(exc))
+            if not await self._starting(msg, entry, entry.runner.launch):
                 return
-            except Exception:
-                await self._stop_entry(msg.uid, entry)
-                raise
-        try:
-            await entry.runner.wait_running()
-        except RunnerError as exc:
-            await self._stop_entry(msg.uid, entry)
-            await self.ack(msg, Msg.Create, False, str(exc))
+        if not await self._starting(msg, entry, entry.runner.wait_running):
             return
-        except Exception:
-            await self._stop_entry(msg.uid, entry)
-            raise
         entry.started = True
         entry.last_state = RunnerState.RUNNING
         await self.ack(msg, Msg.Create, True, REASON_READY)
+
+    async def _starting(self, msg: Msg, entry: _Running, step: Callable[[], Awaitable[None]]) -> bool:
+        """Run one phase of a start; on failure stop the entry and nack (RunnerError) or re-raise."""
+        try:
+            await step()
+        except RunnerError as exc:
+            await self._stop_entry(msg.uid, entry)
+            await self.ack(msg, Msg.Create, False, str(exc))
+            return False
+        except Exception:
+            await self._stop_entry(msg.uid, entry)
+            raise
+        return True
 
     async def _delete(self, msg: Msg) -> None:
         entry = self.running.get(msg.uid)
