@@ -149,15 +149,22 @@ class TopicSetConsumer:
     so owners should keep as few as the group layout allows and ``stop()`` one as soon as its
     topic set is empty: the thread then leaves the group, destroys the client and exits.
     What is remembered per topic (assignment, positions) is dropped when the topic is removed.
+
+    ``cooperative``: use the incremental (cooperative-sticky) rebalance protocol, so adding or
+    removing a topic moves only that topic's partitions and the others keep flowing. An owner that
+    keeps many topics on one consumer wants this: with the eager protocol every topic change stops
+    every topic of the group for the length of the rebalance.
     """
 
     def __init__(self, settings: KafkaSettings, group_id: str, on_records: Callable[[list[Message]], None], *,
                  offset_reset: str = "latest", start_at_end: bool = False,
                  on_revoke: Callable[[list[TopicPartition]], None] | None = None,
                  on_assign: Callable[[list[TopicPartition]], None] | None = None,
-                 batch_size: int = 500, name: str = "gateway-consumer") -> None:
+                 batch_size: int = 500, name: str = "gateway-consumer", cooperative: bool = False) -> None:
         self.group_id = group_id
-        self._consumer = Consumer(settings.consumer(group_id, offset_reset=offset_reset))
+        overrides = {"partition.assignment.strategy": "cooperative-sticky"} if cooperative else {}
+        self._consumer = Consumer(settings.consumer(group_id, offset_reset=offset_reset, **overrides))
+        self._cooperative = cooperative
         self._on_records = on_records
         self._on_revoke = on_revoke
         self._on_assign = on_assign
@@ -182,9 +189,10 @@ class TopicSetConsumer:
 
     def expect(self) -> None:
         """A record is due soon (e.g. the answer to a request just sent): do not stay parked."""
-        if self._spot is not None and self._spot.parked:
+        if self._spot is not None:
             self._expecting = True
-            self._wake.set()
+            if self._spot.parked:
+                self._wake.set()
 
     # ---- topic set --------------------------------------------------------------------------
     def add_topic(self, topic: str) -> None:
@@ -237,7 +245,10 @@ class TopicSetConsumer:
                     log.warning("cannot read end offset of %s[%d]: %s", tp.topic, tp.partition, exc)
                     tp.offset = OFFSET_INVALID
                 self._positions[(tp.topic, tp.partition)] = tp.offset
-            consumer.assign(partitions)
+            if self._cooperative:
+                consumer.incremental_assign(partitions)
+            else:
+                consumer.assign(partitions)
         if self._spot is not None:  # resume a parked assignment
             self._spot.touch()
         with self._lock:
@@ -262,7 +273,10 @@ class TopicSetConsumer:
             except Exception:  # noqa: BLE001
                 log.debug("on_revoke hook failed", exc_info=True)
         if self._start_at_end:
-            consumer.unassign()
+            if self._cooperative:
+                consumer.incremental_unassign(partitions)
+            else:
+                consumer.unassign()
 
     def _flush_commits(self, sync: bool = False) -> None:
         with self._lock:
@@ -366,6 +380,9 @@ class TopicSetConsumer:
                 msgs = poll_batch(self._consumer, self._batch_size, 0)
                 spot.active(len(msgs))
                 return msgs
+        elif self._expecting:  # an answer is due: do not park before it arrives
+            self._expecting = False
+            spot.touch()
         msgs = poll_batch(self._consumer, self._batch_size, 0.1)
         spot.active(len(msgs))
         return msgs

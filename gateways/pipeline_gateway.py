@@ -20,8 +20,10 @@ including other implementations, so replicas split each output topic's partition
 A Kafka consumer belongs to exactly one group, so the gateway runs one consumer per bucket that
 holds at least one loaded resource (never one per pipeline), adds and removes topics on it as
 resources come and go, and stops it when its last resource goes, which releases its threads,
-client and per-topic state. With ``max_num_consumers=1`` all output topics share one group and
-one consumer. The gateway has a single producer for everything it sends.
+client and per-topic state. By default (``max_num_consumers=1``) all output topics share one group
+and one consumer, which rebalances incrementally (cooperative-sticky): a pipeline coming or going
+moves only its own topic's partitions, the other pipelines' answers keep flowing. The gateway has a
+single producer for everything it sends.
 
 Waiting. Nothing waits on a thread: a request that finds no partition assigned yet awaits a
 future that the consumers' assignment callbacks resolve, and shutdown awaits futures the client
@@ -53,7 +55,10 @@ log = logging.getLogger(__name__)
 
 PARTITION_WAIT_S = 10.0  # reference: wait up to 10 s for an output-topic assignment
 DEFAULT_TIMEOUT_S = 30.0
-MAX_NUM_CONSUMERS = 100  # PIPELINEGATEWAY_MAX_NUM_CONSUMERS
+# PIPELINEGATEWAY_MAX_NUM_CONSUMERS. One bucket: one consumer (incremental rebalances, see ``load``)
+# serves every output topic, whatever the number of pipelines. More buckets spread the topics over
+# more consumers and groups; every replica of the gateway must use the same value.
+MAX_NUM_CONSUMERS = 1
 TOPIC_LOOKUP_TIMEOUT_S = 5.0
 
 
@@ -149,7 +154,8 @@ class PipelineGateway:
         consumer = self._consumers.get(group)
         if consumer is None:
             consumer = TopicSetConsumer(self.settings, group, self._on_records, start_at_end=True,
-                                        on_assign=self._assigned_on_thread, name=f"pipelinegw-{group}")
+                                        on_assign=self._assigned_on_thread, name=f"pipelinegw-{group}",
+                                        cooperative=True)
             self._consumers[group] = consumer
         consumer.add_topic(resource.output_topic(self.namer))
 

@@ -91,9 +91,9 @@ def register(sub) -> None:
     p.add_argument("--partitions", type=int, default=None, help="(accepted for compatibility; topics come from the engine)")
     p.add_argument("--no-scheduler", action="store_true",
                    help="serve any pipeline or model whose output topic exists, without a scheduler announcing it")
-    p.add_argument("--max-num-consumers", type=int, default=_env_int("PIPELINEGATEWAY_MAX_NUM_CONSUMERS", 100),
+    p.add_argument("--max-num-consumers", type=int, default=_env_int("PIPELINEGATEWAY_MAX_NUM_CONSUMERS", 1),
                    help="consumer-group buckets for output topics; every replica must use the same value "
-                        "(env PIPELINEGATEWAY_MAX_NUM_CONSUMERS, default 100; 1 = one consumer for all)")
+                        "(env PIPELINEGATEWAY_MAX_NUM_CONSUMERS, default 1: one consumer for all)")
     p.set_defaults(handler=run_pipeline_gateway)
 
 

@@ -166,10 +166,10 @@ def test_one_consumer_for_all_pipelines_released_on_unload(kafka, pipelines):
 
 
 @pytest.mark.timeout(180)
-def test_default_buckets_one_consumer_per_bucket_in_use(kafka, pipelines):
-    """The reference's group layout (100 hashed buckets) is kept: consumers = buckets in use."""
+def test_reference_buckets_one_consumer_per_bucket_in_use(kafka, pipelines):
+    """The reference's group layout (100 hashed buckets) still works: consumers = buckets in use."""
     namer, names = pipelines
-    g = Gateway(kafka, namer)
+    g = Gateway(kafka, namer, max_num_consumers=100)
     try:
         buckets = len({g.gw.group_id(n) for n in names})
         loaded = _load_serve_unload(g, names)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -178,12 +179,23 @@ def test_two_replicas_split_partitions_and_both_answer(kafka):
             env0 = {"cfg": services[0].config, "pipeline": "p"}
             env1 = {"cfg": services[1].config, "pipeline": "p"}
             hdr = {"seldon-model": "p.pipeline"}
-            for _ in range(3):  # first calls also settle the group (second replica joins)
+            assert _post(env0, BODY, hdr)[0] == 200  # loads the pipeline on both replicas' consumers
+            _post(env1, BODY, hdr)
+
+            def owned() -> list[set[int]]:
+                return [set(c.partitions(namer.pipeline_outputs("p"))) if (c := s.gateway.consumers().get(
+                    s.gateway.group_id("p"))) else set() for s in services]
+
+            # The group rebalances incrementally: the first replica gives up one partition, then
+            # the second takes it (two rounds of the group protocol).
+            deadline = time.monotonic() + 60
+            while not all(owned()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            split = owned()
+            assert split[0].isdisjoint(split[1]) and split[0] | split[1] == {0, 1}, split
+            for _ in range(3):
                 assert _post(env0, BODY, hdr)[0] == 200
                 assert _post(env1, BODY, hdr)[0] == 200
-            owned = [set(s.gateway._consumers[s.gateway.group_id("p")].partitions(namer.pipeline_outputs("p")))
-                     for s in services]
-            assert owned[0].isdisjoint(owned[1]) and owned[0] | owned[1] == {0, 1}
     finally:
         for svc in services:
             bg.run(svc.stop())
@@ -192,7 +204,6 @@ def test_two_replicas_split_partitions_and_both_answer(kafka):
 
 def test_pipeline_announced_before_its_topics_exist(kafka, env):
     """The scheduler announces a pipeline before the engine created its topics: served once they appear."""
-    import time
 
     namer = env["namer"]
 
