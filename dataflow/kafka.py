@@ -282,8 +282,12 @@ class KafkaSettings:
         return conf
 
     def producer(self, **overrides) -> dict:
+        """``linger.ms=0``, as the reference's Kafka config: every hop of a pipeline is a produce,
+        and a sequential request through a 2-step pipeline makes six of them, so a 5 ms linger
+        was ~20 ms of its latency (51 -> 29 ms p50, measured). Under load batches still form
+        while earlier produce requests are in flight."""
         conf = self.common()
-        conf.update({"linger.ms": 5, "acks": "all", "enable.idempotence": True,
+        conf.update({"linger.ms": 0, "acks": "all", "enable.idempotence": True,
                      "batch.num.messages": 10000, "queue.buffering.max.kbytes": 1048576})
         conf.update(overrides)
         return conf

@@ -43,7 +43,7 @@ MAX_WATCH_INTERVAL_S = 0.05
 # Once nothing has been woken for a while, the watcher asks less often: the first record after a
 # quiet spell waits up to this long more, and an idle stack costs the broker a fifth as much.
 QUIET_AFTER_S = 5.0
-QUIET_WATCH_INTERVAL_S = 0.05
+QUIET_WATCH_INTERVAL_S = 0.1
 # A consumer woken for records its owner then finds are not for it (a model's output topic is read
 # by every pipeline using the model, each keeping only its own records) parks again as soon as it
 # has read them, instead of fetching for ``park_after_s`` more: with a hundred such pipelines that

@@ -184,7 +184,7 @@ class ModelGateway:
 
     async def start(self) -> "ModelGateway":
         self._loop = asyncio.get_running_loop()
-        self._producer = AsyncProducer(self.settings, **{"linger.ms": 0})
+        self._producer = AsyncProducer(self.settings)
         return self
 
     async def close(self) -> None:

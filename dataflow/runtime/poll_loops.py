@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 BUSY_WAIT_S = 0.002
 QUIET_WAIT_S = 0.02
 QUIET_AFTER_S = 1.0
-PARKED_POLL_INTERVAL_S = 0.1
+PARKED_POLL_INTERVAL_S = 0.25  # also the punctuation granularity of a parked stateful version
 IDLE_THREAD_EXIT_S = 5.0
 
 
