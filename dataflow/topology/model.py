@@ -147,3 +147,7 @@ class Topology:
     def mermaid(self) -> str:
         from dataflow.topology.render import mermaid
         return mermaid(self)
+
+    def as_dict(self) -> dict:
+        from dataflow.topology.render import as_dict
+        return as_dict(self)
