@@ -99,6 +99,16 @@ class KafkaRunner(PipelineRunner):
         self.record_filters: dict[str, frozenset[bytes]] | None = None   # set by _prepare
         self.stats = {"consumed": 0, "produced": 0, "failed": 0, "commits": 0}
 
+    def step_totals(self) -> dict:
+        """Per-step counters and buffered state of this version's partition tasks, read by the
+        engine's metrics on scrape (``dataflow.runtime.tasks.PartitionTasks.step_totals``)."""
+        driver = self._driver
+        return driver.tasks.step_totals() if driver is not None else {}
+
+    def assigned_partitions(self) -> int:
+        driver = self._driver
+        return len(driver.tasks.tasks) if driver is not None else 0
+
     # ---------------------------------------------------------------- asyncio side
 
     @property
