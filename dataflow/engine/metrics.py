@@ -30,6 +30,11 @@ METRICS: dict[str, tuple[str, str]] = {
     "dataflow_pipeline_records_written_total": ("counter", "records produced to sinks and the error topic"),
     "dataflow_pipeline_errors_total": ("counter", "records whose processing raised (logged and skipped)"),
     "dataflow_pipeline_commits_total": ("counter", "checkpoints (outputs delivered, offsets committed)"),
+    "dataflow_pipeline_restored_records_total": (
+        "counter", "changelog records replayed into partition state before processing (restore progress)"),
+    "dataflow_pipeline_consumer_lag": (
+        "gauge", "records of a source partition not yet processed (high watermark of the last fetch minus "
+                 "position); labels topic and partition"),
     "dataflow_step_records_consumed_total": ("counter", "records of the step's source and trigger topics offered to it"),
     "dataflow_step_records_produced_total": ("counter", "records the step sent to its sink (or, past maxStepRevisits, to the error topic)"),
     "dataflow_step_records_dropped_total": (
@@ -81,8 +86,12 @@ class EngineCollector:
                 for name, key in (("dataflow_pipeline_records_polled_total", "consumed"),
                                   ("dataflow_pipeline_records_written_total", "produced"),
                                   ("dataflow_pipeline_errors_total", "failed"),
-                                  ("dataflow_pipeline_commits_total", "commits")):
+                                  ("dataflow_pipeline_commits_total", "commits"),
+                                  ("dataflow_pipeline_restored_records_total", "restored")):
                     f[name].add_metric(base, stats.get(key, 0))
+            lag = getattr(runner, "lag", None)
+            for (topic, partition), value in sorted((lag() if lag is not None else {}).items()):
+                f["dataflow_pipeline_consumer_lag"].add_metric([*base, topic, str(partition)], value)
             partitions = getattr(runner, "assigned_partitions", None)
             if partitions is not None:
                 f["dataflow_pipeline_partitions"].add_metric(base, partitions())
@@ -110,6 +119,8 @@ class EngineCollector:
 def _labels(name: str) -> list[str]:
     if name == "dataflow_pipeline_info":
         return [*PIPELINE_LABELS, "uid", "state"]
+    if name == "dataflow_pipeline_consumer_lag":
+        return [*PIPELINE_LABELS, "topic", "partition"]
     if name in ("dataflow_step_records_dropped_total", "dataflow_step_errors_total"):
         return [*STEP_LABELS, "reason"]
     return STEP_LABELS if name.startswith("dataflow_step_") else PIPELINE_LABELS

@@ -35,7 +35,7 @@ class FakeRunner:
     def __init__(self, msg):
         self.msg = msg
         self.state = RunnerState.RUNNING
-        self.stats = {"consumed": 7, "produced": 5, "failed": 1, "commits": 2}
+        self.stats = {"consumed": 7, "produced": 5, "failed": 1, "commits": 2, "restored": 3}
         self.tasks = PartitionTasks(lambda f: compile_pipeline(msg, store_factory=f), memory_partition_state)
 
     def step_totals(self):
@@ -43,6 +43,9 @@ class FakeRunner:
 
     def assigned_partitions(self):
         return len(self.tasks.tasks)
+
+    def lag(self):
+        return {(f"{NS}.model.a.outputs", 0): 11}
 
 
 def response(key, pipeline="j", ok=True):
@@ -82,6 +85,8 @@ def test_counts_and_waiting_state_per_step():
     assert m[("dataflow_pipeline_records_polled_total",)] == 7
     assert m[("dataflow_pipeline_errors_total",)] == 1
     assert m[("dataflow_pipeline_partitions",)] == 1
+    assert m[("dataflow_pipeline_restored_records_total",)] == 3
+    assert m[("dataflow_pipeline_consumer_lag", ("partition", "0"), ("topic", f"{NS}.model.a.outputs"))] == 11
     # step "joined" sees 3 records of a (one is another pipeline's) and 1 of b
     assert m[step("joined", "dataflow_step_records_consumed_total")] == 4
     assert m[step("joined", "dataflow_step_records_dropped_total", reason="filtered")] == 1
