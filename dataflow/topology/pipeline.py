@@ -87,18 +87,20 @@ class Pipeline:
             return out
         if any(not isinstance(v, bytes) or not isinstance(k, str) for k, v in record.headers):
             record = record.evolve(headers=normalise(record.headers))   # client-library header shapes
+        timed = self.topology.step_latency
         for proc, role, index, pipeline_name in routes:
             stats = proc.stats
             stats.consumed += 1
             if not has_value(record.headers, PIPELINE, pipeline_name):
                 stats.filtered += 1
                 continue
-            started = perf_counter()
+            started = perf_counter() if timed else 0.0
             if role == SOURCE:
                 out.extend(proc.on_source(index, record, now_ms))
             else:
                 out.extend(proc.on_trigger(index, record, now_ms))
-            proc.latency.observe(perf_counter() - started)
+            if timed:
+                proc.latency.observe(perf_counter() - started)
         return out
 
     def punctuate(self, now_ms: int) -> list[Record]:

@@ -158,3 +158,17 @@ def test_health_port_serves_metrics():
 
     text = asyncio.run(main())
     assert 'dataflow_step_join_buffered_records{pipeline="j",step="joined",version="4"} 2.0' in text
+
+
+def test_step_timing_can_be_turned_off_and_counts_stay():
+    from dataflow.runtime.base import RuntimeConfig
+
+    runner = FakeRunner(JOIN)
+    runner.tasks = PartitionTasks(lambda f: compile_pipeline(JOIN, store_factory=f,
+                                                             settings=RuntimeConfig(step_latency=False)),
+                                  memory_partition_state)
+    runner.tasks.assign([0])
+    feed(runner)
+    m = scrape([runner])
+    assert m[step("joined", "dataflow_step_records_consumed_total")] == 4
+    assert m[step("joined", "dataflow_step_latency_seconds_count")] == 0
