@@ -117,7 +117,7 @@ class KafkaRunner(PipelineRunner):
 
         driver = self._driver
         consumer = driver.consumer if driver is not None else None
-        if consumer is None:
+        if consumer is None or driver.closing:   # never race the consumer's close
             return {}
         positions = {**driver.committed, **driver.offsets}
         out = {}
