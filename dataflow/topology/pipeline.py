@@ -11,7 +11,7 @@ from dataflow.records import Record
 from dataflow.state.base import StoreFactory
 from dataflow.topology.cycles import STORE_NAME as COUNTER_STORE, VisitCounter
 from dataflow.topology.model import Topology
-from dataflow.topology.stats import PipelineStats, StepLatency, StepSnapshot
+from dataflow.topology.stats import PipelineStats, StepSnapshot
 from dataflow.topology.steps import StepProcessor
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import urllib.request
-from types import SimpleNamespace
 
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
