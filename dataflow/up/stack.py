@@ -573,9 +573,6 @@ class Stack:
                       f"{self.opt.host}:{self.http_port} '{body}'",
                       f"  {env}dataflow pipeline inspect {PROBE_PIPELINE}"]
             lines.append(f"  {env}dataflow pipeline describe {PROBE_PIPELINE} --format mermaid")
-            if self.engine_metrics:
-                lines.append(f"  dataflow pipeline top --metrics {','.join(self.engine_metrics)}   "
-                             f"# Grafana: {EXAMPLES / 'grafana-dashboard.json'}")
             if self.mlserver is not None:
                 lines.append(f"  {env}dataflow pipeline load -f "
                              f"{EXAMPLES / 'pipelines' / 'tfsimples-join.yaml'}   "
@@ -588,6 +585,11 @@ class Stack:
                       f"-d '<json>'",
                       f"  dataflow pipeline infer {name} --inference-host "
                       f"{self.opt.host}:{self.http_port} '<json>'"]
+        if self.engine_metrics:
+            lines += ["", "Watch it (per-step rates, lag, waiting joins and batches, errors):",
+                      f"  dataflow pipeline top --metrics {','.join(self.engine_metrics)}",
+                      f"  Grafana: import {EXAMPLES / 'grafana-dashboard.json'} over a Prometheus scraping "
+                      f"the metrics addresses above"]
         lines += ["", "Press Ctrl-C to stop."]
         return "\n".join(lines)
 
