@@ -87,7 +87,7 @@ async def start_runner(spec: dict):
         return None, None, start_raw_loop(settings, spec)
     msg = chainer_pb2.PipelineUpdateMessage.FromString(base64.b64decode(spec["msg"]))
     config = RuntimeConfig(kafka=settings, state_dir=spec["state_dir"], commit_interval_ms=1000,
-                           start_timeout_s=120)
+                           start_timeout_s=120, step_latency=spec.get("step_latency", True))
     if spec["kind"] == "kafka":
         from dataflow.runtime.kafka_runtime import KafkaRunner
 
@@ -166,11 +166,12 @@ class Result:
 
 
 class Scenario:
-    def __init__(self, env, name: str, kind: str, shape: str, args):
+    def __init__(self, env, name: str, kind: str, shape: str, args, step_latency: bool = True):
         from dataflow.kafka import TopicNamer, dataflow_group_id
         from dataflow.topology.builders import pipeline_message
 
         self.env, self.name, self.kind, self.shape, self.args = env, name, kind, shape, args
+        self.step_latency = step_latency
         namer = TopicNamer(prefix=env.unique("bench"), namespace="default")
         uid = env.unique("uid")
         if shape == "join":
@@ -188,7 +189,7 @@ class Scenario:
     def spec(self) -> dict:
         spec = {"kind": self.kind, "bootstrap": self.env.bootstrap, "group": self.group,
                 "source": self.sources[0], "sink": self.sink,
-                "state_dir": os.path.join(self.args.state_dir, self.group)}
+                "state_dir": os.path.join(self.args.state_dir, self.group), "step_latency": self.step_latency}
         if self.kind != "raw":
             spec["msg"] = base64.b64encode(self.msg.SerializeToString()).decode()
         return spec
@@ -305,6 +306,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-s", type=float, default=3.0, help="latency phase length, 0 = skip")
     parser.add_argument("--timeout", type=float, default=300.0, help="per-scenario drain timeout (s)")
     parser.add_argument("--state-dir", default="/tmp/dataflow-bench-state")
+    parser.add_argument("--metrics-cost", action="store_true",
+                        help="also run the kafka scenarios without step latency timing (the only per-record "
+                             "cost of metrics), to compare in the same run")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -320,11 +324,13 @@ def main(argv: list[str] | None = None) -> None:
     env = start_test_kafka()
     results: list[Result] = []
     try:
-        plan = [("raw passthrough", "raw", "chain")]
-        plan += [(f"{rt} {shape}", rt, shape) for shape in args.shapes.split(",") for rt in runtimes]
-        for name, kind, shape in plan:
+        plan = [("raw passthrough", "raw", "chain", True)]
+        plan += [(f"{rt} {shape}", rt, shape, True) for shape in args.shapes.split(",") for rt in runtimes]
+        if args.metrics_cost and "kafka" in runtimes:  # the same step without the per-record step timing
+            plan += [(f"kafka {shape}, no step timing", "kafka", shape, False) for shape in args.shapes.split(",")]
+        for name, kind, shape, timing in plan:
             print(f"running {name} ...", file=sys.stderr, flush=True)
-            results.append(Scenario(env, name, kind, shape, args).run())
+            results.append(Scenario(env, name, kind, shape, args, step_latency=timing).run())
     finally:
         if env.broker is not None:
             env.broker.stop()

@@ -1,7 +1,8 @@
-"""Prometheus metrics of the pipeline gateway, with the reference's names and labels (spec 5.6)."""
+"""Prometheus metrics of the gateways: the pipeline gateway's with the reference's names and labels
+(spec 5.6), the model gateway's per model (our names, listed in the README's metrics table)."""
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 SERVER_NAME = "pipeline-gateway"
 METHOD_REST = "rest"
@@ -51,3 +52,41 @@ class PipelineMetrics:
     def serve(self, port: int, addr: str = "0.0.0.0"):
         """Expose ``/metrics`` on ``port`` (a daemon thread); returns the server."""
         return start_http_server(port, addr=addr, registry=self.registry)
+
+
+class ModelMetrics:
+    """Per served model: calls by outcome, call latency, calls in flight (``dataflow model-gateway
+    --metrics-port``). A model's labelled children are looked up once, when it starts being served."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.calls = Counter("dataflow_model_gateway_infer", "Model calls by outcome: ok (answer to "
+                             "model.<m>.outputs) or error (to the errors topic)", ["model", "outcome"],
+                             registry=self.registry)
+        self.seconds = Histogram("dataflow_model_gateway_infer_seconds", "Model call latency (parse, OIP call)",
+                                 ["model"], registry=self.registry)
+        self.in_flight = Gauge("dataflow_model_gateway_in_flight", "Model calls awaiting an answer",
+                               ["model"], registry=self.registry)
+
+    def model(self, name: str) -> "ModelSeries":
+        return ModelSeries(self.calls.labels(name, "ok"), self.calls.labels(name, "error"),
+                           self.seconds.labels(name), self.in_flight.labels(name))
+
+    def forget(self, name: str) -> None:
+        """Stop exporting a model that is no longer served."""
+        for metric, labels in ((self.calls, (name, "ok")), (self.calls, (name, "error")),
+                               (self.seconds, (name,)), (self.in_flight, (name,))):
+            try:
+                metric.remove(*labels)
+            except KeyError:
+                pass
+
+    def serve(self, port: int, addr: str = "0.0.0.0"):
+        return start_http_server(port, addr=addr, registry=self.registry)
+
+
+class ModelSeries:
+    __slots__ = ("ok", "error", "seconds", "in_flight")
+
+    def __init__(self, ok, error, seconds, in_flight) -> None:
+        self.ok, self.error, self.seconds, self.in_flight = ok, error, seconds, in_flight

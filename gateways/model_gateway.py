@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
 from confluent_kafka import TopicPartition
@@ -25,6 +26,7 @@ from dataflow.schema_registry import Framer
 
 from gateways import oip_json
 from gateways.kafka_io import AsyncProducer, TopicSetConsumer
+from gateways.metrics import ModelMetrics, ModelSeries
 from gateways.oip_client import InferError, OipClient, client_for
 
 log = logging.getLogger(__name__)
@@ -153,6 +155,7 @@ class _Served:
     endpoint: str
     client: OipClient
     semaphore: asyncio.Semaphore
+    series: ModelSeries
     tasks: set = field(default_factory=set)
 
 
@@ -160,8 +163,9 @@ class ModelGateway:
     def __init__(self, settings: KafkaSettings, namer: TopicNamer | None = None, *, consumer_prefix: str = "",
                  workers: int = DEFAULT_WORKERS, timeout_s: float = DEFAULT_TIMEOUT_S, partitions: int = 1,
                  replication: int = 1, max_num_consumers: int = MAX_NUM_CONSUMERS, model_version: str = "",
-                 framer: Framer | None = None) -> None:
+                 framer: Framer | None = None, metrics: ModelMetrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics or ModelMetrics()
         self.framer = framer  # schema-registry framing of model outputs; None: raw values
         self.namer = namer or TopicNamer()
         self.consumer_prefix = consumer_prefix
@@ -210,7 +214,8 @@ class ModelGateway:
         topics = [self.namer.model_inputs(name), self.namer.model_outputs(name)]
         await asyncio.to_thread(ensure_topics, self.settings, topics, self.partitions, self.replication,
                                 require_equal=False)
-        served = _Served(name, endpoint, client_for(endpoint), asyncio.Semaphore(self.workers))
+        served = _Served(name, endpoint, client_for(endpoint), asyncio.Semaphore(self.workers),
+                         self.metrics.model(name))
         old = self._models.get(name)
         self._models[name] = served
         if old is not None:
@@ -236,6 +241,8 @@ class ModelGateway:
         if drain and served.tasks:
             await asyncio.wait(served.tasks, timeout=self.timeout_s)
         await served.client.close()
+        if name not in self._models:
+            self.metrics.forget(name)
         log.info("stopped serving model %s", name)
 
     def wait_assigned(self, name: str, timeout_s: float = 30.0) -> bool:
@@ -282,6 +289,9 @@ class ModelGateway:
 
     async def _handle(self, group: str, served: _Served, rec) -> None:
         topic, partition, offset, key, value, headers = rec
+        series = served.series
+        series.in_flight.inc()
+        started = time.perf_counter()
         try:
             try:
                 hint = H.first(headers, H.INFER_TYPE)
@@ -293,21 +303,29 @@ class ModelGateway:
                 out_topic, out_value = self.namer.model_outputs(served.name), resp.SerializeToString()
                 out_headers = output_headers(headers, resp_headers)
                 self.processed += 1
+                series.ok.inc()
             except InferError as exc:
                 out_topic, out_value = self.namer.errors(), str(exc).encode()
                 out_headers = error_headers(headers, served.name)
                 self.failed += 1
+                series.error.inc()
                 log.debug("model %s failed for key %s: %s", served.name, key, exc)
             except Exception as exc:  # noqa: BLE001 - a bug must still answer the request
                 log.exception("model %s: unexpected failure", served.name)
                 out_topic, out_value = self.namer.errors(), str(exc).encode()
                 out_headers = error_headers(headers, served.name)
                 self.failed += 1
+                series.error.inc()
+            series.seconds.observe(time.perf_counter() - started)
+            series.in_flight.dec()
+            started = None
             if self.framer is not None:  # outputs only: the errors topic's text stays raw
                 out_value = await self.framer.aframe(out_topic, out_value)
             self._producer.produce_cb(out_topic, out_value, key=key, partition=partition, headers=out_headers,
                                       on_delivery=lambda err, _m: self._delivered(group, rec, err))
         finally:
+            if started is not None:   # cancelled before an outcome
+                series.in_flight.dec()
             served.semaphore.release()
 
     def _delivered(self, group: str, rec, err) -> None:

@@ -34,6 +34,7 @@ class ModelGatewayConfig:
     model_version: str = ""
     subscriber: str = ""
     schema_registry_config: str | None = None  # .confluent-schema.yaml or its directory; None: raw values
+    metrics_port: int | None = None  # serve Prometheus /metrics (per-model calls, latency, in flight)
 
 
 class ModelGatewayService(GatewayService):
@@ -45,16 +46,25 @@ class ModelGatewayService(GatewayService):
                                     partitions=config.partitions, replication=config.replication,
                                     model_version=config.model_version,
                                     framer=framer_for(config.schema_registry_config))
+        self._metrics = None
 
     async def start(self) -> "ModelGatewayService":
         c = self.config
         await self.gateway.start()
+        if c.metrics_port:
+            self._metrics = self.gateway.metrics.serve(c.metrics_port)
         for name, endpoint in c.static_models.items():
             await self.gateway.add_model(name, endpoint)
         if c.scheduler:
             name = subscriber_name(c.subscriber, "dataflow-modelgateway")
             self._follow(scheduler_watch.follow_models, c.scheduler, name, self._on_model, model_gateway=True)
         return self
+
+    async def _close_servers(self) -> None:
+        await super()._close_servers()
+        if self._metrics is not None:
+            server, _thread = self._metrics
+            server.shutdown()
 
     async def _on_model(self, ev: scheduler_watch.ModelEvent) -> scheduler_watch.Ack:
         """Serve or stop serving ``ev.name``; the returned ``Ack`` is sent for instructions."""

@@ -282,6 +282,10 @@ class Batcher:
             return None
         return merge_batch(self._requests(partition, pending.entries))
 
+    def pending_rows(self) -> int:
+        """Rows waiting in pending batches (metrics; safe to read from another thread)."""
+        return sum(p.rows() for p in list(self._pending.values()))
+
     def pending_partitions(self) -> list[int]:
         return sorted(self._pending)
 

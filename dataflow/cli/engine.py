@@ -53,7 +53,8 @@ def register(sub) -> None:
                    help="transactional producer: outputs and input offsets commit atomically")
     p.add_argument("--commit-interval-ms", type=int, default=1000,
                    help="offset commit interval (default 1000)")
-    p.add_argument("--health-port", type=int, help="serve /live /ready /startup on this port (default off)")
+    p.add_argument("--health-port", type=int,
+                   help="serve /live /ready /startup and Prometheus /metrics on this port (default off)")
     p.add_argument("--schema-registry-config", metavar="PATH",
                    help="Confluent Schema Registry config: a directory holding .confluent-schema.yaml (as the "
                         "reference mounts it) or the file; values written to *.inputs / *.outputs topics get "

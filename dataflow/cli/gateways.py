@@ -77,7 +77,8 @@ def register(sub) -> None:
                    help="per-request timeout seconds (default 120)")
     m.add_argument("--model-version", default="",
                    help='model_version sent to the OIP server (default: the request\'s; the reference sends "1")')
-    m.add_argument("--metrics-port", type=int, default=None, help="(accepted for compatibility; unused)")
+    m.add_argument("--metrics-port", type=int, default=None,
+                   help="serve Prometheus /metrics on this port (per model: calls, errors, latency, in flight)")
     m.set_defaults(handler=run_model_gateway)
 
     p = sub.add_parser("pipeline-gateway", help="synchronous REST/gRPC inference over Kafka")
@@ -170,7 +171,7 @@ def run_model_gateway(args) -> int:
                              default_endpoint=args.default_endpoint, workers=args.workers,
                              timeout_s=args.timeout_s, partitions=args.partitions, replication=args.replication,
                              consumer_prefix=args.consumer_group_prefix, model_version=args.model_version,
-                             schema_registry_config=_schema_registry(args))
+                             schema_registry_config=_schema_registry(args), metrics_port=args.metrics_port)
     print(f"model gateway: kafka {settings.bootstrap_servers}, scheduler {scheduler or '-'}", flush=True)
     return _run(ModelGatewayService(cfg))
 

@@ -1,6 +1,7 @@
 """``dataflow pipeline load|unload|status|list|inspect``: pipelines on the scheduler, as the seldon CLI.
 
-Data-plane subcommands (``infer``, ``batch``) come from ``dataflow.cli.pipeline_data`` when present.
+Data-plane subcommands (``infer``, ``batch``) come from ``dataflow.cli.pipeline_data`` when present;
+``describe`` and ``top`` from ``dataflow.cli.pipeline_observe``.
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ def register(sub) -> None:
     insp.set_defaults(handler=run_inspect)
 
     register_optional("dataflow.cli.pipeline_data", ps)
+    register_optional("dataflow.cli.pipeline_observe", ps)
 
 
 def _pipelines(files, check=None):

@@ -59,10 +59,13 @@ class Engine:
         health = None
         if self.config.health_port is not None:
             from dataflow.engine.health import start_health_server
+            from dataflow.engine.metrics import engine_registry
 
+            manager = self.manager
+            registry = engine_registry(lambda: [r.runner for r in list(manager.running.values())])
             health = await start_health_server(self.config.health_port,
                                                ready=self.client.connected.is_set,
-                                               started=lambda: self._started)
+                                               started=lambda: self._started, registry=registry)
         subscription = asyncio.create_task(self.client.run(self.manager.submit), name="chainer-subscription")
         self._started = True
         log.info("dataflow engine %s started (runtime %s, scheduler %s)", self.config.replica_name,

@@ -1,5 +1,6 @@
 """Health endpoints (reference port 8000 in k8s): /live, /ready (subscribed to the scheduler),
-/startup (engine initialised). Small on purpose: probes only."""
+/startup (engine initialised), and /metrics (Prometheus text, ``dataflow.engine.metrics``) when a
+registry is given. Small on purpose: probes and one scrape endpoint."""
 from __future__ import annotations
 
 from typing import Callable
@@ -8,7 +9,7 @@ from aiohttp import web
 
 
 async def start_health_server(port: int, *, ready: Callable[[], bool], started: Callable[[], bool],
-                              host: str = "0.0.0.0") -> web.AppRunner:
+                              host: str = "0.0.0.0", registry=None) -> web.AppRunner:
     def probe(check: Callable[[], bool]):
         async def handler(_request: web.Request) -> web.Response:
             ok = check()
@@ -19,6 +20,13 @@ async def start_health_server(port: int, *, ready: Callable[[], bool], started: 
     app.router.add_get("/live", probe(lambda: True))
     app.router.add_get("/ready", probe(ready))
     app.router.add_get("/startup", probe(started))
+    if registry is not None:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        async def metrics(_request: web.Request) -> web.Response:
+            body = generate_latest(registry)   # reads in-memory counters: no I/O
+            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        app.router.add_get("/metrics", metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

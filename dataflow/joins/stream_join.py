@@ -73,6 +73,7 @@ class StreamJoin:
         # rewritten); punctuate re-reads the group, so stale entries only cost a lookup.
         self._wall_heap: list[tuple[int, bytes]] = []
         self._time_heap: list[tuple[int, bytes]] = []
+        self.expired = 0   # buffered records dropped at the end of their window (metrics)
         for gkey, raw in store.items(GROUP_PREFIX):
             for e in decode_entries(raw):
                 self._index(gkey, e)
@@ -177,6 +178,7 @@ class StreamJoin:
                 continue
             if self.kind is JoinType.OUTER:
                 results.extend(self._partials(key_of_group(gkey), entries, expired))
+            self.expired += len(expired)
             self._groups[gkey] = [e for e in entries if not self._expired(e, now_ms)]
         return results
 
@@ -199,6 +201,13 @@ class StreamJoin:
             for c in parts:
                 c.matched = True
         return out
+
+    @property
+    def buffered(self) -> int:
+        """Records held in their window, in O(1) and safe to read from another thread (metrics):
+        one wall-clock index entry per buffered record, removed when its window closes. A record
+        already dropped by record time is still counted until then."""
+        return len(self._wall_heap)
 
     def __len__(self) -> int:
         """Buffered records (for tests and metrics)."""

@@ -61,6 +61,15 @@ class TriggerGate:
         self.gate.punctuate(now_ms)
         return out
 
+    @property
+    def buffered(self) -> int:
+        """Data and trigger records waiting for each other (see ``StreamJoin.buffered``)."""
+        return self.gate.buffered + (self.combine.buffered if self.combine is not None else 0)
+
+    @property
+    def expired(self) -> int:
+        return self.gate.expired + (self.combine.expired if self.combine is not None else 0)
+
     def flush(self) -> None:
         self.gate.flush()
         if self.combine is not None:

@@ -58,6 +58,8 @@ class RuntimeConfig:
     schema_registry_config: str | None = None
     # Threads that poll every version's consumer (shared by the process; see runtime.poll_loops).
     poll_threads: int = 2
+    # Time each step per record for the step latency metric (TopologySettings.step_latency).
+    step_latency: bool = True
 
     @property
     def transactional_replica(self) -> str:

@@ -97,7 +97,38 @@ class KafkaRunner(PipelineRunner):
         self.group_id = dataflow_group_id(msg.uid, config.consumer_prefix, config.namespace)
         self.changelog_topic = cl.changelog_topic(self.group_id) if config.state_changelog else None
         self.record_filters: dict[str, frozenset[bytes]] | None = None   # set by _prepare
-        self.stats = {"consumed": 0, "produced": 0, "failed": 0, "commits": 0}
+        self.stats = {"consumed": 0, "produced": 0, "failed": 0, "commits": 0, "restored": 0}
+
+    def step_totals(self) -> dict:
+        """Per-step counters and buffered state of this version's partition tasks, read by the
+        engine's metrics on scrape (``dataflow.runtime.tasks.PartitionTasks.step_totals``)."""
+        driver = self._driver
+        return driver.tasks.step_totals() if driver is not None else {}
+
+    def assigned_partitions(self) -> int:
+        driver = self._driver
+        return len(driver.tasks.tasks) if driver is not None else 0
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Records not yet processed per assigned source partition: the high watermark librdkafka
+        last saw in a fetch (no broker call) minus the next offset to process. A parked consumer
+        fetches nothing, so its lag shows 0 until it is woken (at once, when records arrive)."""
+        from confluent_kafka import TopicPartition
+
+        driver = self._driver
+        consumer = driver.consumer if driver is not None else None
+        if consumer is None or driver.closing:   # never race the consumer's close
+            return {}
+        positions = {**driver.committed, **driver.offsets}
+        out = {}
+        try:
+            for (topic, partition), position in list(positions.items()):
+                _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+                if high >= 0 and position >= 0:
+                    out[(topic, partition)] = max(0, high - position)
+        except Exception:  # noqa: BLE001 - closed meanwhile (RuntimeError): no lag to report
+            return {}
+        return out
 
     # ---------------------------------------------------------------- asyncio side
 
@@ -421,6 +452,7 @@ class _Loop:
     def _restore(self, states: list[PartitionState]) -> None:
         """Replay the changelog of newly assigned partitions before their processors are built."""
         n = cl.restore(self.runner.config.kafka, self.changelog_topic, states, read_committed=self.eos)
+        self.runner.stats["restored"] += n
         if n:
             log.info("pipeline %s: restored %d changelog records for partitions %s",
                      self.runner.msg.pipeline, n, sorted(s.partition for s in states))

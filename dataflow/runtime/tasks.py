@@ -18,6 +18,7 @@ drive it and move records and changelog entries over Kafka.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Callable, Iterable
 
 from dataflow.records import Record
@@ -25,6 +26,7 @@ from dataflow.state.base import StateStore, StoreFactory
 from dataflow.state.memory import MemoryStore
 from dataflow.state.partition import PartitionState
 from dataflow.topology.compiled import CompiledPipeline
+from dataflow.topology.stats import StepSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +61,12 @@ def _no_state(name: str) -> StateStore:
 class PartitionTask:
     """One partition: its state (None for a stateless version) and its processors."""
 
-    def __init__(self, partition: int, state: PartitionState | None, build: BuildPipeline):
+    def __init__(self, partition: int, state: PartitionState | None, build: BuildPipeline,
+                 replace: Callable[["PartitionTask", CompiledPipeline], None] | None = None):
         self.partition = partition
         self.state = state
         self._build = build
+        self._replace = replace
         self.pipeline = self._processors()
 
     def _processors(self) -> CompiledPipeline:
@@ -93,7 +97,11 @@ class PartitionTask:
         """Drop uncommitted writes and rebuild the processors over the committed state."""
         if self.state is not None:
             self.state.rollback()
-            self.pipeline = self._processors()
+            fresh = self._processors()
+            if self._replace is not None:
+                self._replace(self, fresh)
+            else:
+                self.pipeline = fresh
 
     def close(self) -> None:
         if self.state is not None:
@@ -107,6 +115,11 @@ class PartitionTasks:
         self._build = build
         self._open_state = open_state
         self.tasks: dict[int, PartitionTask] = {}
+        # Metrics: the counters of processors dropped (revoked partitions, rollbacks) are kept
+        # here, so the per-step totals never go down. The lock guards only these hand-overs and
+        # the metrics read, never the record path.
+        self._retired: dict[str, StepSnapshot] = {}
+        self._metrics_lock = threading.Lock()
 
     @property
     def stateful(self) -> bool:
@@ -136,17 +149,50 @@ class PartitionTasks:
                     s.close()
                 raise
         by_partition = {s.partition: s for s in states}
-        for p in new:
-            self.tasks[p] = PartitionTask(p, by_partition.get(p), self._build)
+        built = {p: PartitionTask(p, by_partition.get(p), self._build, self._replace) for p in new}
+        with self._metrics_lock:
+            self.tasks.update(built)
         return new
 
     def revoke(self, partitions: Iterable[int]) -> list[PartitionTask]:
         """Remove the tasks of ``partitions`` and close their state (kept on disk). The caller
         checkpoints before revoking. Returns the closed tasks."""
-        gone = [self.tasks.pop(p) for p in sorted(set(partitions)) if p in self.tasks]
+        with self._metrics_lock:
+            gone = [self.tasks.pop(p) for p in sorted(set(partitions)) if p in self.tasks]
+            for task in gone:
+                self._retire_locked(task.pipeline)
         for task in gone:
             task.close()
         return gone
+
+    def _replace(self, task: PartitionTask, fresh: CompiledPipeline) -> None:
+        """A task's processors are rebuilt (rollback): keep the old ones' counters."""
+        with self._metrics_lock:
+            self._retire_locked(task.pipeline)
+            task.pipeline = fresh
+
+    def _retire_locked(self, pipeline: CompiledPipeline) -> None:
+        snapshots = getattr(pipeline, "step_snapshots", None)
+        if snapshots is None:   # a runtime-supplied pipeline without step metrics
+            return
+        for step, snap in snapshots().items():
+            self._retired.setdefault(step, StepSnapshot.empty()).add(snap, gauges=False)
+
+    def step_totals(self) -> dict[str, StepSnapshot]:
+        """Per step: counters over every processor this version has had in this process, and the
+        buffered state of the live ones (``dataflow.engine.metrics`` reads it when scraped)."""
+        with self._metrics_lock:
+            out: dict[str, StepSnapshot] = {}
+            for step, snap in self._retired.items():
+                out[step] = StepSnapshot.empty()
+                out[step].add(snap)
+            for task in list(self.tasks.values()):
+                snapshots = getattr(task.pipeline, "step_snapshots", None)
+                if snapshots is None:
+                    continue
+                for step, snap in snapshots().items():
+                    out.setdefault(step, StepSnapshot.empty()).add(snap)
+            return out
 
     def punctuate(self, now_ms: int) -> list[Record]:
         out: list[Record] = []

@@ -61,6 +61,7 @@ def build_topology(msg: chainer_pb2.PipelineUpdateMessage,
         output_topic=msg.pipelineOutputTopic, error_topic=msg.pipelineErrorTopic,
         allow_cycles=msg.allowCycles, max_step_revisits=msg.maxStepRevisits,
         steps=tuple(steps), cycle_counter_ttl_ms=settings.cycle_counter_ttl_ms,
+        step_latency=settings.step_latency,
     )
 
 

@@ -117,6 +117,7 @@ class Topology:
     max_step_revisits: int
     steps: tuple[StepNode, ...]
     cycle_counter_ttl_ms: int = 3_600_000
+    step_latency: bool = True          # time each step per record (TopologySettings.step_latency)
 
     @property
     def source_topics(self) -> frozenset[str]:
@@ -147,3 +148,7 @@ class Topology:
     def mermaid(self) -> str:
         from dataflow.topology.render import mermaid
         return mermaid(self)
+
+    def as_dict(self) -> dict:
+        from dataflow.topology.render import as_dict
+        return as_dict(self)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from time import perf_counter
 
 from dataflow.headers import PIPELINE, has_value, normalise
 from dataflow.records import Record
 from dataflow.state.base import StoreFactory
 from dataflow.topology.cycles import STORE_NAME as COUNTER_STORE, VisitCounter
 from dataflow.topology.model import Topology
-from dataflow.topology.stats import PipelineStats
+from dataflow.topology.stats import PipelineStats, StepSnapshot
 from dataflow.topology.steps import StepProcessor
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ class Pipeline:
         self.pipeline = topology.pipeline
         self.version = topology.version
         self.uid = topology.uid
-        self.stats = PipelineStats()
+        self.own_stats = PipelineStats()   # what belongs to no step (cycle-counter punctuation)
         # step name -> the last punctuation error (cleared when the step punctuates cleanly again)
         self.punctuate_failures: dict[str, str] = {}
 
@@ -36,13 +37,35 @@ class Pipeline:
             self.counter = VisitCounter(store_factory(COUNTER_STORE), output_topic=topology.output_topic,
                                         error_topic=topology.error_topic, max_revisits=topology.max_step_revisits,
                                         ttl_ms=topology.cycle_counter_ttl_ms)
-        self.steps = [StepProcessor(topology, step, store_factory, self.stats, self.counter) for step in topology.steps]
+        self.steps = [StepProcessor(topology, step, store_factory, PipelineStats(), self.counter)
+                      for step in topology.steps]
         self._routes: dict[str, list[tuple[StepProcessor, str, int, bytes]]] = defaultdict(list)
         for proc in self.steps:
             for i, s in enumerate(proc.step.sources):
                 self._routes[s.topic].append((proc, SOURCE, i, s.pipeline.encode()))
             for i, t in enumerate(proc.step.triggers):
                 self._routes[t.topic].append((proc, TRIGGER, i, t.pipeline.encode()))
+
+    @property
+    def stats(self) -> PipelineStats:
+        """Every step's counters summed (a snapshot)."""
+        total = PipelineStats()
+        total.add(self.own_stats)
+        for proc in self.steps:
+            total.add(proc.stats)
+        return total
+
+    def step_snapshots(self) -> dict[str, StepSnapshot]:
+        """Each step's counters, latency and buffered state, copied now (read by metrics from
+        another thread: only plain reads of in-memory fields)."""
+        out = {}
+        for proc in self.steps:
+            snap = StepSnapshot.empty()
+            snap.stats.add(proc.stats)
+            snap.latency.add(proc.latency)
+            snap.join_buffered, snap.join_expired, snap.batch_rows = proc.buffered()
+            out[proc.step.name] = snap
+        return out
 
     @property
     def source_topics(self) -> frozenset[str]:
@@ -64,15 +87,20 @@ class Pipeline:
             return out
         if any(not isinstance(v, bytes) or not isinstance(k, str) for k, v in record.headers):
             record = record.evolve(headers=normalise(record.headers))   # client-library header shapes
+        timed = self.topology.step_latency
         for proc, role, index, pipeline_name in routes:
-            self.stats.consumed += 1
+            stats = proc.stats
+            stats.consumed += 1
             if not has_value(record.headers, PIPELINE, pipeline_name):
-                self.stats.filtered += 1
+                stats.filtered += 1
                 continue
+            started = perf_counter() if timed else 0.0
             if role == SOURCE:
                 out.extend(proc.on_source(index, record, now_ms))
             else:
                 out.extend(proc.on_trigger(index, record, now_ms))
+            if timed:
+                proc.latency.observe(perf_counter() - started)
         return out
 
     def punctuate(self, now_ms: int) -> list[Record]:
@@ -83,6 +111,7 @@ class Pipeline:
             try:
                 out.extend(proc.punctuate(now_ms))
             except Exception as exc:  # noqa: BLE001 - isolate one step's failure from the others
+                proc.stats.punctuate_errors += 1
                 self._punctuate_failed(proc.step.name, exc)
             else:
                 self.punctuate_failures.pop(proc.step.name, None)
@@ -90,11 +119,11 @@ class Pipeline:
             try:
                 self.counter.punctuate(now_ms)
             except Exception as exc:  # noqa: BLE001
+                self.own_stats.punctuate_errors += 1
                 self._punctuate_failed("cycle counter", exc)
         return out
 
     def _punctuate_failed(self, step: str, exc: Exception) -> None:
-        self.stats.punctuate_errors += 1
         text = f"{type(exc).__name__}: {exc}"
         if self.punctuate_failures.get(step) != text:
             log.error("pipeline %s step %s: punctuate failed: %s", self.pipeline, step, text,

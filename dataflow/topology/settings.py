@@ -16,6 +16,9 @@ class TopologySettings:
     # Cycle counters (spec 3.8) of requests that never reach the pipeline output are removed after
     # this long without a visit (the reference keeps them forever).
     cycle_counter_ttl_ms: int = 3_600_000
+    # Time each step's work per record for ``dataflow_step_latency_seconds`` (two clock reads and
+    # a bucket increment). Off only to measure what it costs (``python -m benchmarks.run``).
+    step_latency: bool = True
 
     @classmethod
     def coerce(cls, settings) -> "TopologySettings":
@@ -26,4 +29,8 @@ class TopologySettings:
         if isinstance(settings, cls):
             return settings
         window = getattr(settings, "default_join_window_ms", None) or getattr(settings, "join_window_ms", None)
-        return cls(default_join_window_ms=int(window)) if window else cls()
+        kwargs: dict = {"default_join_window_ms": int(window)} if window else {}
+        timing = getattr(settings, "step_latency", None)
+        if timing is not None:
+            kwargs["step_latency"] = bool(timing)
+        return cls(**kwargs)

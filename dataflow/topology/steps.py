@@ -14,7 +14,7 @@ from dataflow.records import Record
 from dataflow.state.base import StoreFactory
 from dataflow.topology.cycles import VisitCounter
 from dataflow.topology.model import JoinType, StepNode, Topology
-from dataflow.topology.stats import PipelineStats
+from dataflow.topology.stats import PipelineStats, StepLatency
 from dataflow.topology.transforms import apply_chain, is_empty, merge_joined, serialize, trigger_fires
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ class StepProcessor:
         self.topology = topology
         self.step = step
         self.stats = stats
+        self.latency = StepLatency()    # time in on_source / on_trigger (Pipeline.process measures)
         self.counter = counter
         self.join = None
         if step.is_join:
@@ -140,6 +141,13 @@ class StepProcessor:
         for p in (self.join, self.gate):
             if p is not None:
                 p.flush()
+
+    def buffered(self) -> tuple[int, int, int]:
+        """(records waiting in join / trigger windows, of them expired so far, rows in pending
+        batches): cheap reads of in-memory counters, safe from the metrics thread."""
+        joins = [j for j in (self.join, self.gate) if j is not None]
+        rows = self.batcher.pending_rows() if self.batcher is not None else 0
+        return sum(j.buffered for j in joins), sum(j.expired for j in joins), rows
 
     def next_deadline(self) -> int | None:
         parts = [p.next_deadline() for p in (self.join, self.batcher, self.gate) if p is not None]

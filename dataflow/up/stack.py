@@ -130,6 +130,8 @@ class Stack:
         self.pipeline_manifests: list = []  # (path, scheduler_pb2.Pipeline)
         self.probe_response: dict | None = None
         self._stopped_replicas: set[str] = set()
+        self.engine_metrics: list[str] = []     # HOST:PORT of each engine's health port (/metrics)
+        self.model_gateway_metrics: str | None = None
 
     # Addresses -------------------------------------------------------------------------------
     @property
@@ -297,6 +299,7 @@ class Stack:
             if "--health-port" in options:
                 health = free_port(self.opt.host)
                 args += ["--health-port", str(health)]
+                self.engine_metrics.append(f"{self.opt.host}:{health}")
             child = self._dataflow(name, "engine", args)
             if health:
                 child.wait_until(lambda: http_status(f"http://{self.opt.host}:{health}/live") == 200,
@@ -309,7 +312,10 @@ class Stack:
         args = ["--scheduler", self.scheduler_address, "--kafka", self.bootstrap]
         if "--partitions" in options:
             args += ["--partitions", str(self.opt.partitions)]
-        args += self._side_ports(options)
+        side = self._side_ports(options)
+        if "--metrics-port" in side:
+            self.model_gateway_metrics = f"{self.opt.host}:{side[side.index('--metrics-port') + 1]}"
+        args += side
         self._dataflow("model-gateway", "model-gateway", args)
 
     def _start_pipeline_gateway(self) -> None:
@@ -542,6 +548,10 @@ class Stack:
             lines.append(f"  pipeline gateway     {self.inference_url} (gRPC {self.inference_grpc})")
             if "--metrics-port" in (cli_options("pipeline-gateway") or set()):
                 lines.append(f"  gateway metrics      http://{self.opt.host}:{self.metrics_port}/metrics")
+        for address in self.engine_metrics:
+            lines.append(f"  engine metrics       http://{address}/metrics")
+        if self.model_gateway_metrics:
+            lines.append(f"  model gw metrics     http://{self.model_gateway_metrics}/metrics")
         if self.opt.engines > 1:
             lines.append(f"  dataflow engines     {self.opt.engines} replicas sharing {self.opt.partitions} "
                          f"partition(s) per topic: {', '.join(self.engine_names())}")
@@ -562,6 +572,7 @@ class Stack:
                       f"  dataflow pipeline infer {PROBE_PIPELINE} --inference-host "
                       f"{self.opt.host}:{self.http_port} '{body}'",
                       f"  {env}dataflow pipeline inspect {PROBE_PIPELINE}"]
+            lines.append(f"  {env}dataflow pipeline describe {PROBE_PIPELINE} --format mermaid")
             if self.mlserver is not None:
                 lines.append(f"  {env}dataflow pipeline load -f "
                              f"{EXAMPLES / 'pipelines' / 'tfsimples-join.yaml'}   "
@@ -574,6 +585,11 @@ class Stack:
                       f"-d '<json>'",
                       f"  dataflow pipeline infer {name} --inference-host "
                       f"{self.opt.host}:{self.http_port} '<json>'"]
+        if self.engine_metrics:
+            lines += ["", "Watch it (per-step rates, lag, waiting joins and batches, errors):",
+                      f"  dataflow pipeline top --metrics {','.join(self.engine_metrics)}",
+                      f"  Grafana: import {EXAMPLES / 'grafana-dashboard.json'} over a Prometheus scraping "
+                      f"the metrics addresses above"]
         lines += ["", "Press Ctrl-C to stop."]
         return "\n".join(lines)
 

@@ -114,6 +114,58 @@ def _curl_request(output: str) -> urllib.request.Request:
     return urllib.request.Request(url, data=body.encode(), headers=headers, method="POST")
 
 
+def _scrape(url: str) -> dict[tuple, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    return {(s.name, *sorted(s.labels.items())): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def _run_printed(line: str) -> subprocess.CompletedProcess:
+    """Run a printed ``[VAR=value ...] dataflow ...`` command line as the user would paste it."""
+    words = shlex.split(line.split("#", 1)[0])
+    env = dict(os.environ)
+    while "=" in words[0]:
+        k, v = words.pop(0).split("=", 1)
+        env[k] = v
+    assert words[0] == "dataflow", line
+    return subprocess.run([sys.executable, "-m", "dataflow.cli", *words[1:]], cwd=str(ROOT), env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _check_printed_metrics_describe_and_top(up: UpProcess) -> None:
+    """The printed metrics endpoints count the requests sent (per step and per model); the printed
+    describe and top commands work."""
+    def printed(prefix):
+        return [line.split()[-1] for line in up.lines if line.strip().startswith(prefix)]
+    [engine] = printed("engine metrics")
+    [model_gw] = printed("model gw metrics")
+    labels = [("pipeline", "tfsimples"), ("step", "tfsimple1"), ("version", "1")]
+    before, before_gw = _scrape(engine), _scrape(model_gw)
+    for _ in range(3):
+        with urllib.request.urlopen(_curl_request(up.output), timeout=60) as response:
+            assert response.status == 200
+    after, after_gw = _scrape(engine), _scrape(model_gw)
+
+    def grew(old, new, key):
+        return new.get(key, 0) - old.get(key, 0)
+    assert grew(before, after, ("dataflow_step_records_consumed_total", *labels)) == 3
+    assert grew(before, after, ("dataflow_step_records_produced_total", *labels)) == 3
+    out = ("dataflow_step_records_produced_total", ("pipeline", "tfsimples"), ("step", "output"), ("version", "1"))
+    assert grew(before, after, out) == 3
+    for model in ("tfsimple1", "tfsimple2"):
+        key = ("dataflow_model_gateway_infer_total", ("model", model), ("outcome", "ok"))
+        assert grew(before_gw, after_gw, key) == 3, model
+    describe = next(line.strip() for line in up.lines if "dataflow pipeline describe" in line)
+    done = _run_printed(describe)
+    assert done.returncode == 0 and done.stdout.startswith("flowchart LR"), done.stderr
+    top = next(line.strip() for line in up.lines if line.strip().startswith("dataflow pipeline top"))
+    done = _run_printed(top + " --once --interval 0.5")
+    assert done.returncode == 0, done.stderr
+    assert any(line.split()[:3] == ["tfsimples", "1", "*"] for line in done.stdout.splitlines()), done.stdout
+
+
 def test_up_without_pipelines_starts_and_stops_cleanly(tmp_path):
     """The supervision path: every available component starts, SIGINT stops them all."""
     up = UpProcess("--pipelines", "--state-dir", str(tmp_path / "state"), "--ready-timeout", "90")
@@ -168,6 +220,7 @@ def test_up_serves_the_printed_request_then_stops_everything():
             assert done.returncode == 0, done.stderr
             cli_body = json.loads(done.stdout)
             assert {o["name"]: o["data"] for o in cli_body["outputs"]} == PROBE_EXPECTED
+        _check_printed_metrics_describe_and_top(up)
         assert up.interrupt() == 0, up.output
     finally:
         up.kill()

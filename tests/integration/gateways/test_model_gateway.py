@@ -48,7 +48,7 @@ def gw(kafka):
     namer = TopicNamer(prefix=kafka.unique("mgw").replace("-", ""))
     kafka.create_topics(namer.errors(), partitions=PARTITIONS)
     cfg = ModelGatewayConfig(settings=kafka.settings, namer=namer, partitions=PARTITIONS, timeout_s=10,
-                             consumer_prefix=kafka.unique("mgw"),
+                             consumer_prefix=kafka.unique("mgw"), metrics_port=free_port(),
                              static_models={"add10": f"grpc://127.0.0.1:{grpc_port}",
                                             "add10-rest": f"http://127.0.0.1:{rest_port}"})
     svc = ModelGatewayService(cfg)
@@ -125,3 +125,38 @@ def test_response_accepted_as_request_and_model_added_at_runtime(kafka, gw):
     assert list(out.outputs[0].contents.int_contents) == [15, 16]
     gw["bg"].run(svc.gateway.remove_model("late"))
     assert "late" not in svc.gateway.models()
+
+
+def test_metrics_count_calls_errors_and_latency_per_model(kafka, gw):
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    namer, svc = gw["namer"], gw["svc"]
+
+    def scrape():
+        url = f"http://127.0.0.1:{svc.config.metrics_port}/metrics"
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+        return {(s.name, s.labels.get("model"), s.labels.get("outcome"), s.labels.get("le")): s.value
+                for f in text_string_to_metric_families(text) for s in f.samples}
+
+    before = scrape()
+    prod = kafka.producer()
+    for i in range(3):
+        prod.produce(namer.model_inputs("add10"), _request(), key=f"0.p.metrics-ok{i}", partition=0)
+    prod.produce(namer.model_inputs("add10"), _request("BAD"), key="0.p.metrics-bad", partition=0)
+    prod.flush(10)
+    assert len(_collect(kafka, [namer.model_outputs("add10")], 1, key="0.p.metrics-ok2")) == 1
+    assert len(_collect(kafka, [namer.errors()], 1, key="0.p.metrics-bad")) == 1
+    after = scrape()
+
+    def grew(name, outcome=None, le=None):
+        key = (name, "add10", outcome, le)
+        return after[key] - before.get(key, 0)
+
+    assert grew("dataflow_model_gateway_infer_total", "ok") == 3
+    assert grew("dataflow_model_gateway_infer_total", "error") == 1
+    assert grew("dataflow_model_gateway_infer_seconds_count") == 4
+    assert grew("dataflow_model_gateway_infer_seconds_bucket", le="+Inf") == 4
+    assert after[("dataflow_model_gateway_in_flight", "add10", None, None)] == 0
+    assert ("dataflow_model_gateway_infer_total", "add10-rest", "ok", None) in after

@@ -62,7 +62,7 @@ def test_worked_example_describe_and_mermaid():
     chart = pipeline.mermaid()
     assert chart.startswith("flowchart LR\n")
     assert 's_tfsimple2["tfsimple2"]' in chart
-    assert "t_seldon_default_model_tfsimple1_outputs -- OUTPUT0→INPUT0,OUTPUT1→INPUT1 --> s_tfsimple2" in chart
+    assert 't_seldon_default_model_tfsimple1_outputs -->|"OUTPUT0→INPUT0,OUTPUT1→INPUT1"| s_tfsimple2' in chart
     assert "s_output --> t_seldon_default_pipeline_tfsimples_outputs" in chart
 
 
