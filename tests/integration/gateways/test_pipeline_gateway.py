@@ -150,6 +150,11 @@ def test_grpc_success_error_and_timeout(env):
         assert stub.ModelReady(pb.ModelReadyRequest(name=env["pipeline"]), timeout=10).ready
         with pytest.raises(grpc.RpcError) as err:
             stub.ModelMetadata(pb.ModelMetadataRequest(name="x"), timeout=10)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        meta = stub.ModelMetadata(pb.ModelMetadataRequest(name=env["pipeline"]), timeout=10)
+        assert meta.name == env["pipeline"] and meta.platform == "seldon-pipeline"
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ModelConfig(pb.ModelConfigRequest(name="x"), timeout=10)
         assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
