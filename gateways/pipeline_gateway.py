@@ -299,6 +299,15 @@ class PipelineGateway:
             await self._ensure_served(resource)
         return self._loaded.get(resource, 0)
 
+    async def is_ready(self, resource: Resource) -> bool:
+        """``ready`` for a ready call; ``PipelineNotFound`` if not served. Without a scheduler the
+        call serves a resource whose topic exists (as an infer would), ready once assigned."""
+        if resource not in self._loaded:
+            if resource.is_model:
+                raise PipelineNotFound(f"{resource.header_value} not found")
+            await self._ensure_served(resource)
+        return self.ready(resource)
+
     async def _ensure_served(self, resource: Resource) -> None:
         """Load ``resource`` if this gateway may serve it, else raise ``PipelineNotFound``."""
         if resource in self._loaded:

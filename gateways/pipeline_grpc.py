@@ -104,9 +104,10 @@ class PipelineInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext):
         resource = await self._named(request.name, context)
-        if not self.gateway.is_loaded(resource):
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"{resource.header_value} not found")
-        return pb.ModelReadyResponse(ready=self.gateway.ready(resource))
+        try:
+            return pb.ModelReadyResponse(ready=await self.gateway.is_ready(resource))
+        except GatewayError as exc:
+            await context.abort(grpc.StatusCode[exc.grpc_code], str(exc))
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext):
         resource = await self._named(request.name, context)

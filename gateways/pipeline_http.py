@@ -134,26 +134,25 @@ async def infer_pipeline_path(request: web.Request) -> web.Response:
     return await _infer(request, request.match_info["name"])
 
 
-def _ready_status(gw: PipelineGateway, resource: Resource) -> int:
-    if not gw.is_loaded(resource):
-        return 404
-    return 200 if gw.ready(resource) else 424
+async def _ready(gw: PipelineGateway, resource: Resource) -> web.Response:
+    try:
+        return web.Response(status=200 if await gw.is_ready(resource) else 424)
+    except GatewayError as exc:
+        return _text(exc.http_status, exc)
 
 
 async def pipeline_ready(request: web.Request) -> web.Response:
-    gw: PipelineGateway = request.app[GATEWAY_KEY]
-    return web.Response(status=_ready_status(gw, Resource(request.match_info["name"], False)))
+    return await _ready(request.app[GATEWAY_KEY], Resource(request.match_info["name"], False))
 
 
 async def model_path_ready(request: web.Request) -> web.Response:
-    gw: PipelineGateway = request.app[GATEWAY_KEY]
     try:
         resource = _resource(request)
     except RoutingError as exc:
         return _text(400, exc)
     if resource.is_model:  # the reference ignores model readiness calls
         return _text(400, "readiness is answered for pipelines only")
-    return web.Response(status=_ready_status(gw, resource))
+    return await _ready(request.app[GATEWAY_KEY], resource)
 
 
 def model_metadata(resource: Resource, version: int) -> dict:
