@@ -430,7 +430,12 @@ def request_from_http(body: bytes, header_length: str | int | None) -> tuple[Mod
             raise OipJsonError(f"Inference-Header-Content-Length {n} is outside the {len(body)}-byte body")
         binary = _BinarySection(memoryview(body)[n:])
         body = bytes(memoryview(body)[:n])
-    obj = _load(body)
+    try:
+        obj = _load(body)
+    except OipJsonError as exc:
+        if binary is None and "Extra data" in str(exc):  # what a binary body looks like without the header
+            raise OipJsonError(f"{exc} (binary tensor data needs the Inference-Header-Content-Length header)") from None
+        raise
     req, raws = _request(obj, binary, "", "", False)
     if binary is not None and binary.offset != len(binary.data):
         raise OipJsonError(f"{len(binary.data) - binary.offset} bytes of binary data follow the last binary input")
