@@ -30,7 +30,7 @@ from dataflow import headers as H
 from gateways import routing
 from gateways.metrics import METHOD_GRPC
 from gateways.pipeline_gateway import GatewayError, PipelineGateway, check_request
-from gateways.pipeline_http import EXTENSIONS, SERVER_NAME, model_metadata, server_version
+from gateways.oip_meta import EXTENSIONS, SERVER_NAME, model_metadata, server_version
 from gateways.routing import Resource, RoutingError
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import time
-from importlib import metadata as pkg_metadata
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -27,6 +26,7 @@ from multidict import CIMultiDict
 from dataflow import headers as H
 
 from gateways import oip_json, routing
+from gateways.oip_meta import EXTENSIONS, SERVER_NAME, model_metadata, server_version
 from gateways.metrics import METHOD_REST
 from gateways.pipeline_gateway import BadRequest, GatewayError, PipelineGateway, RequestTooLarge, check_request
 from gateways.routing import Resource, RoutingError
@@ -35,19 +35,6 @@ log = logging.getLogger(__name__)
 
 GATEWAY_KEY = web.AppKey("gateway", PipelineGateway)
 HEADER_LENGTH = "Inference-Header-Content-Length"
-SERVER_NAME = "dataflow-pipeline-gateway"
-EXTENSIONS = ["binary_tensor_data"]
-PIPELINE_PLATFORM = "seldon-pipeline"
-MODEL_PLATFORM = "seldon-model"
-
-
-def server_version() -> str:
-    try:
-        return pkg_metadata.version("dataflow-engine")
-    except pkg_metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
-        return "0"
-
-
 def _resource(request: web.Request, path_pipeline: str | None = None) -> Resource:
     path_name = None if path_pipeline else request.match_info.get("name")
     return routing.resource_from_values(request.headers.getall(H.SELDON_INTERNAL_MODEL, []),
@@ -108,8 +95,8 @@ async def _infer(request: web.Request, path_pipeline: str | None) -> web.Respons
         for k, v in routing.external_headers(result.headers):
             out_headers.add(k, v)
         if result.error is not None:
-            code = 400
-            return _text(400, result.error, out_headers)
+            code = 400  # the error record's text as it is, as the reference answers it
+            return web.Response(status=400, text=result.error, headers=out_headers)
         try:
             payload, header_length = oip_json.response_to_http(result.value, fmt)
         except oip_json.OipJsonError as exc:
@@ -153,15 +140,6 @@ async def model_path_ready(request: web.Request) -> web.Response:
     if resource.is_model:  # the reference ignores model readiness calls
         return _text(400, "readiness is answered for pipelines only")
     return await _ready(request.app[GATEWAY_KEY], resource)
-
-
-def model_metadata(resource: Resource, version: int) -> dict:
-    """KServe v2 model metadata of a served pipeline or model. Tensor metadata is not known to
-    the gateway (it would have to ask the step models' servers), so ``inputs`` / ``outputs`` are
-    empty."""
-    return {"name": resource.name, "versions": [str(version)],
-            "platform": MODEL_PLATFORM if resource.is_model else PIPELINE_PLATFORM,
-            "inputs": [], "outputs": []}
 
 
 async def _metadata(request: web.Request, resource: Resource) -> web.Response:
