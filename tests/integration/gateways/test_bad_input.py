@@ -229,3 +229,24 @@ def test_a_request_over_librdkafka_default_message_size_is_served(gw):
         resp = pb_grpc.GRPCInferenceServiceStub(ch).ModelInfer(req, metadata=[("seldon-model", f"{PIPE}.pipeline")],
                                                                timeout=30)
     assert np.array_equal(np.frombuffer(resp.raw_output_contents[0], "<f4"), values)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+
+
+@pytest.mark.slow
+def test_rss_stays_flat_across_a_thousand_hostile_requests(gw):
+    """The gateway runs in this process: its memory must not grow with refused requests."""
+    cases = [c for c in REST_CASES if c[3] in (400, 404, 413)]
+    for case, body, headers, *_ in cases:  # warm up allocator pools and caches
+        post(gw, body, headers)
+    before = _rss_bytes()
+    for i in range(1000):
+        _case, body, headers, status, _reason = cases[i % len(cases)]
+        assert post(gw, body, headers)[0] == status
+    grown = _rss_bytes() - before
+    print(f"RSS grew by {grown / 1e6:.1f} MB over 1000 hostile requests")
+    assert grown < 20e6
+    _valid_request_answers(gw)
