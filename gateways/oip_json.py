@@ -450,13 +450,20 @@ def request_from_http(body: bytes, header_length: str | int | None) -> tuple[Mod
                     getattr(t.contents, field).extend(values)
     fmt = OutputFormat()
     if BINARY_DATA_OUTPUT in req.parameters:
-        fmt.binary_default = bool(req.parameters[BINARY_DATA_OUTPUT].bool_param)
+        fmt.binary_default = _truthy(req.parameters[BINARY_DATA_OUTPUT])
         del req.parameters[BINARY_DATA_OUTPUT]
     for o in req.outputs:
         if BINARY_DATA in o.parameters:
-            fmt.binary[o.name] = bool(o.parameters[BINARY_DATA].bool_param)
+            fmt.binary[o.name] = _truthy(o.parameters[BINARY_DATA])
             del o.parameters[BINARY_DATA]
     return req, fmt
+
+
+def _truthy(p) -> bool:
+    """A flag parameter as clients send it: ``true``, or a number / string standing for one."""
+    which = p.WhichOneof("parameter_choice")
+    value = getattr(p, which) if which else False
+    return value.lower() in ("true", "1") if isinstance(value, str) else bool(value)
 
 
 def _request(obj: dict, binary: _BinarySection | None, model_name: str, model_version: str,
