@@ -132,9 +132,9 @@ def test_rest_bad_input_is_a_4xx_with_a_reason(gw, case, body, headers, status, 
     _valid_request_answers(gw)
 
 
-def _in_flight(gw) -> bool:
+def _in_flight(gw) -> set:
     async def check():
-        return bool(gw["svc"].gateway._in_flight)
+        return set(gw["svc"].gateway._in_flight)
     return gw["bg"].run(check())
 
 
@@ -143,20 +143,6 @@ def _wait_for(cond, timeout=10.0):
     while not cond():
         assert time.monotonic() < end, "condition not reached"
         time.sleep(0.01)
-
-
-def test_rest_duplicate_in_flight_request_id_is_409(gw):
-    first: list = []
-    dropped = dict(VALID, parameters={"drop": True})  # the simulated pipeline never answers it
-    t = threading.Thread(target=lambda: first.append(post(gw, dropped, {"X-Request-Id": "dup-1"})))
-    t.start()
-    _wait_for(lambda: _in_flight(gw))
-    status, text = post(gw, VALID, {"X-Request-Id": "dup-1"})
-    assert status == 409 and "a request with id dup-1 for bad.pipeline is already in flight" in text, text
-    t.join(30)
-    assert first[0][0] == 504  # the first one timed out and released its id
-    status, _ = post(gw, VALID, {"X-Request-Id": "dup-1"})
-    assert status == 200
 
 
 def _grpc_req(shape=(1, 4), values=(1, 2, 3, 4), datatype="INT32", raw: bytes | None = None):
@@ -202,20 +188,32 @@ def test_grpc_bad_input_is_a_client_error_without_error_logs(gw, caplog, case, r
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], case
 
 
-def test_grpc_duplicate_in_flight_request_id_is_already_exists(gw):
+def test_duplicate_in_flight_request_id_is_409_and_already_exists(gw):
+    """The first requests (REST and gRPC) are never answered, so they are in flight while the
+    duplicates arrive; once they time out, their ids are free again."""
+    first: list = []
+    dropped = dict(VALID, parameters={"drop": True})  # the simulated pipeline never answers it
+    t = threading.Thread(target=lambda: first.append(post(gw, dropped, {"X-Request-Id": "dup-1"})))
+    t.start()
     md = [("seldon-model", f"{PIPE}.pipeline"), ("x-request-id", "dup-g")]
     with grpc.insecure_channel(f"127.0.0.1:{gw['cfg'].grpc_port}") as ch:
         stub = pb_grpc.GRPCInferenceServiceStub(ch)
-        dropped = _grpc_req()
-        dropped.parameters["drop"].bool_param = True
-        first = stub.ModelInfer.future(dropped, metadata=md, timeout=30)
-        _wait_for(lambda: _in_flight(gw))
+        dropped_g = _grpc_req()
+        dropped_g.parameters["drop"].bool_param = True
+        first_g = stub.ModelInfer.future(dropped_g, metadata=md, timeout=30)
+        _wait_for(lambda: len(_in_flight(gw)) == 2)
+        status, text = post(gw, VALID, {"X-Request-Id": "dup-1"})
+        assert status == 409 and "a request with id dup-1 for bad.pipeline is already in flight" in text, text
         with pytest.raises(grpc.RpcError) as err:
             stub.ModelInfer(_grpc_req(), metadata=md, timeout=30)
         assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS, err.value.details()
         with pytest.raises(grpc.RpcError) as err:
-            first.result()
+            first_g.result()
         assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        t.join(30)
+        assert first[0][0] == 504
+        assert stub.ModelInfer(_grpc_req(), metadata=md, timeout=30).outputs
+    assert post(gw, VALID, {"X-Request-Id": "dup-1"})[0] == 200
 
 
 def test_a_request_over_librdkafka_default_message_size_is_served(gw):
