@@ -51,6 +51,7 @@ __all__ = [
     "parse_response",
     "datatype_of",
     "tensor_to_array",
+    "check_tensors",
     "make_request",
     "make_response",
     "request_arrays",
@@ -427,6 +428,48 @@ def tensor_to_array(tensor, raw: bytes | None = None) -> np.ndarray:
         raise CodecError(f"{where}: {source} hold {flat.shape[0]} {datatype} elements "
                          f"but shape {list(shape)} needs {count}")
     return flat.reshape(shape)
+
+
+def _raw_count(raw: bytes, datatype: str, count: int, where: str) -> int:
+    """Elements in a raw entry without decoding it (BYTES: walk the length prefixes)."""
+    if datatype == "BYTES":
+        n, pos, end = 0, 0, len(raw)
+        while pos < end:
+            if end - pos < 4:
+                raise CodecError(f"{where}: raw BYTES contents end with a truncated length prefix")
+            pos += 4 + _LENGTH_PREFIX.unpack_from(raw, pos)[0]
+            if pos > end:
+                raise CodecError(f"{where}: raw BYTES element {n} overruns the contents")
+            n += 1
+        return n
+    itemsize = 1 if datatype == "BOOL" else NUMPY_DTYPE[datatype].itemsize
+    if datatype == "FP16" and count > 0 and len(raw) == 4 * count:
+        return count  # the reference's 4-byte FP16
+    if len(raw) % itemsize:
+        raise CodecError(f"{where}: raw contents of {len(raw)} bytes are not a multiple of the "
+                         f"{itemsize}-byte {datatype} element size")
+    return len(raw) // itemsize
+
+
+def check_tensors(msg: InferMessage) -> None:
+    """Raise CodecError unless every tensor's contents fill its shape, the way ``tensor_to_array``
+    would read them, without building any array: counts are compared, the claimed
+    ``product(shape)`` is only multiplied. For a front door that must refuse a small message
+    claiming a huge shape before it costs memory."""
+    tensors, raws = _parts(msg)
+    if len(raws) > len(tensors):
+        raise CodecError(f"{len(raws)} raw contents for {len(tensors)} tensors")
+    for i, t in enumerate(tensors):
+        where = f"tensor {t.name!r}"
+        datatype = _check_datatype(t)
+        shape = _shape_of(t, where)
+        count = math.prod(shape)
+        if i < len(raws):
+            got, source = _raw_count(raws[i], datatype, count, where), "raw contents"
+        else:
+            got, source = len(getattr(t.contents, CONTENTS_FIELD[datatype])), CONTENTS_FIELD[datatype]
+        if got != count and not (datatype == "BYTES" and len(shape) > 1 and got == shape[0]):
+            raise CodecError(f"{where}: {source} hold {got} {datatype} elements but shape {list(shape)} needs {count}")
 
 
 def _tensors(tensors, raws) -> list[tuple[str, np.ndarray]]:

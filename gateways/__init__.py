@@ -2,7 +2,9 @@
 
 Modules (one concern each):
 
-* ``oip_json``        REST JSON <-> ``ModelInferRequest`` / ``ModelInferResponse`` (spec 5.5).
+* ``oip_json``        REST JSON <-> ``ModelInferRequest`` / ``ModelInferResponse`` (spec 5.5), the
+                      binary tensor extension, Go-style JSON numbers.
+* ``oip_meta``        server and model metadata the pipeline gateway answers (REST and gRPC).
 * ``routing``         pure wire rules: routing header -> ``Resource``, composite keys, request ids,
                       which headers cross the gateway, error-message shape.
 * ``kafka_io``        ``AsyncProducer`` and ``TopicSetConsumer`` (one consumer per group bucket in use,
@@ -11,7 +13,8 @@ Modules (one concern each):
                       act on the scheduler's Create / Delete instructions and ack each
                       (``PipelineStatusEvent`` / ``ModelStatusEvent``).
 * ``pipeline_gateway`` ``PipelineGateway.infer(resource, request_bytes, headers, request_id)``:
-                      produce, wait for the output with the same key, time out; unknown names 404.
+                      refuse bad input, produce, wait for the output with the same key, time out;
+                      each failure class carries its REST status and gRPC code.
 * ``pipeline_http`` / ``pipeline_grpc``  REST (aiohttp) and ``inference.GRPCInferenceService`` front ends.
 * ``pipeline_service`` ``PipelineGatewayService(PipelineGatewayConfig(...))``: all of the above running.
 * ``metrics``         Prometheus metrics with the reference names.

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Callable, Iterable
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from dataflow.kafka import KafkaSettings, poll_batch  # noqa: F401  (poll_batch re-exported)
 from dataflow.kafka_parking import parking_lot
@@ -24,7 +24,11 @@ log = logging.getLogger(__name__)
 
 
 class ProduceError(RuntimeError):
-    """A record could not be delivered."""
+    """A record could not be delivered; ``code`` is the ``KafkaError`` code when there is one."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class _ExitSignal:
@@ -109,7 +113,7 @@ class AsyncProducer:
                 if fut.done():
                     return
                 if err is not None:
-                    fut.set_exception(ProduceError(f"produce to {topic} failed: {err}"))
+                    fut.set_exception(ProduceError(f"produce to {topic} failed: {err}", err.code()))
                 else:
                     fut.set_result(None)
             loop.call_soon_threadsafe(settle)
@@ -123,6 +127,10 @@ class AsyncProducer:
                 break
             except BufferError:  # local queue full: yield to the loop while deliveries drain
                 await asyncio.sleep(0.01)
+            except KafkaException as exc:  # refused before queueing, e.g. MSG_SIZE_TOO_LARGE
+                err = exc.args[0] if exc.args else None
+                code = err.code() if isinstance(err, KafkaError) else None
+                raise ProduceError(f"produce to {topic} failed: {err}", code) from None
         await fut
 
     def flush(self, timeout_s: float = 10.0) -> int:

@@ -3,10 +3,11 @@
 Pure functions over ``tritonclient.grpc.service_pb2`` messages; no I/O.
 
 Request JSON -> ``ModelInferRequest`` (``request_from_json``):
-  * ``data`` may be flat or nested; it is flattened depth-first into ``product(shape)`` slots
-    (BYTES: ``shape[0]`` slots, each JSON string -> UTF-8 bytes). Fewer values than slots leave
-    the rest zero (reference behaviour); more values, or a value of the wrong JSON type, is an
-    ``OipJsonError`` naming the tensor and the index.
+  * ``data`` may be flat or nested; it is flattened depth-first and must hold exactly
+    ``product(shape)`` values (BYTES: ``shape[0]`` or ``product(shape)`` strings, each -> UTF-8
+    bytes). The reference zero-pads a short ``data`` to the claimed shape; we refuse it
+    (``OipJsonError``), because a 90-byte body claiming ``[1,20000000]`` would otherwise cost
+    hundreds of MB. A count mismatch or a value of the wrong JSON type names the tensor and index.
   * parameters: string -> string_param, number -> int64_param (truncated toward zero, quirk
     9.2 #13), bool -> bool_param; anything else (null, list, object) -> ``OipJsonError``.
   * ``model_name``/``model_version`` are "" and the JSON ``id`` is dropped, like the reference
@@ -20,6 +21,16 @@ Request JSON -> ``ModelInferRequest`` (``request_from_json``):
     ``datetime``, otherwise base64 strings (Go's encoding of ``[]byte``). Empty data / shape are
     ``null`` as Go writes nil slices. FP32 values are written with their shortest float32 repr.
 
+Binary tensor extension (KServe v2 / Triton, beyond the reference): ``request_from_http`` reads a
+body whose first ``Inference-Header-Content-Length`` bytes are the JSON and whose rest holds the
+inputs that carry ``parameters.binary_data_size`` (raw little-endian, BYTES length-prefixed);
+``response_to_http`` writes outputs the caller asked for in binary (``binary_data_output`` on the
+request, ``binary_data`` on a requested output) after the JSON header the same way.
+
+JSON numbers are written as Go's ``encoding/json`` writes them (``dumps``): whole floats as ``10``,
+not ``10.0``; plain decimals from 1e-6 to 1e21, exponents outside, so recorded reference outputs
+compare as text.
+
 The reverse directions (``request_to_json``, ``response_from_json``) serve the model gateway's REST
 mode and the CLI.
 """
@@ -28,6 +39,8 @@ from __future__ import annotations
 import base64
 import json
 import math
+from dataclasses import dataclass, field as dc_field
+from decimal import Decimal
 from typing import Any, Iterable
 
 import numpy as np
@@ -75,13 +88,20 @@ DATATYPES = tuple(_CONTENTS)
 # ------------------------------------------------------------------------------------------------
 
 
-def _load(body: bytes | str | dict) -> dict:
+def _negative_zero_aware_int(text: str) -> int | float:
+    """``-0`` in a response is Go's float -0.0, not the integer 0."""
+    return -0.0 if text == "-0" else int(text)
+
+
+def _load(body: bytes | str | dict, **json_options) -> dict:
     if isinstance(body, dict):
         return body
     try:
-        obj = json.loads(body)
+        obj = json.loads(body, **json_options)
     except (ValueError, UnicodeDecodeError) as exc:
         raise OipJsonError(f"body is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise OipJsonError("body is not valid JSON: nested too deeply") from None
     if not isinstance(obj, dict):
         raise OipJsonError(f"body must be a JSON object, got {type(obj).__name__}")
     return obj
@@ -95,15 +115,21 @@ def _num_elements(shape: Iterable[int]) -> int:
 
 
 def _flatten(data: Any, out: list) -> None:
-    """Depth-first flatten of nested JSON lists (the reference ``copyToTensor`` order)."""
-    if isinstance(data, list):
-        for v in data:
-            if isinstance(v, list):
-                _flatten(v, out)
-            else:
-                out.append(v)
-    else:
+    """Depth-first flatten of nested JSON lists (the reference ``copyToTensor`` order).
+
+    Iterative: any nesting the JSON parser accepted is flattened without recursion."""
+    if not isinstance(data, list):
         out.append(data)
+        return
+    stack = [iter(data)]
+    while stack:
+        for v in stack[-1]:
+            if isinstance(v, list):
+                stack.append(iter(v))
+                break
+            out.append(v)
+        else:
+            stack.pop()
 
 
 def _set_parameters(target, params: Any, where: str) -> None:
@@ -155,15 +181,8 @@ def _tensor_values(name: str, datatype: str, shape: list[int], data: Any, where:
     flat: list = []
     if data is not None:
         _flatten(data, flat)
-    if not exact:
-        slots = len(flat)
-    elif datatype == "BYTES":
-        slots = int(shape[0]) if shape else 0
-    else:
-        slots = _num_elements(shape)
-    if len(flat) > slots:
-        raise OipJsonError(
-            f"{where}: tensor {name!r} has {len(flat)} values but shape {shape} holds {slots}")
+    if exact:
+        _check_count(name, datatype, shape, len(flat), "values", where)
     for i, v in enumerate(flat):
         if datatype == "BOOL":
             if not isinstance(v, bool):
@@ -186,10 +205,16 @@ def _tensor_values(name: str, datatype: str, shape: list[int], data: Any, where:
                 flat[i] = v
             else:
                 flat[i] = float(v)
-    if len(flat) < slots:  # the reference allocates product(shape) zeroed slots
-        pad = b"" if datatype == "BYTES" else (False if datatype == "BOOL" else 0)
-        flat.extend([pad] * (slots - len(flat)))
     return field, flat
+
+
+def _check_count(name: str, datatype: str, shape: list[int], count: int, what: str, where: str) -> None:
+    """``count`` elements must fill ``shape`` (BYTES may also give one per row, the reference's
+    ``shape[0]`` rule). The claimed size is only multiplied, never allocated."""
+    slots = _num_elements(shape)
+    if count == slots or (datatype == "BYTES" and shape and count == shape[0]):
+        return
+    raise OipJsonError(f"{where}: tensor {name!r} has {count} {what} but shape {shape} holds {slots}")
 
 
 def _shape(value: Any, name: str, where: str) -> list[int]:
@@ -202,7 +227,49 @@ def _shape(value: Any, name: str, where: str) -> list[int]:
     return value
 
 
-def _fill_tensor(t, spec: Any, where: str) -> None:
+BINARY_DATA_SIZE = "binary_data_size"  # tensor parameter: its data are that many bytes after the JSON
+BINARY_DATA = "binary_data"  # requested-output parameter: write that output in binary
+BINARY_DATA_OUTPUT = "binary_data_output"  # request parameter: write every output in binary
+
+
+class _BinarySection:
+    """The bytes after the JSON header of a binary-extension body, handed out in input order."""
+
+    def __init__(self, data: memoryview) -> None:
+        self.data, self.offset = data, 0
+
+    def take(self, size: Any, name: str, where: str) -> bytes:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise OipJsonError(f"{where}: tensor {name!r} {BINARY_DATA_SIZE} must be a non-negative integer")
+        if self.offset + size > len(self.data):
+            raise OipJsonError(f"{where}: tensor {name!r} claims {size} bytes of binary data "
+                               f"but only {len(self.data) - self.offset} remain")
+        chunk = bytes(self.data[self.offset:self.offset + size])
+        self.offset += size
+        return chunk
+
+
+def _binary_count(name: str, datatype: str, raw: bytes, where: str) -> int:
+    """Elements in one tensor's binary data (BYTES: walk the length prefixes; nothing is copied)."""
+    if datatype == "BYTES":
+        count, off = 0, 0
+        while off < len(raw):
+            if off + 4 > len(raw):
+                raise OipJsonError(f"{where}: tensor {name!r} binary BYTES data end in a truncated length prefix")
+            off += 4 + int.from_bytes(raw[off:off + 4], "little")
+            if off > len(raw):
+                raise OipJsonError(f"{where}: tensor {name!r} binary BYTES element overruns the data")
+            count += 1
+        return count
+    size = _CONTENTS[datatype][1].itemsize
+    if len(raw) % size:
+        raise OipJsonError(f"{where}: tensor {name!r} has {len(raw)} bytes of binary data, "
+                           f"not a multiple of the {size}-byte {datatype} element")
+    return len(raw) // size
+
+
+def _fill_tensor(t, spec: Any, where: str, binary: _BinarySection | None = None) -> bytes | None:
+    """One JSON input -> ``t``; returns its binary data (then ``t`` has no contents) or None."""
     if not isinstance(spec, dict):
         raise OipJsonError(f"{where} must be a JSON object")
     name = spec.get("name")
@@ -211,13 +278,29 @@ def _fill_tensor(t, spec: Any, where: str) -> None:
     datatype = spec.get("datatype")
     if not isinstance(datatype, str):
         raise OipJsonError(f"{where}: tensor {name!r} datatype must be a string")
+    if datatype not in _CONTENTS:
+        raise OipJsonError(f"{where}: unknown datatype {datatype!r} for tensor {name!r}")
     shape = _shape(spec.get("shape"), name, where)
     t.name = name
     t.datatype = datatype
     t.shape.extend(shape)
-    _set_parameters(t.parameters, spec.get("parameters"), f"{where} ({name})")
-    field, values = _tensor_values(name, datatype, shape, spec.get("data"), where)
-    getattr(t.contents, field).extend(values)
+    params = spec.get("parameters")
+    size = params.get(BINARY_DATA_SIZE) if isinstance(params, dict) else None
+    if size is not None:
+        params = {k: v for k, v in params.items() if k != BINARY_DATA_SIZE}
+    _set_parameters(t.parameters, params, f"{where} ({name})")
+    if size is None:
+        field, values = _tensor_values(name, datatype, shape, spec.get("data"), where)
+        getattr(t.contents, field).extend(values)
+        return None
+    if binary is None:
+        raise OipJsonError(f"{where}: tensor {name!r} has {BINARY_DATA_SIZE} but the request has no "
+                           f"Inference-Header-Content-Length header")
+    if spec.get("data") is not None:
+        raise OipJsonError(f"{where}: tensor {name!r} has both data and {BINARY_DATA_SIZE}")
+    raw = binary.take(size, name, where)
+    _check_count(name, datatype, shape, _binary_count(name, datatype, raw, where), "binary elements", where)
+    return raw
 
 
 # ------------------------------------------------------------------------------------------------
@@ -315,7 +398,76 @@ def _output_to_json(t, *, bytes_as_strings: bool = False) -> dict:
 def request_from_json(body: bytes | str | dict, *, model_name: str = "", model_version: str = "",
                       keep_id: bool = False) -> ModelInferRequest:
     """REST request body -> ``ModelInferRequest`` (spec 5.5). Raises ``OipJsonError``."""
-    obj = _load(body)
+    return _request(_load(body), None, model_name, model_version, keep_id)[0]
+
+
+@dataclass
+class OutputFormat:
+    """How the caller wants the outputs of a response written (binary extension)."""
+
+    binary_default: bool = False  # request parameter binary_data_output
+    binary: dict[str, bool] = dc_field(default_factory=dict)  # requested output -> binary_data
+
+    def is_binary(self, name: str) -> bool:
+        return self.binary.get(name, self.binary_default)
+
+
+def request_from_http(body: bytes, header_length: str | int | None) -> tuple[ModelInferRequest, OutputFormat]:
+    """An HTTP infer body (JSON, or JSON + binary tensors when ``Inference-Header-Content-Length``
+    is given) -> the request to forward and the output format the caller asked for.
+
+    The binary-extension parameters are consumed here and not forwarded. When every input is
+    binary the request carries ``raw_input_contents`` (no copy into Python values); in a mixed
+    request the binary inputs are decoded into typed contents, as protobuf allows raw contents
+    only for all inputs or none."""
+    binary = None
+    if header_length is not None:
+        try:
+            n = int(header_length)
+        except (TypeError, ValueError):
+            raise OipJsonError(f"Inference-Header-Content-Length {header_length!r} is not an integer") from None
+        if not 0 <= n <= len(body):
+            raise OipJsonError(f"Inference-Header-Content-Length {n} is outside the {len(body)}-byte body")
+        binary = _BinarySection(memoryview(body)[n:])
+        body = bytes(memoryview(body)[:n])
+    try:
+        obj = _load(body)
+    except OipJsonError as exc:
+        if binary is None and "Extra data" in str(exc):  # what a binary body looks like without the header
+            raise OipJsonError(f"{exc} (binary tensor data needs the Inference-Header-Content-Length header)") from None
+        raise
+    req, raws = _request(obj, binary, "", "", False)
+    if binary is not None and binary.offset != len(binary.data):
+        raise OipJsonError(f"{len(binary.data) - binary.offset} bytes of binary data follow the last binary input")
+    if any(r is not None for r in raws):
+        if all(r is not None for r in raws):
+            req.raw_input_contents.extend(raws)
+        else:
+            for t, raw in zip(req.inputs, raws):
+                if raw is not None:
+                    field, values = _decode_raw(t.datatype, t.shape, raw)
+                    t.contents.SetInParent()
+                    getattr(t.contents, field).extend(values)
+    fmt = OutputFormat()
+    if BINARY_DATA_OUTPUT in req.parameters:
+        fmt.binary_default = _truthy(req.parameters[BINARY_DATA_OUTPUT])
+        del req.parameters[BINARY_DATA_OUTPUT]
+    for o in req.outputs:
+        if BINARY_DATA in o.parameters:
+            fmt.binary[o.name] = _truthy(o.parameters[BINARY_DATA])
+            del o.parameters[BINARY_DATA]
+    return req, fmt
+
+
+def _truthy(p) -> bool:
+    """A flag parameter as clients send it: ``true``, or a number / string standing for one."""
+    which = p.WhichOneof("parameter_choice")
+    value = getattr(p, which) if which else False
+    return value.lower() in ("true", "1") if isinstance(value, str) else bool(value)
+
+
+def _request(obj: dict, binary: _BinarySection | None, model_name: str, model_version: str,
+             keep_id: bool) -> tuple[ModelInferRequest, list[bytes | None]]:
     req = ModelInferRequest(model_name=model_name, model_version=model_version)
     if keep_id and isinstance(obj.get("id"), str):
         req.id = obj["id"]
@@ -323,8 +475,7 @@ def request_from_json(body: bytes | str | dict, *, model_name: str = "", model_v
     inputs = obj.get("inputs")
     if inputs is not None and not isinstance(inputs, list):
         raise OipJsonError("request: inputs must be a list")
-    for i, spec in enumerate(inputs or []):
-        _fill_tensor(req.inputs.add(), spec, f"inputs[{i}]")
+    raws = [_fill_tensor(req.inputs.add(), spec, f"inputs[{i}]", binary) for i, spec in enumerate(inputs or [])]
     outputs = obj.get("outputs")
     if outputs is not None and not isinstance(outputs, list):
         raise OipJsonError("request: outputs must be a list")
@@ -333,7 +484,7 @@ def request_from_json(body: bytes | str | dict, *, model_name: str = "", model_v
             raise OipJsonError(f"outputs[{i}]: requested output needs a string name")
         o = req.outputs.add(name=spec["name"])
         _set_parameters(o.parameters, spec.get("parameters"), f"outputs[{i}]")
-    return req
+    return req, raws
 
 
 def response_to_json(resp: ModelInferResponse | bytes) -> dict:
@@ -367,7 +518,99 @@ def response_to_json(resp: ModelInferResponse | bytes) -> dict:
 
 
 def response_to_json_bytes(resp: ModelInferResponse | bytes) -> bytes:
-    return json.dumps(response_to_json(resp), separators=(",", ":")).encode()
+    return dumps(response_to_json(resp)).encode()
+
+
+def _parse_response(resp: ModelInferResponse | bytes) -> ModelInferResponse:
+    if isinstance(resp, (bytes, bytearray, memoryview)):
+        msg = ModelInferResponse()
+        try:
+            msg.ParseFromString(bytes(resp))
+        except Exception as exc:  # protobuf DecodeError
+            raise OipJsonError(f"value is not a ModelInferResponse: {exc}") from exc
+        return msg
+    return resp
+
+
+def _raw_bytes(t, raw: bytes | None) -> bytes:
+    """One output's data as binary-extension bytes (raw contents as they are, typed ones encoded)."""
+    if raw is not None:
+        return raw
+    field, dtype = _CONTENTS[t.datatype]
+    values = getattr(t.contents, field)
+    if t.datatype == "BYTES":
+        return encode_bytes_raw(values)
+    return np.asarray(values).astype(dtype).tobytes()
+
+
+def response_to_http(resp: ModelInferResponse | bytes, fmt: OutputFormat | None) -> tuple[bytes, int | None]:
+    """Response -> HTTP body and the ``Inference-Header-Content-Length`` to send (None: plain JSON).
+
+    Outputs the caller wants in binary carry ``parameters.binary_data_size`` and no ``data``; their
+    bytes follow the JSON header in output order."""
+    msg = _parse_response(resp)
+    if fmt is None or not any(fmt.is_binary(t.name) for t in msg.outputs):
+        return response_to_json_bytes(msg), None
+    unknown = [t.datatype for t in msg.outputs if t.datatype not in _CONTENTS]
+    if unknown:
+        raise OipJsonError(f"Unknown type {unknown[0]}")
+    raws = list(msg.raw_output_contents)
+    binary_parts: list[bytes] = []
+    keep = ModelInferResponse()
+    keep.CopyFrom(msg)
+    del keep.raw_output_contents[:]
+    for i, t in enumerate(keep.outputs):
+        if fmt.is_binary(t.name):
+            data = _raw_bytes(t, raws[i] if i < len(raws) else None)
+            binary_parts.append(data)
+            t.ClearField("contents")
+            t.parameters[BINARY_DATA_SIZE].int64_param = len(data)
+        elif i < len(raws):  # a JSON output of a raw response: decode its bytes into typed contents
+            field, values = _decode_raw(t.datatype, t.shape, raws[i])
+            t.contents.SetInParent()
+            getattr(t.contents, field).extend(values)
+    obj = response_to_json(keep)
+    for o in obj.get("outputs", ()):
+        if BINARY_DATA_SIZE in o.get("parameters", {}):
+            o.pop("data", None)
+    header = dumps(obj).encode()
+    return header + b"".join(binary_parts), len(header)
+
+
+# ---- JSON text as Go's encoding/json writes it -------------------------------------------------
+
+
+def go_float(f: float) -> str:
+    """A float64 as Go's ``encoding/json`` writes it: shortest digits, ``10`` not ``10.0``, plain
+    decimals for 1e-6 <= |f| < 1e21 and ``1e-7`` / ``1e+21`` style exponents outside."""
+    if f != f or f in (math.inf, -math.inf):
+        return json.dumps(f)  # Go refuses these; keep Python's NaN / Infinity
+    s = repr(f)
+    a = abs(f)
+    if a != 0 and (a < 1e-6 or a >= 1e21):
+        mantissa, exp = s.split("e")
+        if mantissa.endswith(".0"):
+            mantissa = mantissa[:-2]
+        sign, digits = exp[0], exp[1:].lstrip("0") or "0"
+        return f"{mantissa}e{sign}{digits.zfill(2) if sign == '+' else digits}"
+    if "e" in s:
+        s = format(Decimal(s), "f")
+    return s[:-2] if s.endswith(".0") else s
+
+
+def dumps(obj: Any) -> str:
+    """Compact JSON with floats formatted by ``go_float`` (everything else as ``json.dumps``)."""
+    if isinstance(obj, float):
+        return go_float(obj)
+    if isinstance(obj, dict):
+        return "{" + ",".join(json.dumps(str(k)) + ":" + dumps(v) for k, v in obj.items()) + "}"
+    if isinstance(obj, (list, tuple)):
+        if obj and all(type(v) is float for v in obj):
+            return "[" + ",".join(map(go_float, obj)) + "]"
+        if not any(isinstance(v, (float, dict, list, tuple)) for v in obj):
+            return json.dumps(obj, separators=(",", ":"))
+        return "[" + ",".join(map(dumps, obj)) + "]"
+    return json.dumps(obj, separators=(",", ":"))
 
 
 def request_to_json(req: ModelInferRequest | bytes) -> dict:
@@ -418,7 +661,7 @@ def response_from_json(body: bytes | str | dict, *, bytes_are_base64: bool = Fal
     BYTES data are strings. An OIP server writes them as text; with ``bytes_are_base64`` (our own
     gateway's JSON for outputs without a string content_type) they are base64-decoded.
     """
-    obj = _load(body)
+    obj = _load(body, parse_int=_negative_zero_aware_int)
     resp = ModelInferResponse()
     for field in ("model_name", "model_version", "id"):
         v = obj.get(field)

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
 
+from dataflow import codec
 from dataflow.codec import strip_schema_prefix
 from dataflow.kafka import KafkaSettings, TopicNamer, pipelinegateway_group_id
 from dataflow.schema_registry import Framer
@@ -55,6 +56,9 @@ log = logging.getLogger(__name__)
 
 PARTITION_WAIT_S = 10.0  # reference: wait up to 10 s for an output-topic assignment
 DEFAULT_TIMEOUT_S = 30.0
+# The reference's clients raise the producer's message.max.bytes to librdkafka's maximum, so a
+# request up to this size is a legitimate one; larger ones are refused before any Kafka work.
+MAX_REQUEST_BYTES = 1_000_000_000
 # PIPELINEGATEWAY_MAX_NUM_CONSUMERS. One bucket: one consumer (incremental rebalances, see ``load``)
 # serves every output topic, whatever the number of pipelines. More buckets spread the topics over
 # more consumers and groups; every replica of the gateway must use the same value.
@@ -63,19 +67,73 @@ TOPIC_LOOKUP_TIMEOUT_S = 5.0
 
 
 class GatewayError(RuntimeError):
-    """The gateway could not run the request (no partitions, produce failed, unloaded): 500."""
+    """The gateway could not run the request (produce failed, unloaded): 500.
+
+    Each subclass carries the status the front ends answer with (REST code, gRPC code name), so
+    the two front ends cannot drift apart."""
+
+    http_status = 500
+    grpc_code = "FAILED_PRECONDITION"  # the reference's code for gateway failures
+
+
+class BadRequest(GatewayError):
+    """The request itself is wrong (body, shapes, headers): REST 400 / gRPC INVALID_ARGUMENT."""
+
+    http_status = 400
+    grpc_code = "INVALID_ARGUMENT"
 
 
 class PipelineNotFound(GatewayError):
     """The resource is not one this gateway serves: REST 404 / gRPC NOT_FOUND."""
 
+    http_status = 404
+    grpc_code = "NOT_FOUND"
 
-class PartitionRevoked(GatewayError):
+
+class DuplicateRequest(GatewayError):
+    """A request with this X-Request-Id is already waiting for this resource: 409 / ALREADY_EXISTS.
+
+    Its answer would be indistinguishable from the first one's."""
+
+    http_status = 409
+    grpc_code = "ALREADY_EXISTS"
+
+
+class RequestTooLarge(GatewayError):
+    """Over the gateway's request size limit (or Kafka's message size): 413 / RESOURCE_EXHAUSTED."""
+
+    http_status = 413
+    grpc_code = "RESOURCE_EXHAUSTED"
+
+
+class Unavailable(GatewayError):
+    """Transient: no output partition assigned yet (rebalance, broker pause): 503 / UNAVAILABLE."""
+
+    http_status = 503
+    grpc_code = "UNAVAILABLE"
+
+
+class PartitionRevoked(Unavailable):
     """The partition a request waits on is no longer this gateway's (after a rebalance)."""
 
 
 class GatewayTimeout(GatewayError):
     """No output arrived within the request timeout: REST 504 / gRPC DEADLINE_EXCEEDED."""
+
+    http_status = 504
+    grpc_code = "DEADLINE_EXCEEDED"
+
+
+def check_request(req) -> None:
+    """What both front ends refuse before producing (``BadRequest``): a request without inputs
+    (the engine would drop it and the caller wait for the timeout) and contents that do not fill
+    their shape (checked by counting; a claimed shape is never allocated)."""
+    if not req.inputs:
+        raise BadRequest("request has no inputs")
+    try:
+        codec.check_tensors(req)
+    except codec.CodecError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +150,8 @@ class PipelineGateway:
     def __init__(self, settings: KafkaSettings, namer: TopicNamer | None = None, *, consumer_prefix: str = "",
                  timeout_s: float = DEFAULT_TIMEOUT_S, partition_wait_s: float = PARTITION_WAIT_S,
                  max_num_consumers: int = MAX_NUM_CONSUMERS, metrics: PipelineMetrics | None = None,
-                 lazy_pipelines: bool = False, framer: Framer | None = None) -> None:
+                 lazy_pipelines: bool = False, framer: Framer | None = None,
+                 max_request_bytes: int = MAX_REQUEST_BYTES) -> None:
         if max_num_consumers < 1:
             raise ValueError(f"max_num_consumers must be at least 1, got {max_num_consumers}")
         self.settings = settings
@@ -106,6 +165,7 @@ class PipelineGateway:
         # topic is found in Kafka; with one, only what the scheduler announced.
         self.lazy_pipelines = lazy_pipelines
         self.framer = framer  # schema-registry framing of the requests it writes; None: raw values
+        self.max_request_bytes = max_request_bytes
         self._loop: asyncio.AbstractEventLoop | None = None
         self._producer: AsyncProducer | None = None
         self._consumers: dict[str, TopicSetConsumer] = {}  # group -> consumer; only groups in use
@@ -113,6 +173,7 @@ class PipelineGateway:
         self._loaded: dict[Resource, int] = {}  # resource -> version (0 for models)
         self._known_models: set[str] = set()
         self._pending: dict[str, asyncio.Future] = {}
+        self._in_flight: set[tuple[Resource, str]] = set()  # caller-given request ids being served
         self._pending_where: dict[str, tuple[Resource, str, str, int]] = {}  # key -> (resource, group, topic, p)
         self._assign_waiter: asyncio.Future | None = None
         self._admin = None  # AdminClient for topic look-ups (only without a scheduler)
@@ -121,7 +182,9 @@ class PipelineGateway:
     # ---- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> "PipelineGateway":
         self._loop = asyncio.get_running_loop()
-        self._producer = AsyncProducer(self.settings)
+        overrides = {} if "message.max.bytes" in dict(self.settings.extra) else \
+            {"message.max.bytes": min(self.max_request_bytes + 65536, MAX_REQUEST_BYTES)}
+        self._producer = AsyncProducer(self.settings, **overrides)
         return self
 
     async def close(self) -> None:
@@ -229,6 +292,28 @@ class PipelineGateway:
         consumer = self._consumers.get(self.group_id(resource.name))
         return bool(consumer and consumer.partitions(resource.output_topic(self.namer)))
 
+    @property
+    def started(self) -> bool:
+        return self._producer is not None
+
+    async def served_version(self, resource: Resource) -> int:
+        """The version ``resource`` is served at (0 for models), for metadata calls;
+        ``PipelineNotFound`` if this gateway does not serve it. A known model is not subscribed."""
+        if resource in self._loaded:
+            return self._loaded[resource]
+        if not (resource.is_model and resource.name in self._known_models):
+            await self._ensure_served(resource)
+        return self._loaded.get(resource, 0)
+
+    async def is_ready(self, resource: Resource) -> bool:
+        """``ready`` for a ready call; ``PipelineNotFound`` if not served. Without a scheduler the
+        call serves a resource whose topic exists (as an infer would), ready once assigned."""
+        if resource not in self._loaded:
+            if resource.is_model:
+                raise PipelineNotFound(f"{resource.header_value} not found")
+            await self._ensure_served(resource)
+        return self.ready(resource)
+
     async def _ensure_served(self, resource: Resource) -> None:
         """Load ``resource`` if this gateway may serve it, else raise ``PipelineNotFound``."""
         if resource in self._loaded:
@@ -279,19 +364,33 @@ class PipelineGateway:
         """
         if self._producer is None:
             raise GatewayError("gateway not started")
+        if len(request) > self.max_request_bytes:
+            raise RequestTooLarge(f"request of {len(request)} bytes is over the gateway's limit of "
+                                  f"{self.max_request_bytes} bytes")
         await self._ensure_served(resource)
-        request_id = request_id or routing.new_request_id()
-        headers = routing.request_headers(caller_headers, resource, request_id)
-        wait = self.timeout_s if timeout_s is None else timeout_s
-        deadline = self._loop.time() + wait if wait and wait > 0 else None
-        for attempt in range(2):
-            try:
-                return await self._publish_and_wait(resource, request, headers, request_id, deadline)
-            except PartitionRevoked:
-                if attempt == 1:
-                    raise GatewayError("partition(s) revoked") from None
-                log.info("partition revoked while waiting for %s: publishing again", request_id)
-        raise GatewayError("partition(s) revoked")  # pragma: no cover
+        if request_id:
+            if (resource, request_id) in self._in_flight:
+                raise DuplicateRequest(f"a request with id {request_id} for {resource.header_value} "
+                                       f"is already in flight")
+            self._in_flight.add((resource, request_id))
+            mine = (resource, request_id)
+        else:
+            request_id, mine = routing.new_request_id(), None
+        try:
+            headers = routing.request_headers(caller_headers, resource, request_id)
+            wait = self.timeout_s if timeout_s is None else timeout_s
+            deadline = self._loop.time() + wait if wait and wait > 0 else None
+            for attempt in range(2):
+                try:
+                    return await self._publish_and_wait(resource, request, headers, request_id, deadline)
+                except PartitionRevoked:
+                    if attempt == 1:
+                        raise Unavailable("partition(s) revoked twice while waiting; try again") from None
+                    log.info("partition revoked while waiting for %s: publishing again", request_id)
+            raise Unavailable("partition(s) revoked")  # pragma: no cover
+        finally:
+            if mine is not None:
+                self._in_flight.discard(mine)
 
     async def _partitions(self, resource: Resource, out_topic: str) -> list[int]:
         """Partitions of ``out_topic`` this gateway owns, waiting up to ``partition_wait_s`` for
@@ -306,7 +405,7 @@ class PipelineGateway:
                 return partitions
             left = end - self._loop.time()
             if left <= 0:
-                raise GatewayError(f"no partitions assigned for {out_topic} after {self.partition_wait_s}s")
+                raise Unavailable(f"no partitions assigned for {out_topic} after {self.partition_wait_s}s; try again")
             # Created and awaited within this loop step, and resolved on the loop by
             # ``_on_assigned``, so an assignment landing right after the check is not missed.
             if self._assign_waiter is None or self._assign_waiter.done():
@@ -324,7 +423,7 @@ class PipelineGateway:
         partition = random.choice(partitions)
         key = routing.composite_key(partition, resource.name, request_id)
         if key in self._pending:
-            raise GatewayError(f"a request with key {key} is already in flight")
+            raise DuplicateRequest(f"a request with key {key} is already in flight")
         fut = self._loop.create_future()
         self._pending[key] = fut
         self._pending_where[key] = (resource, group, out_topic, partition)
@@ -338,6 +437,8 @@ class PipelineGateway:
                     request = await self.framer.aframe(in_topic, request)
                 await self._producer.produce(in_topic, request, key=key, partition=partition, headers=headers)
             except ProduceError as exc:
+                if exc.code == KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise RequestTooLarge(f"request of {len(request)} bytes is over Kafka's message size limit") from None
                 raise GatewayError(str(exc)) from exc
             left = None if deadline is None else max(0.0, deadline - self._loop.time())
             try:

@@ -3,9 +3,18 @@
 ModelInfer: the request is forwarded unchanged; the output protobuf is returned unchanged
 (raw_output_contents preserved) with the output's ``x-*`` headers as header metadata and
 ``x-request-id`` = the composite key. A pipeline error record -> UNKNOWN ``"<model> : <text>"``;
-gateway failures -> FAILED_PRECONDITION; a pipeline or model this gateway does not serve -> NOT_FOUND
-at once; request timeout -> DEADLINE_EXCEEDED (beyond the reference).
-ModelReady and ServerReady are answered; every other RPC is UNIMPLEMENTED (the base servicer).
+gateway failures -> FAILED_PRECONDITION (the reference's code). Beyond the reference, bad input is
+refused before any Kafka work: INVALID_ARGUMENT (contents that do not fill the shape, no inputs),
+NOT_FOUND (a resource this gateway does not serve), ALREADY_EXISTS (a second in-flight request
+with the same x-request-id), RESOURCE_EXHAUSTED (over the size limit, answered by gRPC itself or
+by Kafka's message size); UNAVAILABLE when no output partition is assigned yet; DEADLINE_EXCEEDED
+past the request timeout.
+
+Without routing metadata the request's ``model_name`` names the resource
+(``routing.resource_from_name``: a bare name is a pipeline), so standard clients work unchanged.
+ServerLive, ServerReady, ServerMetadata, ModelReady and ModelMetadata are answered; every other
+RPC answers UNIMPLEMENTED (without the base servicer's exception, which gRPC logs as an error
+with a traceback on every call).
 """
 from __future__ import annotations
 
@@ -20,12 +29,17 @@ from dataflow import headers as H
 
 from gateways import routing
 from gateways.metrics import METHOD_GRPC
-from gateways.pipeline_gateway import GatewayError, GatewayTimeout, PipelineGateway, PipelineNotFound
+from gateways.pipeline_gateway import GatewayError, PipelineGateway, check_request
+from gateways.oip_meta import EXTENSIONS, SERVER_NAME, model_metadata, server_version
 from gateways.routing import Resource, RoutingError
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE = 1000 * 1024 * 1024
+ANSWERED = ("ModelInfer", "ModelReady", "ModelMetadata", "ServerLive", "ServerReady", "ServerMetadata")
+
+
+def _metadata(context) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)]
 
 
 class PipelineInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -33,10 +47,12 @@ class PipelineInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.gateway = gateway
 
     @staticmethod
-    def _resource(md: list[tuple[str, str]]) -> Resource:
+    def _resource(md: list[tuple[str, str]], name: str = "") -> Resource:
         internal = routing.header_values(md, H.SELDON_INTERNAL_MODEL)
         model = routing.header_values(md, H.SELDON_MODEL)
         if not internal and not model:
+            if name:
+                return routing.resource_from_name(name)
             raise RoutingError(f"failed to find any metadata - required {H.SELDON_MODEL} or {H.SELDON_INTERNAL_MODEL}")
         try:
             return routing.resource_from_values(internal, model)
@@ -46,25 +62,24 @@ class PipelineInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext):
         start = time.perf_counter()
-        md = [(k, v) for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)]
+        md = _metadata(context)
         try:
-            resource = self._resource(md)
+            resource = self._resource(md, request.model_name)
         except RoutingError as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         code = grpc.StatusCode.FAILED_PRECONDITION
         try:
             request_ids = routing.header_values(md, H.REQUEST_ID)
             try:
-                result = await self.gateway.infer(resource, request.SerializeToString(),
-                                                  routing.caller_headers(md),
+                caller = routing.caller_headers(md)
+                check_request(request)
+                result = await self.gateway.infer(resource, request.SerializeToString(), caller,
                                                   request_ids[-1] if request_ids else None)
-            except GatewayTimeout as exc:
-                code = grpc.StatusCode.DEADLINE_EXCEEDED
-                await context.abort(code, str(exc))
-            except PipelineNotFound as exc:
-                code = grpc.StatusCode.NOT_FOUND
+            except routing.BadHeader as exc:
+                code = grpc.StatusCode.INVALID_ARGUMENT
                 await context.abort(code, str(exc))
             except GatewayError as exc:
+                code = grpc.StatusCode[exc.grpc_code]
                 await context.abort(code, str(exc))
             await context.send_initial_metadata(routing.grpc_response_metadata(result.headers, result.key))
             if result.error is not None:
@@ -81,20 +96,56 @@ class PipelineInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             self.gateway.metrics.observe(resource.name, METHOD_GRPC, time.perf_counter() - start, code.name,
                                          per_pipeline=self.gateway.is_loaded(resource))
 
+    async def _named(self, name: str, context) -> Resource:
+        try:
+            return self._resource(_metadata(context), name)
+        except RoutingError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
     async def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext):
-        resource = Resource(request.name, False)
-        if not self.gateway.is_loaded(resource):
-            await context.abort(grpc.StatusCode.NOT_FOUND, "Pipeline not found")
-        return pb.ModelReadyResponse(ready=self.gateway.ready(resource))
+        resource = await self._named(request.name, context)
+        try:
+            return pb.ModelReadyResponse(ready=await self.gateway.is_ready(resource))
+        except GatewayError as exc:
+            await context.abort(grpc.StatusCode[exc.grpc_code], str(exc))
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext):
+        resource = await self._named(request.name, context)
+        try:
+            version = await self.gateway.served_version(resource)
+        except GatewayError as exc:
+            await context.abort(grpc.StatusCode[exc.grpc_code], str(exc))
+        meta = model_metadata(resource, version)
+        return pb.ModelMetadataResponse(name=meta["name"], versions=meta["versions"], platform=meta["platform"])
+
+    async def ServerLive(self, request, context):
+        return pb.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request, context):
-        return pb.ServerReadyResponse(ready=True)
+        return pb.ServerReadyResponse(ready=self.gateway.started)
+
+    async def ServerMetadata(self, request, context):
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=server_version(), extensions=EXTENSIONS)
+
+
+def _unimplemented(name: str):
+    async def method(self, request, context):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{name} is not supported by the pipeline gateway")
+    method.__name__ = name
+    return method
+
+
+for _name in dir(pb_grpc.GRPCInferenceServiceServicer):
+    if not _name.startswith("_") and _name not in ANSWERED:
+        setattr(PipelineInferenceServicer, _name, _unimplemented(_name))
 
 
 async def serve(gateway: PipelineGateway, port: int, host: str = "0.0.0.0") -> grpc.aio.Server:
+    # gRPC itself answers RESOURCE_EXHAUSTED past the gateway's request size limit.
+    limit = min(gateway.max_request_bytes, 2**31 - 1)
     server = grpc.aio.server(options=[
-        ("grpc.max_receive_message_length", MAX_MESSAGE),
-        ("grpc.max_send_message_length", MAX_MESSAGE),
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", 2**31 - 1),
         ("grpc.max_concurrent_streams", 1_000_000),
     ])
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(PipelineInferenceServicer(gateway), server)

@@ -16,7 +16,7 @@ from dataflow.kafka import KafkaSettings, TopicNamer
 from dataflow.schema_registry import framer_for
 
 from gateways import pipeline_grpc, pipeline_http, scheduler_watch
-from gateways.pipeline_gateway import DEFAULT_TIMEOUT_S, MAX_NUM_CONSUMERS, PipelineGateway
+from gateways.pipeline_gateway import DEFAULT_TIMEOUT_S, MAX_NUM_CONSUMERS, MAX_REQUEST_BYTES, PipelineGateway
 from gateways.service import GatewayService, subscriber_name
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ class PipelineGatewayConfig:
     subscriber: str = ""
     max_num_consumers: int = MAX_NUM_CONSUMERS  # group buckets; must match the other replicas
     schema_registry_config: str | None = None  # .confluent-schema.yaml or its directory; None: raw values
+    max_request_bytes: int = MAX_REQUEST_BYTES  # REST 413 / gRPC RESOURCE_EXHAUSTED past it
 
 
 class PipelineGatewayService(GatewayService):
@@ -47,7 +48,8 @@ class PipelineGatewayService(GatewayService):
         self.gateway = PipelineGateway(config.settings, config.namer, consumer_prefix=config.consumer_prefix,
                                        timeout_s=config.timeout_s, max_num_consumers=config.max_num_consumers,
                                        lazy_pipelines=config.scheduler is None,
-                                       framer=framer_for(config.schema_registry_config))
+                                       framer=framer_for(config.schema_registry_config),
+                                       max_request_bytes=config.max_request_bytes)
         self._http = None
         self._grpc = None
         self._metrics = None

@@ -23,6 +23,10 @@ class RoutingError(ValueError):
     """The routing header is missing or malformed."""
 
 
+class BadHeader(ValueError):
+    """A caller header that cannot travel on Kafka (e.g. a non-ASCII ``x-`` value)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Resource:
     """What a call targets: a pipeline, or a single model through its own topics."""
@@ -55,11 +59,25 @@ def resource_from_header(value: str | None) -> Resource:
     raise RoutingError(f"Bad or missing header {H.SELDON_MODEL} {value}")
 
 
-def resource_from_values(internal: list[str], model: list[str], path_pipeline: str | None = None) -> Resource:
+def resource_from_name(name: str) -> Resource:
+    """A name given without a routing header (a URL path, gRPC ``model_name``): ``x.pipeline`` and
+    ``x.model`` as in the header, but a bare ``x`` is pipeline x: this is a pipeline gateway, so a
+    standard client calling model ``x`` means the pipeline."""
+    parts = name.split(".")
+    if len(parts) == 2 and parts[0] and parts[1] in (PIPELINE_SUFFIX, MODEL_SUFFIX):
+        return resource_from_header(name)
+    if name and "." not in name:
+        return Resource(name, False)
+    raise RoutingError(f"Bad or missing header {H.SELDON_MODEL} {name}")
+
+
+def resource_from_values(internal: list[str], model: list[str], path_pipeline: str | None = None,
+                         path_name: str | None = None) -> Resource:
     """Resolution order of spec 5.1: last ``seldon-internal-model`` value, else ``seldon-model``.
 
-    Convenience beyond the reference (which relies on Envoy to set the header): on
-    ``/v2/pipelines/{name}/...`` with neither header present, the path names the pipeline.
+    Convenience beyond the reference (which relies on Envoy to set the header): with neither
+    header present, ``/v2/pipelines/{name}/...`` names the pipeline, and ``/v2/models/{name}/...``
+    (``path_name``) names a resource as ``resource_from_name`` reads it.
     """
     if internal:
         return resource_from_header(internal[-1])
@@ -67,6 +85,8 @@ def resource_from_values(internal: list[str], model: list[str], path_pipeline: s
         return resource_from_header(model[0])
     if path_pipeline:
         return Resource(path_pipeline, False)
+    if path_name:
+        return resource_from_name(path_name)
     return resource_from_header(None)
 
 
@@ -101,12 +121,18 @@ def new_request_id() -> str:
 
 
 def caller_headers(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, bytes]]:
-    """Caller HTTP headers / gRPC metadata that travel on Kafka: ``x-*`` keys, lower-cased, all values."""
+    """Caller HTTP headers / gRPC metadata that travel on Kafka: ``x-*`` keys, lower-cased, all values.
+
+    Values must be ASCII (``BadHeader`` otherwise): they come back as response headers, and a
+    server decodes undecodable header bytes into text that cannot be encoded again."""
     out = []
     for k, v in pairs:
         lk = k.lower()
         if lk.startswith(EXTERNAL_PREFIX) and not lk.endswith("-bin"):
-            out.append((lk, v.encode("utf-8") if isinstance(v, str) else bytes(v)))
+            raw = v.encode("utf-8", "surrogateescape") if isinstance(v, str) else bytes(v)
+            if not raw.isascii():
+                raise BadHeader(f"header {k} has a non-ASCII value")
+            out.append((lk, raw))
     return out
 
 

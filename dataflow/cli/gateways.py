@@ -95,6 +95,9 @@ def register(sub) -> None:
     p.add_argument("--max-num-consumers", type=int, default=_env_int("PIPELINEGATEWAY_MAX_NUM_CONSUMERS", 1),
                    help="consumer-group buckets for output topics; every replica must use the same value "
                         "(env PIPELINEGATEWAY_MAX_NUM_CONSUMERS, default 1: one consumer for all)")
+    p.add_argument("--max-request-bytes", type=int, default=1_000_000_000,
+                   help="largest request accepted (REST body, gRPC message, Kafka record); larger ones get "
+                        "REST 413 / gRPC RESOURCE_EXHAUSTED (default 1000000000, the reference's max message size)")
     p.set_defaults(handler=run_pipeline_gateway)
 
 
@@ -187,10 +190,13 @@ def run_pipeline_gateway(args) -> int:
         raise CliError("give --scheduler HOST:PORT (or --no-scheduler to serve pipelines on demand)")
     if args.max_num_consumers < 1:
         raise CliError(f"--max-num-consumers must be at least 1, got {args.max_num_consumers}")
+    if not 1 <= args.max_request_bytes <= 1_000_000_000:
+        raise CliError(f"--max-request-bytes must be between 1 and 1000000000, got {args.max_request_bytes}")
     cfg = PipelineGatewayConfig(settings=settings, namer=namer, scheduler=scheduler, http_port=args.http_port,
                                 grpc_port=args.grpc_port, host=args.host, metrics_port=args.metrics_port,
                                 timeout_s=args.timeout_s, consumer_prefix=args.consumer_group_prefix,
                                 max_num_consumers=args.max_num_consumers,
+                                max_request_bytes=args.max_request_bytes,
                                 schema_registry_config=_schema_registry(args))
     service = PipelineGatewayService(cfg)
     print(f"pipeline gateway: REST {args.host}:{args.http_port}, gRPC {args.host}:{args.grpc_port}, "

@@ -8,7 +8,8 @@ Per record, a step runs: pipeline-header filter -> chain transform (select, rena
 empty drop -> [join] -> [batch] -> [trigger gate] -> header rewrite -> [cycle counter] -> sink.
 Output records carry ``topic`` = sink (or the error topic), the input key, rewritten headers and the
 input timestamp (join results: max of the parts). Undecodable values are logged, counted in
-``Pipeline.stats.malformed`` and dropped.
+``Pipeline.stats.malformed`` and replaced by an error record for their key on the error topic
+(``seldon-pipeline-errors: <pipeline>``), so the caller waiting on the key is answered at once.
 
 Where we knowingly differ from the reference (Kotlin/Kafka Streams):
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, fields
 class PipelineStats:
     consumed: int = 0          # records offered to a step (after topic routing)
     filtered: int = 0          # skipped: `pipeline` header did not match the source's pipelineName
-    malformed: int = 0         # dropped: value could not be decoded (logged)
+    malformed: int = 0         # value could not be decoded (logged; an error record sent for its key)
     empty_dropped: int = 0     # dropped: no tensor left after selection (spec 3.3)
     trigger_ignored: int = 0   # trigger records without the trigger tensors
     produced: int = 0          # records emitted to sinks or the error topic

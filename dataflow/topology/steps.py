@@ -8,7 +8,7 @@ import logging
 
 from dataflow import codec
 from dataflow.batching import Batcher
-from dataflow.headers import rewrite_for_sink
+from dataflow.headers import PIPELINE_ERRORS, rewrite_for_sink
 from dataflow.joins import StreamJoin, TriggerGate
 from dataflow.records import Record
 from dataflow.state.base import StoreFactory
@@ -53,8 +53,7 @@ class StepProcessor:
         try:
             result = apply_chain(source, record.value)
         except codec.CodecError as exc:
-            self._malformed(record, source.topic, exc)
-            return []
+            return self._malformed(record, source.topic, exc)
         if is_empty(result) and not self.step.pass_empty:
             self.stats.empty_dropped += 1
             return []
@@ -63,15 +62,13 @@ class StepProcessor:
             try:
                 joined = self._joined(self.join.add(index, data, now_ms))
             except codec.CodecError as exc:   # cannot happen for values we serialised; be safe
-                self._malformed(record, source.topic, exc)
-                return []
+                return self._malformed(record, source.topic, exc)
             return self._after_join(joined, now_ms)
         if self.batcher is not None:
             try:
                 batched = self.batcher.add(data, now_ms)
             except codec.CodecError as exc:   # e.g. a tensor whose shape cannot join the pending batch
-                self._malformed(record, source.topic, exc)
-                return []
+                return self._malformed(record, source.topic, exc)
             return self._after_join(batched, now_ms)
         return self._after_join([data], now_ms)
 
@@ -80,8 +77,7 @@ class StepProcessor:
         try:
             fires = trigger_fires(trigger, record.value)
         except codec.CodecError as exc:
-            self._malformed(record, trigger.topic, exc)
-            return []
+            return self._malformed(record, trigger.topic, exc)
         if not fires:
             self.stats.trigger_ignored += 1
             return []
@@ -131,10 +127,20 @@ class StepProcessor:
         self.stats.produced += len(out)
         return out
 
-    def _malformed(self, record: Record, topic: str, exc: Exception) -> None:
+    def _malformed(self, record: Record, topic: str, exc: Exception) -> list[Record]:
+        """A record the step cannot decode becomes an error record for its key on the error topic
+        (the reference's ``seldon-pipeline-errors`` header, value ``ERROR: ...`` text, as for
+        exceeded step revisits), so the pipeline's error step forwards it to the pipeline output
+        and a waiting caller gets the error at once instead of a timeout."""
         self.stats.malformed += 1
-        log.warning("pipeline %s step %s: dropping undecodable record from topic %s partition %s key %s: %s",
-                    self.topology.pipeline, self.step.name, topic, record.partition, record.key, exc)
+        t = self.topology
+        log.warning("pipeline %s step %s: undecodable record from topic %s partition %s key %s: %s",
+                    t.pipeline, self.step.name, topic, record.partition, record.key, exc)
+        if not t.error_topic:
+            return []
+        text = f"ERROR: step {self.step.name} cannot decode the record from topic {topic}: {exc}"
+        headers = rewrite_for_sink(record.headers, t.pipeline, t.version) + [(PIPELINE_ERRORS, t.pipeline.encode())]
+        return [record.evolve(topic=t.error_topic, value=text.encode("utf-8"), headers=headers)]
 
     def flush(self) -> None:
         """Write state the join processors keep decoded in memory to their stores."""

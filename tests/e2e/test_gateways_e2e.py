@@ -88,6 +88,42 @@ def test_chain_rest_and_grpc(stack):
     assert "seldon_pipeline_infer_api_seconds_bucket" in metrics
 
 
+def test_standard_clients_unmodified(stack):
+    """tritonclient over HTTP (binary tensors, its default, and JSON) and gRPC: health, metadata,
+    infer through a real pipeline and MLServer, no Seldon header (the URL names the pipeline)."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    a = np.array([A], dtype=np.int32)
+    b = np.array([B], dtype=np.int32)
+    http = httpclient.InferenceServerClient(stack.inference_url.split("://")[-1])
+    try:
+        assert http.is_server_live() and http.is_server_ready() and http.is_model_ready("tfsimples")
+        assert http.get_model_metadata("tfsimples")["name"] == "tfsimples"
+        for binary in (True, False):
+            inputs = [httpclient.InferInput("INPUT0", [1, 16], "INT32"), httpclient.InferInput("INPUT1", [1, 16], "INT32")]
+            inputs[0].set_data_from_numpy(a, binary_data=binary)
+            inputs[1].set_data_from_numpy(b, binary_data=binary)
+            outputs = None if binary else [httpclient.InferRequestedOutput(n, binary_data=False)
+                                           for n in ("OUTPUT0", "OUTPUT1")]
+            result = http.infer("tfsimples", inputs, outputs=outputs)
+            assert np.array_equal(result.as_numpy("OUTPUT0"), 2 * a), binary
+            assert np.array_equal(result.as_numpy("OUTPUT1"), 2 * b), binary
+    finally:
+        http.close()
+    g = grpcclient.InferenceServerClient(stack.inference_grpc.split("://")[-1])
+    try:
+        assert g.is_server_live() and g.is_server_ready() and g.is_model_ready("tfsimples")
+        assert g.get_model_metadata("tfsimples").name == "tfsimples"
+        inputs = [grpcclient.InferInput("INPUT0", [1, 16], "INT32"), grpcclient.InferInput("INPUT1", [1, 16], "INT32")]
+        inputs[0].set_data_from_numpy(a)
+        inputs[1].set_data_from_numpy(b)
+        assert np.array_equal(g.infer("tfsimples", inputs).as_numpy("OUTPUT0"), 2 * a)
+    finally:
+        g.close()
+
+
 def test_join(stack):
     status, _, body = rest(stack, "join", TFSIMPLE_BODY)
     assert status == 200, body

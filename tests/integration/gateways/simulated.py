@@ -54,7 +54,7 @@ class SimulatedPipeline:
 
     def _run(self) -> None:
         consumer: Consumer = self.kafka.consumer(offset_reset="earliest")
-        producer: Producer = self.kafka.producer()
+        producer: Producer = self.kafka.producer(**{"message.max.bytes": 1_000_000_000})  # as the engine's
         consumer.subscribe(sorted(self.routes), on_assign=lambda c, p: self._ready.set())
         try:
             while not self._stop.is_set():

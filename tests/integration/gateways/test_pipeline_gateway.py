@@ -151,6 +151,11 @@ def test_grpc_success_error_and_timeout(env):
         assert stub.ModelReady(pb.ModelReadyRequest(name=env["pipeline"]), timeout=10).ready
         with pytest.raises(grpc.RpcError) as err:
             stub.ModelMetadata(pb.ModelMetadataRequest(name="x"), timeout=10)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        meta = stub.ModelMetadata(pb.ModelMetadataRequest(name=env["pipeline"]), timeout=10)
+        assert meta.name == env["pipeline"] and meta.platform == "seldon-pipeline"
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ModelConfig(pb.ModelConfigRequest(name="x"), timeout=10)
         assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
@@ -232,3 +237,73 @@ def test_without_scheduler_unknown_names_are_404_and_not_subscribed(env):
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
     assert {g: set(c.topics) for g, c in gw.consumers().items()} == consumers
     assert not any(r.name == "bogus" for r in gw._loaded)
+
+
+def _wait_for(cond, timeout=30.0):
+    import time
+
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "condition not reached"
+        time.sleep(0.05)
+
+
+def test_tritonclient_http_unmodified(env):
+    """The standard HTTP client, as a user points it at an OIP server: health, metadata, infer with
+    the binary tensor extension (its default) and without, async infer."""
+    import numpy as np
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{env['cfg'].http_port}")
+    try:
+        assert client.is_server_live() and client.is_server_ready()
+        meta = client.get_server_metadata()
+        assert meta["name"] == "dataflow-pipeline-gateway" and "binary_tensor_data" in meta["extensions"]
+        assert client.get_model_metadata(env["pipeline"])["platform"] == "seldon-pipeline"
+        _wait_for(lambda: client.is_model_ready(env["pipeline"]))  # served from the first call on
+        a = np.arange(16, dtype=np.int32).reshape(1, 16)
+        s = np.array([b"hi", b"\xffraw"], dtype=object)
+        for binary in (True, False):
+            x = httpclient.InferInput("INPUT0", [1, 16], "INT32")
+            x.set_data_from_numpy(a, binary_data=binary)
+            y = httpclient.InferInput("S", [2], "BYTES")
+            y.set_data_from_numpy(s, binary_data=True)  # BYTES that are not UTF-8 need binary
+            outputs = None if binary else [httpclient.InferRequestedOutput("OUT_INPUT0", binary_data=False),
+                                           httpclient.InferRequestedOutput("OUT_S", binary_data=True)]
+            result = client.infer(env["pipeline"], [x, y], outputs=outputs)
+            assert np.array_equal(result.as_numpy("OUT_INPUT0"), a)
+            assert list(result.as_numpy("OUT_S")) == [b"hi", b"\xffraw"]
+            out0 = result.get_output("OUT_INPUT0")
+            assert ("binary_data_size" in out0.get("parameters", {})) is binary
+        fp = httpclient.InferInput("INPUT0", [3], "FP32")
+        fp.set_data_from_numpy(np.array([10, 0.5, 1e-7], dtype=np.float32), binary_data=False)
+        pending = client.async_infer(env["pipeline"], [fp], outputs=[httpclient.InferRequestedOutput("OUT_INPUT0",
+                                                                                               binary_data=False)])
+        assert pending.get_result().get_output("OUT_INPUT0")["data"] == [10, 0.5, 1e-7]
+    finally:
+        client.close()
+
+
+def test_tritonclient_grpc_unmodified(env):
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{env['cfg'].grpc_port}")
+    try:
+        assert client.is_server_live() and client.is_server_ready()
+        assert client.get_server_metadata().name == "dataflow-pipeline-gateway"
+        assert client.get_model_metadata(env["pipeline"]).platform == "seldon-pipeline"
+        _wait_for(lambda: client.is_model_ready(env["pipeline"]))
+        a = np.arange(16, dtype=np.int32).reshape(1, 16)
+        x = grpcclient.InferInput("INPUT0", [1, 16], "INT32")
+        x.set_data_from_numpy(a)
+        assert np.array_equal(client.infer(env["pipeline"], [x]).as_numpy("OUT_INPUT0"), a)
+    finally:
+        client.close()
+
+
+def test_rest_json_numbers_are_written_as_the_go_gateway_does(env):
+    body = {"inputs": [{"name": "INPUT0", "datatype": "FP64", "shape": [4], "data": [10.0, 0.5, 1e-7, 1e21]}]}
+    status, _, payload = _post(env, body, path=f"/v2/pipelines/{env['pipeline']}/infer")
+    assert status == 200, payload
+    assert b'"data":[10,0.5,1e-7,1e+21]' in payload

@@ -332,3 +332,39 @@ def test_a_bare_string_subset_is_one_tensor_name():
     out = codec.filter_response(_response(), "ab")
     assert not codec.has_tensors(out)
     assert [t.name for t in codec.filter_response(_response(), "a").outputs] == ["a"]
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_check_tensors_accepts_what_tensor_to_array_reads(raw):
+    codec.check_tensors(_request(raw))
+    codec.check_tensors(_response(raw))
+    req = ModelInferRequest()
+    req.inputs.add(name="s", datatype="BYTES", shape=[2, 3]).contents.bytes_contents.extend([b"a", b"b"])
+    codec.check_tensors(req)  # REST-style BYTES: one element per row
+    half = ModelInferRequest()
+    half.inputs.add(name="h", datatype="FP16", shape=[2])
+    half.raw_input_contents.append(np.array([1, 2], "<f4").tobytes())  # the reference's 4-byte FP16
+    codec.check_tensors(half)
+
+
+def _claim(shape, values=(), raw=None, datatype="INT32"):
+    req = ModelInferRequest()
+    t = req.inputs.add(name="x", datatype=datatype, shape=list(shape))
+    if raw is not None:
+        req.raw_input_contents.append(raw)
+    else:
+        t.contents.int_contents.extend(values)
+    return req
+
+
+@pytest.mark.parametrize("req,fragment", [
+    (_claim([1, 20_000_000], [1]), r"int_contents hold 1 INT32 elements but shape \[1, 20000000\] needs 20000000"),
+    (_claim([10**9, 10**9], raw=b"\0" * 4), "needs 1000000000000000000"),
+    (_claim([2], raw=b"\0" * 6), "not a multiple of the 4-byte INT32"),
+    (_claim([1], raw=b"\x09\0\0\0x", datatype="BYTES"), "overruns"),
+    (_claim([-1]), "negative dimension"),
+    (_claim([1], [1], datatype="INT128"), "unknown datatype"),
+])
+def test_check_tensors_refuses_claims_without_allocating_them(req, fragment):
+    with pytest.raises(CodecError, match=fragment):
+        codec.check_tensors(req)

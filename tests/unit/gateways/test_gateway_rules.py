@@ -155,3 +155,21 @@ def test_infer_type_hint():
     assert list(js.inputs[0].contents.int_contents) == [5]
     with pytest.raises(InferError, match="Header seldon-infer-type with unknown type nope"):
         parse_model_input(b"", "nope")
+
+
+def test_a_name_without_a_routing_header_is_a_pipeline_unless_suffixed():
+    assert routing.resource_from_name("p") == Resource("p", False)
+    assert routing.resource_from_name("m.model") == Resource("m", True)
+    assert routing.resource_from_name("p.pipeline") == Resource("p", False)
+    assert routing.resource_from_values([], [], None, "q") == Resource("q", False)
+    assert routing.resource_from_values([], ["q"], None, "p") == Resource("q", True)  # the header wins
+    with pytest.raises(routing.RoutingError):
+        routing.resource_from_name("a.b.c")
+
+
+def test_non_ascii_caller_headers_are_refused():
+    with pytest.raises(routing.BadHeader, match="header X-Note has a non-ASCII value"):
+        routing.caller_headers([("X-Note", "caf\u00e9")])
+    with pytest.raises(routing.BadHeader):
+        routing.caller_headers([("x-raw", "\udce9")])  # undecodable bytes, as aiohttp hands them over
+    assert routing.caller_headers([("Accept", "caf\u00e9")]) == []  # only x- headers travel

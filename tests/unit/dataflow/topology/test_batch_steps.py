@@ -46,13 +46,14 @@ def test_batch_window_flushes_partial_batch_on_wall_clock():
     assert codec.request_arrays(codec.parse_request(out.value))["INPUT"].shape == (2, 2)
 
 
-def test_bad_batch_input_is_dropped_not_fatal():
+def test_bad_batch_input_is_an_error_record_not_fatal():
     d = batched(size=2)
     d.pipe(d.inputs_topic, row(0), key="a")
     d.pipe(d.inputs_topic, codec.make_request({"INPUT": np.array([1, 2, 3], np.int64)}), key="bad")
     d.pipe(d.inputs_topic, row(1), key="b")
     assert [r.key for r in d.read(d.model_inputs("m"))] == ["b"]
     assert d.stats().malformed == 1
+    assert [r.key for r in d.read(d.errors_topic)] == ["bad"]
 
 
 def test_rolling_without_size_is_rejected():

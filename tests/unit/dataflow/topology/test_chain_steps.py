@@ -153,12 +153,20 @@ def test_pass_empty_responses_forwards_the_empty_message():
     assert req.id == "i7" and len(req.inputs) == 0
 
 
-def test_malformed_values_are_dropped_counted_and_do_not_stop_the_step(caplog):
+def test_malformed_values_become_error_records_for_their_key_and_do_not_stop_the_step(caplog):
+    """The caller waiting on the key gets the error at once (through the error step), not a timeout."""
     d = tfsimples()
-    d.pipe(d.inputs_topic, b"\xff\xff\xff not protobuf", key="bad")
-    assert "dropping undecodable record" in caplog.text and "tfsimples" in caplog.text
+    d.pipe(d.inputs_topic, b"\xff\xff\xff not protobuf", key="0.tfsimples.bad",
+           headers=[("pipeline", b"tfsimples"), ("x-request-id", b"bad")])
+    assert "undecodable record" in caplog.text and "tfsimples" in caplog.text
     assert d.stats().malformed == 1
-    d.pipe(d.inputs_topic, request(), key="good")
+    [err] = d.read(d.errors_topic)
+    assert err.key == "0.tfsimples.bad"
+    assert err.value.startswith(b"ERROR: step tfsimple1 cannot decode the record from topic seldon.default.pipeline.")
+    [out] = d.read(d.outputs_topic)
+    assert out.key == "0.tfsimples.bad" and (PIPELINE_ERRORS, b"tfsimples") in out.headers
+    assert (("x-request-id", b"bad")) in out.headers
+    d.pipe(d.inputs_topic, request(), key="good", headers=[("pipeline", b"tfsimples")])
     assert [r.key for r in d.read(d.outputs_topic)] == ["good"]
 
 
