@@ -173,6 +173,7 @@ class TopicSetConsumer:
         overrides = {"partition.assignment.strategy": "cooperative-sticky"} if cooperative else {}
         self._consumer = Consumer(settings.consumer(group_id, offset_reset=offset_reset, **overrides))
         self._cooperative = cooperative
+        self._session_timeout_s = settings.session_timeout_ms / 1000
         self._on_records = on_records
         self._on_revoke = on_revoke
         self._on_assign = on_assign
@@ -181,6 +182,10 @@ class TopicSetConsumer:
         self._lock = threading.Condition()
         self._topics: set[str] = set()
         self._subscribed: frozenset[str] = frozenset()
+        # Subscribed, and the group has not assigned since: a join is under way. Subscription
+        # changes wait for it (see ``_finish_join``), so at most one join is ever pending.
+        self._joining = False
+        self._joining_since = 0.0
         self._assigned: dict[str, set[int]] = {}
         self._positions: dict[tuple[str, int], int] = {}
         self._commits: list[TopicPartition] = []
@@ -240,6 +245,7 @@ class TopicSetConsumer:
 
     # ---- thread -------------------------------------------------------------------------------
     def _assign_cb(self, consumer, partitions: list[TopicPartition]) -> None:
+        self._joining = False
         if self._start_at_end:
             for tp in partitions:
                 known = self._positions.get((tp.topic, tp.partition))
@@ -330,12 +336,14 @@ class TopicSetConsumer:
                     checked_at = time.monotonic()
                     existing = self._existing(requested) | (existing & requested)
                 wanted = requested & existing
-                if wanted != self._subscribed:
+                if wanted != self._subscribed and not self._join_pending():
                     self._forget(self._subscribed - wanted)
                     if wanted:
+                        self._joining, self._joining_since = True, time.monotonic()
                         self._consumer.subscribe(sorted(wanted), on_assign=self._assign_cb,
                                                  on_revoke=self._revoke_cb, on_lost=self._revoke_cb)
                     else:
+                        self._finish_join()
                         self._consumer.unsubscribe()
                         with self._lock:
                             self._assigned.clear()
@@ -361,6 +369,7 @@ class TopicSetConsumer:
                         log.exception("record handler failed in group %s", self.group_id)
                 self._flush_commits()
         finally:
+            self._finish_join()
             self._flush_commits(sync=True)
             if self._spot is not None:
                 self._spot.close()
@@ -372,6 +381,28 @@ class TopicSetConsumer:
                 self._assigned.clear()
             self._positions.clear()
             self._exited.fire()
+
+    def _join_pending(self) -> bool:
+        """A join is under way and has not outlived the session timeout (then it is given up on)."""
+        if self._joining and time.monotonic() - self._joining_since > self._session_timeout_s:
+            self._joining = False
+        return self._joining
+
+    def _finish_join(self) -> None:
+        """Before leaving the group: let a join under way complete (bounded by the session timeout).
+
+        A member that leaves while its join is still pending can leave the embedded broker's group
+        with the departed member as its leader: the next consumer of the same group id then waits
+        for an assignment that nobody computes, for ever. The records polled meanwhile belong to
+        topics being given up (or to a consumer that is stopping) and are not handed on."""
+        if not self._joining:
+            return
+        try:
+            while self._join_pending():
+                self._consumer.poll(0.1)
+        except Exception as exc:  # noqa: BLE001 - leaving anyway
+            log.debug("consumer %s: waiting for the join failed: %s", self.group_id, exc)
+        self._joining = False
 
     def _poll(self) -> list[Message]:
         spot = self._spot
