@@ -54,7 +54,7 @@ from dataflow.codec import strip_schema_prefix
 from dataflow.kafka import KafkaSettings, TopicNamer, pipelinegateway_group_id
 from dataflow.schema_registry import Framer
 
-from gateways import pipeline_timeouts, routing
+from gateways import pipeline_signature, pipeline_timeouts, routing
 from gateways.kafka_io import AsyncProducer, ProduceError, TopicSetConsumer
 from gateways.metrics import PipelineMetrics
 from gateways.routing import Resource
@@ -186,6 +186,8 @@ class PipelineGateway:
         # pipeline -> (version, models ready, reason), as the scheduler last reported it
         self._models_ready: dict[str, tuple[int, bool, str]] = {}
         self._timeouts: dict[str, float | None] = {}  # pipeline -> default timeout (None: no bound)
+        self._specs: dict[str, object] = {}  # pipeline -> scheduler_pb2.Pipeline, as announced
+        self.model_metadata = None  # gateways.model_metadata.ModelMetadataCache, with a scheduler
         self.model_timeout_s = pipeline_timeouts.MODEL_TIMEOUT_S
         self.default_join_window_ms = pipeline_timeouts.DEFAULT_JOIN_WINDOW_MS
         self._admin = None  # AdminClient for topic look-ups (only without a scheduler)
@@ -258,6 +260,7 @@ class PipelineGateway:
         if not resource.is_model:
             self._models_ready.pop(resource.name, None)
             self._timeouts.pop(resource.name, None)
+            self._specs.pop(resource.name, None)
 
     def _retire(self, consumer: TopicSetConsumer) -> None:
         self._stopping.add(consumer)
@@ -312,7 +315,8 @@ class PipelineGateway:
 
     def set_pipeline_spec(self, name: str, spec) -> None:
         """The pipeline's spec (``scheduler_pb2.Pipeline``) as the scheduler announced it: sets the
-        pipeline's default request timeout (``pipeline_timeouts``)."""
+        pipeline's default request timeout (``pipeline_timeouts``) and its tensor metadata."""
+        self._specs[name] = spec
         if self.timeout_s is None or self.timeout_s <= 0:
             return  # waits are unbounded anyway
         self._timeouts[name] = pipeline_timeouts.default_timeout_s(
@@ -354,6 +358,22 @@ class PipelineGateway:
         if not (resource.is_model and resource.name in self._known_models):
             await self._ensure_served(resource)
         return self._loaded.get(resource, 0)
+
+    async def tensor_metadata(self, resource: Resource) -> tuple[list[dict], list[dict]]:
+        """(inputs, outputs) tensor metadata of a served resource, where its models' servers tell
+        (``pipeline_signature``); empty lists when unknown."""
+        cache = self.model_metadata
+        if cache is None:
+            return [], []
+        if resource.is_model:
+            meta = await cache.get(resource.name)
+            return (meta.get("inputs", []), meta.get("outputs", [])) if meta else ([], [])
+        spec = self._specs.get(resource.name)
+        if spec is None:
+            return [], []
+        models = sorted(pipeline_signature.first_and_last_models(spec))
+        found = await asyncio.gather(*(cache.get(m) for m in models))
+        return pipeline_signature.signature(spec, dict(zip(models, found)))
 
     async def is_ready(self, resource: Resource) -> bool:
         """``ready`` for a ready call; ``PipelineNotFound`` if not served. Without a scheduler the

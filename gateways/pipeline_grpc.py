@@ -116,8 +116,14 @@ class PipelineInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             version = await self.gateway.served_version(resource)
         except GatewayError as exc:
             await context.abort(grpc.StatusCode[exc.grpc_code], str(exc))
-        meta = model_metadata(resource, version)
-        return pb.ModelMetadataResponse(name=meta["name"], versions=meta["versions"], platform=meta["platform"])
+        meta = model_metadata(resource, version, *await self.gateway.tensor_metadata(resource))
+
+        def tensors(ts):
+            return [pb.ModelMetadataResponse.TensorMetadata(name=t["name"], datatype=t["datatype"],
+                                                            shape=t["shape"]) for t in ts]
+
+        return pb.ModelMetadataResponse(name=meta["name"], versions=meta["versions"], platform=meta["platform"],
+                                        inputs=tensors(meta["inputs"]), outputs=tensors(meta["outputs"]))
 
     async def ServerLive(self, request, context):
         return pb.ServerLiveResponse(live=True)

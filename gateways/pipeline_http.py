@@ -152,7 +152,7 @@ async def _metadata(request: web.Request, resource: Resource) -> web.Response:
         version = await gw.served_version(resource)
     except GatewayError as exc:
         return _text(exc.http_status, exc)
-    return web.json_response(model_metadata(resource, version))
+    return web.json_response(model_metadata(resource, version, *await gw.tensor_metadata(resource)))
 
 
 async def model_path_metadata(request: web.Request) -> web.Response:

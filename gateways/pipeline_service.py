@@ -19,6 +19,7 @@ from dataflow.kafka import KafkaSettings, TopicNamer
 from dataflow.schema_registry import framer_for
 
 from gateways import pipeline_grpc, pipeline_http, pipeline_timeouts, scheduler_watch
+from gateways.model_metadata import ModelMetadataCache
 from gateways.pipeline_gateway import DEFAULT_TIMEOUT_S, MAX_NUM_CONSUMERS, MAX_REQUEST_BYTES, PipelineGateway
 from gateways.service import GatewayService, subscriber_name
 
@@ -58,6 +59,8 @@ class PipelineGatewayService(GatewayService):
                                        max_request_bytes=config.max_request_bytes)
         self.gateway.model_timeout_s = config.model_timeout_s
         self.gateway.default_join_window_ms = config.default_join_window_ms
+        if config.scheduler:  # model servers are known from the scheduler's model statuses
+            self.gateway.model_metadata = ModelMetadataCache()
         self._http = None
         self._grpc = None
         self._metrics = None
@@ -88,6 +91,8 @@ class PipelineGatewayService(GatewayService):
             self.gateway.set_pipeline_spec(ev.name, ev.spec)
 
     def _on_model(self, ev: scheduler_watch.ModelEvent) -> None:
+        if self.gateway.model_metadata is not None:
+            self.gateway.model_metadata.set_endpoint(ev.name, ev.endpoint if ev.available else None)
         if ev.available:
             self.gateway.add_model(ev.name)
         else:
