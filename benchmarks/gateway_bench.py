@@ -13,8 +13,10 @@ models, scheduler, one engine, model and pipeline gateways) with the one-step ``
 
 Each scenario: a warm-up, then ``--requests`` calls from ``--concurrency`` threads, each with its
 own client. req/s = calls / wall time; p50 / p99 = per-call latency under that concurrency; and
-the same with one thread (``--sequential`` calls) for the latency of a lone request. Prints one
-markdown table.
+the same with one thread (``--sequential`` calls) for the latency of a lone request. The
+scenarios run in ``--rounds`` rounds, in reverse order every other round, and each row adds up
+its rounds: on a shared machine whichever scenario runs last would otherwise take the drift.
+Prints one markdown table.
 """
 from __future__ import annotations
 
@@ -65,7 +67,7 @@ def _grpc_call(url: str, model: str):
 
 
 def _run(make, requests: int, threads: int) -> tuple[float, list[float]]:
-    """(req/s, latencies in ms) of ``requests`` calls split over ``threads`` clients. Each thread
+    """(wall seconds, latencies in ms) of ``requests`` calls split over ``threads`` clients. Each thread
     makes its own client (tritonclient.http's gevent client cannot be shared between threads)."""
     latencies: list[float] = []
     errors: list[BaseException] = []
@@ -108,7 +110,7 @@ def _run(make, requests: int, threads: int) -> tuple[float, list[float]]:
     wall = time.perf_counter() - t0
     if errors:
         raise RuntimeError(f"calls failed: {errors[0]!r}") from errors[0]
-    return requests / wall, latencies
+    return wall, latencies
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -120,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, default=2000, help="calls per scenario under concurrency (default 2000)")
     ap.add_argument("--concurrency", type=int, default=8, help="client threads (default 8)")
     ap.add_argument("--sequential", type=int, default=300, help="calls per scenario from one thread (default 300)")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds over the scenarios, order reversed each round "
+                                                          "(default 2); --requests and --sequential are per round")
     args = ap.parse_args(argv)
 
     from dataflow.up.stack import Stack, UpOptions
@@ -145,17 +149,23 @@ def main(argv: list[str] | None = None) -> int:
             ("pipeline gateway, REST JSON", lambda: _http_call(gw_http, "tfsimple", False)),
             ("pipeline gateway, gRPC", lambda: _grpc_call(gw_grpc, "tfsimple")),
         ]
-        rows = []
-        for name, make in scenarios:
-            print(f"{name} ...", file=sys.stderr, flush=True)
-            _rate1, lone = _run(make, args.sequential, 1)
-            rate, lat = _run(make, args.requests, args.concurrency)
-            rows.append((name, statistics.median(lone), _pct(lone, 99), rate, _pct(lat, 50), _pct(lat, 99)))
+        lone: dict[str, list[float]] = {name: [] for name, _ in scenarios}
+        loaded: dict[str, list[float]] = {name: [] for name, _ in scenarios}
+        walls: dict[str, float] = {name: 0.0 for name, _ in scenarios}
+        for r in range(args.rounds):
+            for name, make in (scenarios if r % 2 == 0 else scenarios[::-1]):
+                print(f"round {r + 1}: {name} ...", file=sys.stderr, flush=True)
+                lone[name] += _run(make, args.sequential, 1)[1]
+                wall, lat = _run(make, args.requests, args.concurrency)
+                walls[name] += wall
+                loaded[name] += lat
+        rows = [(name, statistics.median(lone[name]), _pct(lone[name], 99), len(loaded[name]) / walls[name],
+                 _pct(loaded[name], 50), _pct(loaded[name], 99)) for name, _ in scenarios]
     finally:
         stack.stop()
     c = args.concurrency
-    print(f"\n{args.sequential} sequential calls and {args.requests} calls from {c} threads per scenario; "
-          f"model tfsimple1 (INT32 [1,16] x 2), pipeline tfsimple (one step)\n")
+    print(f"\n{args.rounds} rounds of {args.sequential} sequential calls and {args.requests} calls from {c} threads "
+          f"per scenario; model tfsimple1 (INT32 [1,16] x 2), pipeline tfsimple (one step)\n")
     print(f"| scenario | 1 thread p50 ms | 1 thread p99 ms | {c} threads req/s | {c} threads p50 ms | {c} threads p99 ms |")
     print("|---|---|---|---|---|---|")
     for name, p50_1, p99_1, rate, p50, p99 in rows:
