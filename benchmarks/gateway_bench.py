@@ -128,9 +128,9 @@ def _pct(values: list[float], q: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--requests", type=int, default=2000, help="calls per scenario under concurrency (default 2000)")
+    ap.add_argument("--requests", type=int, default=1000, help="calls per scenario under concurrency (default 1000)")
     ap.add_argument("--concurrency", type=int, default=8, help="client threads (default 8)")
-    ap.add_argument("--sequential", type=int, default=300, help="calls per scenario from one thread (default 300)")
+    ap.add_argument("--sequential", type=int, default=200, help="calls per scenario from one thread (default 200)")
     ap.add_argument("--rounds", type=int, default=2, help="rounds over the scenarios, order reversed each round "
                                                           "(default 2); --requests and --sequential are per round")
     args = ap.parse_args(argv)
