@@ -214,11 +214,13 @@ class Store:
 
     def with_state(self, r: PipelineRecord) -> scheduler_pb2.PipelineWithState:
         """The version as callers see it. ``modelsReady`` is computed, never stored, so it follows
-        model loads and unloads without touching the pipeline; while it is false (and the version
-        is not going away) the reason names the missing models after the engines' reason."""
+        model loads and unloads without touching the pipeline. When the engines run the version
+        (PipelineReady) but ``modelsReady`` is false, the models are what keeps it from answering,
+        so the reason names them after the engines' reason; in any other state the engines' reason
+        is the news and stays as it is."""
         missing = self.models_not_ready(r)
         reason = r.reason
-        if missing and r.status not in TERMINATING_STATES:
+        if missing and r.status == S.PipelineReady:
             note = "models not ready: " + ", ".join(missing)
             reason = f"{r.reason.strip()}; {note}" if r.reason.strip() else note
         return scheduler_pb2.PipelineWithState(

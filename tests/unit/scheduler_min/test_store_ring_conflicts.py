@@ -122,7 +122,7 @@ def test_models_ready_follows_models():
     assert st.pipeline_status("p").versions[0].state.reason == "models not ready: m (ModelFailed)"
     st.remove_model("m")
     assert not st.models_ready(r)
-    st.remove_pipeline("p")  # a version going away does not talk about its models
+    st.remove_pipeline("p")  # a version not running says what the engines say
     assert st.pipeline_status("p").versions[0].state.reason == "pipeline removed"
 
 
