@@ -168,3 +168,16 @@ def test_an_outer_join_partial_answer_is_not_timed_out(kafka, stack):
         assert _wait(lambda: not svc.gateway._pending and not svc.gateway._pending_where, 5)
         status, text, _ = post(headers={"Seldon-Request-Timeout": "soon"})
         assert status == 400 and "seldon-request-timeout must be a number of seconds" in text, text
+        # the same over gRPC, as metadata
+        req = pb.ModelInferRequest(model_name=name)
+        req.inputs.add(name="a", datatype="INT32", shape=[1]).contents.int_contents.append(1)
+        req.parameters["drop"].bool_param = True
+        with grpc.insecure_channel(f"127.0.0.1:{cfg.grpc_port}") as ch:
+            stub = pb_grpc.GRPCInferenceServiceStub(ch)
+            with pytest.raises(grpc.RpcError) as info:
+                stub.ModelInfer(req, metadata=[("seldon-request-timeout", "0.3")], timeout=10)
+            assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and "within 0.3s" in info.value.details()
+            with pytest.raises(grpc.RpcError) as info:
+                stub.ModelInfer(req, metadata=[("seldon-request-timeout", "-1")], timeout=10)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert _wait(lambda: not svc.gateway._pending and not svc.gateway._pending_where, 5)
