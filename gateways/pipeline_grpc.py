@@ -119,8 +119,8 @@ class PipelineInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         meta = model_metadata(resource, version, *await self.gateway.tensor_metadata(resource))
 
         def tensors(ts):
-            return [pb.ModelMetadataResponse.TensorMetadata(name=t["name"], datatype=t["datatype"],
-                                                            shape=t["shape"]) for t in ts]
+            return [pb.ModelMetadataResponse.TensorMetadata(name=t.get("name", ""), datatype=t.get("datatype", ""),
+                                                            shape=t.get("shape", [])) for t in ts]
 
         return pb.ModelMetadataResponse(name=meta["name"], versions=meta["versions"], platform=meta["platform"],
                                         inputs=tensors(meta["inputs"]), outputs=tensors(meta["outputs"]))

@@ -58,7 +58,7 @@ def _inputs(pipeline, metadata) -> list[Tensor]:
                        if _is_pipeline_input(pipeline, k) and k.count(".") >= 2}
         selected = {r.split(".", 2)[2] for r in s.inputs if r.count(".") >= 2}
         for t in meta.get("inputs", []):
-            name = caller_name.get(t["name"], t["name"])
+            name = caller_name.get(t.get("name"), t.get("name"))
             if selected and name not in selected:
                 continue
             out.setdefault(name, {**t, "name": name})
@@ -75,8 +75,8 @@ def _outputs(pipeline, metadata) -> list[Tensor]:
         if meta is None or side not in ("inputs", "outputs"):
             return []
         for t in meta.get(side, []):
-            if len(parts) > 2 and t["name"] != parts[2]:
+            if len(parts) > 2 and t.get("name") != parts[2]:
                 continue
-            name = renames.get(f"{model}.{side}.{t['name']}", t["name"])
+            name = renames.get(f"{model}.{side}.{t.get('name')}", t.get("name"))
             out.setdefault(name, {**t, "name": name})
     return list(out.values())
