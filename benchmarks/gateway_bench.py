@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                      pipelines=[REPO / "examples" / "pipelines" / "tfsimple.yaml"], state_dir=state,
                      ready_timeout=240)
     stack = Stack(opts, out=open(os.devnull, "w"))
-    print("starting the stack (broker, MLServer, scheduler, engine, gateways) ...", file=sys.stderr, flush=True)
+    print(f"starting the stack (broker, MLServer, scheduler, engine, gateways); logs kept in {state}/logs ...",
+          file=sys.stderr, flush=True)
     stack.start()
     try:
         ml_http = f"{opts.host}:{stack.mlserver_http_port}"
