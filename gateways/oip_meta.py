@@ -19,10 +19,9 @@ def server_version() -> str:
         return "0"
 
 
-def model_metadata(resource: Resource, version: int) -> dict:
-    """KServe v2 model metadata of a served pipeline or model. Tensor metadata is not known to
-    the gateway (it would have to ask the step models' servers), so ``inputs`` / ``outputs`` are
-    empty."""
+def model_metadata(resource: Resource, version: int, inputs: list[dict] = (), outputs: list[dict] = ()) -> dict:
+    """KServe v2 model metadata of a served pipeline or model. ``inputs`` / ``outputs``: tensor
+    metadata from the models' servers (``PipelineGateway.tensor_metadata``), empty when unknown."""
     return {"name": resource.name, "versions": [str(version)],
             "platform": MODEL_PLATFORM if resource.is_model else PIPELINE_PLATFORM,
-            "inputs": [], "outputs": []}
+            "inputs": list(inputs), "outputs": list(outputs)}

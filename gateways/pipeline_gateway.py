@@ -3,8 +3,15 @@
 A request is produced to ``pipeline.<r>.inputs`` (or ``model.<r>.inputs``) on a partition p owned
 by this gateway's consumer of the matching output topic, under the composite key
 ``<p>.<r>.<requestId>``; the consumer loop completes the waiting call when a record with that key
-appears on the output topic (first wins). Unlike the reference, a wait is bounded by
-``timeout_s`` (``GatewayTimeout``) and its pending entry is released.
+appears on the output topic (first wins). Unlike the reference, a wait is bounded
+(``GatewayTimeout``): by the caller's own timeout when given, else by the pipeline's default
+(``set_pipeline_spec``: derived from its join and batch windows and model calls, see
+``pipeline_timeouts``), else by ``timeout_s``. Whatever ends the wait (answer, timeout, the
+caller going away, an unload), its pending entry is released.
+
+Readiness. A pipeline is ready when it is loaded here, its output consumer owns a partition, and
+the scheduler reports every step model ready (``set_models_ready``, from ``modelsReady``): a
+pipeline whose model is missing would only time requests out.
 
 What is served. Only resources the gateway knows: pipelines the scheduler announced
 (``load_pipeline``), models the scheduler reports available (``add_model``; their output topic is
@@ -47,7 +54,7 @@ from dataflow.codec import strip_schema_prefix
 from dataflow.kafka import KafkaSettings, TopicNamer, pipelinegateway_group_id
 from dataflow.schema_registry import Framer
 
-from gateways import routing
+from gateways import pipeline_signature, pipeline_timeouts, routing
 from gateways.kafka_io import AsyncProducer, ProduceError, TopicSetConsumer
 from gateways.metrics import PipelineMetrics
 from gateways.routing import Resource
@@ -176,6 +183,13 @@ class PipelineGateway:
         self._in_flight: set[tuple[Resource, str]] = set()  # caller-given request ids being served
         self._pending_where: dict[str, tuple[Resource, str, str, int]] = {}  # key -> (resource, group, topic, p)
         self._assign_waiter: asyncio.Future | None = None
+        # pipeline -> (version, models ready, reason), as the scheduler last reported it
+        self._models_ready: dict[str, tuple[int, bool, str]] = {}
+        self._timeouts: dict[str, float | None] = {}  # pipeline -> default timeout (None: no bound)
+        self._specs: dict[str, object] = {}  # pipeline -> scheduler_pb2.Pipeline, as announced
+        self.model_metadata = None  # gateways.model_metadata.ModelMetadataCache, with a scheduler
+        self.model_timeout_s = pipeline_timeouts.MODEL_TIMEOUT_S
+        self.default_join_window_ms = pipeline_timeouts.DEFAULT_JOIN_WINDOW_MS
         self._admin = None  # AdminClient for topic look-ups (only without a scheduler)
         self._topic_checks: dict[str, asyncio.Future] = {}
 
@@ -243,6 +257,10 @@ class PipelineGateway:
         self._wake_partition_waiters()
         if not any(r.name == resource.name for r in self._loaded):
             self.metrics.forget(resource.name)
+        if not resource.is_model:
+            self._models_ready.pop(resource.name, None)
+            self._timeouts.pop(resource.name, None)
+            self._specs.pop(resource.name, None)
 
     def _retire(self, consumer: TopicSetConsumer) -> None:
         self._stopping.add(consumer)
@@ -285,12 +303,48 @@ class PipelineGateway:
         """The running output consumers by group (one per group bucket in use)."""
         return dict(self._consumers)
 
-    def ready(self, resource: Resource) -> bool:
-        """Loaded and the output consumer owns at least one partition."""
+    def set_models_ready(self, name: str, version: int, ready: bool, reason: str = "", *,
+                         only_if_unknown: bool = False) -> None:
+        """The scheduler's ``modelsReady`` of pipeline ``name`` (and its reason). ``only_if_unknown``:
+        keep what is already known of this version (a Create instruction carries the state of when
+        it was sent, older than what the status stream may have said since)."""
+        known = self._models_ready.get(name)
+        if only_if_unknown and known is not None and known[0] == version:
+            return
+        self._models_ready[name] = (version, ready, reason)
+
+    def set_pipeline_spec(self, name: str, spec) -> None:
+        """The pipeline's spec (``scheduler_pb2.Pipeline``) as the scheduler announced it: sets the
+        pipeline's default request timeout (``pipeline_timeouts``) and its tensor metadata."""
+        self._specs[name] = spec
+        if self.timeout_s is None or self.timeout_s <= 0:
+            return  # waits are unbounded anyway
+        self._timeouts[name] = pipeline_timeouts.default_timeout_s(
+            spec, self.timeout_s, default_join_window_ms=self.default_join_window_ms,
+            model_timeout_s=self.model_timeout_s)
+
+    def default_timeout(self, resource: Resource) -> float | None:
+        """Seconds a request for ``resource`` waits unless its caller says otherwise; None: no bound."""
+        if not resource.is_model and resource.name in self._timeouts:
+            return self._timeouts[resource.name]
+        return self.timeout_s if self.timeout_s and self.timeout_s > 0 else None
+
+    def not_ready_reason(self, resource: Resource) -> str | None:
+        """Why ``resource`` is not ready for traffic, or None when it is."""
         if resource not in self._loaded:
-            return False
+            return f"{resource.header_value} is not served"
         consumer = self._consumers.get(self.group_id(resource.name))
-        return bool(consumer and consumer.partitions(resource.output_topic(self.namer)))
+        if not (consumer and consumer.partitions(resource.output_topic(self.namer))):
+            return f"{resource.header_value}: no output partition assigned yet"
+        known = None if resource.is_model else self._models_ready.get(resource.name)
+        if known is not None and not known[1]:
+            return f"{resource.header_value}: {known[2] or 'models not ready'}"
+        return None
+
+    def ready(self, resource: Resource) -> bool:
+        """Loaded, the output consumer owns at least one partition, and (pipelines) the scheduler
+        reports every step model ready."""
+        return self.not_ready_reason(resource) is None
 
     @property
     def started(self) -> bool:
@@ -304,6 +358,22 @@ class PipelineGateway:
         if not (resource.is_model and resource.name in self._known_models):
             await self._ensure_served(resource)
         return self._loaded.get(resource, 0)
+
+    async def tensor_metadata(self, resource: Resource) -> tuple[list[dict], list[dict]]:
+        """(inputs, outputs) tensor metadata of a served resource, where its models' servers tell
+        (``pipeline_signature``); empty lists when unknown."""
+        cache = self.model_metadata
+        if cache is None:
+            return [], []
+        if resource.is_model:
+            meta = await cache.get(resource.name)
+            return (meta.get("inputs", []), meta.get("outputs", [])) if meta else ([], [])
+        spec = self._specs.get(resource.name)
+        if spec is None:
+            return [], []
+        models = sorted(pipeline_signature.first_and_last_models(spec))
+        found = await asyncio.gather(*(cache.get(m) for m in models))
+        return pipeline_signature.signature(spec, dict(zip(models, found)))
 
     async def is_ready(self, resource: Resource) -> bool:
         """``ready`` for a ready call; ``PipelineNotFound`` if not served. Without a scheduler the
@@ -378,11 +448,11 @@ class PipelineGateway:
             request_id, mine = routing.new_request_id(), None
         try:
             headers = routing.request_headers(caller_headers, resource, request_id)
-            wait = self.timeout_s if timeout_s is None else timeout_s
+            wait = self.default_timeout(resource) if timeout_s is None else timeout_s
             deadline = self._loop.time() + wait if wait and wait > 0 else None
             for attempt in range(2):
                 try:
-                    return await self._publish_and_wait(resource, request, headers, request_id, deadline)
+                    return await self._publish_and_wait(resource, request, headers, request_id, deadline, wait)
                 except PartitionRevoked:
                     if attempt == 1:
                         raise Unavailable("partition(s) revoked twice while waiting; try again") from None
@@ -416,7 +486,7 @@ class PipelineGateway:
                 pass
 
     async def _publish_and_wait(self, resource: Resource, request: bytes, headers, request_id: str,
-                                deadline: float | None) -> InferResult:
+                                deadline: float | None, wait: float | None) -> InferResult:
         out_topic = resource.output_topic(self.namer)
         partitions = await self._partitions(resource, out_topic)
         group = self.group_id(resource.name)
@@ -444,7 +514,7 @@ class PipelineGateway:
             try:
                 return await asyncio.wait_for(fut, timeout=left)
             except asyncio.TimeoutError:
-                raise GatewayTimeout(f"no response for {key} within {self.timeout_s}s") from None
+                raise GatewayTimeout(f"no response for {key} within {wait:g}s") from None
         finally:
             self._pending.pop(key, None)
             self._pending_where.pop(key, None)

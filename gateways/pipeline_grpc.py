@@ -27,7 +27,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from dataflow import headers as H
 
-from gateways import routing
+from gateways import pipeline_timeouts, routing
 from gateways.metrics import METHOD_GRPC
 from gateways.pipeline_gateway import GatewayError, PipelineGateway, check_request
 from gateways.oip_meta import EXTENSIONS, SERVER_NAME, model_metadata, server_version
@@ -72,10 +72,11 @@ class PipelineInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             request_ids = routing.header_values(md, H.REQUEST_ID)
             try:
                 caller = routing.caller_headers(md)
+                timeout = pipeline_timeouts.request_timeout(routing.header_values(md, pipeline_timeouts.TIMEOUT_HEADER))
                 check_request(request)
                 result = await self.gateway.infer(resource, request.SerializeToString(), caller,
-                                                  request_ids[-1] if request_ids else None)
-            except routing.BadHeader as exc:
+                                                  request_ids[-1] if request_ids else None, timeout)
+            except (routing.BadHeader, pipeline_timeouts.BadTimeout) as exc:
                 code = grpc.StatusCode.INVALID_ARGUMENT
                 await context.abort(code, str(exc))
             except GatewayError as exc:
@@ -115,8 +116,14 @@ class PipelineInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             version = await self.gateway.served_version(resource)
         except GatewayError as exc:
             await context.abort(grpc.StatusCode[exc.grpc_code], str(exc))
-        meta = model_metadata(resource, version)
-        return pb.ModelMetadataResponse(name=meta["name"], versions=meta["versions"], platform=meta["platform"])
+        meta = model_metadata(resource, version, *await self.gateway.tensor_metadata(resource))
+
+        def tensors(ts):
+            return [pb.ModelMetadataResponse.TensorMetadata(name=t.get("name", ""), datatype=t.get("datatype", ""),
+                                                            shape=t.get("shape", [])) for t in ts]
+
+        return pb.ModelMetadataResponse(name=meta["name"], versions=meta["versions"], platform=meta["platform"],
+                                        inputs=tensors(meta["inputs"]), outputs=tensors(meta["outputs"]))
 
     async def ServerLive(self, request, context):
         return pb.ServerLiveResponse(live=True)

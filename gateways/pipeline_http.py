@@ -25,7 +25,7 @@ from multidict import CIMultiDict
 
 from dataflow import headers as H
 
-from gateways import oip_json, routing
+from gateways import oip_json, pipeline_timeouts, routing
 from gateways.oip_meta import EXTENSIONS, SERVER_NAME, model_metadata, server_version
 from gateways.metrics import METHOD_REST
 from gateways.pipeline_gateway import BadRequest, GatewayError, PipelineGateway, RequestTooLarge, check_request
@@ -80,9 +80,10 @@ async def _infer(request: web.Request, path_pipeline: str | None) -> web.Respons
             caller = routing.caller_headers(request.headers.items())
             req, fmt = await _read_request(request, gw)
             request_ids = request.headers.getall("X-Request-Id", [])
+            timeout = pipeline_timeouts.request_timeout(request.headers.getall(pipeline_timeouts.TIMEOUT_HEADER, []))
             result = await gw.infer(resource, req.SerializeToString(), caller,
-                                    request_ids[0] if request_ids else None)
-        except routing.BadHeader as exc:
+                                    request_ids[0] if request_ids else None, timeout)
+        except (routing.BadHeader, pipeline_timeouts.BadTimeout) as exc:
             code = 400
             return _text(400, exc)
         except GatewayError as exc:
@@ -122,8 +123,11 @@ async def infer_pipeline_path(request: web.Request) -> web.Response:
 
 
 async def _ready(gw: PipelineGateway, resource: Resource) -> web.Response:
+    """200, or 424 with why not (e.g. a step model the scheduler does not have available)."""
     try:
-        return web.Response(status=200 if await gw.is_ready(resource) else 424)
+        if await gw.is_ready(resource):
+            return web.Response(status=200)
+        return _text(424, gw.not_ready_reason(resource) or "not ready")
     except GatewayError as exc:
         return _text(exc.http_status, exc)
 
@@ -148,7 +152,7 @@ async def _metadata(request: web.Request, resource: Resource) -> web.Response:
         version = await gw.served_version(resource)
     except GatewayError as exc:
         return _text(exc.http_status, exc)
-    return web.json_response(model_metadata(resource, version))
+    return web.json_response(model_metadata(resource, version, *await gw.tensor_metadata(resource)))
 
 
 async def model_path_metadata(request: web.Request) -> web.Response:

@@ -18,7 +18,8 @@ holds up the next instruction.
 
 Plain status messages (``operation`` unknown) come from schedulers without gateway acks, or on
 streams of non-gateway subscribers (the pipeline gateway following models for ``<name>.model``
-calls). They are read by state, as before, and never acked.
+calls, and pipeline statuses for ``modelsReady``: a gateway's instruction stream carries no news
+when a step model comes or goes). They are read by state, as before, and never acked.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import asyncio
 import logging
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 import grpc
@@ -93,6 +94,10 @@ class PipelineEvent:
     op: int = 0  # PipelineStatusResponse.PipelineOperation: Create / Delete to act on and ack; 0 for a plain status
     uid: str = ""
     timestamp: int = 0
+    # what the version's status says besides (not part of what identifies the event):
+    models_ready: bool = field(default=True, compare=False)  # the scheduler's modelsReady
+    reason: str = field(default="", compare=False)  # the status reason (names the models not ready)
+    spec: object = field(default=None, compare=False)  # scheduler_pb2.Pipeline of the version, if sent
 
     @property
     def instruction(self) -> bool:
@@ -134,16 +139,22 @@ def pipeline_event(msg) -> PipelineEvent | None:
             return None
         v = msg.versions[-1]
         return PipelineEvent(msg.pipelineName, msg.operation == _PSR.PipelineCreate, v.state.pipelineVersion,
-                             msg.operation, v.pipeline.uid, msg.timestamp)
+                             msg.operation, v.pipeline.uid, msg.timestamp, v.state.modelsReady, v.state.reason,
+                             _spec(v))
     if not msg.versions:
         return PipelineEvent(msg.pipelineName, False)
     latest = msg.versions[-1]
     status = latest.state.status
     if status in _LIVE_PIPELINE:
-        return PipelineEvent(msg.pipelineName, True, latest.state.pipelineVersion)
+        return PipelineEvent(msg.pipelineName, True, latest.state.pipelineVersion,
+                             models_ready=latest.state.modelsReady, reason=latest.state.reason, spec=_spec(latest))
     if status in _GONE_PIPELINE:
         return PipelineEvent(msg.pipelineName, False, latest.state.pipelineVersion)
     return None
+
+
+def _spec(version) -> object | None:
+    return version.pipeline if version.HasField("pipeline") else None
 
 
 def pipeline_ack(ev: PipelineEvent, subscriber: str, ack: Ack) -> chainer_pb2.PipelineUpdateStatusMessage:
@@ -254,3 +265,17 @@ async def follow_pipelines(target: str, subscriber: str,
                          f"pipeline {ev.name} ack")
 
     await _follow(target, lambda stub: stub.SubscribePipelineStatus(req), on_msg, stop, "pipeline status", send_ack)
+
+
+async def follow_pipeline_states(target: str, subscriber: str,
+                                 handle: Callable[[PipelineEvent], Awaitable | object],
+                                 stop: asyncio.Event) -> None:
+    """Follow every pipeline status change as a plain (non-gateway) subscriber, never acked: what
+    changes without an instruction, such as ``modelsReady`` when a step model is loaded later."""
+    req = scheduler_pb2.PipelineSubscriptionRequest(subscriberName=subscriber)
+
+    def on_msg(msg):
+        ev = pipeline_event(msg)
+        return handle(ev) if ev is not None else None
+
+    await _follow(target, lambda stub: stub.SubscribePipelineStatus(req), on_msg, stop, "pipeline state")

@@ -71,10 +71,23 @@ class SchedulerClient:
         return self._call(lambda: list(self._stub.ModelStatus(req, timeout=self.timeout)))
 
     def wait_pipeline(self, name: str, state: str, timeout: float):
-        """Poll until the latest version's status is ``state`` (e.g. ``PipelineReady``)."""
-        return _wait(lambda: self.pipeline_status(name)[0],
-                     lambda r: r.versions and scheduler_pb2.PipelineVersionState.PipelineStatus.Name(
-                         r.versions[-1].state.status) == state, timeout, "Pipeline wait status timeout")
+        """Poll until the latest version's status is ``state`` (e.g. ``PipelineReady``).
+
+        ``PipelineReady`` also waits for ``modelsReady``: a pipeline whose step models are not all
+        available cannot answer, and the pipeline gateways' ready endpoints say so too."""
+        def done(r) -> bool:
+            if not r.versions:
+                return False
+            st = r.versions[-1].state
+            if scheduler_pb2.PipelineVersionState.PipelineStatus.Name(st.status) != state:
+                return False
+            return st.modelsReady or state != "PipelineReady"
+
+        def why(r) -> str:
+            reason = r.versions[-1].state.reason.strip() if r.versions else ""
+            return f"Pipeline wait status timeout ({reason})" if reason else "Pipeline wait status timeout"
+
+        return _wait(lambda: self.pipeline_status(name)[0], done, timeout, why)
 
     def wait_model(self, name: str, state: str, timeout: float):
         return _wait(lambda: self.model_status(name)[0],
@@ -82,12 +95,13 @@ class SchedulerClient:
                          r.versions[-1].state.state) == state, timeout, "Model wait status timeout")
 
 
-def _wait(fetch, done, timeout: float, message: str):
+def _wait(fetch, done, timeout: float, message):
+    """``message``: the error text, or a function of the last answer giving it."""
     deadline = time.monotonic() + timeout
     while True:
         res = fetch()
         if done(res):
             return res
         if time.monotonic() > deadline:
-            raise SchedulerCallError(message)
+            raise SchedulerCallError(message(res) if callable(message) else message)
         time.sleep(0.2)

@@ -188,12 +188,21 @@ class Store:
     def running_versions(self) -> list[PipelineRecord]:
         return [r for vs in self.pipelines.values() for r in vs if r.status in RUNNING_STATES]
 
-    def models_ready(self, record: PipelineRecord) -> bool:
+    def models_not_ready(self, record: PipelineRecord) -> list[str]:
+        """Step models that keep the version from serving traffic, each with why (``m (not loaded)``,
+        ``m (ModelFailed)``): a step's name is the name of the model it calls, so a step whose model
+        the scheduler does not have available would make every request wait for the timeout."""
+        missing = []
         for step in record.pv.steps:
             vs = self.models.get(step)
-            if not vs or step in self.deleted_models or vs[-1].state != M.ModelAvailable:
-                return False
-        return True
+            if not vs or step in self.deleted_models:
+                missing.append(f"{step} (not loaded)")
+            elif vs[-1].state != M.ModelAvailable:
+                missing.append(f"{step} ({M.ModelState.Name(vs[-1].state)})")
+        return missing
+
+    def models_ready(self, record: PipelineRecord) -> bool:
+        return not self.models_not_ready(record)
 
     def pipeline_status(self, name: str, all_versions: bool = False) -> scheduler_pb2.PipelineStatusResponse:
         versions = self.pipelines.get(name)
@@ -204,11 +213,21 @@ class Store:
             pipelineName=name, versions=[self.with_state(r) for r in chosen])
 
     def with_state(self, r: PipelineRecord) -> scheduler_pb2.PipelineWithState:
+        """The version as callers see it. ``modelsReady`` is computed, never stored, so it follows
+        model loads and unloads without touching the pipeline. When the engines run the version
+        (PipelineReady) but ``modelsReady`` is false, the models are what keeps it from answering,
+        so the reason names them after the engines' reason; in any other state the engines' reason
+        is the news and stays as it is."""
+        missing = self.models_not_ready(r)
+        reason = r.reason
+        if missing and r.status == S.PipelineReady:
+            note = "models not ready: " + ", ".join(missing)
+            reason = f"{r.reason.strip()}; {note}" if r.reason.strip() else note
         return scheduler_pb2.PipelineWithState(
             pipeline=convert.to_proto(r.pv),
             state=scheduler_pb2.PipelineVersionState(
-                pipelineVersion=r.pv.version, status=r.status, reason=r.reason,
-                lastChangeTimestamp=_ts(r.changed), modelsReady=self.models_ready(r),
+                pipelineVersion=r.pv.version, status=r.status, reason=reason,
+                lastChangeTimestamp=_ts(r.changed), modelsReady=not missing,
                 pipelineGwStatus=r.gw_status, pipelineGwReason=r.gw_reason))
 
     # -- models ----------------------------------------------------------------------------

@@ -19,3 +19,9 @@ spec:
     steps:
     - tfsimple2
 """
+
+
+def models_yaml(*names: str, endpoint: str = "grpc://127.0.0.1:1") -> str:
+    """Model resources for ``names``: a pipeline is PipelineReady for ``-w`` only once its step
+    models are loaded. The endpoint is not called unless a model gateway serves the model."""
+    return "".join(f"---\nkind: Model\nmetadata: {{name: {n}}}\nspec: {{endpoint: \"{endpoint}\"}}\n" for n in names)

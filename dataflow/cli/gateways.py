@@ -87,7 +87,15 @@ def register(sub) -> None:
     p.add_argument("--grpc-port", type=int, default=9011, help="gRPC port (default 9011)")
     p.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
     p.add_argument("--timeout-s", type=float, default=30.0,
-                   help="request timeout seconds; REST 504 / gRPC DEADLINE_EXCEEDED after it (0 = wait forever)")
+                   help="request timeout seconds, REST 504 / gRPC DEADLINE_EXCEEDED after it (0 = wait forever); "
+                        "the floor of each pipeline's own default, derived from its join and batch windows and "
+                        "model calls; a request may give its own in the Seldon-Request-Timeout header")
+    p.add_argument("--model-timeout-s", type=float, default=120.0,
+                   help="the model gateways' per-call timeout, counted once per step in a pipeline's default "
+                        "timeout (default 120, as MODELGATEWAY_WORKER_TIMEOUT_MS)")
+    p.add_argument("--join-window-ms", type=int, default=60000,
+                   help="the engines' default join window, for joins without their own in a pipeline's default "
+                        "timeout (default 60000, as SELDON_KAFKA_JOIN_WINDOW_MILLIS)")
     p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
     p.add_argument("--partitions", type=int, default=None, help="(accepted for compatibility; topics come from the engine)")
     p.add_argument("--no-scheduler", action="store_true",
@@ -197,6 +205,7 @@ def run_pipeline_gateway(args) -> int:
                                 timeout_s=args.timeout_s, consumer_prefix=args.consumer_group_prefix,
                                 max_num_consumers=args.max_num_consumers,
                                 max_request_bytes=args.max_request_bytes,
+                                model_timeout_s=args.model_timeout_s, default_join_window_ms=args.join_window_ms,
                                 schema_registry_config=_schema_registry(args))
     service = PipelineGatewayService(cfg)
     print(f"pipeline gateway: REST {args.host}:{args.http_port}, gRPC {args.host}:{args.grpc_port}, "

@@ -12,7 +12,8 @@ package or its tests: ``mlserver`` and ``tritonclient.grpc`` cannot share one pr
 
 Behaviours (see examples/models/README.md for the table users read):
 
-* ``AddSub``        INPUT0, INPUT1 (INT32 [-1,16]) -> OUTPUT0 = sum, OUTPUT1 = difference
+* ``AddSub``        INPUT0, INPUT1 (INT32 [-1,16]) -> OUTPUT0 = sum, OUTPUT1 = difference; over
+                    gRPC always in ``raw_output_contents``, as Triton answers
 * ``Offset``/``Scale`` INPUT (FP32) -> OUTPUT = INPUT + k / INPUT * k   (``extra.k``)
 * ``Conditional``   CHOICE==0 -> only OUTPUT0 = INPUT0, else only OUTPUT1 = INPUT1
 * ``RangeCheck``    OUTPUT = INPUT only when every |value| <= ``extra.limit``; else no outputs
@@ -43,6 +44,28 @@ _NUMPY_DTYPES = {
     "UINT64": np.uint64, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32,
     "INT64": np.int64, "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
 }
+
+
+# Models whose gRPC answers are always raw (``raw_output_contents``), as Triton's are. MLServer
+# answers raw only when the request came raw, and has no setting or hook to change that per model,
+# so its servicer's choice is wrapped once (``_answer_raw_for``) to also say yes for these names.
+# The names live on the wrapper, not in this module: MLServer may import this file once per model
+# folder, as distinct modules. Models are instantiated in MLServer's main process (no parallel
+# workers, see examples/models/settings.json), where the servicer runs.
+def _answer_raw_for(name: str) -> None:
+    from mlserver.grpc.servicers import InferenceServicer
+
+    chosen = InferenceServicer._GetReturnRaw
+    names = getattr(chosen, "raw_output_models", None)
+    if names is None:
+        names = set()
+
+        def get_return_raw(request) -> bool:
+            return chosen(request) or request.model_name in names
+
+        get_return_raw.raw_output_models = names
+        InferenceServicer._GetReturnRaw = staticmethod(get_return_raw)
+    names.add(name)
 
 
 def datatype_name(tensor: Any) -> str:
@@ -91,7 +114,13 @@ class SampleModel(MLModel):
 
 
 class AddSub(SampleModel):
-    """Triton's ``simple`` model (tfsimple1/2/3): elementwise sum and difference, INT32 [-1,16]."""
+    """Triton's ``simple`` model (tfsimple1/2/3): elementwise sum and difference, INT32 [-1,16];
+    gRPC answers in raw contents whatever the request used, as Triton's (the reference's recorded
+    outputs of these samples carry ``raw_output_contents``)."""
+
+    def __init__(self, settings) -> None:
+        super().__init__(settings)
+        _answer_raw_for(settings.name)
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         left = self.find_input(payload, "INPUT0")

@@ -100,7 +100,10 @@ def test_standard_clients_unmodified(stack):
     http = httpclient.InferenceServerClient(stack.inference_url.split("://")[-1])
     try:
         assert http.is_server_live() and http.is_server_ready() and http.is_model_ready("tfsimples")
-        assert http.get_model_metadata("tfsimples")["name"] == "tfsimples"
+        meta = http.get_model_metadata("tfsimples")
+        tensors = [{"name": n, "datatype": "INT32", "shape": [-1, 16]} for n in ("INPUT0", "INPUT1")]
+        assert meta["name"] == "tfsimples"  # tensors from tfsimple1's inputs and tfsimple2's outputs
+        assert (meta["inputs"], [t["name"] for t in meta["outputs"]]) == (tensors, ["OUTPUT0", "OUTPUT1"])
         for binary in (True, False):
             inputs = [httpclient.InferInput("INPUT0", [1, 16], "INT32"), httpclient.InferInput("INPUT1", [1, 16], "INT32")]
             inputs[0].set_data_from_numpy(a, binary_data=binary)
@@ -115,7 +118,9 @@ def test_standard_clients_unmodified(stack):
     g = grpcclient.InferenceServerClient(stack.inference_grpc.split("://")[-1])
     try:
         assert g.is_server_live() and g.is_server_ready() and g.is_model_ready("tfsimples")
-        assert g.get_model_metadata("tfsimples").name == "tfsimples"
+        gmeta = g.get_model_metadata("tfsimples")
+        assert gmeta.name == "tfsimples" and [t.name for t in gmeta.inputs] == ["INPUT0", "INPUT1"]
+        assert [t.name for t in gmeta.outputs] == ["OUTPUT0", "OUTPUT1"] and list(gmeta.outputs[0].shape) == [-1, 16]
         inputs = [grpcclient.InferInput("INPUT0", [1, 16], "INT32"), grpcclient.InferInput("INPUT1", [1, 16], "INT32")]
         inputs[0].set_data_from_numpy(a)
         inputs[1].set_data_from_numpy(b)

@@ -154,6 +154,31 @@ def test_tfsimple_rejects_wrong_shape_like_triton(mlserver):
     assert "Expected [-1,16], got [1,20]" in info.value.message()
 
 
+def test_tfsimple_answers_grpc_in_raw_contents_as_triton(mlserver):
+    """Whichever encoding the request used; other models keep MLServer's choice (raw only for a
+    raw request), and REST answers stay JSON."""
+    from tritonclient.grpc import service_pb2 as pb, service_pb2_grpc as pb_grpc
+    import grpc
+
+    typed = pb.ModelInferRequest(model_name="tfsimple1")
+    for name, value in (("INPUT0", IN16_A), ("INPUT1", IN16_B)):
+        t = typed.inputs.add(name=name, datatype="INT32", shape=[1, 16])
+        t.contents.int_contents.extend(value.ravel().tolist())
+    with grpc.insecure_channel(mlserver.grpc_address) as ch:
+        stub = pb_grpc.GRPCInferenceServiceStub(ch)
+        resp = stub.ModelInfer(typed, timeout=30)
+        assert [o.name for o in resp.outputs] == ["OUTPUT0", "OUTPUT1"]
+        assert not any(o.contents.ByteSize() for o in resp.outputs), (len(resp.raw_output_contents), mlserver.log_tail()[-4000:])
+        assert np.frombuffer(resp.raw_output_contents[0], np.int32).tolist() == (IN16_A + 1).ravel().tolist()
+        other = pb.ModelInferRequest(model_name="add10")
+        t = other.inputs.add(name="INPUT", datatype="FP32", shape=[4])
+        t.contents.fp32_contents.extend(FOUR.tolist())
+        resp = stub.ModelInfer(other, timeout=30)
+        assert not resp.raw_output_contents and list(resp.outputs[0].contents.fp32_contents) == (FOUR + 10).tolist()
+    rest = _http_infer(mlserver, "tfsimple1", {"INPUT0": IN16_A, "INPUT1": IN16_B}).get_response()
+    assert rest["outputs"][0]["data"] == (IN16_A + 1).ravel().tolist()
+
+
 def test_unknown_model_subset_is_a_clear_error():
     with pytest.raises(MLServerError, match="unknown model"):
         MLServerProcess(models=["no-such-model"]).start()

@@ -1,5 +1,6 @@
 """A scheduler stand-in for gateway tests: status messages put on its queues are streamed to the
-(single) subscriber of each stream; gateway acks are recorded in ``acks``."""
+(single) subscriber of each stream; gateway acks are recorded in ``acks``. Pipeline statuses go to
+the pipeline-gateway subscriber (``pipelines``) or to plain subscribers (``pipeline_states``)."""
 from __future__ import annotations
 
 import queue
@@ -14,6 +15,7 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
     def __init__(self) -> None:
         self.models: queue.Queue = queue.Queue()
         self.pipelines: queue.Queue = queue.Queue()
+        self.pipeline_states: queue.Queue = queue.Queue()
         self.acks: queue.Queue = queue.Queue()  # PipelineUpdateStatusMessage / ModelUpdateStatusMessage
         self.subscriptions: list = []
 
@@ -31,7 +33,7 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
 
     def SubscribePipelineStatus(self, request, context):
         self.subscriptions.append(request)
-        yield from self._stream(self.pipelines, context)
+        yield from self._stream(self.pipelines if request.isPipelineGateway else self.pipeline_states, context)
 
     def PipelineStatusEvent(self, request, context):
         self.acks.put(request)

@@ -3,10 +3,13 @@
 Each request becomes a response whose outputs are the inputs (``OUT_`` prefixed), same key and
 partition, headers kept plus ``x-pipeline-version``. A request with parameter ``fail`` becomes an
 error record (``seldon-pipeline-errors: <model>``), one with parameter ``drop`` gets no answer.
+With ``delay_s`` each answer is written that long after its request arrived (a pipeline that
+answers when a join window closes).
 """
 from __future__ import annotations
 
 import threading
+import time
 
 from confluent_kafka import Consumer, Producer
 from tritonclient.grpc import service_pb2 as pb
@@ -32,8 +35,10 @@ class SimulatedPipeline:
     many pipelines with one consumer."""
 
     def __init__(self, kafka, in_topic: str | None = None, out_topic: str | None = None, *, model: str = "sim",
-                 routes: dict[str, str] | None = None) -> None:
+                 routes: dict[str, str] | None = None, delay_s: float = 0.0) -> None:
         self.kafka = kafka
+        self.delay_s = delay_s
+        self._due: list[tuple[float, dict]] = []  # (when, produce kwargs) of delayed answers
         self.routes = dict(routes or {})
         if in_topic is not None:
             self.routes[in_topic] = out_topic
@@ -74,9 +79,14 @@ class SimulatedPipeline:
                         producer.produce(self.routes[m.topic()], value=value.encode(), key=m.key(),
                                          partition=m.partition(), headers=headers)
                         continue
-                    producer.produce(self.routes[m.topic()],
-                                     value=request_to_response(req, self.model).SerializeToString(),
-                                     key=m.key(), partition=m.partition(), headers=headers)
+                    answer = dict(topic=self.routes[m.topic()],
+                                  value=request_to_response(req, self.model).SerializeToString(),
+                                  key=m.key(), partition=m.partition(), headers=headers)
+                    self._due.append((time.monotonic() + self.delay_s, answer))
+                now = time.monotonic()
+                for when, answer in [d for d in self._due if d[0] <= now]:
+                    producer.produce(**answer)
+                self._due = [d for d in self._due if d[0] > now]
                 producer.poll(0)
         finally:
             producer.flush(5)

@@ -307,3 +307,35 @@ def test_rest_json_numbers_are_written_as_the_go_gateway_does(env):
     status, _, payload = _post(env, body, path=f"/v2/pipelines/{env['pipeline']}/infer")
     assert status == 200, payload
     assert b'"data":[10,0.5,1e-7,1e+21]' in payload
+
+
+def test_curl_with_the_binary_tensor_extension(env, tmp_path):
+    """curl, as a user types it: a binary INT32 input after the JSON header, a binary output asked
+    for; the answer's JSON header and tensor bytes are split at Inference-Header-Content-Length."""
+    import shutil
+    import subprocess
+
+    import numpy as np
+
+    curl = shutil.which("curl")
+    assert curl, "curl is a prerequisite of this test"
+    values = np.array([[1, 2, 3, 4]], dtype=np.int32)
+    header = json.dumps({"inputs": [{"name": "INPUT0", "datatype": "INT32", "shape": [1, 4],
+                                     "parameters": {"binary_data_size": values.nbytes}}],
+                         "outputs": [{"name": "OUT_INPUT0", "parameters": {"binary_data": True}}]}).encode()
+    (tmp_path / "body").write_bytes(header + values.tobytes())
+    url = f"http://127.0.0.1:{env['cfg'].http_port}/v2/models/{env['pipeline']}/infer"
+    run = subprocess.run([curl, "-sS", "-X", "POST", url, "-H", "Content-Type: application/octet-stream",
+                          "-H", f"Inference-Header-Content-Length: {len(header)}",
+                          "--data-binary", f"@{tmp_path / 'body'}", "-D", str(tmp_path / "headers"),
+                          "-o", str(tmp_path / "answer"), "-w", "%{http_code}"],
+                         capture_output=True, text=True, timeout=60)
+    assert (run.returncode, run.stdout) == (0, "200"), run.stderr + (tmp_path / "answer").read_bytes()[:300].decode()
+    headers = dict(line.split(": ", 1) for line in (tmp_path / "headers").read_text().splitlines()[1:] if ": " in line)
+    length = int({k.lower(): v for k, v in headers.items()}["inference-header-content-length"])
+    answer = (tmp_path / "answer").read_bytes()
+    meta = json.loads(answer[:length])
+    out = meta["outputs"][0]
+    assert (out["name"], out["datatype"], out["shape"], out["parameters"]["binary_data_size"]) == \
+        ("OUT_INPUT0", "INT32", [1, 4], values.nbytes)
+    assert np.frombuffer(answer[length:], dtype=np.int32).tolist() == values.ravel().tolist()

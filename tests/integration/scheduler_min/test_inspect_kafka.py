@@ -8,6 +8,7 @@ from dataflow import codec
 from dataflow.cli import main
 from scheduler_min.server import SchedulerConfig, run_in_thread
 from scheduler_min.testing import FakeEngine
+from tests.manifests import models_yaml
 
 PIPE = """
 kind: Pipeline
@@ -32,7 +33,10 @@ def setup(kafka, tmp_path, monkeypatch):
     monkeypatch.setenv("POD_NAMESPACE", ns)
     f = tmp_path / "p.yaml"
     f.write_text(PIPE)
+    m = tmp_path / "m.yaml"
+    m.write_text(models_yaml("insp-m1"))
     assert main(["pipeline", "load", "-f", str(f)]) == 0
+    assert main(["model", "load", "-f", str(m)]) == 0  # PipelineReady waits for the step models too
     assert main(["pipeline", "status", "insp", "-w", "PipelineReady", "-t", "10"]) == 0
     topics = {
         "in": f"seldon.{ns}.pipeline.insp.inputs",

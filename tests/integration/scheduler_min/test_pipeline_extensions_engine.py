@@ -18,6 +18,7 @@ from dataflow import codec
 from dataflow.cli import main
 from scheduler_min.server import SchedulerConfig, run_in_thread
 from tests.integration.scheduler_min.test_real_engine import engine_process, pytestmark  # noqa: F401
+from tests.manifests import models_yaml
 
 PIPE = """
 apiVersion: mlops.seldon.io/v1alpha1
@@ -61,6 +62,9 @@ def test_rolling_batch_and_pass_empty_responses_reach_the_engine(stack, kafka, t
     f = tmp_path / "ext.yaml"
     f.write_text(PIPE.format(ns=ns))
     assert main(["pipeline", "load", "-f", str(f)]) == 0
+    m = tmp_path / "m.yaml"
+    m.write_text(models_yaml(f"{ns}-roll", f"{ns}-pass", f"{ns}-drop"))
+    assert main(["model", "load", "-f", str(m)]) == 0  # PipelineReady waits for the step models too
     if main(["pipeline", "status", "ext", "-w", "PipelineReady", "-t", "90"]) != 0:
         pytest.fail("pipeline not ready; engine log:\n" + (tmp_path / "engine.log").read_text()[-3000:])
     # the scheduler carried both fields (PipelineStatus shows what the engine was sent)

@@ -19,6 +19,7 @@ import pytest
 from dataflow import codec
 from dataflow.cli import main
 from scheduler_min.server import SchedulerConfig, run_in_thread
+from tests.manifests import models_yaml
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("dataflow.engine") is None
                                 or importlib.util.find_spec("dataflow.cli.engine") is None,
@@ -65,6 +66,13 @@ def engine_process(sched, kafka, ns, tmp_path):
         log.close()
 
 
+def load_model(tmp_path) -> None:
+    """The step's model: PipelineReady waits for the step models too."""
+    m = tmp_path / "m.yaml"
+    m.write_text(models_yaml("e2e-m1"))
+    assert main(["model", "load", "-f", str(m)]) == 0
+
+
 @pytest.fixture
 def stack(kafka, tmp_path, monkeypatch):
     ns = kafka.unique("e2e")
@@ -75,6 +83,7 @@ def stack(kafka, tmp_path, monkeypatch):
     monkeypatch.setenv("SELDON_SCHEDULE_HOST", sched.address)
     monkeypatch.setenv("SELDON_KAFKA_BROKER", kafka.bootstrap)
     monkeypatch.setenv("POD_NAMESPACE", ns)
+    load_model(tmp_path)
     try:
         with engine_process(sched, kafka, ns, tmp_path):
             yield ns, sched
@@ -154,6 +163,7 @@ def test_scheduler_restart_real_engine_returns_to_ready(kafka, tmp_path, monkeyp
                           state_dir=str(tmp_path / "sched"))
     sched = run_in_thread(cfg)
     monkeypatch.setenv("SELDON_SCHEDULE_HOST", sched.address)
+    load_model(tmp_path)
     try:
         with engine_process(sched, kafka, ns, tmp_path):
             f = tmp_path / "p.yaml"

@@ -73,7 +73,8 @@ def test_load_without_engines_then_engine_connects(sched, stub, engines):
     assert state(stub, "a") == ("PipelineCreate", "no dataflow engines available to handle pipeline")
     e = engines(sched.chainer_address, "engine-0")
     wait_state(stub, "a", "PipelineReady")
-    assert state(stub, "a")[1] == "1/1 ready "
+    # the engines' reason, then what still keeps it from answering: its models were never loaded
+    assert state(stub, "a")[1] == "1/1 ready; models not ready: a-m1 (not loaded), a-m2 (not loaded)"
     (create,) = [m for m in e.messages if m.pipeline == "a"]
     assert create.op == chainer_pb2.PipelineUpdateMessage.Create and create.timestamp >= 1
     v = status(stub, "a").versions[0]

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from scheduler_min.testing import FakeEngine
+from tests.manifests import models_yaml
 
 PIPE = """
 apiVersion: mlops.seldon.io/v1alpha1
@@ -49,6 +50,10 @@ def test_scheduler_process_with_cli(scheduler, tmp_path):
     engine = FakeEngine(chainer, "engine-proc")
     try:
         r = cli(env, "pipeline", "load", "-f", str(f))
+        assert (r.returncode, r.stderr) == (0, "")
+        m = tmp_path / "m.yaml"
+        m.write_text(models_yaml("proc-m1"))
+        r = cli(env, "model", "load", "-f", str(m))  # PipelineReady waits for the step models too
         assert (r.returncode, r.stderr) == (0, "")
         r = cli(env, "pipeline", "status", "proc", "-w", "PipelineReady", "-t", "30")
         assert r.returncode == 0 and '"PipelineReady"' in r.stdout

@@ -71,11 +71,18 @@ def test_load_wait_ready_status_list_unload(sched, host, tmp_path, capsys):
     engine = FakeEngine(sched.chainer_address, "engine-cli")
     try:
         assert run(capsys, "pipeline", "load", "-f", str(f)) == (0, "", "")
+        # PipelineReady waits for the step models too: without them it times out saying which
+        code, _, err = run(capsys, "pipeline", "status", "tfsimples", "-w", "PipelineReady", "-t", "0.5")
+        assert code != 0 and "models not ready: tfsimple1 (not loaded), tfsimple2 (not loaded)" in err, err
+        m = tmp_path / "m.yaml"
+        m.write_text(MODELS)
+        assert run(capsys, "model", "load", "-f", str(m))[0] == 0
         code, out, _ = run(capsys, "pipeline", "status", "tfsimples", "-w", "PipelineReady", "-t", "10")
         assert code == 0
         doc = json.loads(out)
         assert doc["pipelineName"] == "tfsimples"
         assert doc["versions"][0]["state"]["status"] == "PipelineReady"
+        assert doc["versions"][0]["state"]["modelsReady"] is True
         assert doc["versions"][0]["pipeline"]["steps"][1]["inputs"] == ["tfsimple1.outputs"]
         code, out, _ = run(capsys, "pipeline", "status")
         assert [json.loads(line)["pipelineName"] for line in out.splitlines()] == ["single", "tfsimples"]

@@ -70,7 +70,10 @@ def test_store_versions_upgrade_and_persistence(tmp_path):
     again = Store(str(tmp_path))
     assert [(r.pv.version, r.pv.uid, r.status) for r in again.pipelines["p"]] == [
         (1, r1.pv.uid, S.PipelineTerminate), (2, r2.pv.uid, S.PipelineReady)]
-    assert again.pipeline_status("p", all_versions=True).versions[1].state.reason == "1/1 ready "
+    # the engines' reason as stored; model m was never loaded, so the status also says so
+    assert again.pipelines["p"][1].reason == "1/1 ready "
+    assert again.pipeline_status("p", all_versions=True).versions[1].state.reason == \
+        "1/1 ready; models not ready: m (not loaded)"
 
 
 def test_store_remove_and_recreate(tmp_path):
@@ -106,12 +109,21 @@ def test_models_ready_follows_models():
 
     st = Store(None)
     r = st.add_pipeline(proto())
+    st.set_state(r, S.PipelineReady, "")
     assert not st.models_ready(r)
+    state = st.pipeline_status("p").versions[0].state
+    assert (state.status, state.modelsReady, state.reason) == (S.PipelineReady, False, "models not ready: m (not loaded)")
     m = scheduler_pb2.Model(meta=scheduler_pb2.MetaData(name="m"), modelSpec=scheduler_pb2.ModelSpec(uri="grpc://h:1"))
     st.add_model(resolve_endpoint(m))
     assert st.models_ready(r)
+    state = st.pipeline_status("p").versions[0].state
+    assert (state.status, state.modelsReady, state.reason) == (S.PipelineReady, True, "")
+    st.models["m"][-1].state = scheduler_pb2.ModelStatus.ModelFailed
+    assert st.pipeline_status("p").versions[0].state.reason == "models not ready: m (ModelFailed)"
     st.remove_model("m")
     assert not st.models_ready(r)
+    st.remove_pipeline("p")  # a version not running says what the engines say
+    assert st.pipeline_status("p").versions[0].state.reason == "pipeline removed"
 
 
 def test_corrupt_state_file_is_a_clear_error(tmp_path):
