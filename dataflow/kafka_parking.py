@@ -47,9 +47,11 @@ QUIET_WATCH_INTERVAL_S = 0.1
 # A consumer woken for records its owner then finds are not for it (a model's output topic is read
 # by every pipeline using the model, each keeping only its own records) parks again as soon as it
 # has read them, instead of fetching for ``park_after_s`` more: with a hundred such pipelines that
-# was ten thousand empty fetches per request. It stays awake at most this long for the records it
-# was woken for to arrive.
-WAKE_GRACE_S = 0.25
+# was ten thousand empty fetches per request. Until the first records after a wake arrive it stays
+# awake, for at most this long: a resumed consumer's first fetch can take a while on a busy broker,
+# and one that parked again before it came back was woken again at once, so a loaded machine could
+# spin in wake/park cycles with records waiting (measured: under 1 request/s with 50 records lag).
+WAKE_GRACE_S = 2.0
 # A parked consumer whose owner said which records it wants (``interest``) is not woken for the
 # others: the watcher reads the new records of such partitions once, for all parked consumers, and
 # moves the parked positions of those that want none of them past them. Their committed offsets
