@@ -5,7 +5,17 @@ group ``modelgateway_group_id(m)`` (one consumer per group bucket, ``auto.offset
 and each record is sent to the model's OIP server with at most ``workers`` calls in flight per
 model and a per-request timeout. The answer goes to ``model.<m>.outputs`` with the same key and
 partition number; a failure goes to the errors topic with ``seldon-pipeline-errors: <m>``.
-Offsets are committed only once every earlier record's output was delivered (at-least-once).
+Offsets are committed only once every earlier record's output was delivered (at-least-once), in
+one commit per consumer at most every ``commit_interval_s`` (a commit per record was a broker
+request per record).
+
+Everything runs on one asyncio loop: a consumer thread hands each polled batch to the loop, calls
+go out on one gRPC channel (or HTTP session) per model server (``ClientPool``), outputs are
+produced from the loop and their delivery reports commit offsets from the producer's thread.
+Failing fast: a record whose caller has given up (header ``dataflow-deadline-ms`` in the past) is
+answered with an error without calling the model, a call never outlives that deadline, and a
+model server that cannot be reached opens its circuit (``oip_client.CircuitBreaker``) so that the
+records queued for it fail at once instead of each waiting for retries.
 """
 from __future__ import annotations
 
@@ -27,13 +37,14 @@ from dataflow.schema_registry import Framer
 from gateways import oip_json
 from gateways.kafka_io import AsyncProducer, TopicSetConsumer
 from gateways.metrics import ModelMetrics, ModelSeries
-from gateways.oip_client import InferError, OipClient, client_for
+from gateways.oip_client import ClientPool, InferError, OipClient
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WORKERS = 8  # MODELGATEWAY_NUM_WORKERS
 DEFAULT_TIMEOUT_S = 120.0  # MODELGATEWAY_WORKER_TIMEOUT_MS
 MAX_NUM_CONSUMERS = 100  # MODELGATEWAY_MAX_NUM_CONSUMERS
+COMMIT_INTERVAL_S = 1.0  # as the engine's runtimes (Kafka Streams: 30 s at-least-once)
 SCHEMA_MAGIC = 0
 
 
@@ -116,6 +127,18 @@ def output_headers(headers: list[tuple[str, bytes]], response_headers: list[tupl
     return list(headers) + [(k, v) for k, v in response_headers if k not in present]
 
 
+def deadline_left(headers: list[tuple[str, bytes]], now_s: float) -> float | None:
+    """Seconds until the caller's deadline (header ``dataflow-deadline-ms``; <= 0: passed), or None
+    if the record carries none (or an unreadable one)."""
+    raw = H.first(headers, H.DEADLINE)
+    if raw is None:
+        return None
+    try:
+        return int(raw) / 1000 - now_s
+    except ValueError:
+        return None
+
+
 def error_headers(headers: list[tuple[str, bytes]], model: str) -> list[tuple[str, bytes]]:
     return list(headers) + [(H.PIPELINE_ERRORS, model.encode())]
 
@@ -163,7 +186,8 @@ class ModelGateway:
     def __init__(self, settings: KafkaSettings, namer: TopicNamer | None = None, *, consumer_prefix: str = "",
                  workers: int = DEFAULT_WORKERS, timeout_s: float = DEFAULT_TIMEOUT_S, partitions: int = 1,
                  replication: int = 1, max_num_consumers: int = MAX_NUM_CONSUMERS, model_version: str = "",
-                 framer: Framer | None = None, metrics: ModelMetrics | None = None) -> None:
+                 framer: Framer | None = None, metrics: ModelMetrics | None = None,
+                 commit_interval_s: float = COMMIT_INTERVAL_S) -> None:
         self.settings = settings
         self.metrics = metrics or ModelMetrics()
         self.framer = framer  # schema-registry framing of model outputs; None: raw values
@@ -174,6 +198,8 @@ class ModelGateway:
         self.partitions = partitions
         self.replication = replication
         self.max_num_consumers = max_num_consumers
+        self.commit_interval_s = commit_interval_s
+        self.clients = ClientPool()
         # The reference pins model_version "1"; MLServer rejects versions it does not have, so by
         # default the request's own (usually empty) version is sent. Set to "1" to match exactly.
         self.model_version = model_version
@@ -184,6 +210,7 @@ class ModelGateway:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.processed = 0
         self.failed = 0
+        self.expired = 0  # records answered with an error because their caller had given up
         self._closing = False
 
     async def start(self) -> "ModelGateway":
@@ -214,18 +241,19 @@ class ModelGateway:
         topics = [self.namer.model_inputs(name), self.namer.model_outputs(name)]
         await asyncio.to_thread(ensure_topics, self.settings, topics, self.partitions, self.replication,
                                 require_equal=False)
-        served = _Served(name, endpoint, client_for(endpoint), asyncio.Semaphore(self.workers),
+        served = _Served(name, endpoint, self.clients.acquire(endpoint), asyncio.Semaphore(self.workers),
                          self.metrics.model(name))
         old = self._models.get(name)
         self._models[name] = served
         if old is not None:
-            await old.client.close()
+            await self.clients.release(old.endpoint)
         group = self.group_id(name)
         consumer = self._consumers.get(group)
         if consumer is None:
             tracker = OffsetTracker()
             consumer = TopicSetConsumer(self.settings, group, lambda msgs, g=group: self._on_records(g, msgs),
-                                        offset_reset="earliest", on_revoke=tracker.forget, name=f"modelgw-{group}")
+                                        offset_reset="earliest", on_revoke=tracker.forget, name=f"modelgw-{group}",
+                                        commit_interval_s=self.commit_interval_s)
             self._consumers[group] = consumer
             self._trackers[group] = tracker
         consumer.add_topic(topics[0])
@@ -240,7 +268,7 @@ class ModelGateway:
             consumer.remove_topic(self.namer.model_inputs(name))
         if drain and served.tasks:
             await asyncio.wait(served.tasks, timeout=self.timeout_s)
-        await served.client.close()
+        await self.clients.release(served.endpoint)
         if name not in self._models:
             self.metrics.forget(name)
         log.info("stopped serving model %s", name)
@@ -294,12 +322,20 @@ class ModelGateway:
         started = time.perf_counter()
         try:
             try:
+                timeout_s = self.timeout_s
+                left = deadline_left(headers, time.time())
+                if left is not None:
+                    if left <= 0:
+                        self.expired += 1
+                        raise InferError(f"not sent to model {served.name}: the caller's deadline passed "
+                                         f"{-left:.3f}s ago")
+                    timeout_s = min(timeout_s, left)
                 hint = H.first(headers, H.INFER_TYPE)
                 req = parse_model_input(value, hint.decode("utf-8", "replace") if hint is not None else None)
                 req.model_name = served.name
                 req.model_version = self.model_version
                 resp, resp_headers = await served.client.infer(req, outgoing_metadata(headers, served.name),
-                                                               self.timeout_s)
+                                                               timeout_s)
                 out_topic, out_value = self.namer.model_outputs(served.name), resp.SerializeToString()
                 out_headers = output_headers(headers, resp_headers)
                 self.processed += 1
