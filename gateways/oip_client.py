@@ -44,6 +44,7 @@ RETRY_BUDGET_S = 0.35
 BREAKER_FAILURES = 5
 BREAKER_OPEN_S = 0.5
 BREAKER_MAX_OPEN_S = 5.0
+RECONNECT_MAX_MS = 2000
 
 
 class InferError(RuntimeError):
@@ -150,7 +151,11 @@ class GrpcOipClient:
         self.target = target
         self.breaker = breaker or CircuitBreaker()
         self._channel = grpc.aio.insecure_channel(target, options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)])
+            ("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE),
+            # gRPC's reconnect backoff grows to 120 s by default: a restarted model server would
+            # stay unused (calls failing UNAVAILABLE) for up to that long.
+            ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", RECONNECT_MAX_MS)])
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
 
     def _circuit_open(self) -> InferError:
