@@ -48,7 +48,14 @@ RECONNECT_MAX_MS = 2000
 
 
 class InferError(RuntimeError):
-    """The model call failed; ``str()`` is the text that goes on the error topic."""
+    """The model call failed; ``str()`` is the text that goes on the error topic.
+
+    ``whole_batch``: the failure is the server's (unreachable, timed out), not one request's, so
+    every member of a batched call gets it; otherwise the members are retried one by one."""
+
+    def __init__(self, text: str, whole_batch: bool = False) -> None:
+        super().__init__(text)
+        self.whole_batch = whole_batch
 
 
 def go_code_name(code: grpc.StatusCode) -> str:
@@ -161,7 +168,7 @@ class GrpcOipClient:
     def _circuit_open(self) -> InferError:
         return InferError(grpc_error_text(
             grpc.StatusCode.UNAVAILABLE, f"model server {self.target} is unreachable, failing fast for "
-            f"{self.breaker.open_s:g}s (last error: {self.breaker.last_error})"))
+            f"{self.breaker.open_s:g}s (last error: {self.breaker.last_error})"), whole_batch=True)
 
     async def infer(self, request, headers, timeout_s):
         bad = invalid_metadata(headers)
@@ -178,7 +185,8 @@ class GrpcOipClient:
             left = deadline - loop.time()
             if left <= 0:
                 breaker.release_probe()
-                raise InferError(grpc_error_text(grpc.StatusCode.DEADLINE_EXCEEDED, "context deadline exceeded"))
+                raise InferError(grpc_error_text(grpc.StatusCode.DEADLINE_EXCEEDED, "context deadline exceeded"),
+                                 whole_batch=True)
             call = self._stub.ModelInfer(request, metadata=headers, timeout=left)
             try:
                 resp = await call
@@ -189,23 +197,24 @@ class GrpcOipClient:
                 code = exc.code()
                 details = exc.details()
                 if code != grpc.StatusCode.UNAVAILABLE:
-                    if code == grpc.StatusCode.DEADLINE_EXCEEDED:  # slow or hung: says nothing
+                    timed_out = code == grpc.StatusCode.DEADLINE_EXCEEDED
+                    if timed_out:  # slow or hung: says nothing about being up
                         breaker.release_probe()
                         details = "context deadline exceeded"
                     else:  # the server answered: it is up
                         breaker.success()
-                    raise InferError(grpc_error_text(code, details)) from None
+                    raise InferError(grpc_error_text(code, details), whole_batch=timed_out) from None
                 breaker.failure(details or "")
                 now = loop.time()
                 if attempt + 1 < RETRIES and now + delay < min(deadline, retry_until) and not breaker.is_open:
                     await asyncio.sleep(delay)
                     delay *= 2
                     continue
-                raise InferError(grpc_error_text(code, details)) from None
+                raise InferError(grpc_error_text(code, details), whole_batch=True) from None
             except BaseException:
                 breaker.release_probe()
                 raise
-        raise InferError(grpc_error_text(grpc.StatusCode.UNAVAILABLE, "retries exhausted"))
+        raise InferError(grpc_error_text(grpc.StatusCode.UNAVAILABLE, "retries exhausted"), whole_batch=True)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -215,7 +224,7 @@ class _Unreachable(InferError):
     """The server could not be connected to (counts towards opening the circuit)."""
 
     def __init__(self, text: str, detail: str) -> None:
-        super().__init__(text)
+        super().__init__(text, whole_batch=True)
         self.detail = detail
 
 
@@ -231,7 +240,8 @@ class RestOipClient:
         breaker = self.breaker
         if not breaker.allow():
             raise InferError(f'Post "{self.base_url}/v2/models/{request.model_name}/infer": model server '
-                             f"unreachable, failing fast for {breaker.open_s:g}s (last error: {breaker.last_error})")
+                             f"unreachable, failing fast for {breaker.open_s:g}s (last error: {breaker.last_error})",
+                             whole_batch=True)
         try:
             resp = await self._infer(request, headers, timeout_s)
         except _Unreachable as exc:
@@ -265,7 +275,7 @@ class RestOipClient:
                     raise InferError(f"invalid response from {url}: {exc}") from None
                 return resp, _x_headers(r.headers.items())
         except asyncio.TimeoutError:
-            raise InferError(f'Post "{url}": context deadline exceeded') from None
+            raise InferError(f'Post "{url}": context deadline exceeded', whole_batch=True) from None
         except aiohttp.ClientConnectorError as exc:
             raise _Unreachable(f'Post "{url}": {exc}', str(exc)) from None
         except aiohttp.ClientError as exc:
