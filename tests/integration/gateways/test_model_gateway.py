@@ -253,3 +253,51 @@ def test_non_ascii_header_is_a_readable_error(kafka, gw):
     [err] = _collect(kafka, [namer.errors()], 1, key="0.p.utf8")
     assert err.value().decode() == ('rpc error: code = Internal desc = header key "x-name" contains value '
                                     'with non-printable ASCII characters')
+
+
+# ---- batching -------------------------------------------------------------------------------------
+
+def _row_request(values, name="INPUT") -> bytes:
+    req = pb.ModelInferRequest()
+    t = req.inputs.add(name=name, datatype="INT32", shape=[1, len(values)])
+    t.contents.int_contents.extend(values)
+    return req.SerializeToString()
+
+
+def test_waiting_records_go_as_one_call_and_each_gets_its_own_answer(kafka, gw):
+    """One worker, batches of up to 16: records that queue behind the first call are stacked into
+    one request; each answer is cut back to its record, and a record that cannot be stacked with
+    the others (here: other input name, which the server refuses) fails alone."""
+    namer, servicer = gw["namer"], gw["servicer"]
+    bg = gw["bg"]
+    cfg = ModelGatewayConfig(settings=kafka.settings, namer=namer, partitions=PARTITIONS, timeout_s=10,
+                             consumer_prefix=kafka.unique("mgwb"), workers=1, max_batch=16,
+                             static_models={"add10-batched": f"grpc://127.0.0.1:{gw['grpc_port']}"})
+    svc = ModelGatewayService(cfg)
+    bg.run(svc.start())
+    try:
+        assert svc.gateway.wait_assigned("add10-batched")
+        before = len(servicer.requests)
+        prod = kafka.producer()
+        n = 40
+        for i in range(n):
+            value = _row_request([i, i + 1], name="BAD" if i == 20 else "INPUT")
+            prod.produce(namer.model_inputs("add10-batched"), value, key=f"0.p.batch{i}", partition=0,
+                         headers=[(H.REQUEST_ID, f"rid-batch{i}".encode())])
+        prod.flush(10)
+        got = _collect(kafka, [namer.model_outputs("add10-batched"), namer.errors()], n, prefix="0.p.batch")
+        outs = [m for m in got if m.topic() == namer.model_outputs("add10-batched")]
+        [err] = [m for m in got if m.topic() == namer.errors()]
+        assert len(outs) == n - 1 and err.key() == b"0.p.batch20"
+        for m in outs:
+            i = int(m.key().decode()[len("0.p.batch"):])
+            resp = pb.ModelInferResponse()
+            resp.ParseFromString(m.value())
+            assert list(resp.outputs[0].shape) == [1, 2]
+            assert list(resp.outputs[0].contents.int_contents) == [i + 10, i + 11]
+            assert (H.REQUEST_ID, f"rid-batch{i}".encode()) in m.headers()  # its own headers
+        assert "unexpected input 'BAD'" in err.value().decode()
+        sizes = [r.inputs[0].shape[0] for r in servicer.requests[before:] if r.model_name == "add10-batched"]
+        assert sum(sizes) == n and max(sizes) > 1, sizes
+    finally:
+        bg.run(svc.stop())
