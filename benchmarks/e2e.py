@@ -2,6 +2,8 @@
 
     python -m benchmarks.e2e                                  # gRPC, 300 sequential, 32 concurrent for 10 s
     python -m benchmarks.e2e --protocols grpc,rest --seconds 5
+    python -m benchmarks.e2e --workers 2 --max-batch 16       # model gateway batching waiting records
+    python -m benchmarks.e2e --hops                           # + where a pipeline request's time goes
 
 Starts the stack as ``dataflow up`` does (embedded broker, MLServer with the sample models,
 scheduler, one engine, model gateway, pipeline gateway, the ``tfsimples`` pipeline; free ports),
@@ -17,7 +19,9 @@ one target after the other:
 For each: ``--requests`` sequential requests (p50 / p99), then ``--concurrency`` requests kept in
 flight for ``--seconds`` (req/s, p50 / p99). Every answer is checked. The last columns are the
 same-run ratios issue 10 asks for: pipeline req/s over the direct two-call ideal (direct req/s / 2)
-and the pipeline's sequential p50 minus two direct p50s.
+and the pipeline's sequential p50 minus two direct p50s. A second table gives the CPU each
+process spent per request in the concurrent phase: on a machine shared with other work the
+req/s move from run to run, CPU per request much less.
 """
 from __future__ import annotations
 
@@ -264,6 +268,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10.0, help="concurrent phase length per target")
     parser.add_argument("--only", default="", help="comma list of target labels' first words (direct,model,pipeline)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="model gateway --workers (default: its own, 8)")
+    parser.add_argument("--max-batch", type=int, default=None,
+                        help="model gateway --max-batch (default: its own, 1 = no batching)")
     parser.add_argument("--hops", action="store_true",
                         help="also print where a gRPC pipeline request's time goes, hop by hop")
     parser.add_argument("--keep", action="store_true", help="print pids and wait for Enter before stopping")
@@ -271,6 +279,14 @@ def main(argv: list[str] | None = None) -> None:
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
 
     from dataflow.up.stack import Stack, UpOptions
+
+    # `dataflow up` passes no such flags: the model gateway child reads them from its environment.
+    if args.workers is not None:
+        os.environ["MODELGATEWAY_NUM_WORKERS"] = str(args.workers)
+    if args.max_batch is not None:
+        os.environ["MODELGATEWAY_MAX_BATCH"] = str(args.max_batch)
+    gw_config = (f"model gateway workers {os.environ.get('MODELGATEWAY_NUM_WORKERS', 'default (8)')}, "
+                 f"max batch {os.environ.get('MODELGATEWAY_MAX_BATCH', 'default (1)')}")
 
     with tempfile.TemporaryDirectory() as tmp:
         options = UpOptions(kafka_port=0, scheduler_port=0, chainer_port=0, http_port=0, grpc_port=0,
@@ -301,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
                 input("stack running; Enter to stop")
         finally:
             stack.stop()
-    print(f"\nthe dataflow up stack (embedded broker, 1 engine, 1 partition); tritonclient aio; "
+    print(f"\nthe dataflow up stack (embedded broker, 1 engine, 1 partition; {gw_config}); tritonclient aio; "
           f"{args.requests} sequential requests, then {args.concurrency} in flight for {args.seconds:g} s\n")
     print(table(results, args.concurrency))
     print(f"\nCPU ms per request in the {args.concurrency}-concurrent phase (process and its children; "
