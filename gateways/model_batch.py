@@ -8,7 +8,8 @@ along that dimension. That is only right for a model that treats the first dimen
 (Triton's ``max_batch_size > 0``), so it is opt-in (``max_batch``). Requests that cannot be
 stacked exactly (other tensor names, types or trailing shapes, BYTES tensors, parameters) and
 answers that cannot be cut exactly are never forced: ``merge`` / ``split`` return None and the
-caller sends the requests one by one.
+caller sends the requests one by one. A batched call carries only the metadata (``x-*`` headers)
+its members have in common: the server sees no per-record ``x-request-id`` for it.
 """
 from __future__ import annotations
 

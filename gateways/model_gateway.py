@@ -222,6 +222,7 @@ class ModelGateway:
         # default the request's own (usually empty) version is sent. Set to "1" to match exactly.
         self.model_version = model_version
         self._models: dict[str, _Served] = {}
+        self._retiring: set[asyncio.Task] = set()  # endpoints replaced, finishing their calls
         self._consumers: dict[str, TopicSetConsumer] = {}
         self._trackers: dict[str, OffsetTracker] = {}
         self._producer: AsyncProducer | None = None
@@ -262,8 +263,15 @@ class ModelGateway:
         served = _Served(name, endpoint, self.clients.acquire(endpoint), self.metrics.model(name))
         old = self._models.get(name)
         self._models[name] = served
-        if old is not None:
-            await self.clients.release(old.endpoint)
+        if old is not None:  # waiting records move to the new endpoint; calls in flight finish
+            served.queue.extend(old.queue)
+            old.queue.clear()
+            old.removed = True
+            old.space.set()
+            self._pump(served)
+            task = asyncio.create_task(self._retire(old))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
         group = self.group_id(name)
         consumer = self._consumers.get(group)
         if consumer is None:
@@ -287,13 +295,17 @@ class ModelGateway:
         served.space.set()
         if not drain:
             served.queue.clear()  # never committed: read again by whoever serves the model next
-        deadline = self._loop.time() + self.timeout_s
-        while served.tasks and self._loop.time() < deadline:  # the queue drains through the tasks
-            await asyncio.wait(set(served.tasks), timeout=deadline - self._loop.time())
-        await self.clients.release(served.endpoint)
+        await self._retire(served)
         if name not in self._models:
             self.metrics.forget(name)
         log.info("stopped serving model %s", name)
+
+    async def _retire(self, served: _Served) -> None:
+        """Let ``served``'s calls (and what is still queued) finish, then release its client."""
+        deadline = self._loop.time() + self.timeout_s
+        while served.tasks and self._loop.time() < deadline:
+            await asyncio.wait(set(served.tasks), timeout=deadline - self._loop.time())
+        await self.clients.release(served.endpoint)
 
     def wait_assigned(self, name: str, timeout_s: float = 30.0) -> bool:
         consumer = self._consumers.get(self.group_id(name))
@@ -327,17 +339,18 @@ class ModelGateway:
     async def _dispatch(self, group: str, batch) -> None:
         limit = self.workers * self.max_batch
         for rec in batch:
-            topic = rec[0]
-            model = self._model_of(topic)
-            served = self._models.get(model) if model else None
-            if served is None:  # not served (any more): skip it, like the reference
-                self._finish(group, rec)
-                continue
-            while len(served.queue) >= limit and not served.removed:
-                served.space.clear()
+            model = self._model_of(rec[0])
+            while True:
+                served = self._models.get(model) if model else None
+                if served is None:  # not served (any more): skip it, like the reference
+                    self._finish(group, rec)
+                    break
+                if len(served.queue) < limit:
+                    served.queue.append((group, rec))
+                    self._pump(served)
+                    break
+                served.space.clear()  # full: wait for room (or for the model to go or move)
                 await served.space.wait()
-            served.queue.append((group, rec))
-            self._pump(served)
 
     def _pump(self, served: _Served) -> None:
         """Start calls while workers are free: each takes what is waiting, up to ``max_batch``."""
@@ -436,7 +449,7 @@ class ModelGateway:
                 else:
                     self.failed += 1
                     series.error.inc()
-                if self.framer is not None and ok:  # outputs only: the errors topic's text stays raw
+                if self.framer is not None:  # outputs only: the errors topic's text stays raw
                     out_value = await self.framer.aframe(out_topic, out_value)
                 self._producer.produce_cb(out_topic, out_value, key=call.rec[3], partition=call.rec[1],
                                           headers=out_headers,
