@@ -177,13 +177,14 @@ def table(results: list[Result], concurrency: int) -> str:
     return "\n".join(lines)
 
 
+# The engine writes a step's output with the timestamp of the record it read (as Kafka Streams
+# does), so its hops are not visible on their own: each row below is an engine step plus the
+# component that produced next (2 Kafka hops), the last one the engine's output step plus the
+# pipeline gateway's answer.
 PIPELINE_HOPS = (("pipeline gw: request -> produce", None, "pipeline.tfsimples.inputs"),
-                 ("engine: step tfsimple1", "pipeline.tfsimples.inputs", "model.tfsimple1.inputs"),
-                 ("model gw: tfsimple1", "model.tfsimple1.inputs", "model.tfsimple1.outputs"),
-                 ("engine: step tfsimple2", "model.tfsimple1.outputs", "model.tfsimple2.inputs"),
-                 ("model gw: tfsimple2", "model.tfsimple2.inputs", "model.tfsimple2.outputs"),
-                 ("engine: pipeline output", "model.tfsimple2.outputs", "pipeline.tfsimples.outputs"),
-                 ("pipeline gw: output -> answer", "pipeline.tfsimples.outputs", None))
+                 ("engine step tfsimple1 + model gw tfsimple1", "pipeline.tfsimples.inputs", "model.tfsimple1.outputs"),
+                 ("engine step tfsimple2 + model gw tfsimple2", "model.tfsimple1.outputs", "model.tfsimple2.outputs"),
+                 ("engine output step + pipeline gw answer", "model.tfsimple2.outputs", None))
 
 
 def produce_times(bootstrap: str, topics: list[str]) -> dict[str, dict[str, float]]:
@@ -224,7 +225,7 @@ def hop_table(result: Result, bootstrap: str, namer) -> str:
         kind, rest = ref.split(".", 1)
         return namer.pipeline_topic(rest) if kind == "pipeline" else namer.model_topic(rest)
 
-    refs = [h[2] for h in PIPELINE_HOPS[:-1]]
+    refs = [h[2] for h in PIPELINE_HOPS[:-1]]  # every topic a row starts or ends at
     times = produce_times(bootstrap, [topic(r) for r in refs])
     by_id = {}
     for r in refs:
