@@ -90,11 +90,19 @@ def _client(target: Target):
     return tc, tc.InferenceServerClient(target.url)
 
 
-def _inputs(tc):
+def _inputs(tc, rest: bool):
+    """REST bodies are plain JSON (MLServer has no binary tensor extension)."""
     a, b = tc.InferInput("INPUT0", [1, 16], "INT32"), tc.InferInput("INPUT1", [1, 16], "INT32")
-    a.set_data_from_numpy(A)
-    b.set_data_from_numpy(B)
+    kw = {"binary_data": False} if rest else {}
+    a.set_data_from_numpy(A, **kw)
+    b.set_data_from_numpy(B, **kw)
     return [a, b]
+
+
+def _outputs(tc, rest: bool):
+    if not rest:
+        return None
+    return [tc.InferRequestedOutput(n, binary_data=False) for n in ("OUTPUT0", "OUTPUT1")]
 
 
 _ids = itertools.count()
@@ -102,10 +110,16 @@ _ids = itertools.count()
 
 async def _one(client, tc, target: Target, log: list[Sent] | None = None, phase: str = "") -> float:
     headers = {"seldon-model": target.seldon_model} if target.seldon_model else {}
+    if target.protocol == "rest":
+        # aiohttp asks for gzip by default, MLServer then compresses its answer, and the
+        # tritonclient aio client (which turns aiohttp's own decompression off) fails to read it.
+        headers["Accept-Encoding"] = "identity"
+        headers["Content-Type"] = "application/json"  # MLServer reads a body without it as a string
     rid = f"bench{os.getpid()}x{next(_ids)}"
     headers["x-request-id"] = rid
     wall, start = time.time(), time.perf_counter()
-    result = await client.infer(target.model_name, _inputs(tc), headers=headers)
+    rest = target.protocol == "rest"
+    result = await client.infer(target.model_name, _inputs(tc, rest), outputs=_outputs(tc, rest), headers=headers)
     took = time.perf_counter() - start
     if log is not None:
         log.append(Sent(rid, phase, wall, wall + took))
