@@ -414,6 +414,8 @@ class ModelGateway:
                     for c in calls:
                         self._settle_error(served, c, exc)
                     return
+            except Exception:  # noqa: BLE001 - a bug in the batched path: the members alone
+                log.exception("model %s: batched call failed; calling one by one", served.name)
             else:
                 parts = model_batch.split(resp, [c.req for c in calls])
                 if parts is not None:
@@ -433,10 +435,15 @@ class ModelGateway:
             for call in calls:
                 self._prepare(served, call)
             todo = [c for c in calls if c.outcome is None]
-            if len(todo) == 1:
-                await self._call_one(served, todo[0])
-            elif todo:
-                await self._call_batch(served, todo)
+            try:
+                if len(todo) == 1:
+                    await self._call_one(served, todo[0])
+                elif todo:
+                    await self._call_batch(served, todo)
+            except Exception as exc:  # noqa: BLE001 - every record must still get an answer
+                for c in todo:
+                    if c.outcome is None:
+                        self._settle_error(served, c, exc)
             took = time.perf_counter() - started
             series.in_flight.dec(len(items))
             settled = True
