@@ -134,7 +134,7 @@ class CircuitBreaker:
             self.open_until = self._clock() + self.open_s
 
     def release_probe(self) -> None:
-        """The probe ended without telling whether the server is up (e.g. a bad request)."""
+        """The probe ended without telling whether the server is up (e.g. it timed out)."""
         self._probing = False
 
 
