@@ -12,6 +12,10 @@ SELDON_ROUTE = "x-seldon-route"
 ALIBI_TYPE = "x-seldon-alibi-type"
 ALIBI_METHOD = "x-seldon-alibi-method"
 ALIBI_DISCARDS = (ALIBI_TYPE, ALIBI_METHOD)
+# Ours, not the reference's: when the caller stops waiting, as Unix epoch milliseconds (ASCII).
+# Whoever publishes a request may set it; every step keeps it (headers pass through) and the model
+# gateway skips the model call of a record whose caller has already given up.
+DEADLINE = "dataflow-deadline-ms"
 
 # Routing headers on the gateway's HTTP/gRPC side (spec 5.1).
 SELDON_MODEL = "seldon-model"

@@ -158,6 +158,9 @@ class TopicSetConsumer:
     topic set is empty: the thread then leaves the group, destroys the client and exits.
     What is remembered per topic (assignment, positions) is dropped when the topic is removed.
 
+    ``commit_interval_s``: offsets queued by ``commit()`` are sent at most this often (and always
+    before a revoke and at close); 0 sends them after every poll.
+
     ``cooperative``: use the incremental (cooperative-sticky) rebalance protocol, so adding or
     removing a topic moves only that topic's partitions and the others keep flowing. An owner that
     keeps many topics on one consumer wants this: with the eager protocol every topic change stops
@@ -168,7 +171,8 @@ class TopicSetConsumer:
                  offset_reset: str = "latest", start_at_end: bool = False,
                  on_revoke: Callable[[list[TopicPartition]], None] | None = None,
                  on_assign: Callable[[list[TopicPartition]], None] | None = None,
-                 batch_size: int = 500, name: str = "gateway-consumer", cooperative: bool = False) -> None:
+                 batch_size: int = 500, name: str = "gateway-consumer", cooperative: bool = False,
+                 commit_interval_s: float = 0.0) -> None:
         self.group_id = group_id
         overrides = {"partition.assignment.strategy": "cooperative-sticky"} if cooperative else {}
         self._consumer = Consumer(settings.consumer(group_id, offset_reset=offset_reset, **overrides))
@@ -189,6 +193,8 @@ class TopicSetConsumer:
         self._assigned: dict[str, set[int]] = {}
         self._positions: dict[tuple[str, int], int] = {}
         self._commits: list[TopicPartition] = []
+        self._commit_interval_s = commit_interval_s
+        self._committed_at = 0.0
         self._stop = threading.Event()
         self._exited = _ExitSignal()
         # On the embedded broker an idle consumer is parked (dataflow.kafka_parking); ``expect()``
@@ -293,6 +299,11 @@ class TopicSetConsumer:
                 consumer.unassign()
 
     def _flush_commits(self, sync: bool = False) -> None:
+        if not sync and self._commit_interval_s:
+            now = time.monotonic()
+            if now - self._committed_at < self._commit_interval_s:
+                return
+            self._committed_at = now
         with self._lock:
             commits, self._commits = self._commits, []
         if not commits:

@@ -5,7 +5,17 @@ group ``modelgateway_group_id(m)`` (one consumer per group bucket, ``auto.offset
 and each record is sent to the model's OIP server with at most ``workers`` calls in flight per
 model and a per-request timeout. The answer goes to ``model.<m>.outputs`` with the same key and
 partition number; a failure goes to the errors topic with ``seldon-pipeline-errors: <m>``.
-Offsets are committed only once every earlier record's output was delivered (at-least-once).
+Offsets are committed only once every earlier record's output was delivered (at-least-once), in
+one commit per consumer at most every ``commit_interval_s`` (a commit per record was a broker
+request per record).
+
+Everything runs on one asyncio loop: a consumer thread hands each polled batch to the loop, calls
+go out on one gRPC channel (or HTTP session) per model server (``ClientPool``), outputs are
+produced from the loop and their delivery reports commit offsets from the producer's thread.
+Failing fast: a record whose caller has given up (header ``dataflow-deadline-ms`` in the past) is
+answered with an error without calling the model, a call never outlives that deadline, and a
+model server that cannot be reached opens its circuit (``oip_client.CircuitBreaker``) so that the
+records queued for it fail at once instead of each waiting for retries.
 """
 from __future__ import annotations
 
@@ -14,6 +24,7 @@ import concurrent.futures
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from confluent_kafka import TopicPartition
@@ -24,16 +35,17 @@ from dataflow import headers as H
 from dataflow.kafka import KafkaSettings, TopicNamer, ensure_topics, modelgateway_group_id
 from dataflow.schema_registry import Framer
 
-from gateways import oip_json
+from gateways import model_batch, oip_json
 from gateways.kafka_io import AsyncProducer, TopicSetConsumer
 from gateways.metrics import ModelMetrics, ModelSeries
-from gateways.oip_client import InferError, OipClient, client_for
+from gateways.oip_client import ClientPool, InferError, OipClient
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WORKERS = 8  # MODELGATEWAY_NUM_WORKERS
 DEFAULT_TIMEOUT_S = 120.0  # MODELGATEWAY_WORKER_TIMEOUT_MS
 MAX_NUM_CONSUMERS = 100  # MODELGATEWAY_MAX_NUM_CONSUMERS
+COMMIT_INTERVAL_S = 1.0  # as the engine's runtimes (Kafka Streams: 30 s at-least-once)
 SCHEMA_MAGIC = 0
 
 
@@ -116,6 +128,18 @@ def output_headers(headers: list[tuple[str, bytes]], response_headers: list[tupl
     return list(headers) + [(k, v) for k, v in response_headers if k not in present]
 
 
+def deadline_left(headers: list[tuple[str, bytes]], now_s: float) -> float | None:
+    """Seconds until the caller's deadline (header ``dataflow-deadline-ms``; <= 0: passed), or None
+    if the record carries none (or an unreadable one)."""
+    raw = H.first(headers, H.DEADLINE)
+    if raw is None:
+        return None
+    try:
+        return int(raw) / 1000 - now_s
+    except ValueError:
+        return None
+
+
 def error_headers(headers: list[tuple[str, bytes]], model: str) -> list[tuple[str, bytes]]:
     return list(headers) + [(H.PIPELINE_ERRORS, model.encode())]
 
@@ -151,19 +175,34 @@ class OffsetTracker:
 
 @dataclass
 class _Served:
+    """One served model: its records waiting for a worker, and the calls in flight."""
     name: str
     endpoint: str
     client: OipClient
-    semaphore: asyncio.Semaphore
     series: ModelSeries
+    queue: deque = field(default_factory=deque)   # (group, record) not yet sent
+    busy: int = 0                                 # calls (single or batched) in flight
+    space: asyncio.Event = field(default_factory=asyncio.Event)  # set when the queue shrank
     tasks: set = field(default_factory=set)
+    removed: bool = False
+
+
+@dataclass
+class _Call:
+    group: str
+    rec: tuple
+    req: pb.ModelInferRequest | None = None
+    metadata: list = field(default_factory=list)
+    timeout_s: float = 0.0
+    outcome: tuple | None = None   # (topic, value, headers, ok)
 
 
 class ModelGateway:
     def __init__(self, settings: KafkaSettings, namer: TopicNamer | None = None, *, consumer_prefix: str = "",
                  workers: int = DEFAULT_WORKERS, timeout_s: float = DEFAULT_TIMEOUT_S, partitions: int = 1,
                  replication: int = 1, max_num_consumers: int = MAX_NUM_CONSUMERS, model_version: str = "",
-                 framer: Framer | None = None, metrics: ModelMetrics | None = None) -> None:
+                 framer: Framer | None = None, metrics: ModelMetrics | None = None,
+                 commit_interval_s: float = COMMIT_INTERVAL_S, max_batch: int = 1) -> None:
         self.settings = settings
         self.metrics = metrics or ModelMetrics()
         self.framer = framer  # schema-registry framing of model outputs; None: raw values
@@ -174,16 +213,23 @@ class ModelGateway:
         self.partitions = partitions
         self.replication = replication
         self.max_num_consumers = max_num_consumers
+        self.commit_interval_s = commit_interval_s
+        # > 1: records of one model waiting for a worker go as one call of up to this many
+        # (``model_batch``; only for models whose first dimension is the batch).
+        self.max_batch = max_batch
+        self.clients = ClientPool()
         # The reference pins model_version "1"; MLServer rejects versions it does not have, so by
         # default the request's own (usually empty) version is sent. Set to "1" to match exactly.
         self.model_version = model_version
         self._models: dict[str, _Served] = {}
+        self._retiring: set[asyncio.Task] = set()  # endpoints replaced, finishing their calls
         self._consumers: dict[str, TopicSetConsumer] = {}
         self._trackers: dict[str, OffsetTracker] = {}
         self._producer: AsyncProducer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.processed = 0
         self.failed = 0
+        self.expired = 0  # records answered with an error because their caller had given up
         self._closing = False
 
     async def start(self) -> "ModelGateway":
@@ -214,18 +260,25 @@ class ModelGateway:
         topics = [self.namer.model_inputs(name), self.namer.model_outputs(name)]
         await asyncio.to_thread(ensure_topics, self.settings, topics, self.partitions, self.replication,
                                 require_equal=False)
-        served = _Served(name, endpoint, client_for(endpoint), asyncio.Semaphore(self.workers),
-                         self.metrics.model(name))
+        served = _Served(name, endpoint, self.clients.acquire(endpoint), self.metrics.model(name))
         old = self._models.get(name)
         self._models[name] = served
-        if old is not None:
-            await old.client.close()
+        if old is not None:  # waiting records move to the new endpoint; calls in flight finish
+            served.queue.extend(old.queue)
+            old.queue.clear()
+            old.removed = True
+            old.space.set()
+            self._pump(served)
+            task = asyncio.create_task(self._retire(old))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
         group = self.group_id(name)
         consumer = self._consumers.get(group)
         if consumer is None:
             tracker = OffsetTracker()
             consumer = TopicSetConsumer(self.settings, group, lambda msgs, g=group: self._on_records(g, msgs),
-                                        offset_reset="earliest", on_revoke=tracker.forget, name=f"modelgw-{group}")
+                                        offset_reset="earliest", on_revoke=tracker.forget, name=f"modelgw-{group}",
+                                        commit_interval_s=self.commit_interval_s)
             self._consumers[group] = consumer
             self._trackers[group] = tracker
         consumer.add_topic(topics[0])
@@ -238,12 +291,21 @@ class ModelGateway:
         consumer = self._consumers.get(self.group_id(name))
         if consumer is not None:
             consumer.remove_topic(self.namer.model_inputs(name))
-        if drain and served.tasks:
-            await asyncio.wait(served.tasks, timeout=self.timeout_s)
-        await served.client.close()
+        served.removed = True
+        served.space.set()
+        if not drain:
+            served.queue.clear()  # never committed: read again by whoever serves the model next
+        await self._retire(served)
         if name not in self._models:
             self.metrics.forget(name)
         log.info("stopped serving model %s", name)
+
+    async def _retire(self, served: _Served) -> None:
+        """Let ``served``'s calls (and what is still queued) finish, then release its client."""
+        deadline = self._loop.time() + self.timeout_s
+        while served.tasks and self._loop.time() < deadline:
+            await asyncio.wait(set(served.tasks), timeout=deadline - self._loop.time())
+        await self.clients.release(served.endpoint)
 
     def wait_assigned(self, name: str, timeout_s: float = 30.0) -> bool:
         consumer = self._consumers.get(self.group_id(name))
@@ -263,7 +325,7 @@ class ModelGateway:
         for m in msgs:
             tracker.start(m.topic(), m.partition(), m.offset())
             batch.append((m.topic(), m.partition(), m.offset(), m.key(), m.value(), list(m.headers() or [])))
-        # Backpressure: wait until the loop has scheduled them (bounded by per-model semaphores).
+        # Backpressure: wait until the loop has queued them (bounded per model, see _dispatch).
         fut = asyncio.run_coroutine_threadsafe(self._dispatch(group, batch), self._loop)
         while True:
             try:
@@ -275,58 +337,135 @@ class ModelGateway:
                     return
 
     async def _dispatch(self, group: str, batch) -> None:
+        limit = self.workers * self.max_batch
         for rec in batch:
-            topic = rec[0]
-            model = self._model_of(topic)
-            served = self._models.get(model) if model else None
-            if served is None:  # not served (any more): skip it, like the reference
-                self._finish(group, rec)
-                continue
-            await served.semaphore.acquire()
-            task = asyncio.create_task(self._handle(group, served, rec))
+            model = self._model_of(rec[0])
+            while True:
+                served = self._models.get(model) if model else None
+                if served is None:  # not served (any more): skip it, like the reference
+                    self._finish(group, rec)
+                    break
+                if len(served.queue) < limit:
+                    served.queue.append((group, rec))
+                    self._pump(served)
+                    break
+                served.space.clear()  # full: wait for room (or for the model to go or move)
+                await served.space.wait()
+
+    def _pump(self, served: _Served) -> None:
+        """Start calls while workers are free: each takes what is waiting, up to ``max_batch``."""
+        while served.queue and served.busy < self.workers:
+            n = min(self.max_batch, len(served.queue))
+            items = [served.queue.popleft() for _ in range(n)]
+            served.busy += 1
+            task = asyncio.create_task(self._handle(served, items))
             served.tasks.add(task)
             task.add_done_callback(served.tasks.discard)
+            served.space.set()
 
-    async def _handle(self, group: str, served: _Served, rec) -> None:
-        topic, partition, offset, key, value, headers = rec
-        series = served.series
-        series.in_flight.inc()
-        started = time.perf_counter()
+    def _prepare(self, served: _Served, call: _Call) -> None:
+        """Parse the record into ``call.req``, or settle its outcome (unreadable, caller gone)."""
+        _topic, _partition, _offset, _key, value, headers = call.rec
         try:
+            call.timeout_s = self.timeout_s
+            left = deadline_left(headers, time.time())
+            if left is not None:
+                if left <= 0:
+                    self.expired += 1
+                    raise InferError(f"not sent to model {served.name}: the caller's deadline passed "
+                                     f"{-left:.3f}s ago")
+                call.timeout_s = min(call.timeout_s, left)
+            hint = H.first(headers, H.INFER_TYPE)
+            req = parse_model_input(value, hint.decode("utf-8", "replace") if hint is not None else None)
+            req.model_name = served.name
+            req.model_version = self.model_version
+            call.req, call.metadata = req, outgoing_metadata(headers, served.name)
+        except Exception as exc:  # noqa: BLE001 - settled as this record's error
+            self._settle_error(served, call, exc)
+
+    def _settle_error(self, served: _Served, call: _Call, exc: Exception) -> None:
+        if not isinstance(exc, InferError):
+            log.error("model %s: unexpected failure", served.name, exc_info=exc)
+        else:
+            log.debug("model %s failed for key %s: %s", served.name, call.rec[3], exc)
+        call.outcome = (self.namer.errors(), str(exc).encode(), error_headers(call.rec[5], served.name), False)
+
+    def _settle(self, served: _Served, call: _Call, resp, resp_headers) -> None:
+        call.outcome = (self.namer.model_outputs(served.name), resp.SerializeToString(),
+                        output_headers(call.rec[5], resp_headers), True)
+
+    async def _call_one(self, served: _Served, call: _Call) -> None:
+        try:
+            resp, resp_headers = await served.client.infer(call.req, call.metadata, call.timeout_s)
+            self._settle(served, call, resp, resp_headers)
+        except Exception as exc:  # noqa: BLE001 - a bug must still answer the request
+            self._settle_error(served, call, exc)
+
+    async def _call_batch(self, served: _Served, calls: list[_Call]) -> None:
+        """One call for all of ``calls`` if their requests stack; else (or if the batch fails for
+        a reason one member may cause) one call each, so a bad request fails only itself."""
+        merged = model_batch.merge([c.req for c in calls])
+        if merged is not None:
+            common = [kv for kv in calls[0].metadata if all(kv in c.metadata for c in calls[1:])]
             try:
-                hint = H.first(headers, H.INFER_TYPE)
-                req = parse_model_input(value, hint.decode("utf-8", "replace") if hint is not None else None)
-                req.model_name = served.name
-                req.model_version = self.model_version
-                resp, resp_headers = await served.client.infer(req, outgoing_metadata(headers, served.name),
-                                                               self.timeout_s)
-                out_topic, out_value = self.namer.model_outputs(served.name), resp.SerializeToString()
-                out_headers = output_headers(headers, resp_headers)
-                self.processed += 1
-                series.ok.inc()
+                resp, resp_headers = await served.client.infer(merged, common, min(c.timeout_s for c in calls))
             except InferError as exc:
-                out_topic, out_value = self.namer.errors(), str(exc).encode()
-                out_headers = error_headers(headers, served.name)
-                self.failed += 1
-                series.error.inc()
-                log.debug("model %s failed for key %s: %s", served.name, key, exc)
-            except Exception as exc:  # noqa: BLE001 - a bug must still answer the request
-                log.exception("model %s: unexpected failure", served.name)
-                out_topic, out_value = self.namer.errors(), str(exc).encode()
-                out_headers = error_headers(headers, served.name)
-                self.failed += 1
-                series.error.inc()
-            series.seconds.observe(time.perf_counter() - started)
-            series.in_flight.dec()
-            started = None
-            if self.framer is not None:  # outputs only: the errors topic's text stays raw
-                out_value = await self.framer.aframe(out_topic, out_value)
-            self._producer.produce_cb(out_topic, out_value, key=key, partition=partition, headers=out_headers,
-                                      on_delivery=lambda err, _m: self._delivered(group, rec, err))
+                if exc.whole_batch:  # unreachable / timed out: every member would get the same
+                    for c in calls:
+                        self._settle_error(served, c, exc)
+                    return
+            except Exception:  # noqa: BLE001 - a bug in the batched path: the members alone
+                log.exception("model %s: batched call failed; calling one by one", served.name)
+            else:
+                parts = model_batch.split(resp, [c.req for c in calls])
+                if parts is not None:
+                    for c, part in zip(calls, parts):
+                        self._settle(served, c, part, resp_headers)
+                    return
+                log.debug("model %s: batched answer cannot be split; calling one by one", served.name)
+        await asyncio.gather(*(self._call_one(served, c) for c in calls))
+
+    async def _handle(self, served: _Served, items) -> None:
+        series = served.series
+        series.in_flight.inc(len(items))
+        started = time.perf_counter()
+        calls = [_Call(group, rec) for group, rec in items]
+        settled = False
+        try:
+            for call in calls:
+                self._prepare(served, call)
+            todo = [c for c in calls if c.outcome is None]
+            try:
+                if len(todo) == 1:
+                    await self._call_one(served, todo[0])
+                elif todo:
+                    await self._call_batch(served, todo)
+            except Exception as exc:  # noqa: BLE001 - every record must still get an answer
+                for c in todo:
+                    if c.outcome is None:
+                        self._settle_error(served, c, exc)
+            took = time.perf_counter() - started
+            series.in_flight.dec(len(items))
+            settled = True
+            for call in calls:
+                out_topic, out_value, out_headers, ok = call.outcome
+                series.seconds.observe(took)
+                if ok:
+                    self.processed += 1
+                    series.ok.inc()
+                else:
+                    self.failed += 1
+                    series.error.inc()
+                if self.framer is not None:  # outputs only: the errors topic's text stays raw
+                    out_value = await self.framer.aframe(out_topic, out_value)
+                self._producer.produce_cb(out_topic, out_value, key=call.rec[3], partition=call.rec[1],
+                                          headers=out_headers,
+                                          on_delivery=lambda err, _m, g=call.group, r=call.rec: self._delivered(g, r, err))
         finally:
-            if started is not None:   # cancelled before an outcome
-                series.in_flight.dec()
-            served.semaphore.release()
+            if not settled:   # cancelled before an outcome
+                series.in_flight.dec(len(items))
+            served.busy -= 1
+            self._pump(served)
 
     def _delivered(self, group: str, rec, err) -> None:
         if err is not None:  # reference: delivery errors are only logged

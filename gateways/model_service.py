@@ -27,6 +27,7 @@ class ModelGatewayConfig:
     static_models: dict[str, str] = field(default_factory=dict)  # name -> endpoint, served from start
     default_endpoint: str | None = None  # for scheduler models whose definition carries no endpoint
     workers: int = DEFAULT_WORKERS
+    max_batch: int = 1  # > 1: batch waiting records per model (only for batch-first models)
     timeout_s: float = DEFAULT_TIMEOUT_S
     partitions: int = 1
     replication: int = 1
@@ -42,7 +43,8 @@ class ModelGatewayService(GatewayService):
         super().__init__()
         self.config = config
         self.gateway = ModelGateway(config.settings, config.namer, consumer_prefix=config.consumer_prefix,
-                                    workers=config.workers, timeout_s=config.timeout_s,
+                                    workers=config.workers, max_batch=config.max_batch,
+                                    timeout_s=config.timeout_s,
                                     partitions=config.partitions, replication=config.replication,
                                     model_version=config.model_version,
                                     framer=framer_for(config.schema_registry_config))
