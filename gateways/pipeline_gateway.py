@@ -557,12 +557,18 @@ class PipelineGateway:
             if key in self._pending:  # racy read is fine: the loop re-checks
                 # Outputs may carry schema-registry framing (engine or model gateway configured with a
                 # registry); a protobuf message never starts with byte 0, so stripping is always safe.
-                batch.append((key, strip_schema_prefix(m.value() or b""), list(m.headers() or [])))
+                batch.append((key, m.topic(), strip_schema_prefix(m.value() or b""), list(m.headers() or [])))
         if batch and self._loop is not None:
             self._loop.call_soon_threadsafe(self._complete, batch)
 
     def _complete(self, batch) -> None:
-        for key, value, headers in batch:
+        for key, topic, value, headers in batch:
+            where = self._pending_where.get(key)
+            # A request's records carry the same key on every topic they pass: a pipeline's first
+            # step writes it to the model's output topic too, which this gateway also reads when
+            # that model is called directly. Only the awaited resource's output topic answers.
+            if where is not None and where[2] != topic:
+                continue
             fut = self._pending.get(key)
             if fut is None or fut.done():
                 if fut is not None:
