@@ -489,17 +489,11 @@ def _request(obj: dict, binary: _BinarySection | None, model_name: str, model_ve
 
 def response_to_json(resp: ModelInferResponse | bytes) -> dict:
     """``ModelInferResponse`` (message or serialized bytes) -> JSON object (spec 5.5)."""
-    if isinstance(resp, (bytes, bytearray, memoryview)):
-        msg = ModelInferResponse()
-        try:
-            msg.ParseFromString(bytes(resp))
-        except Exception as exc:  # protobuf DecodeError
-            raise OipJsonError(f"value is not a ModelInferResponse: {exc}") from exc
-        resp = msg
-    elif resp.raw_output_contents:
-        copy = ModelInferResponse()
-        copy.CopyFrom(resp)
-        resp = copy
+    parsed = _parse_response(resp)
+    if parsed is resp and resp.raw_output_contents:  # the caller's message: fill a copy, not it
+        parsed = ModelInferResponse()
+        parsed.CopyFrom(resp)
+    resp = parsed
     if resp.raw_output_contents:
         fill_from_raw(resp.outputs, resp.raw_output_contents)
         del resp.raw_output_contents[:]
