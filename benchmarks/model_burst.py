@@ -12,21 +12,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import threading
 import time
 
 from tritonclient.grpc import service_pb2 as pb
 
+from dataflow.broker import free_port
 from dataflow.kafka import TopicNamer
 from dataflow.testing_kafka import start_test_kafka
 from gateways.model_service import ModelGatewayConfig, ModelGatewayService
-
-
-def unused_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def burst(n: int) -> str:
@@ -40,7 +34,7 @@ def burst(n: int) -> str:
     namer = TopicNamer(prefix="burst")
     env.create_topics(namer.errors())
     svc = ModelGatewayService(ModelGatewayConfig(settings=env.settings, namer=namer, consumer_prefix="burst",
-                                                 static_models={"dead": f"grpc://127.0.0.1:{unused_port()}"}))
+                                                 static_models={"dead": f"grpc://127.0.0.1:{free_port()}"}))
     run(svc.start())
     consumer = env.consumer(offset_reset="earliest")
     try:

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 
 import pytest
 
+from dataflow.broker import free_port
 from dataflow.cli import main
 from dataflow.cli.pipeline_top import parse, table_rows
 from dataflow.engine.metrics import engine_registry
@@ -32,9 +32,7 @@ def engine_metrics():
     """A health server with /metrics over a BusyRunner, on its own event loop thread."""
     from dataflow.engine.health import start_health_server
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     runner = BusyRunner(JOIN)
     runner.tasks.assign([0])
     loop = asyncio.new_event_loop()

@@ -7,7 +7,6 @@ or its processors are rebuilt; the health server serves it all as Prometheus tex
 from __future__ import annotations
 
 import asyncio
-import socket
 import urllib.request
 
 import numpy as np
@@ -15,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client import generate_latest
 
 from dataflow import codec
+from dataflow.broker import free_port
 from dataflow.engine.metrics import METRICS, engine_registry
 from dataflow.records import Record
 from dataflow.runtime.base import RunnerState
@@ -139,9 +139,7 @@ def test_documented_names_are_exposed():
 def test_health_port_serves_metrics():
     from dataflow.engine.health import start_health_server
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     runner = FakeRunner(JOIN)
     runner.tasks.assign([0])
     feed(runner)
