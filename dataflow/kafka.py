@@ -390,3 +390,42 @@ def delete_topics(settings: KafkaSettings, topics: Iterable[str], timeout_s: flo
             err = exc.args[0]
             if getattr(err, "name", lambda: "")() != "UNKNOWN_TOPIC_OR_PART":
                 raise KafkaSetupError(f"cannot delete topic {topic}: {err}") from exc
+
+
+class GroupJoin:
+    """Whether a consumer's group join is under way, so that it is never left mid-join.
+
+    A member that leaves its group while its JoinGroup is in flight can leave the embedded
+    broker's group with the departed member as leader: the next consumer of the same group id
+    (another replica, the same pipeline loaded again) then waits for an assignment that nobody
+    computes, for ever. The owner calls ``started()`` when it subscribes or a rebalance revokes
+    its partitions, ``assigned()`` in its assign callback, and ``finish(consumer)`` before it
+    unsubscribes or closes. A join that outlives the session timeout is given up on.
+    """
+
+    def __init__(self, session_timeout_ms: int) -> None:
+        self._limit_s = session_timeout_ms / 1000
+        self._since: float | None = None
+
+    def started(self) -> None:
+        self._since = time.monotonic()
+
+    def assigned(self) -> None:
+        self._since = None
+
+    @property
+    def pending(self) -> bool:
+        if self._since is not None and time.monotonic() - self._since > self._limit_s:
+            self._since = None
+        return self._since is not None
+
+    def finish(self, consumer) -> None:
+        """Serve the consumer's callbacks until the join completes. The records polled meanwhile
+        are dropped: the caller is giving them up, and nothing after its last commit is committed,
+        so whoever reads those partitions next reads them again."""
+        try:
+            while self.pending:
+                consumer.poll(0.1)
+        except Exception as exc:  # noqa: BLE001 - leaving anyway
+            log.debug("waiting for a group join failed: %s", exc)
+        self._since = None

@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from dataflow.kafka import KafkaSettings, poll_batch  # noqa: F401  (poll_batch re-exported)
+from dataflow.kafka import GroupJoin, KafkaSettings, poll_batch  # noqa: F401  (poll_batch re-exported)
 from dataflow.kafka_parking import parking_lot
 
 log = logging.getLogger(__name__)
@@ -177,7 +177,6 @@ class TopicSetConsumer:
         overrides = {"partition.assignment.strategy": "cooperative-sticky"} if cooperative else {}
         self._consumer = Consumer(settings.consumer(group_id, offset_reset=offset_reset, **overrides))
         self._cooperative = cooperative
-        self._session_timeout_s = settings.session_timeout_ms / 1000
         self._on_records = on_records
         self._on_revoke = on_revoke
         self._on_assign = on_assign
@@ -186,10 +185,9 @@ class TopicSetConsumer:
         self._lock = threading.Condition()
         self._topics: set[str] = set()
         self._subscribed: frozenset[str] = frozenset()
-        # Subscribed, and the group has not assigned since: a join is under way. Subscription
-        # changes wait for it (see ``_finish_join``), so at most one join is ever pending.
-        self._joining = False
-        self._joining_since = 0.0
+        # Subscription changes wait for a join under way, so at most one is ever pending and
+        # the consumer never leaves mid-join (see ``GroupJoin``).
+        self._join = GroupJoin(settings.session_timeout_ms)
         self._assigned: dict[str, set[int]] = {}
         self._positions: dict[tuple[str, int], int] = {}
         self._commits: list[TopicPartition] = []
@@ -251,7 +249,7 @@ class TopicSetConsumer:
 
     # ---- thread -------------------------------------------------------------------------------
     def _assign_cb(self, consumer, partitions: list[TopicPartition]) -> None:
-        self._joining = False
+        self._join.assigned()
         if self._start_at_end:
             for tp in partitions:
                 known = self._positions.get((tp.topic, tp.partition))
@@ -347,14 +345,14 @@ class TopicSetConsumer:
                     checked_at = time.monotonic()
                     existing = self._existing(requested) | (existing & requested)
                 wanted = requested & existing
-                if wanted != self._subscribed and not self._join_pending():
+                if wanted != self._subscribed and not self._join.pending:
                     self._forget(self._subscribed - wanted)
                     if wanted:
-                        self._joining, self._joining_since = True, time.monotonic()
+                        self._join.started()
                         self._consumer.subscribe(sorted(wanted), on_assign=self._assign_cb,
                                                  on_revoke=self._revoke_cb, on_lost=self._revoke_cb)
                     else:
-                        self._finish_join()
+                        self._join.finish(self._consumer)
                         self._consumer.unsubscribe()
                         with self._lock:
                             self._assigned.clear()
@@ -380,7 +378,7 @@ class TopicSetConsumer:
                         log.exception("record handler failed in group %s", self.group_id)
                 self._flush_commits()
         finally:
-            self._finish_join()
+            self._join.finish(self._consumer)
             self._flush_commits(sync=True)
             if self._spot is not None:
                 self._spot.close()
@@ -392,28 +390,6 @@ class TopicSetConsumer:
                 self._assigned.clear()
             self._positions.clear()
             self._exited.fire()
-
-    def _join_pending(self) -> bool:
-        """A join is under way and has not outlived the session timeout (then it is given up on)."""
-        if self._joining and time.monotonic() - self._joining_since > self._session_timeout_s:
-            self._joining = False
-        return self._joining
-
-    def _finish_join(self) -> None:
-        """Before leaving the group: let a join under way complete (bounded by the session timeout).
-
-        A member that leaves while its join is still pending can leave the embedded broker's group
-        with the departed member as its leader: the next consumer of the same group id then waits
-        for an assignment that nobody computes, for ever. The records polled meanwhile belong to
-        topics being given up (or to a consumer that is stopping) and are not handed on."""
-        if not self._joining:
-            return
-        try:
-            while self._join_pending():
-                self._consumer.poll(0.1)
-        except Exception as exc:  # noqa: BLE001 - leaving anyway
-            log.debug("consumer %s: waiting for the join failed: %s", self.group_id, exc)
-        self._joining = False
 
     def _poll(self) -> list[Message]:
         spot = self._spot

@@ -40,7 +40,9 @@ from typing import Callable
 from chainer_api import chainer_pb2
 from dataflow import headers as hdrs
 from dataflow import kafka_parking, schema_registry
-from dataflow.kafka import KafkaSettings, dataflow_group_id, ensure_topics, partition_for_key, poll_batch
+from dataflow.kafka import (
+    GroupJoin, KafkaSettings, dataflow_group_id, ensure_topics, partition_for_key, poll_batch,
+)
 from dataflow.records import Record
 from dataflow.runtime import changelog as cl
 from dataflow.runtime import poll_loops, producers
@@ -272,9 +274,7 @@ class _Loop:
         self.restore_error: str | None = None
         self.last_records_at = 0.0
         self.closing = False
-        # A group join is under way (subscribed, or revoked, and not assigned since). See ``close``.
-        self.joining = False
-        self.joining_since = 0.0
+        self.join: GroupJoin | None = None  # never leave the group mid-join (see ``close``)
         self.next_commit = self.next_punctuate = 0.0
         self.since_commit = 0
         # (topic, value) -> value with schema-registry framing, or None when that is off. The
@@ -307,9 +307,10 @@ class _Loop:
         lot = kafka_parking.parking_lot(settings)
         if lot is not None:
             self.spot = lot.spot(self.consumer, on_wake=self.wake, interest=runner.record_filters)
+        self.join = GroupJoin(settings.session_timeout_ms)
+        self.join.started()
         self.consumer.subscribe(sorted(self.source_topics), on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_revoke)
-        self.joining, self.joining_since = True, time.monotonic()
         now = time.monotonic()
         self.next_commit = now + self.commit_interval
         self.next_punctuate = now + self.punctuate_interval
@@ -385,7 +386,8 @@ class _Loop:
                 if self.spot is not None:
                     self.spot.close()
                 if self.consumer is not None:
-                    self._finish_join()
+                    if self.join is not None:
+                        self.join.finish(self.consumer)
                     self.consumer.close()  # a final revoke (checkpoint) while still on this thread
             except Exception:  # noqa: BLE001
                 log.exception("pipeline %s: consumer close failed", runner.msg.pipeline)
@@ -408,23 +410,9 @@ class _Loop:
 
     # -- rebalance callbacks (called inside consume(), in this thread)
 
-    def _finish_join(self) -> None:
-        """Before leaving the group: let a join under way complete (bounded by the session timeout).
-
-        A member that leaves while its JoinGroup is in flight can leave the embedded broker's group
-        with the departed member as leader: the next consumer of the group (another replica, or
-        this version started again) then waits for an assignment nobody computes, for ever.
-        Records polled meanwhile are dropped: nothing after the last checkpoint is committed, so
-        whoever owns the partitions next reads them again."""
-        limit = self.joining_since + self.runner.config.kafka.session_timeout_ms / 1000
-        try:
-            while self.joining and time.monotonic() < limit:
-                self.consumer.poll(0.1)
-        except Exception as exc:  # noqa: BLE001 - leaving anyway
-            log.debug("pipeline %s: waiting for the group join failed: %s", self.runner.msg.pipeline, exc)
-
     def _on_assign(self, consumer, partitions) -> None:
-        self.joining = False
+        if self.join is not None:
+            self.join.assigned()
         if partitions:
             restore = self._restore if self.changelog_topic else None
             try:
@@ -479,8 +467,8 @@ class _Loop:
                      self.runner.msg.pipeline, n, sorted(s.partition for s in states))
 
     def _on_revoke(self, consumer, partitions) -> None:
-        if not self.closing:  # a rebalance: the group's new assignment follows
-            self.joining, self.joining_since = True, time.monotonic()
+        if not self.closing and self.join is not None:  # a rebalance: the new assignment follows
+            self.join.started()
         if not (self.runner._stop.is_set() or self.closing):
             self.runner._report(RunnerState.REBALANCING)
         try:
