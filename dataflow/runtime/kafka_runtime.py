@@ -386,7 +386,11 @@ class _Loop:
                 if self.spot is not None:
                     self.spot.close()
                 if self.consumer is not None:
-                    if self.join is not None:
+                    # Only a re-join is waited for: the group then has other members that keep
+                    # using it. A version stopped before its first assignment (e.g. the engine is
+                    # interrupted while starting) leaves at once, instead of one version after
+                    # another each waiting up to the session timeout.
+                    if self.join is not None and self.assigned_once:
                         self.join.finish(self.consumer)
                     self.consumer.close()  # a final revoke (checkpoint) while still on this thread
             except Exception:  # noqa: BLE001
