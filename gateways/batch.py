@@ -29,7 +29,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
@@ -109,7 +109,8 @@ class InputLine:
     problem: str | None = None
 
 
-def read_inputs(path: str, fmt: str) -> Iterator[InputLine]:
+def _raw_inputs(path: str, fmt: str) -> Iterator[tuple[int, str | None, str | None]]:
+    """``(index, request text, id)`` per input record, read lazily; blank JSONL lines are skipped."""
     if fmt == "avro":
         import fastavro
 
@@ -117,7 +118,7 @@ def read_inputs(path: str, fmt: str) -> Iterator[InputLine]:
             with open(path, "rb") as f:
                 for i, rec in enumerate(fastavro.reader(f)):
                     text = rec.get("request") if isinstance(rec, dict) else None
-                    yield _parse_line(i, text, rec.get("id") if isinstance(rec, dict) else None, path)
+                    yield i, text, rec.get("id") if isinstance(rec, dict) else None
         except (OSError, ValueError) as exc:
             raise BatchError(f"cannot read Avro input {path}: {exc}") from exc
         return
@@ -125,12 +126,40 @@ def read_inputs(path: str, fmt: str) -> Iterator[InputLine]:
         with open(path, encoding="utf-8") as f:
             for i, line in enumerate(f):
                 if line.strip():
-                    yield _parse_line(i, line, None, path)
+                    yield i, line, None
     except OSError as exc:
         raise BatchError(f"cannot read input {path}: {exc}") from exc
     except UnicodeDecodeError:  # a binary or UTF-16 file: one error line, not a traceback
         raise BatchError(f"cannot read input {path}: not UTF-8 text (a binary or UTF-16 file?); "
                          f"the input must be JSON lines in UTF-8") from None
+
+
+def read_inputs(path: str, fmt: str) -> Iterator[InputLine]:
+    """The input requests in file order, parsed one at a time (the file is never held whole)."""
+    for index, text, rid in _raw_inputs(path, fmt):
+        yield _parse_line(index, text, rid, path)
+
+
+def count_inputs(path: str, fmt: str) -> int:
+    """How many requests the input holds; a read pass that fails the way ``read_inputs`` would,
+    so an unreadable file is reported before anything is sent."""
+    return sum(1 for _ in _raw_inputs(path, fmt))
+
+
+def input_ids(path: str, fmt: str, indices: set[int]) -> dict[int, str | None]:
+    """The ids of the input requests at ``indices``, in one pass that stops once all are found.
+
+    Answers normally belong to requests in flight, whose ids the run keeps; this finds the ids of
+    answers to requests an earlier, interrupted attempt sent."""
+    found: dict[int, str | None] = {}
+    if not indices:
+        return found
+    for index, text, rid in _raw_inputs(path, fmt):
+        if index in indices:
+            found[index] = _parse_line(index, text, rid, path).id
+            if len(found) == len(indices):
+                break
+    return found
 
 
 def _parse_line(index: int, text: str | None, rid: str | None, path: str) -> InputLine:
@@ -143,6 +172,80 @@ def _parse_line(index: int, text: str | None, rid: str | None, path: str) -> Inp
     if rid is None and isinstance(body.get("id"), str):
         rid = body["id"]
     return InputLine(index, rid, body)
+
+
+class AnsweredSet:
+    """The input indices that have an answer (result or error), held as "every index below
+    ``floor``" plus the answered indices above it, so a run's memory does not grow with the input
+    when answers come back roughly in order."""
+
+    def __init__(self, indices: Iterable[int] = ()) -> None:
+        self.floor = 0
+        self._above: set[int] = set()
+        for index in indices:
+            self.add(index)
+
+    def add(self, index: int) -> None:
+        if index < self.floor:
+            return
+        self._above.add(index)
+        while self.floor in self._above:
+            self._above.discard(self.floor)
+            self.floor += 1
+
+    def __contains__(self, index: int) -> bool:
+        return index < self.floor or index in self._above
+
+    def __len__(self) -> int:
+        return self.floor + len(self._above)
+
+
+@dataclass
+class InFlight:
+    id: str | None
+    sent_at: float
+
+
+class InputWindow:
+    """Feeds input lines to the run at most ``size`` unanswered at a time.
+
+    Lines are pulled from ``lines`` only when the window has room, lines already answered (found in
+    the output files when resuming) are passed over, and of a sent line only its id and send time
+    are kept until its answer arrives: the run holds at most ``size`` requests, whatever the input
+    size."""
+
+    def __init__(self, lines: Iterable[InputLine], answered: AnsweredSet, size: int) -> None:
+        self._lines = iter(lines)
+        self.answered = answered
+        self.size = size
+        self.in_flight: dict[int, InFlight] = {}
+        self.exhausted = False
+
+    def next_line(self) -> InputLine | None:
+        """The next unanswered input line if the window has room, else None (full or exhausted)."""
+        while not self.exhausted and len(self.in_flight) < self.size:
+            line = next(self._lines, None)
+            if line is None:
+                self.exhausted = True
+                break
+            if line.index not in self.answered:
+                return line
+        return None
+
+    def sent(self, line: InputLine, at: float) -> None:
+        self.in_flight[line.index] = InFlight(line.id, at)
+
+    def settle(self, index: int) -> None:
+        """Record the answer to ``index`` (sent in this run or not)."""
+        self.answered.add(index)
+        self.in_flight.pop(index, None)
+
+    @property
+    def finished(self) -> bool:
+        return self.exhausted and not self.in_flight
+
+    def oldest_sent_at(self) -> float | None:
+        return min((f.sent_at for f in self.in_flight.values()), default=None)
 
 
 # ---- output --------------------------------------------------------------------------------------
@@ -275,6 +378,109 @@ class BatchJob:
     on_progress: Callable[[int], None] | None = field(default=None, repr=False)
 
 
+class RequestSender:
+    """Produces requests to the pipeline's input topic under the gateway's composite key
+    (partition = index mod partitions), waiting while the producer's queue is full."""
+
+    def __init__(self, producer: Producer, topic: str, pipeline: str, run_id: str, partitions: int) -> None:
+        self.producer, self.topic, self.pipeline = producer, topic, pipeline
+        self.run_id, self.partitions = run_id, partitions
+
+    def key_of(self, index: int) -> str:
+        return routing.composite_key(index % self.partitions, self.pipeline, f"{self.run_id}-{index}")
+
+    def send(self, index: int, request: bytes) -> None:
+        headers = [(H.PIPELINE, self.pipeline.encode()),
+                   (H.REQUEST_ID, f"{self.run_id}-{index}".encode())]
+        while True:
+            try:
+                self.producer.produce(self.topic, request, key=self.key_of(index),
+                                      partition=index % self.partitions, headers=headers)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+
+class AnswerWriter:
+    """Matches messages on the output topic to input indices by key and writes each first answer
+    to the results or errors file; later answers to the same index are counted as duplicates."""
+
+    def __init__(self, job: BatchJob, in_fmt: str, run_id: str, window: InputWindow,
+                 results: ResultWriter, errors: ResultWriter, summary: BatchSummary) -> None:
+        self.input, self.in_fmt = job.input, in_fmt
+        self.key_prefix = f".{job.pipeline}.{run_id}-"
+        self.window, self.results, self.errors, self.summary = window, results, errors, summary
+
+    def match(self, msg) -> tuple[int, str] | None:
+        """``(index, key)`` if ``msg`` answers a request of this run, else None."""
+        if msg.error() or msg.key() is None:
+            return None
+        key = msg.key().decode("utf-8", "replace")
+        pos = key.find(self.key_prefix)
+        if pos < 0:
+            return None
+        try:
+            return int(key[pos + len(self.key_prefix):]), key
+        except ValueError:
+            return None
+
+    def handle(self, msgs) -> None:
+        """Write the answers among ``msgs`` as they arrive."""
+        for msg in msgs:
+            matched = self.match(msg)
+            if matched is None:
+                continue
+            index, key = matched
+            if index in self.window.answered:
+                self.summary.duplicates += 1
+                continue
+            sent = self.window.in_flight.get(index)
+            rid = sent.id if sent is not None else input_ids(self.input, self.in_fmt, {index}).get(index)
+            self.write(index, key, rid, msg)
+
+    def handle_earlier(self, msgs) -> None:
+        """Write answers to requests an earlier attempt sent, looking their ids up in one input pass."""
+        first: dict[int, tuple[str, object]] = {}
+        for msg in msgs:
+            matched = self.match(msg)
+            if matched is None:
+                continue
+            index, key = matched
+            if index in self.window.answered or index in first:
+                self.summary.duplicates += 1
+                continue
+            first[index] = (key, msg)
+        ids = input_ids(self.input, self.in_fmt, set(first))
+        for index, (key, msg) in first.items():
+            self.write(index, key, ids.get(index), msg)
+
+    def write(self, index: int, key: str, rid: str | None, msg) -> None:
+        err = routing.error_message(list(msg.headers() or []), msg.value())
+        rec = {"index": index, "id": rid, "key": key}
+        if err is None:
+            try:
+                rec["response"] = oip_json.response_to_json(msg.value() or b"")
+            except oip_json.OipJsonError as exc:
+                err = f"undecodable pipeline output: {exc}"
+        if err is None:
+            self.results.write(rec)
+            self.summary.scored += 1
+        else:
+            rec["error"] = err
+            self.errors.write(rec)
+            self.summary.errors += 1
+        self.window.settle(index)
+
+    def write_bad_request(self, line: InputLine, key: str, problem: str) -> None:
+        self.errors.write({"index": line.index, "id": line.id, "key": key, "error": f"bad request: {problem}"})
+        self.summary.errors += 1
+        self.window.settle(line.index)
+
+    def flush(self) -> None:
+        self.results.flush()
+        self.errors.flush()
+
+
 class BatchRun:
     def __init__(self, job: BatchJob, settings: KafkaSettings, namer: TopicNamer | None = None) -> None:
         if job.max_in_flight < 1:
@@ -339,113 +545,17 @@ class BatchRun:
             run_id = state["run_id"]
             starts = state.get("output_start_offsets", {})
             consumer.assign([TopicPartition(out_topic, p, int(starts.get(str(p), 0))) for p in range(out_partitions)])
-            done = results.existing | errors.existing
-            summary.already_done = len(done)
-            ids: dict[int, str | None] = {}
-            key_prefix = f".{job.pipeline}.{run_id}-"
-
-            def key_of(index: int) -> str:
-                return routing.composite_key(index % partitions, job.pipeline, f"{run_id}-{index}")
-
-            def handle(msgs) -> int:
-                n = 0
-                for m in msgs:
-                    if m.error() or m.key() is None:
-                        continue
-                    key = m.key().decode("utf-8", "replace")
-                    pos = key.find(key_prefix)
-                    if pos < 0:
-                        continue
-                    try:
-                        index = int(key[pos + len(key_prefix):])
-                    except ValueError:
-                        continue
-                    if index in done:
-                        summary.duplicates += 1
-                        continue
-                    hdrs = list(m.headers() or [])
-                    err = routing.error_message(hdrs, m.value())
-                    rec = {"index": index, "id": ids.get(index), "key": key}
-                    if err is None:
-                        try:
-                            rec["response"] = oip_json.response_to_json(m.value() or b"")
-                        except oip_json.OipJsonError as exc:
-                            err = f"undecodable pipeline output: {exc}"
-                    if err is None:
-                        results.write(rec)
-                        summary.scored += 1
-                    else:
-                        rec["error"] = err
-                        errors.write(rec)
-                        summary.errors += 1
-                    done.add(index)
-                    inflight.pop(index, None)
-                    n += 1
-                return n
-
-            inflight: dict[int, float] = {}
-            lines = list(read_inputs(job.input, self.in_fmt))
-            summary.total = len(lines)
-            for line in lines:
-                ids[line.index] = line.id
+            answered = AnsweredSet(results.existing | errors.existing)
+            summary.already_done = len(answered)
+            summary.total = count_inputs(job.input, self.in_fmt)
+            window = InputWindow(read_inputs(job.input, self.in_fmt), answered, job.max_in_flight)
+            answers = AnswerWriter(job, self.in_fmt, run_id, window, results, errors, summary)
+            sender = RequestSender(producer, in_topic, job.pipeline, run_id, partitions)
             progress = Progress(summary.total, enabled=job.progress)
             start = time.monotonic()
-            # 1. answers that arrived while a previous attempt was down
-            if state.get("resumed"):
-                self._drain(consumer, handle)
-            todo = iter([ln for ln in lines if ln.index not in done])
-            exhausted = False
-            last_flush = time.monotonic()
-            while True:
-                while not exhausted and len(inflight) < job.max_in_flight:
-                    line = next(todo, None)
-                    if line is None:
-                        exhausted = True
-                        break
-                    if line.index in done:
-                        continue
-                    key = key_of(line.index)
-                    try:
-                        if line.body is None:
-                            raise oip_json.OipJsonError(line.problem or "bad line")
-                        req = oip_json.request_from_json(line.body)
-                    except oip_json.OipJsonError as exc:
-                        errors.write({"index": line.index, "id": line.id, "key": key, "error": f"bad request: {exc}"})
-                        summary.errors += 1
-                        done.add(line.index)
-                        continue
-                    headers = [(H.PIPELINE, job.pipeline.encode()),
-                               (H.REQUEST_ID, f"{run_id}-{line.index}".encode())]
-                    while True:
-                        try:
-                            producer.produce(in_topic, req.SerializeToString(), key=key,
-                                             partition=line.index % partitions, headers=headers)
-                            break
-                        except BufferError:
-                            producer.poll(0.05)
-                    inflight[line.index] = time.monotonic()
-                    summary.resent += 1
-                producer.poll(0)
-                handle(poll_batch(consumer, 1000, 0.02))
-                now = time.monotonic()
-                if now - last_flush > 0.5:
-                    results.flush()
-                    errors.flush()
-                    last_flush = now
-                answered = summary.already_done + summary.scored + summary.errors
-                progress.update(answered, summary.errors)
-                if job.on_progress:
-                    job.on_progress(answered)
-                if job.stop_after is not None and summary.scored + summary.errors >= job.stop_after:
-                    summary.interrupted = True
-                    break
-                if exhausted and not inflight:
-                    break
-                if inflight and now - min(inflight.values()) > job.request_timeout_s:
-                    producer.flush(5)
-                    raise BatchError(
-                        f"{len(inflight)} request(s) unanswered after {job.request_timeout_s:g}s "
-                        f"(first index {min(inflight)}); results so far are saved: rerun the same command to resume")
+            if state.get("resumed"):  # answers that arrived while a previous attempt was down
+                self._drain(consumer, answers.handle_earlier)
+            self._score(window, sender, consumer, answers, summary, progress)
             progress.update(summary.already_done + summary.scored + summary.errors, summary.errors, force=True)
             progress.finish()
             summary.seconds = time.monotonic() - start
@@ -461,6 +571,56 @@ class BatchRun:
                 consumer.close()
             except Exception:  # noqa: BLE001
                 pass
+
+    def _score(self, window: InputWindow, sender: RequestSender, consumer: Consumer,
+               answers: AnswerWriter, summary: BatchSummary, progress: Progress) -> None:
+        """Send while the window has room and write answers as they come, until every request is
+        answered, the ``stop_after`` hook fires, or the oldest request times out."""
+        job = self.job
+        last_flush = time.monotonic()
+        while True:
+            self._send_while_room(window, sender, answers, summary)
+            sender.producer.poll(0)
+            answers.handle(poll_batch(consumer, 1000, 0.02))
+            now = time.monotonic()
+            if now - last_flush > 0.5:
+                answers.flush()
+                last_flush = now
+            done = summary.already_done + summary.scored + summary.errors
+            progress.update(done, summary.errors)
+            if job.on_progress:
+                job.on_progress(done)
+            if job.stop_after is not None and summary.scored + summary.errors >= job.stop_after:
+                summary.interrupted = True
+                return
+            if window.finished:
+                return
+            self._check_timeout(window, now, sender.producer)
+
+    @staticmethod
+    def _send_while_room(window: InputWindow, sender: RequestSender, answers: AnswerWriter,
+                         summary: BatchSummary) -> None:
+        """Send input lines until the window is full; a line that is not a valid request is answered
+        at once with a "bad request" error and takes no room."""
+        while (line := window.next_line()) is not None:
+            try:
+                if line.body is None:
+                    raise oip_json.OipJsonError(line.problem or "bad line")
+                req = oip_json.request_from_json(line.body)
+            except oip_json.OipJsonError as exc:
+                answers.write_bad_request(line, sender.key_of(line.index), str(exc))
+                continue
+            sender.send(line.index, req.SerializeToString())
+            window.sent(line, time.monotonic())
+            summary.resent += 1
+
+    def _check_timeout(self, window: InputWindow, now: float, producer: Producer) -> None:
+        oldest = window.oldest_sent_at()
+        if oldest is not None and now - oldest > self.job.request_timeout_s:
+            producer.flush(5)
+            raise BatchError(
+                f"{len(window.in_flight)} request(s) unanswered after {self.job.request_timeout_s:g}s "
+                f"(first index {min(window.in_flight)}); results so far are saved: rerun the same command to resume")
 
     @staticmethod
     def _drain(consumer: Consumer, handle, quiet_s: float = 1.0) -> None:
