@@ -38,13 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="WARNING", help="Python log level (default WARNING)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"dataflow.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"dataflow.cli.{name}":
-                continue  # subcommand not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"dataflow.cli.{name}").register(sub)
     return parser
 
 

@@ -5,23 +5,11 @@ only the kind's name, its states, its YAML parser and its scheduler calls differ
 """
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 from typing import Callable
 
 from dataflow.cli.config import add_scheduler_flags, resolve
-
-
-def register_optional(module: str, subparsers) -> None:
-    """Let ``module`` add its subcommands, if it exists (data-plane commands are optional)."""
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name == module:
-            return
-        raise
-    mod.register(subparsers)
 
 
 def add_common_flags(p) -> None:

@@ -6,9 +6,10 @@ parameter named ``endpoint``, or a ``grpc://``/``http://`` ``storageUri``), see
 """
 from __future__ import annotations
 
+from dataflow.cli import model_data
 from dataflow.cli.config import add_scheduler_flags
 from dataflow.cli.control import (add_load_unload_status, call, client, load_each, print_help, print_status,
-                                  read_manifests, register_optional, table, topic_namer,
+                                  read_manifests, table, topic_namer,
                                   unload_each)
 
 STATE_NAMES = ("ModelProgressing", "ModelAvailable", "ModelFailed", "ModelTerminating", "ModelTerminated",
@@ -31,7 +32,7 @@ def register(sub) -> None:
     add_scheduler_flags(lst)
     lst.set_defaults(handler=run_list)
 
-    register_optional("dataflow.cli.model_data", ms)
+    model_data.register(ms)
 
 
 def _models(files, check=None):

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import sys
 
+from dataflow.cli import pipeline_data, pipeline_observe
 from dataflow.cli.config import add_kafka_flags, add_scheduler_flags, resolve
 from dataflow.cli.control import (add_common_flags, add_load_unload_status, call, client, load_each,
-                                  print_help, print_status, read_manifests, register_optional, table,
+                                  print_help, print_status, read_manifests, table,
                                   topic_namer, unload_each)
 
 STATUS_NAMES = ("PipelineCreate", "PipelineCreating", "PipelineReady", "PipelineFailed", "PipelineTerminate",
@@ -45,8 +46,8 @@ def register(sub) -> None:
     add_kafka_flags(insp)
     insp.set_defaults(handler=run_inspect)
 
-    register_optional("dataflow.cli.pipeline_data", ps)
-    register_optional("dataflow.cli.pipeline_observe", ps)
+    pipeline_data.register(ps)
+    pipeline_observe.register(ps)
 
 
 def _pipelines(files, check=None):

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import sys
 
+from dataflow.cli import pipeline_top
 from dataflow.cli.config import add_scheduler_flags
-from dataflow.cli.control import call, client, register_optional
+from dataflow.cli.control import call, client
 
 FORMATS = ("text", "mermaid", "json")
 
@@ -29,7 +30,7 @@ def register(ps) -> None:
     add_scheduler_flags(d)
     d.set_defaults(handler=run_describe)
 
-    register_optional("dataflow.cli.pipeline_top", ps)
+    pipeline_top.register(ps)
 
 
 def compiled_topology(status, namer, version: int | None = None):

@@ -20,9 +20,8 @@ replaces two things:
 ``BatchProcessor`` runs each record through the task of its partition and acks the records
 (``consumer.ack``) after their outputs are queued in the producer, all under the task driver's
 lock; every offset commit is a checkpoint that flushes the producer first, so delivery stays
-at-least-once. Exactly-once uses the agent path (``producer_selector`` can route to
-per-partition transactional producers, but a send must also hold Faust's transaction lock so it
-does not land between a commit and the next begin: not done yet).
+at-least-once. This path is at-least-once only: the worker keeps exactly-once runs on the agent
+path, whose sends take Faust's per-transaction locks (``faust_worker.FaustWorker._wire``).
 """
 from __future__ import annotations
 
@@ -99,47 +98,22 @@ def install_batch_drain(app, source_topics: Iterable[str], handle_batch: BatchHa
     AIOKafkaFaustConsumer._drain_messages = drain_messages
 
 
-def producer_selector(app, source_topics: Iterable[str], exactly_once: bool) -> Callable[[int | None], object]:
-    """``select(source_partition) -> aiokafka producer`` (None when the partition is no longer ours).
-
-    At-least-once: Faust's one producer. Exactly-once: the transactional producer Faust keeps for
-    that source partition (``{group_id}-{topic group}-{partition}``), whose transaction also
-    commits the partition's input offsets; so that partition's outputs must go there.
-    """
-    if not exactly_once:
-        return lambda partition: app.producer._producer
-    first_source = sorted(source_topics)[0]
-
-    def select(partition: int | None):
-        if partition is None:
-            partition = 0
-        group = app.assignor.group_for_topic(first_source)
-        return app.producer._transaction_producers.get(f"{app.conf.id}-{group}-{partition}")
-
-    return select
-
-
 class BatchProducer:
     """Queues output records in the aiokafka producer, one ``BatchBuilder`` per (topic, partition)."""
 
-    def __init__(self, app, partitions: dict[str, int], default_partitions: int,
-                 producer_for: Callable[[int | None], object] | None = None, *, framer=None):
+    def __init__(self, app, partitions: dict[str, int], default_partitions: int, *, framer=None):
         """``framer``: a ``dataflow.schema_registry.Framer`` when values get schema-registry framing."""
         self.app = app
         self.framer = framer
         self.partitions = partitions
         self.default_partitions = default_partitions
-        self.producer_for = producer_for or (lambda partition: app.producer._producer)
-        self.failed = 0
 
     def _on_delivery(self, fut) -> None:
         if not fut.cancelled() and fut.exception() is not None:
-            self.failed += 1
             log.error("produce failed: %s", fut.exception())
 
-    async def send(self, records: list[Record], source_partition: int | None = None) -> None:
-        """Queue ``records``; ``source_partition`` (the input records' partition) picks the
-        transaction under exactly-once, else the partition of each output's key is used."""
+    async def send(self, records: list[Record]) -> None:
+        """Queue ``records``, each to the partition of its key."""
         if self.framer is not None:
             records = [out.evolve(value=await self.framer.aframe(out.topic, out.value)) for out in records]
         groups: dict[tuple[str, int], list[Record]] = {}
@@ -147,12 +121,8 @@ class BatchProducer:
         for out in records:
             p = partition_for_key(out.key, partitions.get(out.topic, default))
             groups.setdefault((out.topic, p), []).append(out)
+        producer = self.app.producer._producer
         for (topic, partition), group in groups.items():
-            producer = self.producer_for(partition if source_partition is None else source_partition)
-            if producer is None:
-                log.warning("partition %s was revoked: %d outputs dropped (the new owner reprocesses"
-                            " their inputs)", source_partition, len(group))
-                continue
             batch = producer.create_batch()
             for out in group:
                 key = out.key.encode() if out.key is not None else None
@@ -179,17 +149,11 @@ class BatchProcessor:
     The whole batch is one critical section under ``lock`` (``faust_tasks.TaskDriver.lock``): a
     checkpoint sees either none or all of a batch's state changes, outputs and acks."""
 
-    def __init__(self, app, tasks, lock: asyncio.Lock, producer: BatchProducer,
-                 by_source_partition: bool = False):
+    def __init__(self, app, tasks, lock: asyncio.Lock, producer: BatchProducer):
         self.app = app
         self.tasks = tasks                  # dataflow.runtime.tasks.PartitionTasks
         self.lock = lock
         self.producer = producer
-        # exactly-once: outputs are sent per source partition (each has its own transaction)
-        self.by_source_partition = by_source_partition
-        self.processed = 0
-        self.errors = 0
-        self.skipped = 0
 
     async def __call__(self, messages: list) -> None:
         async with self.lock:
@@ -197,14 +161,12 @@ class BatchProcessor:
 
     async def _process(self, messages: list) -> None:
         tasks = self.tasks.tasks
-        outputs: dict[int | None, list[Record]] = {}
+        outputs: list[Record] = []
         handled: list = []
         now_ms = int(time.time() * 1000)
-        by_source = self.by_source_partition
         for message in messages:
             task = tasks.get(message.partition)
             if task is None:  # not ours (any more): not acked, its owner processes it
-                self.skipped += 1
                 log.warning("record %s[%s]@%s of a partition without a task; not processed",
                             message.topic, message.partition, message.offset)
                 continue
@@ -218,14 +180,12 @@ class BatchProcessor:
                                 int(round(timestamp * 1000)) if timestamp else 0, message.partition)
                 produced = task.process(record, now_ms)
                 if produced:
-                    outputs.setdefault(message.partition if by_source else None, []).extend(produced)
+                    outputs.extend(produced)
             except Exception:  # noqa: BLE001 - a bad record must not stop the pipeline
-                self.errors += 1
                 log.exception("record %s[%s]@%s failed; skipped", message.topic, message.partition,
                               message.offset)
-        self.processed += len(handled)
-        for source_partition, records in outputs.items():
-            await self.producer.send(records, source_partition)
+        if outputs:
+            await self.producer.send(outputs)
         ack = self.app.consumer.ack
         for message in handled:
             ack(message)

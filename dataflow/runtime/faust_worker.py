@@ -111,12 +111,9 @@ def runtime_config_from_spec(spec: WorkerSpec):
 def compile_with_topology(msg, config, store_factory):
     """Default factory: the shared step semantics in ``dataflow.topology``."""
     from dataflow.topology import compile_pipeline
+    from dataflow.topology.settings import TopologySettings
 
-    try:
-        from dataflow.topology.settings import TopologySettings
-        settings = TopologySettings(default_join_window_ms=config.join_window_ms)
-    except ImportError:  # pragma: no cover - depends on the topology package
-        settings = config
+    settings = TopologySettings(default_join_window_ms=config.join_window_ms)
     return compile_pipeline(msg, store_factory=store_factory, settings=settings)
 
 
@@ -215,8 +212,6 @@ class PipelineWorker:
             self.app.conf.table_standby_replicas = 1
         self._running_once = False
         self._ready_task: asyncio.Task | None = None
-        self.errors = 0
-        self.processed = 0
         from dataflow.schema_registry import framer_for
 
         self.framer = framer_for(self.config.schema_registry_config, validate=False)
@@ -240,15 +235,11 @@ class PipelineWorker:
         # Exactly-once stays on the agent path: its sends take Faust's per-transaction locks, which
         # keeps them out of the window between a transaction's commit and the next begin.
         if self.spec.path == "batch" and not self.config.exactly_once:
-            from dataflow.runtime.faust_fastpath import (
-                BatchProcessor, BatchProducer, install_batch_drain, producer_selector,
-            )
+            from dataflow.runtime.faust_fastpath import BatchProcessor, BatchProducer, install_batch_drain
 
-            select = producer_selector(app, self.sources, self.config.exactly_once)
-            self.batch_producer = BatchProducer(app, self.partitions, self.default_partitions, select,
+            self.batch_producer = BatchProducer(app, self.partitions, self.default_partitions,
                                                 framer=self.framer)
-            self.batch_processor = BatchProcessor(app, self.tasks, self.driver.lock, self.batch_producer,
-                                                  by_source_partition=self.config.exactly_once)
+            self.batch_processor = BatchProcessor(app, self.tasks, self.driver.lock, self.batch_producer)
             install_batch_drain(app, self.sources, self.batch_processor)
         elif self.spec.path not in ("batch", "agent"):
             raise ValueError(f"unknown processing path {self.spec.path!r} (expected 'batch' or 'agent')")
@@ -301,8 +292,8 @@ class PipelineWorker:
     async def _produce(self, records, source_partition: int | None = None) -> None:
         from dataflow.kafka import partition_for_key
 
-        if self.batch_producer is not None:  # frames the values itself
-            await self.batch_producer.send(records, source_partition)
+        if self.batch_producer is not None:  # frames the values itself; at-least-once only
+            await self.batch_producer.send(records)
             return
         if self.framer is not None:  # schema-registry framing
             records = [r.evolve(value=await self.framer.aframe(r.topic, r.value)) for r in records]
@@ -368,12 +359,9 @@ class PipelineWorker:
                                     partition=message.partition)
                     outputs = task.process(record, int(time.time() * 1000))
                 except Exception:  # noqa: BLE001 - a bad record must not stop the pipeline
-                    self.errors += 1
                     log.exception("record %s[%s]@%s failed; skipped", message.topic, message.partition,
                                   message.offset)
                     outputs = []
-                else:
-                    self.processed += 1
                 if outputs:
                     await self._produce(outputs, message.partition)
                 event.ack()

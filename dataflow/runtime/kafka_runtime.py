@@ -50,6 +50,7 @@ from dataflow.runtime.base import PipelineRunner, RunnerError, RunnerState, Runt
 from dataflow.runtime.tasks import BuildPipeline, OpenState, PartitionTasks, probe
 from dataflow.state.base import StoreFactory
 from dataflow.state.partition import PartitionState, memory_partition_state, rocks_partition_state
+from dataflow.topology import compile_pipeline
 from dataflow.topology.compiled import CompiledPipeline
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,6 @@ def with_exception(message: str, exc: BaseException) -> str:
 def compile_with_topology(msg: chainer_pb2.PipelineUpdateMessage, config: RuntimeConfig,
                           store_factory: StoreFactory) -> CompiledPipeline:
     """Default ``PipelineFactory``: the shared step semantics in ``dataflow.topology``."""
-    from dataflow.topology import compile_pipeline  # imported late: owned by another module
-
     return compile_pipeline(msg, store_factory=store_factory, settings=config)
 
 

@@ -93,18 +93,6 @@ def http_status(url: str, timeout: float = 2.0) -> int | None:
         return None
 
 
-def cli_options(command: str) -> set[str] | None:
-    """The option strings ``dataflow <command>`` accepts, or None if it does not exist (yet)."""
-    from dataflow.cli import build_parser
-
-    parser = build_parser()
-    for action in parser._subparsers._group_actions if parser._subparsers else []:
-        choices = getattr(action, "choices", None) or {}
-        if command in choices:
-            return {opt for a in choices[command]._actions for opt in a.option_strings}
-    return None
-
-
 class Stack:
     """Start with ``start()``; ``stop()`` is idempotent and safe after a failed start."""
 
@@ -124,7 +112,6 @@ class Stack:
         self.state_dir = Path(options.state_dir or tempfile.mkdtemp(prefix="dataflow-up-"))
         self.children: list = []  # ChildProcess or MLServerProcess, in start order
         self.mlserver = None
-        self.skipped: list[str] = []
         self.loaded_pipelines: list[str] = []
         self.model_manifests: list = []
         self.pipeline_manifests: list = []  # (path, scheduler_pb2.Pipeline)
@@ -166,16 +153,14 @@ class Stack:
             self._start_scheduler()
             self._start_engine()
             self._start_model_gateway()
-            if "scheduler" not in self.skipped:
-                self._load_models()
-                self._load_pipelines()
-                self._wait_pipelines_ready()
+            self._load_models()
+            self._load_pipelines()
+            self._wait_pipelines_ready()
             # The pipeline gateway starts once the pipelines' topics exist: a consumer that
             # subscribes to a topic before it is created may not see it for minutes.
             self._start_pipeline_gateway()
-            if "scheduler" not in self.skipped:
-                self._wait_gateway_ready()
-                self._probe()
+            self._wait_gateway_ready()
+            self._probe()
         except ChildFailed as exc:
             raise StackError(str(exc)) from exc
         return self
@@ -227,21 +212,6 @@ class Stack:
         self._say(f"started {name} (pid {child.pid}): {' '.join(argv[2:] + args)}")
         return child
 
-    def _optional(self, command: str) -> set[str] | None:
-        options = cli_options(command)
-        if options is None:
-            self.skipped.append(command)
-            self._say(f"skipping {command}: `dataflow {command}` is not available in this build")
-        return options
-
-    def _side_ports(self, options: set[str]) -> list[str]:
-        """Free ports for a component's auxiliary listeners, so defaults never collide."""
-        args: list[str] = []
-        for opt in ("--metrics-port", "--health-port"):
-            if opt in options:
-                args += [opt, str(free_port(self.opt.host))]
-        return args
-
     def _start_broker(self) -> None:
         child = self._dataflow("broker", "broker", ["--port", str(self.kafka_port),
                                                      "--host", self.opt.host])
@@ -264,15 +234,9 @@ class Stack:
                   f"ready on {self.mlserver.http_url} and {self.mlserver.grpc_url}")
 
     def _start_scheduler(self) -> None:
-        options = self._optional("scheduler")
-        if options is None:
-            return
-        args = ["--port", str(self.scheduler_port), "--chainer-port", str(self.chainer_port)]
-        if "--host" in options:
-            args += ["--host", self.opt.host]
-        if "--state-dir" in options:
-            args += ["--state-dir", str(self.state_dir / "scheduler")]
-        if "--default-model-endpoint" in options and self.mlserver is not None:
+        args = ["--port", str(self.scheduler_port), "--chainer-port", str(self.chainer_port),
+                "--host", self.opt.host, "--state-dir", str(self.state_dir / "scheduler")]
+        if self.mlserver is not None:
             args += ["--default-model-endpoint", self.mlserver.grpc_url]
         if self.opt.engines > 1:  # every engine gets every version: they share its consumer group
             args += ["--max-shard-count-multiplier", str(self.opt.engines)]
@@ -287,50 +251,30 @@ class Stack:
         return ["engine"] if n == 1 else [f"engine-{i}" for i in range(1, n + 1)]
 
     def _start_engine(self) -> None:
-        options = self._optional("engine")
-        if options is None:
-            return
         for name in self.engine_names():
             args = ["--scheduler", self.chainer_address, "--kafka", self.bootstrap]
             extra = {"--name": f"dataflow-up-{name}", "--partitions": str(self.opt.partitions),
                      "--state-dir": str(self.state_dir / "engine"), "--runtime": self.opt.runtime}
-            args += [x for opt, value in extra.items() if value and opt in options for x in (opt, value)]
-            health = None
-            if "--health-port" in options:
-                health = free_port(self.opt.host)
-                args += ["--health-port", str(health)]
-                self.engine_metrics.append(f"{self.opt.host}:{health}")
+            args += [x for opt, value in extra.items() if value for x in (opt, value)]
+            health = free_port(self.opt.host)
+            args += ["--health-port", str(health)]
+            self.engine_metrics.append(f"{self.opt.host}:{health}")
             child = self._dataflow(name, "engine", args)
-            if health:
-                child.wait_until(lambda: http_status(f"http://{self.opt.host}:{health}/live") == 200,
-                                 60, "live")
+            child.wait_until(lambda: http_status(f"http://{self.opt.host}:{health}/live") == 200,
+                             60, "live")
 
     def _start_model_gateway(self) -> None:
-        options = self._optional("model-gateway")
-        if options is None:
-            return
-        args = ["--scheduler", self.scheduler_address, "--kafka", self.bootstrap]
-        if "--partitions" in options:
-            args += ["--partitions", str(self.opt.partitions)]
-        side = self._side_ports(options)
-        if "--metrics-port" in side:
-            self.model_gateway_metrics = f"{self.opt.host}:{side[side.index('--metrics-port') + 1]}"
-        args += side
+        metrics_port = free_port(self.opt.host)
+        self.model_gateway_metrics = f"{self.opt.host}:{metrics_port}"
+        args = ["--scheduler", self.scheduler_address, "--kafka", self.bootstrap,
+                "--partitions", str(self.opt.partitions), "--metrics-port", str(metrics_port)]
         self._dataflow("model-gateway", "model-gateway", args)
 
     def _start_pipeline_gateway(self) -> None:
-        options = self._optional("pipeline-gateway")
-        if options is None:
-            return
         args = ["--scheduler", self.scheduler_address, "--kafka", self.bootstrap,
-                "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port)]
-        if "--host" in options:
-            args += ["--host", self.opt.host]
-        if "--partitions" in options:
-            args += ["--partitions", str(self.opt.partitions)]
-        if "--metrics-port" in options:
-            args += ["--metrics-port", str(self.metrics_port)]
-        args += self._side_ports(options - {"--metrics-port"})
+                "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
+                "--host", self.opt.host, "--partitions", str(self.opt.partitions),
+                "--metrics-port", str(self.metrics_port)]
         child = self._dataflow("pipeline-gateway", "pipeline-gateway", args)
         child.wait_until(lambda: http_status(f"{self.inference_url}/ready") == 200, 60,
                          f"serving {self.inference_url}/ready")
@@ -494,7 +438,7 @@ class Stack:
 
     def _wait_gateway_ready(self) -> None:
         """The pipeline gateway reports every loaded pipeline ready (its output consumer is assigned)."""
-        if "pipeline-gateway" in self.skipped or not self.loaded_pipelines:
+        if not self.loaded_pipelines:
             return
         deadline = time.monotonic() + self.opt.ready_timeout
         while True:
@@ -516,7 +460,7 @@ class Stack:
 
     def _probe(self) -> None:
         """One real request through the pipeline gateway (retried while the path warms up)."""
-        if PROBE_PIPELINE not in self.loaded_pipelines or "pipeline-gateway" in self.skipped:
+        if PROBE_PIPELINE not in self.loaded_pipelines:
             return
         deadline = time.monotonic() + self.opt.ready_timeout
         last = ""
@@ -542,12 +486,9 @@ class Stack:
                  f"  Kafka bootstrap      {self.bootstrap}"]
         if self.mlserver is not None:
             lines.append(f"  MLServer             {self.mlserver.http_url} (gRPC {self.mlserver.grpc_address})")
-        if "scheduler" not in self.skipped:
-            lines.append(f"  scheduler            {self.scheduler_address} (chainer {self.chainer_address})")
-        if "pipeline-gateway" not in self.skipped:
-            lines.append(f"  pipeline gateway     {self.inference_url} (gRPC {self.inference_grpc})")
-            if "--metrics-port" in (cli_options("pipeline-gateway") or set()):
-                lines.append(f"  gateway metrics      http://{self.opt.host}:{self.metrics_port}/metrics")
+        lines.append(f"  scheduler            {self.scheduler_address} (chainer {self.chainer_address})")
+        lines.append(f"  pipeline gateway     {self.inference_url} (gRPC {self.inference_grpc})")
+        lines.append(f"  gateway metrics      http://{self.opt.host}:{self.metrics_port}/metrics")
         for address in self.engine_metrics:
             lines.append(f"  engine metrics       http://{address}/metrics")
         if self.model_gateway_metrics:
@@ -558,9 +499,7 @@ class Stack:
         lines.append(f"  logs                 {self.state_dir / 'logs'}")
         if self.loaded_pipelines:
             lines.append(f"  pipelines            {', '.join(self.loaded_pipelines)}")
-        if self.skipped:
-            lines.append(f"  not started          {', '.join(self.skipped)} (not available)")
-        if PROBE_PIPELINE in self.loaded_pipelines and "pipeline-gateway" not in self.skipped:
+        if PROBE_PIPELINE in self.loaded_pipelines:
             body = json.dumps(PROBE_REQUEST, separators=(",", ":"))
             standard = (self.scheduler_port, self.kafka_port) == (9004, 9092)
             env = "" if standard else (f"SELDON_SCHEDULE_HOST={self.scheduler_address} "
@@ -577,7 +516,7 @@ class Stack:
                 lines.append(f"  {env}dataflow pipeline load -f "
                              f"{EXAMPLES / 'pipelines' / 'tfsimples-join.yaml'}   "
                              f"# more samples in {EXAMPLES / 'pipelines'}")
-        elif self.loaded_pipelines and "pipeline-gateway" not in self.skipped:
+        elif self.loaded_pipelines:
             name = self.loaded_pipelines[0]
             lines += ["", "Try it (put your request JSON in place of '<json>'):",
                       f"  curl -s {self.inference_url}/v2/models/{name}/infer "

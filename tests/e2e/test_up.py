@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from dataflow.cli.up import READY_LINE
-from dataflow.up.stack import PROBE_EXPECTED, cli_options
+from dataflow.up.stack import PROBE_EXPECTED
 
 pytestmark = pytest.mark.e2e
 
@@ -197,9 +197,6 @@ def test_up_bad_pipeline_file_fails_before_starting_anything(tmp_path):
     assert up.child_pids() == {}
 
 
-@pytest.mark.skipif(any(cli_options(c) is None for c in
-                        ("scheduler", "engine", "model-gateway", "pipeline-gateway")),
-                    reason="needs the scheduler, engine and both gateways")
 def test_up_serves_the_printed_request_then_stops_everything():
     up = UpProcess("--ready-timeout", "150")
     try:
@@ -279,9 +276,6 @@ SAMPLE_REQUESTS = [
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(any(cli_options(c) is None for c in
-                        ("scheduler", "engine", "model-gateway", "pipeline-gateway")),
-                    reason="needs the scheduler, engine and both gateways")
 def test_up_serves_every_sample_pipeline():
     files = sorted(str(p) for p in (ROOT / "examples" / "pipelines").glob("*.yaml"))
     up = UpProcess("--ready-timeout", "180", "--pipelines", *files)

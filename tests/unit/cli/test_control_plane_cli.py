@@ -185,17 +185,3 @@ def test_connection_precedence(tmp_path, monkeypatch):
     c = resolve(explicit)
     assert (c.scheduler_host, c.kafka_broker, c.namespace) == ("flag:1", "flagk:1", "flagns")
 
-
-def test_data_plane_modules_are_optional_but_registered_when_present(monkeypatch):
-    import sys
-    import types
-
-    from dataflow.cli import build_parser
-
-    seen = []
-    for group in ("pipeline", "model"):
-        mod = types.ModuleType(f"dataflow.cli.{group}_data")
-        mod.register = lambda sp, group=group: seen.append((group, sp.add_parser("fake-infer")))
-        monkeypatch.setitem(sys.modules, f"dataflow.cli.{group}_data", mod)
-    build_parser()
-    assert [g for g, _ in seen] == ["pipeline", "model"]
