@@ -184,4 +184,3 @@ def test_connection_precedence(tmp_path, monkeypatch):
                                   kafka_config_path=None)
     c = resolve(explicit)
     assert (c.scheduler_host, c.kafka_broker, c.namespace) == ("flag:1", "flagk:1", "flagns")
-
