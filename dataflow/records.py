@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 class Record:
     """One Kafka record.
 
-    ``key`` is the UTF-8 string key (never changed by the dataflow, spec 2.2); ``value`` the raw
-    bytes (protobuf or, on the error topic, UTF-8 text); ``timestamp`` in epoch milliseconds.
+    ``key`` is the UTF-8 string key (never changed by the dataflow: the gateway correlates answers
+    by it); ``value`` the raw bytes (protobuf or, on the error topic, UTF-8 text); ``timestamp`` in epoch milliseconds.
     ``partition`` is where it was read from; sinks compute their own (see ``dataflow.kafka``).
     """
 

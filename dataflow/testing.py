@@ -25,7 +25,7 @@ Behaviour:
   pipeline-to-pipeline chains run to completion), and records on ``model.<m>.inputs`` of a faked
   model are answered on ``model.<m>.outputs`` (same key, headers, partition; timestamp = clock).
   A fake model that raises produces the error text to the errors topic with
-  ``seldon-pipeline-errors: <model>``, like the model gateway (spec 3.9).
+  ``seldon-pipeline-errors: <model>``, like the model gateway.
 * Records piped without ``headers`` get ``pipeline: <first pipeline's name>`` (what the gateway adds).
   Pass ``headers=[]`` to send none.
 * ``advance(ms)`` moves the clock and runs ``punctuate`` (outer-join windows, batch windows,

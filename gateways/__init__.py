@@ -2,7 +2,7 @@
 
 Modules (one concern each):
 
-* ``oip_json``        REST JSON <-> ``ModelInferRequest`` / ``ModelInferResponse`` (spec 5.5), the
+* ``oip_json``        REST JSON <-> ``ModelInferRequest`` / ``ModelInferResponse`` (as the reference), the
                       binary tensor extension, Go-style JSON numbers.
 * ``oip_meta``        server and model metadata the pipeline gateway answers (REST and gRPC).
 * ``pipeline_signature`` a pipeline's tensor metadata from its first and last steps' models (pure).

@@ -1,5 +1,5 @@
-"""Prometheus metrics of the gateways: the pipeline gateway's with the reference's names and labels
-(spec 5.6), the model gateway's per model (our names, listed in the README's metrics table)."""
+"""Prometheus metrics of the gateways: the pipeline gateway's with the reference's names and labels,
+the model gateway's per model (our names, listed in the README's metrics table)."""
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server

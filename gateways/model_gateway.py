@@ -1,4 +1,4 @@
-"""Model gateway (spec 6, 3.9): ``model.<m>.inputs`` -> OIP server -> ``model.<m>.outputs`` / errors.
+"""Model gateway: ``model.<m>.inputs`` -> OIP server -> ``model.<m>.outputs`` / errors.
 
 For every served model: its two topics are created if missing, its input topic is consumed in
 group ``modelgateway_group_id(m)`` (one consumer per group bucket, ``auto.offset.reset=earliest``),
@@ -50,7 +50,7 @@ SCHEMA_MAGIC = 0
 
 
 def strip_schema_prefix(value: bytes) -> bytes:
-    """Drop Confluent schema-registry framing (0x00 + 4-byte id + 1 index byte) if present (spec 2.1)."""
+    """Drop Confluent schema-registry framing (0x00 + 4-byte id + 1 index byte) if present."""
     if len(value) >= 6 and value[0] == SCHEMA_MAGIC:
         return value[6:]
     return value
@@ -92,7 +92,7 @@ def parse_model_input(value: bytes, infer_type: str | None = None) -> pb.ModelIn
     """A record value as a ``ModelInferRequest``.
 
     With a ``seldon-infer-type`` hint the value is read as that type; without one (the normal
-    case): protobuf request, else protobuf response, else REST JSON (spec 6).
+    case): protobuf request, else protobuf response, else REST JSON (as the reference's model gateway).
     """
     value = strip_schema_prefix(value or b"")
     try:
@@ -115,7 +115,7 @@ def parse_model_input(value: bytes, infer_type: str | None = None) -> pb.ModelIn
 
 
 def outgoing_metadata(headers: list[tuple[str, bytes]], model: str) -> list[tuple[str, str]]:
-    """Record ``x-*`` headers except ``x-seldon-route``, plus ``seldon-model: <model>`` (spec 6)."""
+    """Record ``x-*`` headers except ``x-seldon-route``, plus ``seldon-model: <model>`` (as the reference)."""
     md = [(k.lower(), v.decode("utf-8", "replace")) for k, v in headers
           if k.lower().startswith("x-") and k.lower() != H.SELDON_ROUTE]
     md.append((H.SELDON_MODEL, model))

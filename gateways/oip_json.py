@@ -1,4 +1,4 @@
-"""Open Inference Protocol REST JSON <-> protobuf (spec 5.5), as the reference pipeline gateway does it.
+"""Open Inference Protocol REST JSON <-> protobuf, as the reference pipeline gateway does it.
 
 Pure functions over ``tritonclient.grpc.service_pb2`` messages; no I/O.
 
@@ -8,10 +8,10 @@ Request JSON -> ``ModelInferRequest`` (``request_from_json``):
     bytes). The reference zero-pads a short ``data`` to the claimed shape; we refuse it
     (``OipJsonError``), because a 90-byte body claiming ``[1,20000000]`` would otherwise cost
     hundreds of MB. A count mismatch or a value of the wrong JSON type names the tensor and index.
-  * parameters: string -> string_param, number -> int64_param (truncated toward zero, quirk
-    9.2 #13), bool -> bool_param; anything else (null, list, object) -> ``OipJsonError``.
-  * ``model_name``/``model_version`` are "" and the JSON ``id`` is dropped, like the reference
-    (quirk 9.2 #13). Pass ``keep_id=True`` to keep it instead.
+  * parameters: string -> string_param, number -> int64_param (truncated toward zero,
+    like the reference), bool -> bool_param; anything else (null, list, object) -> ``OipJsonError``.
+  * ``model_name``/``model_version`` are "" and the JSON ``id`` is dropped, like the reference.
+    Pass ``keep_id=True`` to keep it instead.
 
 ``ModelInferResponse`` -> JSON (``response_to_json``):
   * ``raw_output_contents`` are decoded into typed contents first (assigned in order to outputs
@@ -70,7 +70,7 @@ _CONTENTS: dict[str, tuple[str, np.dtype]] = {
     "FP64": ("fp64_contents", np.dtype("<f8")),
     "BYTES": ("bytes_contents", np.dtype("O")),
 }
-# Wide fallbacks: the reference writes/reads some narrow types as 4-byte values (spec 2.1).
+# Wide fallbacks: the reference writes/reads some narrow types as 4-byte values.
 _WIDE = {"UINT8": "<u4", "UINT16": "<u4", "INT8": "<i4", "INT16": "<i4", "FP16": "<f4"}
 _INT_RANGES = {
     "UINT8": (0, 2**32 - 1), "UINT16": (0, 2**32 - 1), "UINT32": (0, 2**32 - 1),
@@ -397,7 +397,7 @@ def _output_to_json(t, *, bytes_as_strings: bool = False) -> dict:
 
 def request_from_json(body: bytes | str | dict, *, model_name: str = "", model_version: str = "",
                       keep_id: bool = False) -> ModelInferRequest:
-    """REST request body -> ``ModelInferRequest`` (spec 5.5). Raises ``OipJsonError``."""
+    """REST request body -> ``ModelInferRequest``. Raises ``OipJsonError``."""
     return _request(_load(body), None, model_name, model_version, keep_id)[0]
 
 
@@ -488,7 +488,7 @@ def _request(obj: dict, binary: _BinarySection | None, model_name: str, model_ve
 
 
 def response_to_json(resp: ModelInferResponse | bytes) -> dict:
-    """``ModelInferResponse`` (message or serialized bytes) -> JSON object (spec 5.5)."""
+    """``ModelInferResponse`` (message or serialized bytes) -> JSON object."""
     parsed = _parse_response(resp)
     if parsed is resp and resp.raw_output_contents:  # the caller's message: fill a copy, not it
         parsed = ModelInferResponse()
@@ -710,7 +710,7 @@ def _set_parameters_lenient(target, params: Any) -> None:
 
 
 def response_to_request(resp: ModelInferResponse) -> ModelInferRequest:
-    """Outputs become inputs (the model gateway accepts a response as a request, spec 6)."""
+    """Outputs become inputs (the model gateway accepts a response as a request)."""
     req = ModelInferRequest(model_name=resp.model_name, model_version=resp.model_version, id=resp.id)
     for k, v in resp.parameters.items():
         req.parameters[k].CopyFrom(v)

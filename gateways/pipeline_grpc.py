@@ -1,4 +1,5 @@
-"""gRPC front end of the pipeline gateway: ``inference.GRPCInferenceService`` (spec 5.1 / 5.3 / 5.4).
+"""gRPC front end of the pipeline gateway: ``inference.GRPCInferenceService``, with the
+reference gateway's routing, success and error answers.
 
 ModelInfer: the request is forwarded unchanged; the output protobuf is returned unchanged
 (raw_output_contents preserved) with the output's ``x-*`` headers as header metadata and

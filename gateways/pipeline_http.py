@@ -1,5 +1,5 @@
 """REST front end of the pipeline gateway (aiohttp): the Open Inference Protocol (KServe v2) HTTP
-surface, spec 5.1 / 5.3 / 5.4.
+surface, routed and answered as the reference gateway does.
 
 Endpoints: ``POST /v2/models/{name}/infer`` and ``/v2/pipelines/{name}/infer`` (JSON, or the binary
 tensor extension: ``Inference-Header-Content-Length``, ``binary_data_size`` inputs,

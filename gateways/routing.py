@@ -1,5 +1,5 @@
 """Gateway wire rules that are pure functions: which resource a call is for, request ids, the
-composite Kafka key, and which caller / record headers cross the gateway (spec 2.2, 2.4, 2.5, 5.1-5.4).
+composite Kafka key, and which caller / record headers cross the gateway, as the reference gateway decides them.
 """
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def resource_from_name(name: str) -> Resource:
 
 def resource_from_values(internal: list[str], model: list[str], path_pipeline: str | None = None,
                          path_name: str | None = None) -> Resource:
-    """Resolution order of spec 5.1: last ``seldon-internal-model`` value, else ``seldon-model``.
+    """Resolution order of the reference gateway: last ``seldon-internal-model`` value, else ``seldon-model``.
 
     Convenience beyond the reference (which relies on Envoy to set the header): with neither
     header present, ``/v2/pipelines/{name}/...`` names the pipeline, and ``/v2/models/{name}/...``
@@ -91,7 +91,7 @@ def resource_from_values(internal: list[str], model: list[str], path_pipeline: s
 
 
 def composite_key(partition: int, resource: str, request_id: str) -> str:
-    """The Kafka key the gateway writes and correlates on (spec 2.2): ``<p>.<resource>.<requestId>``."""
+    """The Kafka key the gateway writes and correlates on: ``<p>.<resource>.<requestId>``."""
     return f"{partition}.{resource}.{request_id}"
 
 
@@ -152,7 +152,7 @@ def external_headers(headers: Iterable[tuple[str, bytes]] | None) -> list[tuple[
 
 
 def error_message(headers: Iterable[tuple[str, bytes]] | None, value: bytes | None) -> str | None:
-    """``"<seldon-pipeline-errors value> : <record value>"`` for an error record, else None (spec 5.4)."""
+    """``"<seldon-pipeline-errors value> : <record value>"`` for an error record, else None."""
     hdr = H.first(list(headers or ()), H.PIPELINE_ERRORS)
     if hdr is None:
         return None

@@ -5,12 +5,12 @@ Run it with ``dataflow scheduler --port 9004 --chainer-port 9008 --state-dir DIR
 
 * ``manifest``    Seldon ``Pipeline`` / ``Model`` YAML -> ``scheduler_pb2`` protos (strict fields).
 * ``convert``     scheduler ``Pipeline`` -> normalised ``PipelineVersion`` -> Chainer
-                  ``PipelineUpdateMessage`` (``creation_message`` / ``deletion_message``, spec 1.5).
+                  ``PipelineUpdateMessage`` (``creation_message`` / ``deletion_message``).
 * ``validation``  the reference's validation rules and messages (``PipelineValidationError``).
 * ``models``      how a model names its Open Inference Protocol endpoint (``model_endpoint``).
 * ``ids``         xid-like version uids.
 * ``store``       pipeline versions + status, models; persisted atomically to ``--state-dir``.
-* ``hashring`` / ``conflicts``  sharding over engines and ack -> status aggregation (spec 4.2/4.4).
+* ``hashring`` / ``conflicts``  sharding over engines and ack -> status aggregation.
 * ``chainer_server`` / ``scheduler_server`` / ``health`` / ``server``  the gRPC services and process.
 * ``gateway_acks`` Create / Delete to pipeline and model gateways, their acks -> gateway status.
 * ``client``      a synchronous Scheduler client for the CLI; ``topic_inspect`` for ``pipeline inspect``.

@@ -3,7 +3,7 @@
 Pipelines are sharded over the connected engines by consistent hashing of the version uid
 (``maxShardCountMultiplier`` replicas each). Any change in the set of engines rebalances every
 live version: selected engines get Create (or Delete while Terminating), the others Delete with
-keepTopics. Acks are folded into the version's status by ``ConflictResolver`` (spec 4.2-4.4).
+keepTopics. Acks are folded into the version's status by ``ConflictResolver``.
 """
 from __future__ import annotations
 

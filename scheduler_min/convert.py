@@ -4,8 +4,8 @@ The three shapes a pipeline takes here:
 
 * the ``scheduler_pb2.Pipeline`` a client sends in ``LoadPipeline`` (built from the user's YAML by
   ``scheduler_min.manifest.pipeline_from_manifest``);
-* ``PipelineVersion``: references normalised (spec 1.3), validated, with a version and a uid;
-* the ``chainer_pb2.PipelineUpdateMessage`` engines receive (spec 1.5: ``creation_message`` /
+* ``PipelineVersion``: references normalised, validated, with a version and a uid;
+* the ``chainer_pb2.PipelineUpdateMessage`` engines receive (``creation_message`` /
   ``deletion_message``).
 """
 from __future__ import annotations
@@ -82,7 +82,7 @@ class PipelineVersion:
 
 
 # ------------------------------------------------------------------------------------------
-# normalisation (spec 1.3)
+# normalisation of step references
 # ------------------------------------------------------------------------------------------
 
 def normalise_internal_refs(pipeline: str, refs) -> list[str]:
@@ -219,7 +219,7 @@ def to_proto(pv: PipelineVersion) -> scheduler_pb2.Pipeline:
 
 
 # ------------------------------------------------------------------------------------------
-# topics and tensor maps (spec 1.3 / 1.4)
+# topics and tensor maps
 # ------------------------------------------------------------------------------------------
 
 def _topic(namer: TopicNamer, pipeline: str, name: str, tensor: str | None = None) -> chainer_pb2.PipelineTopic:
@@ -290,7 +290,7 @@ def qualified_input_tensor_map(namer: TopicNamer, tensor_map: dict[str, str]) ->
 
 
 # ------------------------------------------------------------------------------------------
-# Chainer messages (spec 1.5)
+# Chainer messages
 # ------------------------------------------------------------------------------------------
 
 def _step_update(namer: TopicNamer, pv: PipelineVersion, step: Step) -> chainer_pb2.PipelineStepUpdate:

@@ -1,4 +1,4 @@
-"""Consistent hashing of pipeline version uids onto dataflow engines (spec 4.2).
+"""Consistent hashing of pipeline version uids onto dataflow engines, like the reference scheduler.
 
 Each engine owns ``VNODES`` points on a 32-bit ring; a key maps to the first distinct engines met
 walking clockwise from its hash. Adding or removing one engine moves only the keys it gains or

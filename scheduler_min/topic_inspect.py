@@ -1,4 +1,4 @@
-"""``pipeline inspect``: show the last records of a pipeline's topics (spec 7).
+"""``pipeline inspect``: show the last records of a pipeline's topics, as ``seldon pipeline inspect`` does.
 
 Topic selection follows the pipeline's steps as the scheduler reports them; each topic is read
 from the tail with a throwaway consumer (manual assignment, no group join). Values are decoded

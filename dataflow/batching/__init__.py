@@ -1,4 +1,4 @@
-"""Request batching for Chainer steps feeding model inputs (spec 3.7); see ``batcher`` for semantics."""
+"""Request batching for Chainer steps feeding model inputs; see ``batcher`` for semantics."""
 from dataflow.batching.batcher import Batcher
 
 __all__ = ["Batcher"]

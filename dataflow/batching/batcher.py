@@ -1,4 +1,4 @@
-"""Step-level request batching (spec 3.7), with the window and rolling modes the reference never built.
+"""Step-level request batching, with the window and rolling modes the reference never built.
 
 One pending batch per partition, kept in the step's ``StateStore`` so a persistent store carries it
 across restarts (the reference keeps it in memory and loses it). Each record's value is a serialized

@@ -1,4 +1,4 @@
-"""The engine's side of the Chainer gRPC service (spec 3.2, 4.2, 4.4).
+"""The engine's side of the Chainer gRPC service (subscribe, receive updates, ack them).
 
 ``ChainerClient.run`` keeps a ``SubscribePipelineUpdates`` stream open forever, reconnecting with
 binary exponential backoff (50 ms .. 5 s) and hands every message to a callback. ``ack`` sends
@@ -53,7 +53,7 @@ def ack_delay(attempt: int) -> float:
 
 def status_message(answered: chainer_pb2.PipelineUpdateMessage, op: int, stream: str, success: bool,
                    reason: str) -> chainer_pb2.PipelineUpdateStatusMessage:
-    """The ack the scheduler expects (spec 3.2 step 7): identity + the answered message's timestamp."""
+    """The ack the scheduler expects: identity + the answered message's timestamp."""
     update = chainer_pb2.PipelineUpdateMessage(
         op=op, pipeline=answered.pipeline, version=answered.version, uid=answered.uid,
         timestamp=answered.timestamp, stream=stream)

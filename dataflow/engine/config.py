@@ -1,6 +1,6 @@
 """Engine configuration: who this replica is, where the scheduler and Kafka are, how pipelines run.
 
-Defaults follow the reference (spec 3.1). Runtime default ``kafka`` (the raw confluent-kafka loop):
+Defaults follow the reference engine's configuration. Runtime default ``kafka`` (the raw confluent-kafka loop):
 it measured ~1.5x the batched Faust runtime's msg/s per core on chain and join steps, with lower
 latency and no process per pipeline (benchmarks/README.md).
 """

@@ -1,6 +1,6 @@
 """An in-process stand-in for the scheduler's Chainer service, for tests and demos.
 
-It behaves like the reference where it matters to an engine (spec 4.2): remembers the Creates it
+It behaves like the reference where it matters to an engine: remembers the Creates it
 was told to send and resends them to every (re)subscribing engine, pushes Deletes to connected
 engines, and records every ``PipelineUpdateEvent`` ack. A plain threaded gRPC server, so sync
 test code and asyncio engines can both use it.

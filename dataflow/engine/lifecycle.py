@@ -1,6 +1,6 @@
 """Pipeline lifecycle: Create / Delete tasks per pipeline version uid, runner state reports.
 
-Ordering rules (spec 3.2 step 3): one conflated queue per uid -- a newer task replaces one that has
+Ordering rules (the reference engine's): one conflated queue per uid -- a newer task replaces one that has
 not started yet ("latest wins") -- processed sequentially per uid, different uids in parallel
 (bounded like the reference's ``pipeline.ctlops.threads``).
 """

@@ -1,4 +1,4 @@
-"""Windowed joins and trigger gating over ``StateStore``s (spec 3.4, 3.6). Values are opaque bytes;
+"""Windowed joins and trigger gating over ``StateStore``s. Values are opaque bytes;
 steps choose how branch values merge."""
 from dataflow.joins.stream_join import JoinResult, StreamJoin
 from dataflow.joins.trigger_gate import TriggerGate

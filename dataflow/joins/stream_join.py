@@ -1,4 +1,4 @@
-"""N-way windowed stream join keyed by record key (spec 3.4), over a ``StateStore``.
+"""N-way windowed stream join keyed by record key, over a ``StateStore``.
 
 Values are opaque bytes here; the step decides how to merge them. Semantics:
 
@@ -10,7 +10,7 @@ Values are opaque bytes here; the step decides how to merge them. Semantics:
   in a result expires (by wall clock in ``punctuate`` or by record time), ONE partial result is
   emitted from the unmatched records of that key (missing branches are ``None``); those records are
   then consumed. So a key emits either its full merge(s) or exactly one partial, never both.
-  (The reference only emits partials when stream time advances - issue #4850; we fix that.)
+  (The reference only emits partials when stream time advances - Seldon Core issue #4850; we fix that.)
 * **any**: every arrival is emitted at once on its own; nothing is buffered, no merged record.
 
 State: a key's buffered records are one store entry. Decoded entries changed since the last

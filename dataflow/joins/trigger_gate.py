@@ -1,4 +1,4 @@
-"""Trigger gating (spec 3.6): a step fires only when its data and its (combined) triggers are both
+"""Trigger gating: a step fires only when its data and its (combined) triggers are both
 present for the same key within the window.
 
 Trigger streams are combined with the step's ``triggersJoinTy`` (any / outer / inner, as in

@@ -1,4 +1,4 @@
-"""Join kinds (spec 3.4). Lives with the joins so they depend on nothing above them."""
+"""Join kinds (inner, outer, any). Lives with the joins so they depend on nothing above them."""
 from __future__ import annotations
 
 import enum

@@ -1,9 +1,9 @@
 """The runner seam: what the engine needs from any runtime to run one pipeline version.
 
 The engine (Chainer client + lifecycle) creates one runner per pipeline version uid, awaits
-``start()`` until the consumer group has its partitions (spec 3.2 step 4: ack Create only when
-RUNNING), reports later state changes from ``on_state`` as Rebalance / Ready acks (spec 3.2
-step 6), and awaits ``stop()`` on Delete. Runners must not block the event loop.
+``start()`` until the consumer group has its partitions (the scheduler is acked a Create only once
+its version is RUNNING), reports later state changes from ``on_state`` as Rebalance / Ready acks,
+and awaits ``stop()`` on Delete. Runners must not block the event loop.
 """
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ class RunnerError(RuntimeError):
 
 @dataclass
 class RuntimeConfig:
-    """Settings every runtime honours. Defaults follow the reference (spec 3.1) except where the
-    embedded broker needs shorter timeouts (environment notes)."""
+    """Settings every runtime honours. Defaults follow the reference engine's configuration
+    except where the embedded broker needs shorter timeouts (docs/embedded-broker.md)."""
 
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     consumer_prefix: str = ""          # kafka.consumer.prefix

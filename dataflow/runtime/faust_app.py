@@ -1,16 +1,18 @@
 """Build the Faust ``App`` of one pipeline version, with the settings this project needs.
 
-One app = one consumer group = one pipeline version (spec 3.1): app id is the version's group id,
+One app = one consumer group = one pipeline version, as the reference engine runs one Kafka
+Streams application per version: app id is the version's group id,
 consumption starts at ``latest``, offsets are committed at-least-once (or, optionally, in Kafka
-transactions). Settings that depart from Faust's defaults, and why (environment notes):
+transactions). Settings that depart from Faust's defaults, and why (the embedded broker's behaviours are
+described in docs/embedded-broker.md):
 
 * session timeout 6 s, heartbeat 0.5 s, rebalance timeout 6 s: group joins on a broker that waits
-  half the session timeout take ~3 s instead of ~30 s (defect 4);
+  half the session timeout take ~3 s instead of ~30 s (slow group joins);
 * consumer fetch wait ``KafkaSettings.fetch_wait_max_ms`` (~10 ms): Faust hard-codes 1500 ms for
   its aiokafka consumer, which adds ~1.3 s per hop on a broker that does not release a waiting
-  fetch when data arrives (defect 8); patched in ``use_fetch_wait`` (process-global: workers run
+  fetch when data arrives (held fetches); patched in ``use_fetch_wait`` (process-global: workers run
   one app per process);
-* producer linger 5 ms and 1 MB batches: fewer, larger produce requests (defect 9);
+* producer linger 5 ms and 1 MB batches: fewer, larger produce requests (the broker spends CPU per request);
 * web server off, but on its own port: Faust binds it anyway;
 * no leader topic (unused), ``stream_wait_empty`` off (stop quickly; at-least-once replays).
 

@@ -1,7 +1,7 @@
 """InitProducerId v3 for aiokafka's transactional producer (Faust ``exactly_once``).
 
 Why: aiokafka 0.14 only knows InitProducerId v0; the embedded broker (Tansu) answers v0 with
-UnknownError and needs v3 (environment notes, defect 3). v3 (KIP-360, a flexible version) is
+UnknownError and needs v3 (docs/embedded-broker.md). v3 (KIP-360, a flexible version) is
 accepted by real Kafka too (2.5+), and aiokafka negotiates the highest version both sides
 support, so adding it changes nothing for brokers that lack it.
 

@@ -4,9 +4,9 @@ Design (see also ``faust_worker`` for the child side):
 
 * ``FaustRunner.start()`` compiles the pipeline once in the engine with in-memory stores (to
   fail fast with a clear reason, learn its topics and whether it has state), ensures every topic
-  with ``config.partitions`` and requires equal partition counts (spec 1.2), creates the state
-  changelog topic of a stateful version (``changelog.changelog_topic(group_id)``, compacted, one
-  partition per source partition: the same topic and format as ``KafkaRunner``), then spawns
+  with ``config.partitions`` and requires equal partition counts (a pipeline's topics share one
+  count), creates the state changelog topic of a stateful version
+  (``changelog.changelog_topic(group_id)``, compacted, one partition per source partition: the same topic and format as ``KafkaRunner``), then spawns
   ``python -m dataflow.runtime.faust_worker`` (with the parent's ``dataflow`` package first on
   its ``PYTHONPATH``) with a JSON ``WorkerSpec`` on stdin and waits for the child's first state
   line: ``RUNNING`` (group joined, partition state restored, start positions resolved) returns,
@@ -32,10 +32,10 @@ Design (see also ``faust_worker`` for the child side):
 * ``config.exactly_once`` selects Faust's ``exactly_once`` guarantee (Kafka transactions, one
   transactional producer per source partition, committing that partition's input offsets,
   outputs and changelog records together; uses the agent path). aiokafka only speaks InitProducerId
-  v0, which the embedded broker rejects (environment notes, defect 3): ``faust_eos`` adds v3,
+  v0, which the embedded broker rejects (docs/embedded-broker.md): ``faust_eos`` adds v3,
   negotiated only where the broker supports it. If a broker still refuses, ``start()`` raises
   with the broker's error as the reason. The embedded broker cannot show EOS crash consistency
-  (aborted records stay visible, defect 2): that test is marked ``real_kafka``.
+  (it keeps aborted records visible): that test is marked ``real_kafka``.
 
 Costs (measured here): a worker process is ~85 MB RSS, start() takes ~4.5 s (Python + Faust
 import, group join ~3 s with a 6 s session timeout on the embedded broker), stop() ~1.2 s. Throughput of one chain step on this machine: ~21-29k

@@ -13,7 +13,7 @@ from dataflow.records import Record
 
 class Passthrough:
     """Copies each record from an update's source topics to its sink (key, headers, timestamp kept;
-    the sink header rewrite of spec 2.4 applied)."""
+    the sink header rewrite of ``headers.rewrite_for_sink`` applied)."""
 
     def __init__(self, msg):
         self.pipeline = msg.pipeline

@@ -1,7 +1,7 @@
 """The hot-path runtime: a confluent-kafka consume -> process -> produce cycle per pipeline version.
 
 Why a raw loop: on this machine a batched confluent-kafka loop does ~169k msg/s per core while
-Faust's per-record path tops out near 6k (environment notes), so this is the default runtime.
+Faust's per-record path tops out near 6k (benchmarks/FAUST_PROFILE.md), so this is the default runtime.
 
 Each runner has one consumer in the version's group (a new version starts at ``latest``, all
 replicas share the group and split partitions), driven by one of the process's few poll threads
@@ -55,7 +55,8 @@ from dataflow.topology.compiled import CompiledPipeline
 
 log = logging.getLogger(__name__)
 
-# Reasons follow the reference's status texts (spec 3.2 / 3.10): "<message> Exception: <detail>".
+# Reasons are the reference engine's status texts, which the scheduler shows as the version's
+# reason: "<message> Exception: <detail>".
 REASON_INIT_FAILED = "failed to initialize kafka streams for pipeline"
 REASON_TOPICS_FAILED = "kafka streams topic creation error"
 REASON_START_FAILED = "kafka streams: failed to start"

@@ -1,4 +1,4 @@
-"""Topology compiler and step semantics (spec 3.3-3.8).
+"""Topology compiler and step semantics (chains, joins, triggers, batching, cycles).
 
 ``build_topology(msg, settings)`` is the pure compile + validate step (``Topology``, with
 ``describe()`` / ``mermaid()``); ``compile_pipeline(msg, store_factory=...)`` also instantiates
@@ -16,7 +16,7 @@ Where we knowingly differ from the reference (Kotlin/Kafka Streams):
 * ``passEmptyResponses`` is honoured: such a step forwards a message with no tensors instead of
   dropping it (``TopologySettings.honour_pass_empty_responses=False`` restores the reference).
 * Outer joins emit the partial result of a key with missing branches once, when its window closes
-  by wall clock (``punctuate``), instead of waiting for stream time to advance (issue #4850).
+  by wall clock (``punctuate``), instead of waiting for stream time to advance (Seldon Core issue #4850).
 * Any joins forward each arriving branch on its own and never emit an extra merged record.
 * Inner joins keep buffers until they expire, so a key repeated on a branch joins again (as in
   the reference); records are not dropped as "late" - they are matched on ``|dt| <= window`` and

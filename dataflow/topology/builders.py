@@ -5,7 +5,7 @@ Two levels:
 * ``step_update`` / ``create_message``: the proto messages field by field.
 * ``pipeline_message(spec)``: a Pipeline resource spec (the YAML users write: ``steps``, ``inputs``,
   ``triggers``, ``tensorMap``, ``output``, ``input.externalInputs`` ...) converted and validated by
-  ``scheduler_min`` (spec 1.3-1.5: references normalised, topics resolved, tensor maps fully
+  ``scheduler_min`` (references normalised, topics resolved, tensor maps fully
   qualified, input/output/error steps added), the same code path the scheduler serves.
 """
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""PipelineUpdateMessage -> Topology: grouping, chain types, renames, joins, validation (spec 3.3).
+"""PipelineUpdateMessage -> Topology: grouping, chain types, renames, joins, validation.
 
 Pure: no stores, no Kafka. Every replica compiles the same message to the same topology because
 steps are sorted by (sink topic, comma-joined source topics) like the reference, and sources keep
-their first-seen order (the join merge order, spec 3.4).
+their first-seen order (the join merge order).
 """
 from __future__ import annotations
 
@@ -136,7 +136,7 @@ def _compile_step(msg, update: chainer_pb2.PipelineStepUpdate, settings: Topolog
         custom = [s.topic for s in sources if s.chain is ChainType.PASSTHROUGH]
         if custom:
             raise TopologyError(sink, f"Can't join custom data: source {custom[0]} is neither an inputs nor an outputs topic")
-    # Triggers are always read as responses and only their presence matters (spec 3.6).
+    # Triggers are always read as responses and only their presence matters.
     triggers = tuple(
         SourceNode(topic=t, pipeline=p, chain=ChainType.OUTPUT_INPUT, tensors=frozenset(ts), tensor_order=tuple(ts))
         for t, p, ts in trigger_groups

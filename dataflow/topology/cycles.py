@@ -1,4 +1,4 @@
-"""Cycle guard (spec 3.8): the visiting counter every step output passes when ``allowCycles``.
+"""Cycle guard (``maxStepRevisits``): the visiting counter every step output passes when ``allowCycles``.
 
 Counter key ``"<recordKey>:<sinkTopic>"`` (previous visits). A record whose count exceeds
 ``maxStepRevisits`` becomes the reference's error text plus ``seldon-pipeline-errors`` and is

@@ -17,7 +17,7 @@ __all__ = ["ChainType", "JoinType", "StepKind", "SourceNode", "BatchSpec", "Step
 
 
 class ChainType(str, enum.Enum):
-    """How one source's record becomes the sink's message (spec 3.3), from the topic suffixes."""
+    """How one source's record becomes the sink's message, from the topic suffixes."""
 
     OUTPUT_INPUT = "OUTPUT_INPUT"      # response -> convert to request
     INPUT_INPUT = "INPUT_INPUT"        # request  -> filtered request

@@ -1,4 +1,4 @@
-"""Knobs of the compiled topology that are not in the PipelineUpdateMessage (spec 3.1)."""
+"""Knobs of the compiled topology that are not in the PipelineUpdateMessage (engine settings)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,12 +8,12 @@ from dataclasses import dataclass
 class TopologySettings:
     # ``kafka.join.window.millis``: window of joins and trigger gates whose joinWindowMs is 0/unset.
     default_join_window_ms: int = 60_000
-    # The reference ignores ``passEmptyResponses`` (spec 9.2 item 4). We honour it: a step with the
+    # The reference ignores ``passEmptyResponses`` (a known reference bug). We honour it: a step with the
     # flag set forwards a message even when no tensor survived selection. Set False to mimic the reference.
     honour_pass_empty_responses: bool = True
-    # Batch steps (spec 3.7). The reference only batches single-source steps feeding an ``inputs`` topic.
+    # Batch steps. The reference only batches single-source steps feeding an ``inputs`` topic.
     enable_batching: bool = True
-    # Cycle counters (spec 3.8) of requests that never reach the pipeline output are removed after
+    # Cycle counters (``allowCycles``) of requests that never reach the pipeline output are removed after
     # this long without a visit (the reference keeps them forever).
     cycle_counter_ttl_ms: int = 3_600_000
     # Time each step's work per record for ``dataflow_step_latency_seconds`` (two clock reads and

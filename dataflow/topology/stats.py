@@ -16,10 +16,10 @@ class PipelineStats:
     consumed: int = 0          # records offered to a step (after topic routing)
     filtered: int = 0          # skipped: `pipeline` header did not match the source's pipelineName
     malformed: int = 0         # value could not be decoded (logged; an error record sent for its key)
-    empty_dropped: int = 0     # dropped: no tensor left after selection (spec 3.3)
+    empty_dropped: int = 0     # dropped: no tensor left after selection
     trigger_ignored: int = 0   # trigger records without the trigger tensors
     produced: int = 0          # records emitted to sinks or the error topic
-    revisits_exceeded: int = 0 # records turned into max-step-revisits errors (spec 3.8)
+    revisits_exceeded: int = 0 # records turned into max-step-revisits errors
     punctuate_errors: int = 0  # punctuations of a step that raised (logged; other steps went on)
 
     def as_dict(self) -> dict[str, int]:

@@ -1,5 +1,5 @@
 """Runtime processor of one compiled step: filter -> transform -> [join] -> [batch] -> [trigger
-gate] -> header rewrite -> [cycle counter] -> sink (spec 3.3-3.8). Pure and synchronous over
+gate] -> header rewrite -> [cycle counter] -> sink. Pure and synchronous over
 (Record, now_ms) and ``StateStore``s.
 """
 from __future__ import annotations

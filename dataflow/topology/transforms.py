@@ -1,4 +1,4 @@
-"""Per-record transforms of spec 3.3 (by chain type) and the trigger check of spec 3.6.
+"""Per-record transforms (by chain type) and the trigger check.
 
 Thin glue between a compiled ``SourceNode`` and ``dataflow.codec``: the codec does the message
 work; here we pick the converter, the tensor subset and the renames for one source.
@@ -46,7 +46,7 @@ def trigger_fires(trigger: SourceNode, value: bytes | None) -> bool:
 
 
 def merge_joined(values: list[bytes | None], produces_requests: bool) -> bytes:
-    """Join merge of spec 3.4: left-to-right in source order, missing branches skipped."""
+    """Join merge: left-to-right in source order, missing branches skipped."""
     parse = codec.parse_request if produces_requests else codec.parse_response
     merged = None
     for v in values:

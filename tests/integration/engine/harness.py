@@ -1,5 +1,5 @@
-"""Test harness for the engine: PipelineUpdateMessages built as the scheduler builds them (spec
-1.5), produce helpers, and a group-less collector that reads topics from the beginning."""
+"""Test harness for the engine: PipelineUpdateMessages built as the scheduler builds them,
+produce helpers, and a group-less collector that reads topics from the beginning."""
 from __future__ import annotations
 
 import time

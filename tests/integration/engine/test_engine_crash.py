@@ -72,7 +72,7 @@ def test_pending_joins_survive_sigkill_and_restart(kafka, tmp_path):
 @pytest.mark.real_kafka
 def test_exactly_once_outputs_survive_sigkill_without_duplicates(kafka, tmp_path):
     """Needs a real Kafka (DATAFLOW_TEST_KAFKA): the embedded broker shows aborted records to
-    read_committed consumers (environment notes #2), so exactly-once cannot be verified there."""
+    read_committed consumers (docs/embedded-broker.md), so exactly-once cannot be verified there."""
     from confluent_kafka import OFFSET_BEGINNING
 
     fake = FakeChainer().start()

@@ -1,5 +1,5 @@
 """The engine process end to end over the embedded broker: a fake scheduler pushes Create messages
-built as in spec 1.5, model outputs are simulated by producing to model output topics, and the
+built as the scheduler builds them, model outputs are simulated by producing to model output topics, and the
 engine (``dataflow engine`` subprocess, kafka runtime, real topology) must route them as the
 reference does. One engine process serves the whole module."""
 from __future__ import annotations

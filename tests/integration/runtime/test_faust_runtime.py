@@ -297,7 +297,7 @@ def test_exactly_once_survives_sigkill_without_duplicates(kafka, tmp_path):
     """On a real Kafka: kill the worker mid-stream, restart; a read_committed reader sees every
     count exactly once."""
     if kafka.broker is not None:
-        pytest.skip("the embedded broker keeps aborted records visible (environment notes, defect 2)")
+        pytest.skip("the embedded broker keeps aborted records visible (docs/embedded-broker.md)")
     source, sink = kafka.unique("fa-eos-kill-src"), kafka.unique("fa-eos-kill-sink")
     uid = kafka.unique("uid-eos-kill")
     config = config_for(kafka, tmp_path, partitions=1, exactly_once=True)

@@ -1,4 +1,5 @@
-"""Example tests for dataflow.codec: one per spec rule (2.1 prefix, 3.3 common rules, 3.4 join, 3.7 merge)."""
+"""Example tests for dataflow.codec: one per wire rule (schema-registry prefix, the rules
+every chain type shares, join merge, batch merge)."""
 from __future__ import annotations
 
 import numpy as np
@@ -28,7 +29,7 @@ def _request(raw: bool = False) -> ModelInferRequest:
     return req
 
 
-# ---------------------------------------------------------------- spec 2.1 values
+# ---------------------------------------------------------------- Kafka values
 
 def test_schema_prefix_is_stripped_only_when_magic_zero_and_long_enough():
     body = codec.make_request({"x": np.array([1], np.int64)}).SerializeToString()
@@ -58,13 +59,13 @@ def test_truncated_real_message_raises():
 
 
 def test_request_bytes_parse_as_response_for_fields_1_to_5():
-    """Triggers parse requests as responses (spec 2.1/3.6): inputs land in outputs."""
+    """Triggers parse requests as responses (trigger values): inputs land in outputs."""
     req = codec.make_request({"ok": np.array([1], np.int32)}, id="x")
     resp = codec.parse_response(req.SerializeToString())
     assert resp.id == "x" and [t.name for t in resp.outputs] == ["ok"]
 
 
-# ---------------------------------------------------------------- spec 3.3 common rules
+# ---------------------------------------------------------------- rules every chain type shares
 
 def test_converter_keeps_only_id_parameters_and_tensors():
     out = codec.convert_to_request(_response())
@@ -148,7 +149,7 @@ def test_converters_do_not_modify_source():
     assert resp.SerializeToString() == before
 
 
-# ---------------------------------------------------------------- spec 3.4 join values
+# ---------------------------------------------------------------- join values
 
 def test_join_none_side_returns_other():
     r = _request()
@@ -183,7 +184,7 @@ def test_join_rejects_mixed_message_types():
         codec.join_values(_request(), _response())
 
 
-# ---------------------------------------------------------------- spec 3.7 merge
+# ---------------------------------------------------------------- batch merge
 
 def test_merge_batch_shape_sum_metadata_from_last_and_parameter_union():
     a = codec.make_request({"x": np.ones((1, 2), np.float32), "y": [b"a"]}, id="first",

@@ -1,4 +1,4 @@
-"""REST JSON <-> protobuf conversion (spec 5.5), examples after the reference's v2_test.go facts."""
+"""REST JSON <-> protobuf conversion, examples after the reference's v2_test.go facts."""
 from __future__ import annotations
 
 import json

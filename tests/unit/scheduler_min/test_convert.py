@@ -1,4 +1,4 @@
-"""Pipeline YAML -> scheduler proto -> Chainer messages (spec 1.3-1.5 worked examples)."""
+"""Pipeline YAML -> scheduler proto -> Chainer messages (worked examples of the reference scheduler)."""
 import pytest
 
 from chainer_api import chainer_pb2, scheduler_pb2

@@ -1,4 +1,4 @@
-"""Inspect topic selection (spec 7) and value rendering, without Kafka."""
+"""Inspect topic selection (as ``seldon pipeline inspect``) and value rendering, without Kafka."""
 import json
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Examples for dataflow.batching.Batcher: size (spec 3.7), window, rolling, restarts, bad input."""
+"""Examples for dataflow.batching.Batcher: size (as the reference), window, rolling, restarts, bad input."""
 from __future__ import annotations
 
 import numpy as np

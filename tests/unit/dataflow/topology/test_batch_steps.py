@@ -1,4 +1,4 @@
-"""Batching on steps feeding model inputs (spec 3.7) through the in-memory driver."""
+"""Batching on steps feeding model inputs through the in-memory driver."""
 from __future__ import annotations
 
 import numpy as np

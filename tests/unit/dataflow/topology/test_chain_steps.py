@@ -1,5 +1,6 @@
-"""Single-source steps through the in-memory driver: spec 3.3 (chain types, selection, renaming,
-raw alignment, empty drop), 2.4 (header filter and rewrite), 2.6 (timestamps), 3.5 and 3.9."""
+"""Single-source steps through the in-memory driver: chain types, selection, renaming,
+raw alignment, empty drop, header filter and rewrite, timestamps, pipeline-to-pipeline inputs and
+the error path."""
 from __future__ import annotations
 
 import numpy as np

@@ -21,7 +21,7 @@ M2_IN, M2_OUT = f"{NS}.model.tfsimple2.inputs", f"{NS}.model.tfsimple2.outputs"
 
 
 def tfsimples_message() -> chainer_pb2.PipelineUpdateMessage:
-    """Spec 1.5's worked example, field by field (updates in arbitrary order)."""
+    """The scheduler's message for the ``tfsimples`` sample pipeline, field by field (updates in arbitrary order)."""
     updates = [
         step_update(M2_IN, [(M1_OUT, "tfsimples")], pipeline="tfsimples",
                     tensor_map=[("tfsimples", f"{M1_OUT}.OUTPUT0", "INPUT0"),

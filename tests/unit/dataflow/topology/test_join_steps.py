@@ -1,4 +1,4 @@
-"""Join, trigger and cycle steps through the in-memory driver (spec 3.4, 3.6, 3.8)."""
+"""Join, trigger and cycle steps through the in-memory driver."""
 from __future__ import annotations
 
 import numpy as np
