@@ -227,8 +227,6 @@ class ModelGateway:
         self._trackers: dict[str, OffsetTracker] = {}
         self._producer: AsyncProducer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.processed = 0
-        self.failed = 0
         self.expired = 0  # records answered with an error because their caller had given up
         self._closing = False
 
@@ -451,10 +449,8 @@ class ModelGateway:
                 out_topic, out_value, out_headers, ok = call.outcome
                 series.seconds.observe(took)
                 if ok:
-                    self.processed += 1
                     series.ok.inc()
                 else:
-                    self.failed += 1
                     series.error.inc()
                 if self.framer is not None:  # outputs only: the errors topic's text stays raw
                     out_value = await self.framer.aframe(out_topic, out_value)

@@ -44,7 +44,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
@@ -575,7 +574,3 @@ class PipelineGateway:
                     log.debug("Got duplicate request with key %s", key)
                 continue
             fut.set_result(InferResult(key, value, headers, routing.error_message(headers, value)))
-
-
-def elapsed_since(start: float) -> float:
-    return time.perf_counter() - start

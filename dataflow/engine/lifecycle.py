@@ -212,9 +212,3 @@ class PipelineManager:
         await asyncio.gather(*(self._stop_entry(uid) for uid in list(self.running)), return_exceptions=True)
         if self._background:
             await asyncio.wait(list(self._background), timeout=5)
-
-    async def wait_idle(self) -> None:
-        """Until no task is queued or running (tests)."""
-        while any(q.task is not None for q in self._queues.values()):
-            await asyncio.gather(*(q.task for q in self._queues.values() if q.task is not None),
-                                 return_exceptions=True)

@@ -70,7 +70,6 @@ class TaskDriver:
         self.on_fatal = on_fatal                       # reports ERROR with a reason
         self.lock = asyncio.Lock()
         self.fatal_reason: str | None = None
-        self.checkpoints = 0
         self._positions = None                         # confluent-kafka consumer for end offsets
         self._committed_by_faust: set[int] = set()     # partitions Faust committed (exactly-once)
 
@@ -208,7 +207,6 @@ class TaskDriver:
                 raise error
             did_commit = await commit_offsets()
         self.tasks.commit()  # the changelog has these changes: the local copy may follow
-        self.checkpoints += 1
         return did_commit
 
     async def _checkpoint_transactional(self, entries: list[ChangelogEntry],

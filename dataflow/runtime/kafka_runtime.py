@@ -63,7 +63,6 @@ REASON_START_FAILED = "kafka streams: failed to start"
 REASON_RESTORE_FAILED = "kafka streams: state restore from changelog failed"
 
 CONSUME_BATCH = 1000
-CONSUME_TIMEOUT_S = 0.05
 STOP_TIMEOUT_S = 30.0
 
 # (msg, config, store_factory) -> CompiledPipeline; the default compiles with dataflow.topology.
@@ -266,7 +265,6 @@ class _Loop:
         self.punctuate_interval = cfg.punctuate_interval_ms / 1000.0
         self.offsets: dict[tuple[str, int], int] = {}  # next offset to commit per partition
         self.dirty = False
-        self.delivery_errors = 0
         self.retriable_failures = 0
         self.committed: dict[tuple[str, int], int] = {}  # last committed / start offset per partition
         self.assigned_once = False
@@ -506,7 +504,6 @@ class _Loop:
 
     def _on_delivery(self, err, msg) -> None:
         if err is not None:
-            self.delivery_errors += 1
             if err.retriable():
                 self.retriable_failures += 1
             log.error("pipeline %s: delivery to %s failed: %s", self.runner.msg.pipeline, msg.topic(), err)

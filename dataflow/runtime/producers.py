@@ -59,9 +59,3 @@ def release(producer, timeout_s: float = 10.0) -> None:
         else:
             return
     producer.flush(timeout_s)
-
-
-def in_use() -> int:
-    """Producers currently shared (for tests)."""
-    with _lock:
-        return len(_shared)

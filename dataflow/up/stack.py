@@ -115,7 +115,6 @@ class Stack:
         self.loaded_pipelines: list[str] = []
         self.model_manifests: list = []
         self.pipeline_manifests: list = []  # (path, scheduler_pb2.Pipeline)
-        self.probe_response: dict | None = None
         self._stopped_replicas: set[str] = set()
         self.engine_metrics: list[str] = []     # HOST:PORT of each engine's health port (/metrics)
         self.model_gateway_metrics: str | None = None
@@ -470,7 +469,6 @@ class Stack:
                 response = infer_rest(self.inference_url, PROBE_PIPELINE, PROBE_REQUEST, timeout=30)
                 outputs = {o["name"]: o.get("data") for o in response.get("outputs", [])}
                 if all(outputs.get(k) == v for k, v in PROBE_EXPECTED.items()):
-                    self.probe_response = response
                     self._say(f"probe request through {PROBE_PIPELINE} answered correctly")
                     return
                 last = f"unexpected response {json.dumps(response)[:500]}"
