@@ -29,6 +29,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Callable, Iterable, Iterator
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -186,7 +187,7 @@ class AnsweredSet:
             self.add(index)
 
     def add(self, index: int) -> None:
-        if index < self.floor:
+        if 0 <= index < self.floor:
             return
         self._above.add(index)
         while self.floor in self._above:
@@ -194,10 +195,14 @@ class AnsweredSet:
             self.floor += 1
 
     def __contains__(self, index: int) -> bool:
-        return index < self.floor or index in self._above
+        return 0 <= index < self.floor or index in self._above
 
     def __len__(self) -> int:
         return self.floor + len(self._above)
+
+    def __iter__(self) -> Iterator[int]:
+        yield from range(self.floor)
+        yield from self._above
 
 
 @dataclass
@@ -252,11 +257,12 @@ class InputWindow:
 
 
 class ResultWriter:
-    """Appends result lines to one file (JSONL or Avro); ``done()`` lists indices already present."""
+    """Appends result lines to one file (JSONL or Avro); ``existing`` holds the indices already
+    present when it was opened (a torn last line or block is cut off first)."""
 
     def __init__(self, path: str, fmt: str) -> None:
         self.path, self.fmt = path, fmt
-        self.existing: set[int] = set()
+        self.existing = AnsweredSet()
         self._records: list[dict] = []
         if fmt == "avro":
             self._recover_avro()
@@ -269,17 +275,17 @@ class ResultWriter:
         if not os.path.exists(self.path):
             return
         good = 0
-        with open(self.path, "rb") as f:
-            data = f.read()
-        for line in data.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break  # torn last line
-            try:
-                self.existing.add(int(json.loads(line)["index"]))
-            except (ValueError, KeyError, TypeError):
-                break
-            good += len(line)
-        if good != len(data):
+        with open(self.path, "rb") as f:  # line by line: a resumed run's memory stays flat too
+            for line in f:
+                if not line.endswith(b"\n"):
+                    break  # torn last line
+                try:
+                    self.existing.add(int(json.loads(line)["index"]))
+                except (ValueError, KeyError, TypeError):
+                    break
+                good += len(line)
+            size = f.seek(0, os.SEEK_END)
+        if good != size:
             with open(self.path, "r+b") as f:
                 f.truncate(good)
 
@@ -295,7 +301,7 @@ class ResultWriter:
                     kept.append(rec)
         except Exception:  # noqa: BLE001 - a torn block: keep what was readable
             pass
-        self.existing = {int(r["index"]) for r in kept}
+        self.existing = AnsweredSet(int(r["index"]) for r in kept)
         tmp = self.path + ".tmp"
         with open(tmp, "wb") as f:
             fastavro.writer(f, fastavro.parse_schema(OUTPUT_SCHEMA), kept)
@@ -545,7 +551,7 @@ class BatchRun:
             run_id = state["run_id"]
             starts = state.get("output_start_offsets", {})
             consumer.assign([TopicPartition(out_topic, p, int(starts.get(str(p), 0))) for p in range(out_partitions)])
-            answered = AnsweredSet(results.existing | errors.existing)
+            answered = AnsweredSet(chain(results.existing, errors.existing))
             summary.already_done = len(answered)
             summary.total = count_inputs(job.input, self.in_fmt)
             window = InputWindow(read_inputs(job.input, self.in_fmt), answered, job.max_in_flight)

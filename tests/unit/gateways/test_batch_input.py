@@ -97,6 +97,9 @@ def test_answered_set():
     s.add(2)
     s.add(1)
     assert len(s) == 4 and s.floor == 4
+    assert -1 not in s, "an index outside the input is not answered by the floor"
+    s.add(-1)
+    assert -1 in s and len(s) == 5
 
 
 @pytest.fixture
@@ -112,3 +115,15 @@ def test_reading_keeps_indices_and_problems(jsonl):
     assert count_inputs(jsonl, "jsonl") == 3
     assert input_ids(jsonl, "jsonl", {0, 3, 7}) == {0: "a", 3: None}
     assert input_ids(jsonl, "jsonl", set()) == {}
+
+
+def test_result_file_recovery_cuts_a_torn_line(tmp_path):
+    from gateways.batch import ResultWriter
+
+    out = tmp_path / "out.jsonl"
+    good = b'{"index":0}\n{"index":2}\r\n{"index":1}\n'
+    out.write_bytes(good + b'{"index":3')
+    writer = ResultWriter(str(out), "jsonl")
+    writer.close()
+    assert sorted(writer.existing) == [0, 1, 2] and writer.existing.floor == 3
+    assert out.read_bytes() == good
