@@ -462,7 +462,7 @@ class AnswerWriter:
 
     def write(self, index: int, key: str, rid: str | None, msg) -> None:
         err = routing.error_message(list(msg.headers() or []), msg.value())
-        rec = {"index": index, "id": rid, "key": key}
+        rec: dict[str, object] = {"index": index, "id": rid, "key": key}
         if err is None:
             try:
                 rec["response"] = oip_json.response_to_json(msg.value() or b"")

@@ -6,7 +6,14 @@ import weakref
 
 import pytest
 
-from gateways.batch import AnsweredSet, InputLine, InputWindow, count_inputs, input_ids, read_inputs
+from gateways.batch import (
+    AnsweredSet,
+    InputLine,
+    InputWindow,
+    count_inputs,
+    input_ids,
+    read_inputs,
+)
 
 
 class CountingLines:
