@@ -37,7 +37,7 @@ def sort_key(update: chainer_pb2.PipelineStepUpdate) -> tuple[str, str]:
 
 
 def build_topology(msg: chainer_pb2.PipelineUpdateMessage,
-                   settings: TopologySettings | None = None) -> Topology:
+                   settings: TopologySettings | object = None) -> Topology:
     """Compile and validate ``msg``; raises ``TopologyError`` naming the step and the reason."""
     settings = TopologySettings.coerce(settings)
     if not msg.pipeline:
