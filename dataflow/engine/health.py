@@ -3,10 +3,12 @@
 registry is given. Small on purpose: probes and one scrape endpoint."""
 from __future__ import annotations
 
-from typing import Awaitable, Callable
+from typing import TYPE_CHECKING, Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+
+if TYPE_CHECKING:  # prometheus_client is imported when a registry is served
+    from prometheus_client import CollectorRegistry
 
 
 async def start_health_server(port: int, *, ready: Callable[[], bool], started: Callable[[], bool],

@@ -29,18 +29,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, cast
 
 from dataflow.headers import normalise
 from dataflow.kafka import partition_for_key
 from dataflow.records import Record
 
+if TYPE_CHECKING:  # faust is imported where the worker builds its app
+    import faust
+    from aiokafka import AIOKafkaProducer
+    from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
+    from faust.transport.drivers.aiokafka import Producer as AIOKafkaFaustProducer
+    from faust.types import Message as FaustMessage
+    from mode import Service
+
+    from dataflow.runtime.tasks import PartitionTasks
+    from dataflow.schema_registry import Framer
+
 log = logging.getLogger("dataflow.runtime.faust_worker")
 
-BatchHandler = Callable[[list], Awaitable[None]]
+BatchHandler = Callable[[list["FaustMessage"]], Awaitable[None]]
 
 
-def install_batch_drain(app, source_topics: Iterable[str], handle_batch: BatchHandler) -> None:
+def install_batch_drain(app: faust.App, source_topics: Iterable[str], handle_batch: BatchHandler) -> None:
     """Replace the fetch loop of ``app``'s consumer with one that delivers source records in batches.
 
     Patched on the consumer *class* (one app per worker process) so the consumer itself is still
@@ -50,7 +61,7 @@ def install_batch_drain(app, source_topics: Iterable[str], handle_batch: BatchHa
     sources = frozenset(source_topics)
     from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
 
-    async def drain_messages(consumer, fetcher) -> None:
+    async def drain_messages(consumer: AIOKafkaFaustConsumer, fetcher: Service) -> None:
         if consumer.app is not app:  # another app in this process: Faust's own loop
             return await original(consumer, fetcher)
         callback = consumer.callback                # Faust's conductor: changelogs etc.
@@ -64,7 +75,7 @@ def install_batch_drain(app, source_topics: Iterable[str], handle_batch: BatchHa
                 await asyncio.sleep(0)
                 if consumer.should_stop:
                     break
-                batch: list = []
+                batch: list[FaustMessage] = []
                 async for tp, message in getmany(timeout=1.0):
                     offset = message.offset
                     last = read_offset[tp]
@@ -96,10 +107,11 @@ def install_batch_drain(app, source_topics: Iterable[str], handle_batch: BatchHa
             raise
 
     original = AIOKafkaFaustConsumer._drain_messages
-    AIOKafkaFaustConsumer._drain_messages = drain_messages
+    AIOKafkaFaustConsumer._drain_messages = drain_messages  # type: ignore[method-assign, assignment]  # patching faust
 
 
-def producer_selector(app, source_topics: Iterable[str], exactly_once: bool) -> Callable[[int | None], object]:
+def producer_selector(app: faust.App, source_topics: Iterable[str],
+                      exactly_once: bool) -> Callable[[int | None], AIOKafkaProducer | None]:
     """``select(source_partition) -> aiokafka producer`` (None when the partition is no longer ours).
 
     At-least-once: Faust's one producer. Exactly-once: the transactional producer Faust keeps for
@@ -107,14 +119,14 @@ def producer_selector(app, source_topics: Iterable[str], exactly_once: bool) -> 
     commits the partition's input offsets; so that partition's outputs must go there.
     """
     if not exactly_once:
-        return lambda partition: app.producer._producer
+        return lambda partition: cast("AIOKafkaFaustProducer", app.producer)._producer
     first_source = sorted(source_topics)[0]
 
-    def select(partition: int | None):
+    def select(partition: int | None) -> AIOKafkaProducer | None:
         if partition is None:
             partition = 0
         group = app.assignor.group_for_topic(first_source)
-        return app.producer._transaction_producers.get(f"{app.conf.id}-{group}-{partition}")
+        return cast("AIOKafkaFaustProducer", app.producer)._transaction_producers.get(f"{app.conf.id}-{group}-{partition}")
 
     return select
 
@@ -122,17 +134,18 @@ def producer_selector(app, source_topics: Iterable[str], exactly_once: bool) -> 
 class BatchProducer:
     """Queues output records in the aiokafka producer, one ``BatchBuilder`` per (topic, partition)."""
 
-    def __init__(self, app, partitions: dict[str, int], default_partitions: int,
-                 producer_for: Callable[[int | None], object] | None = None, *, framer=None):
+    def __init__(self, app: faust.App, partitions: dict[str, int], default_partitions: int,
+                 producer_for: Callable[[int | None], AIOKafkaProducer | None] | None = None, *,
+                 framer: Framer | None = None):
         """``framer``: a ``dataflow.schema_registry.Framer`` when values get schema-registry framing."""
         self.app = app
         self.framer = framer
         self.partitions = partitions
         self.default_partitions = default_partitions
-        self.producer_for = producer_for or (lambda partition: app.producer._producer)
+        self.producer_for = producer_for or (lambda partition: cast("AIOKafkaFaustProducer", app.producer)._producer)
         self.failed = 0
 
-    def _on_delivery(self, fut) -> None:
+    def _on_delivery(self, fut: asyncio.Future[Any]) -> None:
         if not fut.cancelled() and fut.exception() is not None:
             self.failed += 1
             log.error("produce failed: %s", fut.exception())
@@ -179,7 +192,7 @@ class BatchProcessor:
     The whole batch is one critical section under ``lock`` (``faust_tasks.TaskDriver.lock``): a
     checkpoint sees either none or all of a batch's state changes, outputs and acks."""
 
-    def __init__(self, app, tasks, lock: asyncio.Lock, producer: BatchProducer,
+    def __init__(self, app: faust.App, tasks: PartitionTasks, lock: asyncio.Lock, producer: BatchProducer,
                  by_source_partition: bool = False):
         self.app = app
         self.tasks = tasks                  # dataflow.runtime.tasks.PartitionTasks
@@ -191,14 +204,14 @@ class BatchProcessor:
         self.errors = 0
         self.skipped = 0
 
-    async def __call__(self, messages: list) -> None:
+    async def __call__(self, messages: list[FaustMessage]) -> None:
         async with self.lock:
             await self._process(messages)
 
-    async def _process(self, messages: list) -> None:
+    async def _process(self, messages: list[FaustMessage]) -> None:
         tasks = self.tasks.tasks
         outputs: dict[int | None, list[Record]] = {}
-        handled: list = []
+        handled: list[FaustMessage] = []
         now_ms = int(time.time() * 1000)
         by_source = self.by_source_partition
         for message in messages:
@@ -214,7 +227,7 @@ class BatchProcessor:
                 timestamp = message.timestamp
                 record = Record(message.topic,
                                 key.decode("utf-8", "replace") if key is not None else None,
-                                message.value, normalise(message.headers),
+                                message.value, normalise(message.headers),  # type: ignore[arg-type]  # faust: any Mapping; aiokafka: pairs
                                 int(round(timestamp * 1000)) if timestamp else 0, message.partition)
                 produced = task.process(record, now_ms)
                 if produced:
