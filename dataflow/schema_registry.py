@@ -47,7 +47,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, overload
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +303,11 @@ class Framer:
             log.info("schema registry: %s registered for %s with id %d", message_type, subject, sid)
             return sid
 
+    @overload
+    def frame(self, topic: str, value: bytes) -> bytes: ...
+    @overload
+    def frame(self, topic: str, value: None) -> None: ...
+
     def frame(self, topic: str, value: bytes | None) -> bytes | None:
         """``value`` framed for ``topic``, or unchanged (other topics, tombstones, failures).
 
@@ -339,6 +344,11 @@ class Framer:
             return None
         prefix = self._prefixes[topic] = frame(sid, b"")
         return prefix
+
+    @overload
+    async def aframe(self, topic: str, value: bytes) -> bytes: ...
+    @overload
+    async def aframe(self, topic: str, value: None) -> None: ...
 
     async def aframe(self, topic: str, value: bytes | None) -> bytes | None:
         """:meth:`frame` for event-loop code: a registry call runs in a thread."""
