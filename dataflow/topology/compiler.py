@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Iterable
 from dataclasses import replace
+from typing import Iterable
 
 from chainer_api import chainer_pb2
 from dataflow.kafka import ERRORS, topic_suffix
