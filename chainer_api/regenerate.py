@@ -1,7 +1,8 @@
 """Regenerate the committed Python stubs from ``chainer_api/protos/*.proto``.
 
-Stubs are committed (so installs need no protoc) and ``tests/chainer_api`` proves
-they match the .proto text. Run ``python -m chainer_api.regenerate`` after editing a .proto.
+protoc writes the messages (``*_pb2.py``), their type stubs for mypy (``*_pb2.pyi``) and the
+gRPC services (``*_pb2_grpc.py``). Stubs are committed (so installs need no protoc) and
+``tests/chainer_api`` proves they match the .proto text. Run ``python -m chainer_api.regenerate`` after editing a .proto.
 """
 from __future__ import annotations
 
@@ -27,13 +28,14 @@ def regenerate(out_dir: Path = OUT_DIR) -> list[Path]:
         f"-I{PROTO_DIR}",
         f"-I{include}",
         f"--python_out={out_dir}",
+        f"--pyi_out={out_dir}",
         f"--grpc_python_out={out_dir}",
         *[str(PROTO_DIR / p) for p in PROTOS],
     ]
     if protoc.main(args) != 0:
         raise RuntimeError("protoc failed: " + " ".join(args))
     written = []
-    for path in sorted(out_dir.glob("*_pb2*.py")):
+    for path in sorted([*out_dir.glob("*_pb2*.py"), *out_dir.glob("*_pb2.pyi")]):
         text = path.read_text()
         # protoc emits top-level imports ("import chainer_pb2"); our stubs live in a package.
         text = re.sub(r"^import (\w+_pb2) as ", r"from . import \1 as ", text, flags=re.M)

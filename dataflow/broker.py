@@ -12,6 +12,7 @@ import subprocess
 import time
 from importlib import resources
 from pathlib import Path
+from typing import BinaryIO
 
 from dataflow.kafka import EMBEDDED_CLUSTER_ID
 from dataflow.processes import pdeathsig_preexec
@@ -36,7 +37,8 @@ def tansu_binary() -> Path:
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def wait_for_port(host: str, port: int, timeout_s: float) -> bool:
@@ -57,8 +59,8 @@ class EmbeddedBroker:
         self.host = host
         self.port = port or free_port(host)
         self.log_path = log_path
-        self._proc: subprocess.Popen | None = None
-        self._log = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: BinaryIO | int | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -95,12 +97,12 @@ class EmbeddedBroker:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if self._log not in (None, subprocess.DEVNULL):
+        if self._log is not None and not isinstance(self._log, int):  # a log file, not DEVNULL
             self._log.close()
         self._log = None
 
     def __enter__(self) -> "EmbeddedBroker":
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -163,12 +163,12 @@ def _parse(cls, data, what: str):
         raise CodecError(f"cannot parse {what} from {len(data)} bytes: {exc}") from exc
 
 
-def parse_request(data: bytes) -> ModelInferRequest:
+def parse_request(data: bytes | None) -> ModelInferRequest:
     """Bytes of an ``*.inputs`` record -> ModelInferRequest (``b""`` -> empty request)."""
     return _parse(ModelInferRequest, data, "ModelInferRequest")
 
 
-def parse_response(data: bytes) -> ModelInferResponse:
+def parse_response(data: bytes | None) -> ModelInferResponse:
     """Bytes of an ``*.outputs`` record -> ModelInferResponse (``b""`` -> empty response)."""
     return _parse(ModelInferResponse, data, "ModelInferResponse")
 

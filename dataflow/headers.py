@@ -1,7 +1,7 @@
 """Kafka record header names: one place for the header wire contract."""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Union
 
 PIPELINE = "pipeline"
 PIPELINE_VERSION = "x-pipeline-version"
@@ -22,6 +22,8 @@ SELDON_MODEL = "seldon-model"
 SELDON_INTERNAL_MODEL = "seldon-internal-model"
 
 Headers = list[tuple[str, bytes]]
+# What client libraries hand over: None, a dict, or pairs whose names and values may be str or bytes.
+RawHeaders = Union[dict[str, Union[str, bytes, None]], Iterable[tuple[Union[str, bytes], Union[str, bytes, None]]], None]
 
 
 def values(headers: Iterable[tuple[str, bytes]] | None, name: str) -> list[bytes]:
@@ -41,7 +43,7 @@ def has_value(headers: Iterable[tuple[str, bytes]] | None, name: str, value: byt
     return any(k == name and v == value for k, v in headers or ())
 
 
-def normalise(headers) -> Headers:
+def normalise(headers: RawHeaders) -> Headers:
     """Coerce client-library header shapes (None, dict, list of str/bytes pairs) to ``Headers``."""
     if not headers:
         return []

@@ -27,11 +27,14 @@ import logging
 import threading
 import time
 import weakref
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Iterable, cast
 
 from dataflow.headers import PIPELINE
 from dataflow.kafka import KafkaSettings
 from dataflow.processes import name_this_thread
+
+if TYPE_CHECKING:  # confluent_kafka is imported where a client is made
+    from confluent_kafka import Consumer
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,7 @@ READ_TIMEOUT_S = 0.5
 class Spot:
     """One consumer's place in the lot; every method but ``woken`` is for the owner's thread."""
 
-    def __init__(self, lot: "ParkingLot", consumer, park_after_s: float,
+    def __init__(self, lot: "ParkingLot", consumer: Consumer, park_after_s: float,
                  on_wake: Callable[[], None] | None,
                  interest: dict[str, frozenset[bytes]] | None = None) -> None:
         self._lot = lot
@@ -183,14 +186,14 @@ class ParkingLot:
         self._lock = threading.Condition()
         self._parked: set[Spot] = set()
         self._thread: threading.Thread | None = None
-        self._client = None
-        self._reader = None
+        self._client: Consumer | None = None
+        self._reader: Consumer | None = None
         self._woke_at = 0.0
         self._spots: "weakref.WeakSet[Spot]" = weakref.WeakSet()
         self._reported_at = 0.0
         self.checks = 0  # watch requests sent (for tests and benchmarks)
 
-    def spot(self, consumer, *, on_wake: Callable[[], None] | None = None,
+    def spot(self, consumer: Consumer, *, on_wake: Callable[[], None] | None = None,
              park_after_s: float | None = None,
              interest: dict[str, frozenset[bytes]] | None = None) -> Spot:
         after = self._settings.broker_profile().park_after_s if park_after_s is None else park_after_s
@@ -249,7 +252,7 @@ class ParkingLot:
                 interval = QUIET_WATCH_INTERVAL_S
             time.sleep(max(0.0, interval - (time.monotonic() - started)))
 
-    def _end_offsets(self, wanted) -> tuple[dict[tuple[str, int], int], set[tuple[str, int]]]:
+    def _end_offsets(self, wanted: set[tuple[str, int]]) -> tuple[dict[tuple[str, int], int], set[tuple[str, int]]]:
         from confluent_kafka import TopicPartition
 
         try:
@@ -263,12 +266,13 @@ class ParkingLot:
         return ({(tp.topic, tp.partition): tp.offset for tp in ends if tp.error is None},
                 {(tp.topic, tp.partition) for tp in ends if tp.error is not None})
 
-    def _new_client(self):
+    def _new_client(self) -> Consumer:
         from confluent_kafka import Consumer
 
         return Consumer(self._settings.consumer("dataflow-parking-watcher"))
 
-    def _settle(self, spots: list[Spot], end: dict, failed: set, now: float) -> int:
+    def _settle(self, spots: list[Spot], end: dict[tuple[str, int], int], failed: set[tuple[str, int]],
+                now: float) -> int:
         """Wake the spots with new records they want; move the others past what they do not.
         Returns how many were woken."""
         woken = 0
@@ -337,11 +341,15 @@ class ParkingLot:
                 for m in reader.consume(1000, timeout=0.02):
                     if m.error() is not None:
                         continue
-                    key = (m.topic(), m.partition())
+                    # A record without an error has all three, and its headers as a list of pairs;
+                    # the stub says Optional and allows a dict.
+                    key = cast(tuple[str, int], (m.topic(), m.partition()))
+                    offset = cast(int, m.offset())
+                    headers = cast(Iterable[tuple[str, bytes | None]], m.headers() or ())
                     names = frozenset(v if isinstance(v, bytes) else str(v).encode()
-                                      for k, v in (m.headers() or ()) if k == PIPELINE and v is not None)
-                    seen[key].append((m.offset(), names))
-                    if m.offset() + 1 >= end.get(key, 0):
+                                      for k, v in headers if k == PIPELINE and v is not None)
+                    seen[key].append((offset, names))
+                    if offset + 1 >= end.get(key, 0):
                         waiting.discard(key)
             reader.unassign()
         except Exception as exc:  # noqa: BLE001 - what was not read is simply not skipped
@@ -350,7 +358,7 @@ class ParkingLot:
         return seen
 
 
-_lots: dict[tuple, ParkingLot] = {}
+_lots: dict[tuple[str, tuple[tuple[str, str], ...]], ParkingLot] = {}
 _lots_lock = threading.Lock()
 
 

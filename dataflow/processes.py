@@ -4,6 +4,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from typing import Callable
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:  # pragma: no cover - runs in the forked child
@@ -22,7 +23,7 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:  # pragma: no cover - ru
         pass
 
 
-def pdeathsig_preexec():
+def pdeathsig_preexec() -> Callable[[], None] | None:
     """``die_with_parent`` when called from the main thread, else None (a worker thread may exit
     long before the process, which would kill the child early)."""
     return die_with_parent if threading.current_thread() is threading.main_thread() else None

@@ -47,7 +47,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence, overload
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +85,14 @@ class SchemaRegistryConfig:
     retry_after_s: float = 30.0  # after a failure, the subject is written raw this long
 
 
-def config_file(path: str | os.PathLike) -> Path:
+def config_file(path: str | os.PathLike[str]) -> Path:
     """The reference passes a directory and reads ``.confluent-schema.yaml`` in it; a file path is
     accepted too."""
     p = Path(path)
     return p / CONFIG_FILE_NAME if p.is_dir() else p
 
 
-def load_config(path: str | os.PathLike) -> SchemaRegistryConfig:
+def load_config(path: str | os.PathLike[str]) -> SchemaRegistryConfig:
     """Read the reference-format file. A given but missing or URL-less file is an error (the
     reference refuses to start then too): framing was asked for and would silently not happen."""
     import yaml
@@ -163,7 +163,8 @@ def frame(schema_id: int, payload: bytes, indexes: Sequence[int] = (0,)) -> byte
 def schema_id_of(value: bytes) -> int | None:
     """The schema id of a framed value, else None."""
     if len(value) >= 6 and value[0] == MAGIC_BYTE:
-        return _HEADER.unpack_from(value)[1]
+        schema_id: int = _HEADER.unpack_from(value)[1]
+        return schema_id
     return None
 
 
@@ -180,7 +181,7 @@ class SchemaRegistryClient:
             token = base64.b64encode(f"{config.username}:{config.password}".encode()).decode()
             self._auth = f"Basic {token}"
 
-    def _call(self, method: str, path: str, body: dict | None = None) -> object:
+    def _call(self, method: str, path: str, body: dict[str, str] | None = None) -> object:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.config.url + path, data=data, method=method)
         req.add_header("Accept", CONTENT_TYPE)
@@ -204,7 +205,8 @@ class SchemaRegistryClient:
     @staticmethod
     def _id(answer: object, what: str) -> int:
         if isinstance(answer, dict) and isinstance(answer.get("id"), int):
-            return answer["id"]
+            schema_id: int = answer["id"]
+            return schema_id
         raise SchemaRegistryError(f"{what}: no schema id in answer {answer!r:.200}")
 
     def register(self, subject: str, schema: str) -> int:
@@ -217,13 +219,13 @@ class SchemaRegistryClient:
         path = self._subject_path(subject) + "?normalize=true"
         return self._id(self._call("POST", path, {"schemaType": "PROTOBUF", "schema": schema}), path)
 
-    def schema_by_id(self, schema_id: int) -> dict:
+    def schema_by_id(self, schema_id: int) -> dict[str, Any]:
         answer = self._call("GET", f"/schemas/ids/{int(schema_id)}")
         if not isinstance(answer, dict):
             raise SchemaRegistryError(f"schema {schema_id}: unexpected answer {answer!r:.200}")
         return answer
 
-    def subjects(self) -> list:
+    def subjects(self) -> list[str]:
         answer = self._call("GET", "/subjects")
         return answer if isinstance(answer, list) else []
 
@@ -233,7 +235,8 @@ class SchemaRegistryClient:
 def _validator(message_type: str) -> Callable[[bytes], object]:
     from tritonclient.grpc import service_pb2 as pb  # field-for-field the inferenceSchema messages
 
-    return getattr(pb, message_type).FromString
+    parse: Callable[[bytes], object] = getattr(pb, message_type).FromString
+    return parse
 
 
 class Framer:
@@ -300,6 +303,11 @@ class Framer:
             log.info("schema registry: %s registered for %s with id %d", message_type, subject, sid)
             return sid
 
+    @overload
+    def frame(self, topic: str, value: bytes) -> bytes: ...
+    @overload
+    def frame(self, topic: str, value: None) -> None: ...
+
     def frame(self, topic: str, value: bytes | None) -> bytes | None:
         """``value`` framed for ``topic``, or unchanged (other topics, tombstones, failures).
 
@@ -337,6 +345,11 @@ class Framer:
         prefix = self._prefixes[topic] = frame(sid, b"")
         return prefix
 
+    @overload
+    async def aframe(self, topic: str, value: bytes) -> bytes: ...
+    @overload
+    async def aframe(self, topic: str, value: None) -> None: ...
+
     async def aframe(self, topic: str, value: bytes | None) -> bytes | None:
         """:meth:`frame` for event-loop code: a registry call runs in a thread."""
         if value is not None and not self.ready(topic):
@@ -348,7 +361,7 @@ _framers: dict[tuple[str, bool], Framer] = {}
 _framers_lock = threading.Lock()
 
 
-def framer_for(path: str | os.PathLike | None, *, validate: bool = True) -> Framer | None:
+def framer_for(path: str | os.PathLike[str] | None, *, validate: bool = True) -> Framer | None:
     """The process-wide framer for a config path (None: framing off), so that every pipeline or
     model of a process shares one schema-id cache."""
     if not path:

@@ -107,7 +107,7 @@ def engine_defaults(environ: Mapping[str, str]) -> dict[str, Any]:
         value = s.default
         for name in (s.ours, s.reference):
             raw = _get(environ, name) if name else None
-            if raw is not None:
+            if name and raw is not None:
                 value = _convert(s, name, raw)
                 break
         out[s.key] = value
@@ -276,8 +276,8 @@ def parse_kafka_config(data: Any, path: str = "<kafka config>") -> KafkaConfigFi
         raise SeldonEnvError(f"Kafka config {path} must hold a JSON object")
     if not any(isinstance(data.get(k), dict) for k in REFERENCE_CONFIG_SECTIONS):
         return KafkaConfigFile(extra={str(k): str(v) for k, v in data.items()})
-    consumer = data.get("consumer") if isinstance(data.get("consumer"), dict) else {}
-    producer = data.get("producer") if isinstance(data.get("producer"), dict) else {}
+    consumer: dict[Any, Any] = data["consumer"] if isinstance(data.get("consumer"), dict) else {}
+    producer: dict[Any, Any] = data["producer"] if isinstance(data.get("producer"), dict) else {}
     shared = {str(k): str(v) for k, v in consumer.items()
               if k in producer and str(producer[k]) == str(v) and k != "bootstrap.servers"}
     return KafkaConfigFile(extra=shared, bootstrap=str(data.get("bootstrap.servers") or "") or None,

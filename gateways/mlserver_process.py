@@ -20,6 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import BinaryIO
 
 from dataflow.broker import free_port
 from dataflow.processes import die_with_parent as request_parent_death_signal
@@ -100,7 +101,7 @@ class MLServerProcess:
         self.models: list[str] = []
         self.workdir: Path | None = None
         self._proc: subprocess.Popen | None = None
-        self._log_file = None
+        self._log_file: BinaryIO | None = None
 
     # Endpoints -------------------------------------------------------------------------------
     @property

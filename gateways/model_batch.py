@@ -117,6 +117,7 @@ def split(resp: pb.ModelInferResponse, requests: list[pb.ModelInferRequest]) -> 
             o = m.outputs.add(name=t.name, datatype=t.datatype)
             o.shape.extend([n] + list(t.shape[1:]))
             if not raw:
+                assert dt[1] is not None  # typed outputs without a contents field returned above
                 getattr(o.contents, dt[1]).extend(values[at:at + n * per_row])
                 at += n * per_row
     return members

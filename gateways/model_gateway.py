@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import threading
 import time
@@ -274,7 +275,7 @@ class ModelGateway:
         consumer = self._consumers.get(group)
         if consumer is None:
             tracker = OffsetTracker()
-            consumer = TopicSetConsumer(self.settings, group, lambda msgs, g=group: self._on_records(g, msgs),
+            consumer = TopicSetConsumer(self.settings, group, functools.partial(self._on_records, group),
                                         offset_reset="earliest", on_revoke=tracker.forget, name=f"modelgw-{group}",
                                         commit_interval_s=self.commit_interval_s)
             self._consumers[group] = consumer
@@ -300,6 +301,7 @@ class ModelGateway:
 
     async def _retire(self, served: _Served) -> None:
         """Let ``served``'s calls (and what is still queued) finish, then release its client."""
+        assert self._loop is not None  # set by start()
         deadline = self._loop.time() + self.timeout_s
         while served.tasks and self._loop.time() < deadline:
             await asyncio.wait(set(served.tasks), timeout=deadline - self._loop.time())
@@ -318,6 +320,7 @@ class ModelGateway:
 
     def _on_records(self, group: str, msgs) -> None:
         """Consumer thread: register offsets, then hand the records to the loop."""
+        assert self._loop is not None  # set by start()
         tracker = self._trackers[group]
         batch = []
         for m in msgs:
@@ -445,7 +448,9 @@ class ModelGateway:
             took = time.perf_counter() - started
             series.in_flight.dec(len(items))
             settled = True
+            assert self._producer is not None  # set by start()
             for call in calls:
+                assert call.outcome is not None  # every call was settled above
                 out_topic, out_value, out_headers, ok = call.outcome
                 series.seconds.observe(took)
                 if ok:

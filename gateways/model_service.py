@@ -39,6 +39,8 @@ class ModelGatewayConfig:
 
 
 class ModelGatewayService(GatewayService):
+    gateway: ModelGateway
+
     def __init__(self, config: ModelGatewayConfig) -> None:
         super().__init__()
         self.config = config

@@ -2,6 +2,7 @@
 metadata), shared by the REST and gRPC front ends."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib import metadata as pkg_metadata
 
 from gateways.routing import Resource
@@ -19,7 +20,7 @@ def server_version() -> str:
         return "0"
 
 
-def model_metadata(resource: Resource, version: int, inputs: list[dict] = (), outputs: list[dict] = ()) -> dict:
+def model_metadata(resource: Resource, version: int, inputs: Sequence[dict] = (), outputs: Sequence[dict] = ()) -> dict:
     """KServe v2 model metadata of a served pipeline or model. ``inputs`` / ``outputs``: tensor
     metadata from the models' servers (``PipelineGateway.tensor_metadata``), empty when unknown."""
     return {"name": resource.name, "versions": [str(version)],

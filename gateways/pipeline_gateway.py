@@ -46,6 +46,8 @@ import logging
 import random
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
 
 from dataflow import codec
@@ -56,7 +58,11 @@ from dataflow.schema_registry import Framer
 from gateways import pipeline_signature, pipeline_timeouts, routing
 from gateways.kafka_io import AsyncProducer, ProduceError, TopicSetConsumer
 from gateways.metrics import PipelineMetrics
+from gateways.model_metadata import ModelMetadataCache
 from gateways.routing import Resource
+
+if TYPE_CHECKING:  # the admin client is made on the first topic look-up
+    from confluent_kafka.admin import AdminClient
 
 log = logging.getLogger(__name__)
 
@@ -186,10 +192,10 @@ class PipelineGateway:
         self._models_ready: dict[str, tuple[int, bool, str]] = {}
         self._timeouts: dict[str, float | None] = {}  # pipeline -> default timeout (None: no bound)
         self._specs: dict[str, object] = {}  # pipeline -> scheduler_pb2.Pipeline, as announced
-        self.model_metadata = None  # gateways.model_metadata.ModelMetadataCache, with a scheduler
+        self.model_metadata: ModelMetadataCache | None = None  # with a scheduler
         self.model_timeout_s = pipeline_timeouts.MODEL_TIMEOUT_S
         self.default_join_window_ms = pipeline_timeouts.DEFAULT_JOIN_WINDOW_MS
-        self._admin = None  # AdminClient for topic look-ups (only without a scheduler)
+        self._admin: AdminClient | None = None  # for topic look-ups (only without a scheduler)
         self._topic_checks: dict[str, asyncio.Future] = {}
 
     # ---- lifecycle ------------------------------------------------------------------------------
@@ -433,6 +439,7 @@ class PipelineGateway:
         """
         if self._producer is None:
             raise GatewayError("gateway not started")
+        assert self._loop is not None  # set with the producer by start()
         if len(request) > self.max_request_bytes:
             raise RequestTooLarge(f"request of {len(request)} bytes is over the gateway's limit of "
                                   f"{self.max_request_bytes} bytes")
@@ -464,6 +471,7 @@ class PipelineGateway:
     async def _partitions(self, resource: Resource, out_topic: str) -> list[int]:
         """Partitions of ``out_topic`` this gateway owns, waiting up to ``partition_wait_s`` for
         an assignment (a new subscription, or a rebalance in progress)."""
+        assert self._loop is not None  # set by start()
         end = self._loop.time() + self.partition_wait_s
         while True:
             if resource not in self._loaded:
@@ -486,6 +494,7 @@ class PipelineGateway:
 
     async def _publish_and_wait(self, resource: Resource, request: bytes, headers, request_id: str,
                                 deadline: float | None, wait: float | None) -> InferResult:
+        assert self._loop is not None and self._producer is not None  # set by start()
         out_topic = resource.output_topic(self.namer)
         partitions = await self._partitions(resource, out_topic)
         group = self.group_id(resource.name)

@@ -98,7 +98,7 @@ class PipelineInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             self.gateway.metrics.observe(resource.name, METHOD_GRPC, time.perf_counter() - start, code.name,
                                          per_pipeline=self.gateway.is_loaded(resource))
 
-    async def _named(self, name: str, context) -> Resource:
+    async def _named(self, name: str, context: grpc.aio.ServicerContext) -> Resource:
         try:
             return self._resource(_metadata(context), name)
         except RoutingError as exc:

@@ -41,7 +41,7 @@ def _resource(request: web.Request, path_pipeline: str | None = None) -> Resourc
                                         request.headers.getall(H.SELDON_MODEL, []), path_pipeline, path_name)
 
 
-def _text(status: int, reason: str, headers=None) -> web.Response:
+def _text(status: int, reason: object, headers=None) -> web.Response:
     """An error answer: one line (a reason never spans lines, whatever raised it)."""
     return web.Response(status=status, text=" ".join(str(reason).split()), headers=headers)
 
@@ -91,7 +91,7 @@ async def _infer(request: web.Request, path_pipeline: str | None) -> web.Respons
             if code >= 500:
                 log.warning("infer %s failed: %s", resource.name, exc)
             return _text(code, exc)
-        out_headers = CIMultiDict()
+        out_headers: CIMultiDict[str] = CIMultiDict()
         out_headers["X-Request-Id"] = result.key
         for k, v in routing.external_headers(result.headers):
             out_headers.add(k, v)

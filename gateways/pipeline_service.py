@@ -15,6 +15,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import grpc
+from aiohttp import web
+
 from dataflow.kafka import KafkaSettings, TopicNamer
 from dataflow.schema_registry import framer_for
 
@@ -49,6 +52,8 @@ class PipelineGatewayConfig:
 class PipelineGatewayService(GatewayService):
     """Owns the running pieces; ``await start()`` then ``await stop()``."""
 
+    gateway: PipelineGateway
+
     def __init__(self, config: PipelineGatewayConfig) -> None:
         super().__init__()
         self.config = config
@@ -61,8 +66,8 @@ class PipelineGatewayService(GatewayService):
         self.gateway.default_join_window_ms = config.default_join_window_ms
         if config.scheduler:  # model servers are known from the scheduler's model statuses
             self.gateway.model_metadata = ModelMetadataCache()
-        self._http = None
-        self._grpc = None
+        self._http: web.AppRunner | None = None
+        self._grpc: grpc.aio.Server | None = None
         self._metrics = None
 
     async def start(self) -> "PipelineGatewayService":

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from typing import Awaitable, Callable
+from typing import Any, Callable, Coroutine
 
 
 def subscriber_name(configured: str, prefix: str) -> str:
@@ -19,16 +19,19 @@ def subscriber_name(configured: str, prefix: str) -> str:
 class GatewayService:
     """Subclasses set ``self.gateway`` and implement ``start``; they may override ``_close_servers``."""
 
-    gateway = None
+    gateway: Any = None  # the subclass's gateway (it has an async close()), set in __init__
 
     def __init__(self) -> None:
         self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
 
-    def _follow(self, follow: Callable[..., Awaitable[None]], scheduler: str, subscriber: str, on_event,
+    def _follow(self, follow: Callable[..., Coroutine[Any, Any, None]], scheduler: str, subscriber: str, on_event,
                 **options) -> None:
         """Run ``follow(scheduler, subscriber, on_event, stop_event, **options)`` until the service stops."""
         self._tasks.append(asyncio.create_task(follow(scheduler, subscriber, on_event, self._stop, **options)))
+
+    async def start(self) -> GatewayService:
+        raise NotImplementedError
 
     async def _close_servers(self) -> None:
         """Servers in front of the gateway, closed after the scheduler tasks and before the gateway."""

@@ -19,7 +19,7 @@ MOP = scheduler_pb2.ModelUpdateMessage
 UNKNOWN = S.PipelineStatusUnknown
 
 
-def ack_status(op: int, success: bool) -> int:
+def ack_status(op: int, success: bool) -> S.PipelineStatus:
     """Per-engine status implied by one ack."""
     if op == OP.Create:
         return S.PipelineReady if success else S.PipelineFailed
@@ -32,7 +32,7 @@ def ack_status(op: int, success: bool) -> int:
     return UNKNOWN
 
 
-def model_ack_state(op: int, success: bool) -> int:
+def model_ack_state(op: int, success: bool) -> MS.ModelState:
     """Per-model-gateway state implied by one ``ModelStatusEvent``."""
     if op == MOP.Create:
         return MS.ModelAvailable if success else MS.ModelFailed
@@ -64,7 +64,7 @@ class ConflictResolver:
         self.clock.pop(key, None)
         self.responses.pop(key, None)
 
-    def settle_pipeline_ack(self, key: str, message) -> tuple[int, str] | None:
+    def settle_pipeline_ack(self, key: str, message) -> tuple[S.PipelineStatus, str] | None:
         """Fold one pipeline ack (an engine's or a gateway's ``PipelineUpdateStatusMessage``) into
         the status of ``key``: None if it is outdated, else the aggregate status and reason (the
         ack's own reason appended when it failed). A settled Terminated forgets the key."""
@@ -79,7 +79,7 @@ class ConflictResolver:
             self.delete(key)
         return status, reason
 
-    def aggregate(self, key: str, op: int) -> tuple[int, str]:
+    def aggregate(self, key: str, op: int) -> tuple[S.PipelineStatus, str]:
         """(pipeline status, reason) over the current iteration's engines, for an ack of ``op``."""
         streams = self.responses.get(key, {})
         total = len(streams)
@@ -121,7 +121,7 @@ class ConflictResolver:
             return S.PipelineRebalancing, reason
         return UNKNOWN, "Unknown operation or status"
 
-    def aggregate_model(self, key: str, op: int) -> tuple[int, str]:
+    def aggregate_model(self, key: str, op: int) -> tuple[MS.ModelState, str]:
         """(model gateway state, reason) over the current iteration's model gateways."""
         streams = self.responses.get(key, {})
         total = len(streams)

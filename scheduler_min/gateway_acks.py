@@ -84,11 +84,11 @@ class PipelineGateways:
         self.retries: dict[str, int] = {}  # version uid -> re-sends of a failed create/delete
         self.closing = False
 
-    def _message(self, record: PipelineRecord, op: int, timestamp: int) -> scheduler_pb2.PipelineStatusResponse:
+    def _message(self, record: PipelineRecord, op: PSR.PipelineOperation, timestamp: int) -> scheduler_pb2.PipelineStatusResponse:
         return PSR(pipelineName=record.name, versions=[self.store.with_state(record)],
                    timestamp=timestamp, operation=op)
 
-    def _send(self, record: PipelineRecord, op: int) -> None:
+    def _send(self, record: PipelineRecord, op: PSR.PipelineOperation) -> None:
         """A new iteration over every connected gateway, then the instruction to each."""
         ts = self.conflicts.new_iteration(record.name, self.streams.names())
         self.streams.send_all(self._message(record, op, ts))
@@ -177,13 +177,13 @@ class ModelGateways:
         self.conflicts = ConflictResolver()
         self.closing = False
 
-    def _send(self, name: str, op: int, keep_topics: bool = False) -> None:
+    def _send(self, name: str, op: MSR.ModelOperation, keep_topics: bool = False) -> None:
         ts = self.conflicts.new_iteration(name, self.streams.names())
         msg = self.store.model_status(name)
         msg.operation, msg.timestamp, msg.keepTopics = op, ts, keep_topics
         self.streams.send_all(msg)
 
-    def _set(self, name: str, state: int, reason: str) -> None:
+    def _set(self, name: str, state: M.ModelState, reason: str) -> None:
         latest = self.store.latest_model(name)
         if latest is not None:
             self.store.set_model_gw_state(name, latest.version, state, reason)
@@ -210,6 +210,7 @@ class ModelGateways:
             return
         for name in self.store.gw_running_models():
             latest = self.store.latest_model(name)
+            assert latest is not None  # gw_running_models lists models with a version
             terminating = latest.gw_state in (M.ModelTerminating, M.ModelTerminateFailed)
             if not self.streams.queues:
                 if terminating:

@@ -100,6 +100,7 @@ class SchedulerApp:
         return self
 
     async def _retry_loop(self) -> None:
+        assert self.chainer is not None and self.scheduler is not None  # started by start()
         while True:
             await asyncio.sleep(self.config.retry_failed_secs)
             try:

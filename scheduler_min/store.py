@@ -66,20 +66,20 @@ class ConflictError(RuntimeError):
 @dataclass
 class PipelineRecord:
     pv: convert.PipelineVersion
-    status: int = S.PipelineCreate
+    status: S.PipelineStatus = S.PipelineCreate
     reason: str = ""
     changed: float = field(default_factory=time.time)
-    gw_status: int = S.PipelineCreate  # the pipeline gateways' view
+    gw_status: S.PipelineStatus = S.PipelineCreate  # the pipeline gateways' view
     gw_reason: str = ""
 
     @property
     def name(self) -> str:
         return self.pv.name
 
-    def set(self, status: int, reason: str) -> None:
+    def set(self, status: S.PipelineStatus, reason: str) -> None:
         self.status, self.reason, self.changed = status, reason, time.time()
 
-    def set_gw(self, status: int, reason: str) -> None:
+    def set_gw(self, status: S.PipelineStatus, reason: str) -> None:
         self.gw_status, self.gw_reason, self.changed = status, reason, time.time()
 
 
@@ -87,10 +87,10 @@ class PipelineRecord:
 class ModelRecord:
     model: scheduler_pb2.Model
     version: int
-    state: int = M.ModelAvailable
+    state: M.ModelState = M.ModelAvailable
     reason: str = ""
     changed: float = field(default_factory=time.time)
-    gw_state: int = M.ModelCreate  # the model gateways' view
+    gw_state: M.ModelState = M.ModelCreate  # the model gateways' view
     gw_reason: str = ""
 
 
@@ -155,7 +155,7 @@ class Store:
                 return r
         return None
 
-    def set_state(self, record: PipelineRecord, status: int, reason: str) -> list[PipelineRecord]:
+    def set_state(self, record: PipelineRecord, status: S.PipelineStatus, reason: str) -> list[PipelineRecord]:
         """Set a version's status; when it becomes Ready, older live versions are marked Terminate
         and returned (the caller sends them Delete with keepTopics)."""
         record.set(status, reason)
@@ -170,7 +170,7 @@ class Store:
             self._changed(r)
         return old
 
-    def set_gw_state(self, record: PipelineRecord, status: int, reason: str) -> None:
+    def set_gw_state(self, record: PipelineRecord, status: S.PipelineStatus, reason: str) -> None:
         """Set a version's pipeline-gateway status. When it becomes Ready, older versions are marked
         Terminate for the gateways without telling them: gateways serve a pipeline by name, so the
         new version's Create already covers the old one, and a Delete would stop serving the name."""
@@ -257,7 +257,7 @@ class Store:
         versions = self.models.get(name)
         return versions[-1] if versions else None
 
-    def set_model_gw_state(self, name: str, version: int, state: int, reason: str) -> ModelRecord | None:
+    def set_model_gw_state(self, name: str, version: int, state: M.ModelState, reason: str) -> ModelRecord | None:
         """Set the model-gateway state of one model version; None if that version is unknown."""
         record = next((r for r in self.models.get(name, []) if r.version == version), None)
         if record is None:
@@ -335,6 +335,7 @@ class Store:
             raise
 
     def _load(self) -> None:
+        assert self.state_dir is not None  # called only with a state directory
         path = os.path.join(self.state_dir, STATE_FILE)
         if not os.path.exists(path):
             return

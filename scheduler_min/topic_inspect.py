@@ -168,15 +168,16 @@ def read_topic(conf: dict, topic: str, pipeline: str, offset: int, key: str, ten
             msg = consumer.poll(0.2)
             if msg is None:
                 continue
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
+            err = msg.error()
+            if err:
+                if err.code() == KafkaError._PARTITION_EOF:
                     pending.discard(msg.partition())
                     continue
-                raise InspectError(f"kafka error {msg.error()}")
+                raise InspectError(f"kafka error {err}")
             records.append(msg)
         # Keep each partition's last `offset` records (the broker may report a stale end offset),
         # then the overall last `offset` by timestamp.
-        by_part: dict[int, list] = {}
+        by_part: dict[int | None, list] = {}
         for m in records:
             by_part.setdefault(m.partition(), []).append(m)
         kept = [m for ms in by_part.values() for m in ms[-offset:]]
@@ -214,18 +215,18 @@ def format_raw(topics: list[InspectTopic], verbose: bool) -> str:
 
 
 def format_json(topics: list[InspectTopic]) -> str:
-    doc = {"topics": []}
+    doc: dict[str, list] = {"topics": []}
     for t in topics:
         msgs = None
         if t.msgs:
             msgs = []
             for m in t.msgs:
-                headers = None
+                headers: dict[str, list[str]] | None = None
                 if m.headers is not None:
                     headers = {}
                     for k, v in m.headers:
                         headers.setdefault(k, []).append(v)
-                value = json.loads(m.value) if m.value_is_json else m.value
+                value = json.loads(m.value) if m.value_is_json and m.value is not None else m.value
                 msgs.append({"headers": headers, "key": m.key, "value": value})
         doc["topics"].append({"name": t.name, "msgs": msgs})
     return json.dumps(doc, separators=(",", ":")) + "\n"

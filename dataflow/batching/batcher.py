@@ -34,10 +34,12 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from tritonclient.grpc.service_pb2 import ModelInferRequest
 
 from dataflow.codec import CodecError, merge_batch, parse_request, strip_schema_prefix
+from dataflow.headers import Headers
 from dataflow.records import Record
 from dataflow.state.base import StateStore
 
@@ -54,11 +56,11 @@ class _Entry:
     timestamp: int
     rows: list[tuple[str, int]]
 
-    def to_json(self) -> list:
+    def to_json(self) -> list[Any]:
         return [self.seq, self.arrived_ms, self.timestamp, [list(r) for r in self.rows]]
 
     @classmethod
-    def from_json(cls, data: list) -> "_Entry":
+    def from_json(cls, data: list[Any]) -> "_Entry":
         return cls(data[0], data[1], data[2], [(n, r) for n, r in data[3]])
 
 
@@ -69,8 +71,8 @@ class _Pending:
     opened_ms: int
     next_seq: int = 0
     entries: list[_Entry] = field(default_factory=list)
-    schema: dict[str, list] = field(default_factory=dict)  # name -> [datatype, shape[1:]]
-    last: dict = field(default_factory=dict)  # topic/key/headers/partition of the newest record
+    schema: dict[str, list[Any]] = field(default_factory=dict)  # name -> [datatype, shape[1:]]
+    last: dict[str, Any] = field(default_factory=dict)  # topic/key/headers/partition of the newest record
 
     def rows(self) -> int:
         return _rows(self.entries)
@@ -96,16 +98,17 @@ def _rows(entries: list[_Entry]) -> int:
     return sum(r for e in entries for n, r in e.rows if n == first)
 
 
-def _record_meta(record: Record) -> dict:
+def _record_meta(record: Record) -> dict[str, Any]:
     return {
         "topic": record.topic, "key": record.key, "partition": record.partition,
         "headers": [[k, None if v is None else base64.b64encode(v).decode()] for k, v in record.headers],
     }
 
 
-def _record_from_meta(meta: dict, value: bytes, timestamp: int) -> Record:
+def _record_from_meta(meta: dict[str, Any], value: bytes, timestamp: int) -> Record:
     headers = [(k, None if v is None else base64.b64decode(v)) for k, v in meta["headers"]]
-    return Record(topic=meta["topic"], key=meta["key"], value=value, headers=headers,
+    # Headers of a Record are bytes (normalised on the way in), so a stored value is never null.
+    return Record(topic=meta["topic"], key=meta["key"], value=value, headers=cast(Headers, headers),
                   timestamp=timestamp, partition=meta["partition"])
 
 
@@ -165,10 +168,10 @@ class Batcher:
 
     # ------------------------------------------------------------------ validation
 
-    def _entry_for(self, request: ModelInferRequest, pending: _Pending | None) -> tuple[_Entry, dict]:
+    def _entry_for(self, request: ModelInferRequest, pending: _Pending | None) -> tuple[_Entry, dict[str, list[Any]]]:
         """Rows per name and the schema additions; raises CodecError if the request cannot be merged."""
         schema = pending.schema if pending else {}
-        added: dict[str, list] = {}
+        added: dict[str, list[Any]] = {}
         rows: dict[str, int] = {}
         for t in request.inputs:
             if len(t.shape) == 0:
@@ -191,6 +194,7 @@ class Batcher:
     def add(self, record: Record, now_ms: int) -> list[Record]:
         """Take one request record; return the batch it completes (0 or 1 records)."""
         request = parse_request(record.value)
+        assert record.value is not None  # parse_request refuses a tombstone
         value = bytes(strip_schema_prefix(record.value))  # what we store: no need to re-serialize
         partition = record.partition
         pending = self._pending.get(partition)
@@ -219,12 +223,16 @@ class Batcher:
         self._pending[partition] = pending
         return []
 
-    def _add_rolling(self, partition, pending, entries, entry, added, request, value, record) -> list[Record]:
+    def _add_rolling(self, partition: int, pending: _Pending, entries: list[_Entry], entry: _Entry,
+                     added: dict[str, list[Any]], request: ModelInferRequest, value: bytes,
+                     record: Record) -> list[Record]:
+        size = self.size
+        assert size is not None  # __init__ refuses a rolling batch without a size
         dropped = []
-        while len(entries) > 1 and _rows(entries[1:]) >= self.size:
+        while len(entries) > 1 and _rows(entries[1:]) >= size:
             dropped.append(entries.pop(0))
         kept_old = [e for e in entries if e is not entry]
-        batch = self._requests(partition, kept_old) + [request] if _rows(entries) >= self.size else None
+        batch = self._requests(partition, kept_old) + [request] if _rows(entries) >= size else None
 
         self.store.put(self._entry_key(partition, entry.seq), value)
         for e in dropped:
@@ -268,7 +276,7 @@ class Batcher:
         out = []
         for partition in sorted(self._pending):
             pending = self._pending[partition]
-            emit = not self.rolling or pending.rows() < self.size
+            emit = not self.rolling or self.size is None or pending.rows() < self.size
             record = self._release(partition, pending) if emit else None
             self._clear(partition, pending)
             if record is not None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-from typing import Callable
+from typing import Any, Callable
 
+from chainer_api import chainer_pb2
 from dataflow.engine.chainer_client import ChainerClient
 from dataflow.engine.config import EngineConfig
 from dataflow.engine.lifecycle import PipelineManager, RunnerFactory
@@ -14,15 +15,16 @@ from dataflow.runtime.base import PipelineRunner, RuntimeConfig, StateCallback
 log = logging.getLogger(__name__)
 
 
-def load_callable(spec: str) -> Callable:
+def load_callable(spec: str) -> Callable[..., Any]:
     """``"package.module:name"`` -> the object."""
     module, sep, attr = spec.partition(":")
     if not sep or not module or not attr:
         raise ValueError(f"expected MODULE:CALLABLE, got {spec!r}")
-    obj = importlib.import_module(module)
+    obj: Any = importlib.import_module(module)  # then an attribute of it, named at run time
     for part in attr.split("."):
         obj = getattr(obj, part)
-    return obj
+    found: Callable[..., Any] = obj
+    return found
 
 
 def make_runner_factory(config: EngineConfig) -> RunnerFactory:
@@ -32,7 +34,7 @@ def make_runner_factory(config: EngineConfig) -> RunnerFactory:
 
         pipeline_factory = load_callable(config.pipeline_factory) if config.pipeline_factory else None
 
-        def kafka_runner(msg, rc: RuntimeConfig, on_state: StateCallback) -> PipelineRunner:
+        def kafka_runner(msg: chainer_pb2.PipelineUpdateMessage, rc: RuntimeConfig, on_state: StateCallback) -> PipelineRunner:
             return KafkaRunner(msg, rc, on_state, pipeline_factory=pipeline_factory)
         return kafka_runner
     from dataflow.runtime.faust_runtime import FaustRunner  # noqa: WPS433 - optional runtime

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from typing import Callable
+from typing import Callable, Iterator
 
 import grpc
 
@@ -35,9 +35,10 @@ ACK_BACKOFF_MAX_S = 3.2
 ACK_TIMEOUT_S = 5.0
 
 OnMessage = Callable[[chainer_pb2.PipelineUpdateMessage], None]
+Op = chainer_pb2.PipelineUpdateMessage.PipelineOperation
 
 
-def reconnect_delays(minimum: float = RECONNECT_MIN_S, maximum: float = RECONNECT_MAX_S):
+def reconnect_delays(minimum: float = RECONNECT_MIN_S, maximum: float = RECONNECT_MAX_S) -> Iterator[float]:
     """50 ms, 100 ms, 200 ms ... capped at 5 s (binary exponential, as the reference)."""
     delay = minimum
     while True:
@@ -51,7 +52,7 @@ def ack_delay(attempt: int) -> float:
     return max(ACK_BACKOFF_MIN_S, random.uniform(0, cap))
 
 
-def status_message(answered: chainer_pb2.PipelineUpdateMessage, op: int, stream: str, success: bool,
+def status_message(answered: chainer_pb2.PipelineUpdateMessage, op: Op, stream: str, success: bool,
                    reason: str) -> chainer_pb2.PipelineUpdateStatusMessage:
     """The ack the scheduler expects: identity + the answered message's timestamp."""
     update = chainer_pb2.PipelineUpdateMessage(
@@ -108,7 +109,7 @@ class ChainerClient:
             failures = 0
             await asyncio.sleep(next(delays))
 
-    async def ack(self, answered: chainer_pb2.PipelineUpdateMessage, op: int, success: bool,
+    async def ack(self, answered: chainer_pb2.PipelineUpdateMessage, op: Op, success: bool,
                   reason: str) -> bool:
         """Send one status update; True once the scheduler accepted it."""
         stub = self._ensure_channel()

@@ -3,14 +3,17 @@
 registry is given. Small on purpose: probes and one scrape endpoint."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Awaitable, Callable
 
 from aiohttp import web
 
+if TYPE_CHECKING:  # prometheus_client is imported when a registry is served
+    from prometheus_client import CollectorRegistry
+
 
 async def start_health_server(port: int, *, ready: Callable[[], bool], started: Callable[[], bool],
-                              host: str = "0.0.0.0", registry=None) -> web.AppRunner:
-    def probe(check: Callable[[], bool]):
+                              host: str = "0.0.0.0", registry: CollectorRegistry | None = None) -> web.AppRunner:
+    def probe(check: Callable[[], bool]) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(_request: web.Request) -> web.Response:
             ok = check()
             return web.json_response({"ok": ok}, status=200 if ok else 503)

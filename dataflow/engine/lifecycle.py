@@ -10,7 +10,7 @@ import asyncio
 import gc
 import logging
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable, Coroutine
 
 from chainer_api import chainer_pb2
 from dataflow.kafka import delete_topics
@@ -37,7 +37,7 @@ def reason_task_failed(op: str, exc: BaseException) -> str:
 
 RunnerFactory = Callable[[Msg, RuntimeConfig, StateCallback], PipelineRunner]
 # ack(answered message, op, success, reason)
-AckFn = Callable[[Msg, int, bool, str], Awaitable[object]]
+AckFn = Callable[[Msg, Msg.PipelineOperation, bool, str], Coroutine[Any, Any, object]]
 
 
 @dataclass
@@ -52,7 +52,7 @@ class _Running:
 @dataclass
 class _UidQueue:
     pending: Msg | None = None
-    task: asyncio.Task | None = None
+    task: asyncio.Task[None] | None = None
 
 
 @dataclass
@@ -63,7 +63,7 @@ class PipelineManager:
     parallelism: int = 8
     running: dict[str, _Running] = field(default_factory=dict)
     _queues: dict[str, _UidQueue] = field(default_factory=dict)
-    _background: set[asyncio.Task] = field(default_factory=set)
+    _background: set[asyncio.Task[object]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._slots = asyncio.Semaphore(self.parallelism)
@@ -194,7 +194,7 @@ class PipelineManager:
                 self._spawn(self.ack(create, Msg.Ready, False, reason_state_error(state)))
         return on_state
 
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)

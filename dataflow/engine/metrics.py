@@ -11,11 +11,12 @@ their meaning are listed in ``METRICS`` (and the README table is checked against
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from dataflow.runtime.base import PipelineRunner
 from dataflow.topology.stats import LATENCY_BUCKETS
 
 PIPELINE_LABELS = ["pipeline", "version"]
@@ -56,7 +57,7 @@ _DROPS = (("filtered", "filtered"), ("empty", "empty_dropped"), ("malformed", "m
 _ERRORS = (("punctuate", "punctuate_errors"), ("max_revisits", "revisits_exceeded"))
 
 
-def _family(name: str, labels: list[str]):
+def _family(name: str, labels: list[str]) -> Metric:
     kind, text = METRICS[name]
     if kind == "counter":
         return CounterMetricFamily(name.removesuffix("_total"), text, labels=labels)
@@ -68,14 +69,15 @@ def _family(name: str, labels: list[str]):
 class EngineCollector:
     """Reads the runners of ``runners()`` (the engine's running versions) on every scrape."""
 
-    def __init__(self, runners: Callable[[], Iterable[object]]):
+    def __init__(self, runners: Callable[[], Iterable[PipelineRunner]]):
         self._runners = runners
 
-    def describe(self):  # no samples at registration: collect() runs only when scraped
+    def describe(self) -> list[Metric]:  # no samples at registration: collect() runs only when scraped
         return []
 
-    def collect(self):
-        f = {name: _family(name, _labels(name)) for name in METRICS}
+    def collect(self) -> list[Metric]:
+        # Any: counter, gauge and histogram families each take their own add_metric arguments.
+        f: dict[str, Any] = {name: _family(name, _labels(name)) for name in METRICS}
         for runner in list(self._runners()):
             msg = runner.msg
             base = [msg.pipeline, str(msg.version)]
@@ -126,7 +128,7 @@ def _labels(name: str) -> list[str]:
     return STEP_LABELS if name.startswith("dataflow_step_") else PIPELINE_LABELS
 
 
-def engine_registry(runners: Callable[[], Iterable[object]]) -> CollectorRegistry:
+def engine_registry(runners: Callable[[], Iterable[PipelineRunner]]) -> CollectorRegistry:
     """A registry holding only the engine's collector (tests can make many)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(EngineCollector(runners))

@@ -21,9 +21,13 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable, cast
 
+from dataflow.kafka import KafkaSettings
 from dataflow.state.partition import PartitionState
+
+if TYPE_CHECKING:  # confluent_kafka is imported where a client is made
+    from confluent_kafka import Consumer
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,7 @@ class RestoreError(RuntimeError):
     """The changelog could not be read back."""
 
 
-def _watermarks(consumer, topic: str, partition: int) -> tuple[int, int]:
+def _watermarks(consumer: Consumer, topic: str, partition: int) -> tuple[int, int]:
     from confluent_kafka import KafkaException, TopicPartition
 
     for attempt in range(1, WATERMARK_ATTEMPTS + 1):
@@ -59,7 +63,7 @@ def _watermarks(consumer, topic: str, partition: int) -> tuple[int, int]:
     raise AssertionError("unreachable")
 
 
-def end_position(consumer, topic: str, partition: int) -> int | None:
+def end_position(consumer: Consumer, topic: str, partition: int) -> int | None:
     """The changelog partition's end offset (a lower bound on some brokers), None if unreadable."""
     try:
         return _watermarks(consumer, topic, partition)[1]
@@ -68,12 +72,12 @@ def end_position(consumer, topic: str, partition: int) -> int | None:
         return None
 
 
-def restore(settings, topic: str, states: Iterable[PartitionState], *, read_committed: bool = False,
+def restore(settings: KafkaSettings, topic: str, partition_states: Iterable[PartitionState], *, read_committed: bool = False,
             idle_s: float = RESTORE_IDLE_S, timeout_s: float = RESTORE_TIMEOUT_S) -> int:
     """Bring each state up to the end of its changelog partition; returns records applied."""
     from confluent_kafka import Consumer, TopicPartition
 
-    states = {s.partition: s for s in states}
+    states = {s.partition: s for s in partition_states}
     if not states:
         return 0
     consumer = Consumer(settings.consumer(
@@ -82,7 +86,7 @@ def restore(settings, topic: str, states: Iterable[PartitionState], *, read_comm
     applied = 0
     try:
         ends: dict[int, int] = {}
-        starts: list = []
+        starts: list[TopicPartition] = []
         for p, state in sorted(states.items()):
             low, high = _watermarks(consumer, topic, p)
             position = state.changelog_position()
@@ -121,11 +125,11 @@ def restore(settings, topic: str, states: Iterable[PartitionState], *, read_comm
                     if err.fatal():
                         raise RestoreError(f"{topic}: {err}")
                     continue
-                p = m.partition()
+                p = cast(int, m.partition())  # a record without an error has its partition and offset
                 if p not in pending:
                     continue
                 pending[p].append((m.key() or b"", m.value()))
-                next_offset[p] = m.offset() + 1
+                next_offset[p] = cast(int, m.offset()) + 1
                 applied += 1
                 last_record = time.monotonic()
                 if len(pending[p]) >= APPLY_CHUNK:

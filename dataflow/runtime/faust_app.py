@@ -25,8 +25,15 @@ from __future__ import annotations
 import os
 import ssl
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dataflow.kafka import KafkaSettings
+
+if TYPE_CHECKING:  # faust and aiokafka are imported where an app is built
+    import faust
+    from aiokafka import AIOKafkaConsumer
+    from faust.auth import Credentials
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Transport
 
 _fetch_wait_ms: int | None = None
 # Records per getmany and bytes per partition fetch: larger fetches mean fewer sequential
@@ -46,12 +53,12 @@ def use_fetch_wait(ms: int) -> None:
         return
     original = AIOKafkaConsumerThread._create_worker_consumer
 
-    def create_worker_consumer(self, transport):
+    def create_worker_consumer(self: AIOKafkaConsumerThread, transport: Transport) -> AIOKafkaConsumer:
         consumer = original(self, transport)
         consumer._fetch_max_wait_ms = _fetch_wait_ms  # read when the consumer starts its fetcher
         return consumer
 
-    AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer
+    AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]  # patching faust
 
 
 def _ssl_context(extra: dict[str, str]) -> ssl.SSLContext | None:
@@ -66,7 +73,7 @@ def _ssl_context(extra: dict[str, str]) -> ssl.SSLContext | None:
     return context
 
 
-def broker_credentials(settings: KafkaSettings):
+def broker_credentials(settings: KafkaSettings) -> Credentials | None:
     """Faust credentials for the security settings in ``settings.extra`` (None = plaintext)."""
     import faust
 
@@ -87,7 +94,7 @@ def broker_credentials(settings: KafkaSettings):
 
 def build_app(*, group_id: str, settings: KafkaSettings, partitions: int, datadir: Path,
               web_port: int, exactly_once: bool, commit_interval_ms: int,
-              replication_factor: int = 1, max_message_bytes: int = 1_000_000):
+              replication_factor: int = 1, max_message_bytes: int = 1_000_000) -> faust.App:
     """A Faust app for one pipeline version; its agent and timer are added by the caller."""
     import faust
 

@@ -14,6 +14,8 @@ InitProducerId v3: request ``transactional_id`` (compact nullable string),
 """
 from __future__ import annotations
 
+from typing import Any
+
 _installed = False
 
 
@@ -57,7 +59,7 @@ def enable_init_producer_id_v3() -> None:
             self._transactional_id = transactional_id
             self._transaction_timeout_ms = transaction_timeout_ms
 
-        def build(self, request_struct_class):
+        def build(self, request_struct_class: type[Any]) -> Any:
             if request_struct_class is InitProducerIdRequestV3:
                 return request_struct_class(self._transactional_id, self._transaction_timeout_ms, -1, -1, {})
             return request_struct_class(self._transactional_id, self._transaction_timeout_ms)

@@ -28,18 +28,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, cast
 
 from dataflow.headers import normalise
 from dataflow.kafka import partition_for_key
 from dataflow.records import Record
 
+if TYPE_CHECKING:  # faust is imported where the worker builds its app
+    import faust
+    from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
+    from faust.transport.drivers.aiokafka import Producer as AIOKafkaFaustProducer
+    from faust.types import Message as FaustMessage
+    from mode import Service
+
+    from dataflow.runtime.tasks import PartitionTasks
+    from dataflow.schema_registry import Framer
+
 log = logging.getLogger("dataflow.runtime.faust_worker")
 
-BatchHandler = Callable[[list], Awaitable[None]]
+BatchHandler = Callable[[list["FaustMessage"]], Awaitable[None]]
 
 
-def install_batch_drain(app, source_topics: Iterable[str], handle_batch: BatchHandler) -> None:
+def install_batch_drain(app: faust.App, source_topics: Iterable[str], handle_batch: BatchHandler) -> None:
     """Replace the fetch loop of ``app``'s consumer with one that delivers source records in batches.
 
     Patched on the consumer *class* (one app per worker process) so the consumer itself is still
@@ -49,7 +59,7 @@ def install_batch_drain(app, source_topics: Iterable[str], handle_batch: BatchHa
     sources = frozenset(source_topics)
     from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
 
-    async def drain_messages(consumer, fetcher) -> None:
+    async def drain_messages(consumer: AIOKafkaFaustConsumer, fetcher: Service) -> None:
         if consumer.app is not app:  # another app in this process: Faust's own loop
             return await original(consumer, fetcher)
         callback = consumer.callback                # Faust's conductor: changelogs etc.
@@ -63,7 +73,7 @@ def install_batch_drain(app, source_topics: Iterable[str], handle_batch: BatchHa
                 await asyncio.sleep(0)
                 if consumer.should_stop:
                     break
-                batch: list = []
+                batch: list[FaustMessage] = []
                 async for tp, message in getmany(timeout=1.0):
                     offset = message.offset
                     last = read_offset[tp]
@@ -95,20 +105,21 @@ def install_batch_drain(app, source_topics: Iterable[str], handle_batch: BatchHa
             raise
 
     original = AIOKafkaFaustConsumer._drain_messages
-    AIOKafkaFaustConsumer._drain_messages = drain_messages
+    AIOKafkaFaustConsumer._drain_messages = drain_messages  # type: ignore[method-assign, assignment]  # patching faust
 
 
 class BatchProducer:
     """Queues output records in the aiokafka producer, one ``BatchBuilder`` per (topic, partition)."""
 
-    def __init__(self, app, partitions: dict[str, int], default_partitions: int, *, framer=None):
+    def __init__(self, app: faust.App, partitions: dict[str, int], default_partitions: int, *,
+                 framer: Framer | None = None):
         """``framer``: a ``dataflow.schema_registry.Framer`` when values get schema-registry framing."""
         self.app = app
         self.framer = framer
         self.partitions = partitions
         self.default_partitions = default_partitions
 
-    def _on_delivery(self, fut) -> None:
+    def _on_delivery(self, fut: asyncio.Future[Any]) -> None:
         if not fut.cancelled() and fut.exception() is not None:
             log.error("produce failed: %s", fut.exception())
 
@@ -121,7 +132,8 @@ class BatchProducer:
         for out in records:
             p = partition_for_key(out.key, partitions.get(out.topic, default))
             groups.setdefault((out.topic, p), []).append(out)
-        producer = self.app.producer._producer
+        producer = cast("AIOKafkaFaustProducer", self.app.producer)._producer
+        assert producer is not None, "the Faust producer starts before the agents"
         for (topic, partition), group in groups.items():
             batch = producer.create_batch()
             for out in group:
@@ -149,20 +161,20 @@ class BatchProcessor:
     The whole batch is one critical section under ``lock`` (``faust_tasks.TaskDriver.lock``): a
     checkpoint sees either none or all of a batch's state changes, outputs and acks."""
 
-    def __init__(self, app, tasks, lock: asyncio.Lock, producer: BatchProducer):
+    def __init__(self, app: faust.App, tasks: PartitionTasks, lock: asyncio.Lock, producer: BatchProducer):
         self.app = app
         self.tasks = tasks                  # dataflow.runtime.tasks.PartitionTasks
         self.lock = lock
         self.producer = producer
 
-    async def __call__(self, messages: list) -> None:
+    async def __call__(self, messages: list[FaustMessage]) -> None:
         async with self.lock:
             await self._process(messages)
 
-    async def _process(self, messages: list) -> None:
+    async def _process(self, messages: list[FaustMessage]) -> None:
         tasks = self.tasks.tasks
         outputs: list[Record] = []
-        handled: list = []
+        handled: list[FaustMessage] = []
         now_ms = int(time.time() * 1000)
         for message in messages:
             task = tasks.get(message.partition)
@@ -176,7 +188,7 @@ class BatchProcessor:
                 timestamp = message.timestamp
                 record = Record(message.topic,
                                 key.decode("utf-8", "replace") if key is not None else None,
-                                message.value, normalise(message.headers),
+                                message.value, normalise(message.headers),  # type: ignore[arg-type]  # faust: any Mapping; aiokafka: pairs
                                 int(round(timestamp * 1000)) if timestamp else 0, message.partition)
                 produced = task.process(record, now_ms)
                 if produced:

@@ -57,6 +57,7 @@ import logging
 import os
 import signal
 import sys
+from typing import NoReturn
 
 from chainer_api import chainer_pb2
 import dataflow
@@ -109,8 +110,8 @@ class FaustRunner(PipelineRunner):
         self.partitions: dict[str, int] = {}
         self.changelog_topic: str | None = None
         self._proc: asyncio.subprocess.Process | None = None
-        self._reader: asyncio.Task | None = None
-        self._first_state: asyncio.Future | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._first_state: asyncio.Future[tuple[RunnerState, str]] | None = None
         self._stopping = False
 
     @property
@@ -152,6 +153,7 @@ class FaustRunner(PipelineRunner):
             sys.executable, "-m", "dataflow.runtime.faust_worker",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None,
             env=_worker_env())
+        assert self._proc.stdin is not None  # stdin=PIPE
         self._proc.stdin.write(spec.to_json().encode())
         await self._proc.stdin.drain()
         self._proc.stdin.close()
@@ -197,7 +199,7 @@ class FaustRunner(PipelineRunner):
                                    f"{created[self.changelog_topic]} partitions, the pipeline's topics {n}")
         return partitions
 
-    def _fail(self, reason: str):
+    def _fail(self, reason: str) -> NoReturn:
         self.state = RunnerState.ERROR  # start() failures are raised, not reported
         raise RunnerError(reason)
 

@@ -41,12 +41,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, AbstractSet, Any, Awaitable, Callable, Iterable, MutableMapping, cast
 
+from dataflow.kafka import KafkaSettings
 from dataflow.runtime import changelog as cl
 from dataflow.runtime.kafka_runtime import REASON_RESTORE_FAILED
 from dataflow.runtime.tasks import ChangelogEntry, PartitionTasks
 from dataflow.state.partition import PartitionState
+
+if TYPE_CHECKING:  # faust and confluent_kafka are imported where they are used
+    import faust
+    from confluent_kafka import Consumer
+    from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
+    from faust.transport.drivers.aiokafka import Producer as AIOKafkaFaustProducer
+    from faust.types import TP
 
 log = logging.getLogger("dataflow.runtime.faust_worker")
 
@@ -58,7 +66,7 @@ class CheckpointError(RuntimeError):
 class TaskDriver:
     """Drives ``PartitionTasks`` from a Faust app's rebalances and offset commits."""
 
-    def __init__(self, app, tasks: PartitionTasks, *, source_topics: Iterable[str], settings,
+    def __init__(self, app: faust.App, tasks: PartitionTasks, *, source_topics: Iterable[str], settings: KafkaSettings,
                  changelog_topic: str | None, exactly_once: bool,
                  on_fatal: Callable[[str], None]):
         self.app = app
@@ -70,7 +78,7 @@ class TaskDriver:
         self.on_fatal = on_fatal                       # reports ERROR with a reason
         self.lock = asyncio.Lock()
         self.fatal_reason: str | None = None
-        self._positions = None                         # confluent-kafka consumer for end offsets
+        self._positions: Consumer | None = None        # confluent-kafka consumer for end offsets
         self._committed_by_faust: set[int] = set()     # partitions Faust committed (exactly-once)
 
     # -- wiring --------------------------------------------------------------------------------
@@ -83,7 +91,8 @@ class TaskDriver:
         original_commit = AIOKafkaFaustConsumer.commit
         original_revoked = AIOKafkaFaustConsumer.on_partitions_revoked
 
-        async def commit(consumer, topics=None, start_new_transaction: bool = True) -> bool:
+        async def commit(consumer: AIOKafkaFaustConsumer, topics: AbstractSet[str | TP] | None = None,
+                         start_new_transaction: bool = True) -> bool:
             if consumer.app is not app:
                 return await original_commit(consumer, topics, start_new_transaction)
             async with driver.lock:
@@ -91,23 +100,23 @@ class TaskDriver:
                     lambda: original_commit(consumer, topics, start_new_transaction),
                     start_new_transaction)
 
-        async def on_partitions_revoked(consumer, revoked) -> None:
+        async def on_partitions_revoked(consumer: AIOKafkaFaustConsumer, revoked: set[TP]) -> None:
             if consumer.app is app:
                 await driver._on_revoked(revoked, lambda: original_commit(consumer))
-            return await original_revoked(consumer, revoked)
+            await original_revoked(consumer, revoked)
 
-        AIOKafkaFaustConsumer.commit = commit
-        AIOKafkaFaustConsumer.on_partitions_revoked = on_partitions_revoked
-        app.on_rebalance_complete.connect(self._on_rebalance_complete)
+        AIOKafkaFaustConsumer.commit = commit  # type: ignore[method-assign, assignment]  # patching faust
+        AIOKafkaFaustConsumer.on_partitions_revoked = on_partitions_revoked  # type: ignore[method-assign]
+        app.on_rebalance_complete.connect(self._on_rebalance_complete)  # type: ignore[arg-type]  # faust's receiver type wants *args
         if self.eos:  # which partitions' transactions Faust committed with offsets
             tables = app.tables
             original_on_commit = tables.on_commit
 
-            def on_commit(offsets) -> None:
+            def on_commit(offsets: MutableMapping[TP, int]) -> None:
                 self._committed_by_faust.update(tp.partition for tp in offsets if tp.topic in self.sources)
                 original_on_commit(offsets)
 
-            tables.on_commit = on_commit
+            tables.on_commit = on_commit  # type: ignore[method-assign]  # patching faust
 
     def transactional_id(self, partition: int) -> str:
         """Faust's transactional producer of a source partition (it commits that partition's
@@ -116,7 +125,7 @@ class TaskDriver:
         return f"{self.app.conf.id}-{group}-{partition}"
 
     # -- assignment ----------------------------------------------------------------------------
-    async def _on_rebalance_complete(self, sender=None, **kwargs) -> None:
+    async def _on_rebalance_complete(self, sender: object = None, **kwargs: object) -> None:
         """Awaited by Faust before it resumes the assigned partitions: build the missing tasks."""
         try:
             assignment = self.app.consumer.assignment()
@@ -141,6 +150,7 @@ class TaskDriver:
 
     def _restore(self, states: list[PartitionState]) -> None:
         """Replay the changelog of newly assigned partitions (runs in a thread)."""
+        assert self.changelog_topic is not None  # only stateful versions with a changelog restore
         n = cl.restore(self.settings, self.changelog_topic, states, read_committed=self.eos)
         if n:
             log.info("restored %d changelog records for partitions %s", n, sorted(s.partition for s in states))
@@ -152,7 +162,7 @@ class TaskDriver:
         await self.app.crash(exc)
 
     # -- revocation ----------------------------------------------------------------------------
-    async def _on_revoked(self, revoked, commit_offsets: Callable[[], Awaitable[bool]]) -> None:
+    async def _on_revoked(self, revoked: Iterable[TP], commit_offsets: Callable[[], Awaitable[bool]]) -> None:
         gone = sorted({tp.partition for tp in revoked if tp.topic in self.sources})
         if not gone:
             return
@@ -183,6 +193,7 @@ class TaskDriver:
             task.state.rollback()
 
     def _end_position(self, partition: int) -> int | None:
+        assert self.changelog_topic is not None  # asked only of versions with a changelog
         if self._positions is None:
             from confluent_kafka import Consumer
 
@@ -214,6 +225,7 @@ class TaskDriver:
                                         start_new_transaction: bool) -> bool:
         producer = self.app.producer
         topic = self.changelog_topic
+        assert topic is not None  # entries come only from versions with a changelog
         dirty: set[int] = set()
         for partition, key, value in entries:
             await producer.send(topic, key, value, partition, None, None,
@@ -228,7 +240,7 @@ class TaskDriver:
         return did_commit
 
     async def _commit_transaction(self, transactional_id: str, start_new_transaction: bool) -> None:
-        producer = self.app.producer
+        producer = cast("AIOKafkaFaustProducer", self.app.producer)  # the app's transport is aiokafka
         async with producer._trn_locks[transactional_id]:
             transaction_producer = producer._transaction_producers.get(transactional_id)
             if transaction_producer is None:
@@ -237,15 +249,16 @@ class TaskDriver:
             if start_new_transaction:
                 await transaction_producer.begin_transaction()
 
-    async def _send_changelog(self, entries: list[ChangelogEntry]) -> list[asyncio.Future]:
+    async def _send_changelog(self, entries: list[ChangelogEntry]) -> list[asyncio.Future[Any]]:
         """Append the entries to aiokafka ``BatchBuilder``s, one per changelog partition (one future
         per batch rather than per record); returns the delivery futures."""
-        producer = self.app.producer._producer
+        producer = cast("AIOKafkaFaustProducer", self.app.producer)._producer  # the app's transport is aiokafka
+        assert producer is not None  # the app is running
         topic = self.changelog_topic
         by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
         for partition, key, value in entries:
             by_partition.setdefault(partition, []).append((key, value))
-        futures: list[asyncio.Future] = []
+        futures: list[asyncio.Future[Any]] = []
         for partition, items in sorted(by_partition.items()):
             batch = producer.create_batch()
             for key, value in items:

@@ -39,9 +39,23 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from dataflow import processes
+
+if TYPE_CHECKING:  # imported where used: the worker process starts with as little as it can
+    import faust
+    from aiokafka import AIOKafkaProducer
+    from faust.transport.drivers.aiokafka import Producer as AIOKafkaFaustProducer
+
+    from chainer_api import chainer_pb2
+    from dataflow.kafka import KafkaSettings
+    from dataflow.records import Record
+    from dataflow.runtime.base import RuntimeConfig
+    from dataflow.runtime.kafka_runtime import PipelineFactory
+    from dataflow.state.base import StoreFactory
+    from dataflow.state.partition import PartitionState
+    from dataflow.topology.compiled import CompiledPipeline
 
 log = logging.getLogger("dataflow.runtime.faust_worker")
 
@@ -77,13 +91,13 @@ class WorkerSpec:
         return cls(**json.loads(text))
 
 
-def kafka_settings_to_dict(settings) -> dict[str, Any]:
+def kafka_settings_to_dict(settings: KafkaSettings) -> dict[str, Any]:
     return {"bootstrap_servers": settings.bootstrap_servers, "extra": [list(kv) for kv in settings.extra],
             "session_timeout_ms_override": settings.session_timeout_ms,
             "fetch_wait_max_ms_override": settings.fetch_wait_max_ms}
 
 
-def kafka_settings_from_dict(data: dict[str, Any]):
+def kafka_settings_from_dict(data: dict[str, Any]) -> KafkaSettings:
     from dataflow.kafka import KafkaSettings
 
     data = dict(data)
@@ -91,13 +105,13 @@ def kafka_settings_from_dict(data: dict[str, Any]):
     return KafkaSettings(**data)
 
 
-def runtime_config_to_dict(config) -> dict[str, Any]:
+def runtime_config_to_dict(config: RuntimeConfig) -> dict[str, Any]:
     out = asdict(config)
     out.pop("kafka", None)
     return out
 
 
-def runtime_config_from_spec(spec: WorkerSpec):
+def runtime_config_from_spec(spec: WorkerSpec) -> RuntimeConfig:
     from dataflow.runtime.base import RuntimeConfig
 
     return RuntimeConfig(kafka=kafka_settings_from_dict(spec.kafka), **spec.config)
@@ -108,7 +122,8 @@ def runtime_config_from_spec(spec: WorkerSpec):
 # ---------------------------------------------------------------------------------------------
 
 
-def compile_with_topology(msg, config, store_factory):
+def compile_with_topology(msg: chainer_pb2.PipelineUpdateMessage, config: RuntimeConfig,
+                          store_factory: StoreFactory) -> CompiledPipeline:
     """Default factory: the shared step semantics in ``dataflow.topology``."""
     from dataflow.topology import compile_pipeline
     from dataflow.topology.settings import TopologySettings
@@ -117,12 +132,13 @@ def compile_with_topology(msg, config, store_factory):
     return compile_pipeline(msg, store_factory=store_factory, settings=settings)
 
 
-def load_factory(path: str) -> Callable:
+def load_factory(path: str) -> PipelineFactory:
     """``"package.module:callable"`` -> the callable ``(msg, config, store_factory) -> pipeline``."""
     module_name, _, attr = path.partition(":")
     if not module_name or not attr:
         raise ValueError(f"pipeline factory {path!r} must look like 'package.module:callable'")
-    return getattr(importlib.import_module(module_name), attr)
+    factory: PipelineFactory = getattr(importlib.import_module(module_name), attr)
+    return factory
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,7 +164,7 @@ def die_with_parent(parent_pid: int) -> None:
 class StateReporter:
     """Writes the JSON state lines the parent reads; thread-safe, never raises."""
 
-    def __init__(self, stream):
+    def __init__(self, stream: TextIO):
         self._stream = stream
         self._lock = threading.Lock()
         self.last: str | None = None
@@ -195,7 +211,7 @@ class PipelineWorker:
                              max_message_bytes=self.config.max_message_bytes)
         factory = load_factory(spec.factory)
 
-        def build(store_factory):
+        def build(store_factory: StoreFactory) -> CompiledPipeline:
             return factory(self.msg, self.config, store_factory)
 
         probed, stateful = probe(build)  # compiles once: validates and tells the source topics
@@ -211,14 +227,14 @@ class PipelineWorker:
             # topic groups up in it. A standby setting with no tables has nothing to replicate.
             self.app.conf.table_standby_replicas = 1
         self._running_once = False
-        self._ready_task: asyncio.Task | None = None
+        self._ready_task: asyncio.Task[None] | None = None
         from dataflow.schema_registry import framer_for
 
         self.framer = framer_for(self.config.schema_registry_config, validate=False)
         self._wire()
         self.driver.install()
 
-    def _open_state(self, partition: int):
+    def _open_state(self, partition: int) -> PartitionState:
         from dataflow.state.partition import rocks_partition_state
 
         return rocks_partition_state(str(self.datadir), partition)
@@ -258,8 +274,8 @@ class PipelineWorker:
                 self._ready_task.cancel()
             self._ready_task = asyncio.ensure_future(self._report_ready())
 
-        app.on_rebalance_start = on_rebalance_start
-        app.on_rebalance_end = on_rebalance_end
+        app.on_rebalance_start = on_rebalance_start  # type: ignore[method-assign]  # wrapping faust's hooks
+        app.on_rebalance_end = on_rebalance_end  # type: ignore[method-assign]
 
     async def _report_ready(self) -> None:
         """RUNNING once every owned source partition has a resolved position (this runs at the
@@ -274,7 +290,8 @@ class PipelineWorker:
                 if tp.topic in self.sources:
                     await consumer.position(tp)
             # Warm the producer's metadata for every sink so the first outputs do not wait for it.
-            producer = self.app.producer._producer
+            producer = cast("AIOKafkaFaustProducer", self.app.producer)._producer  # the aiokafka transport
+            assert producer is not None  # the app is running
             for topic in sorted(self.partitions):
                 await producer.partitions_for(topic)
         except asyncio.CancelledError:
@@ -286,10 +303,10 @@ class PipelineWorker:
             self.report("RUNNING")
 
     # -- per record ----------------------------------------------------------------------------
-    def _producer(self):
-        return self.app.producer._producer  # the aiokafka producer (at-least-once path)
+    def _producer(self) -> AIOKafkaProducer:
+        return cast("AIOKafkaFaustProducer", self.app.producer)._producer  # the aiokafka producer (at-least-once path)
 
-    async def _produce(self, records, source_partition: int | None = None) -> None:
+    async def _produce(self, records: list[Record], source_partition: int | None = None) -> None:
         from dataflow.kafka import partition_for_key
 
         if self.batch_producer is not None:  # frames the values itself; at-least-once only
@@ -310,7 +327,7 @@ class PipelineWorker:
                                       headers=list(out.headers))
             fut.add_done_callback(self._on_delivery)
 
-    async def _produce_transactional(self, out, source_partition: int | None) -> None:
+    async def _produce_transactional(self, out: Record, source_partition: int | None) -> None:
         """Send ``out`` inside the Kafka transaction of the source partition it came from.
 
         Faust keeps one transactional producer per assigned source partition and commits that
@@ -330,13 +347,13 @@ class PipelineWorker:
         fut = await self.app.producer.send(
             out.topic, out.key.encode() if out.key is not None else None, out.value,
             partition, timestamp, list(out.headers), transactional_id=transactional_id)
-        fut.add_done_callback(self._on_delivery)
+        fut.add_done_callback(self._on_delivery)  # type: ignore[attr-defined]  # a Future; faust says Awaitable
 
-    def _on_delivery(self, fut) -> None:
+    def _on_delivery(self, fut: asyncio.Future[Any]) -> None:
         if not fut.cancelled() and fut.exception() is not None:
             log.error("produce failed: %s", fut.exception())
 
-    async def _agent(self, stream) -> None:
+    async def _agent(self, stream: faust.StreamT[bytes]) -> None:
         from dataflow.headers import normalise
         from dataflow.records import Record
 

@@ -35,7 +35,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from chainer_api import chainer_pb2
 from dataflow import headers as hdrs
@@ -52,6 +52,10 @@ from dataflow.state.base import StoreFactory
 from dataflow.state.partition import PartitionState, memory_partition_state, rocks_partition_state
 from dataflow.topology import compile_pipeline
 from dataflow.topology.compiled import CompiledPipeline
+from dataflow.topology.stats import StepSnapshot
+
+if TYPE_CHECKING:  # confluent_kafka is imported where a client is made
+    from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +97,14 @@ class KafkaRunner(PipelineRunner):
         self._stop = threading.Event()
         self._driver: _Loop | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._started: asyncio.Future | None = None
-        self._stopped: asyncio.Future | None = None
+        self._started: asyncio.Future[None] | None = None
+        self._stopped: asyncio.Future[None] | None = None
         self.group_id = dataflow_group_id(msg.uid, config.consumer_prefix, config.namespace)
         self.changelog_topic = cl.changelog_topic(self.group_id) if config.state_changelog else None
         self.record_filters: dict[str, frozenset[bytes]] | None = None   # set by _prepare
         self.stats = {"consumed": 0, "produced": 0, "failed": 0, "commits": 0, "restored": 0}
 
-    def step_totals(self) -> dict:
+    def step_totals(self) -> dict[str, StepSnapshot]:
         """Per-step counters and buffered state of this version's partition tasks, read by the
         engine's metrics on scrape (``dataflow.runtime.tasks.PartitionTasks.step_totals``)."""
         driver = self._driver
@@ -118,10 +122,10 @@ class KafkaRunner(PipelineRunner):
 
         driver = self._driver
         consumer = driver.consumer if driver is not None else None
-        if consumer is None or driver.closing:   # never race the consumer's close
+        if consumer is None or driver is None or driver.closing:   # never race the consumer's close
             return {}
         positions = {**driver.committed, **driver.offsets}
-        out = {}
+        out: dict[tuple[str, int], int] = {}
         try:
             for (topic, partition), position in list(positions.items()):
                 _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
@@ -156,6 +160,7 @@ class KafkaRunner(PipelineRunner):
         poll_loops.shared(self.config.poll_threads).add(self._driver)
 
     async def wait_running(self) -> None:
+        assert self._started is not None  # set by launch()
         try:
             await asyncio.wait_for(asyncio.shield(self._started), self.config.start_timeout_s)
         except asyncio.TimeoutError:
@@ -186,7 +191,7 @@ class KafkaRunner(PipelineRunner):
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._set_state, state, reason)
 
-    def _resolve(self, fut: asyncio.Future | None, exc: BaseException | None = None) -> None:
+    def _resolve(self, fut: asyncio.Future[None] | None, exc: BaseException | None = None) -> None:
         def done() -> None:
             if fut is not None and not fut.done():
                 fut.set_exception(exc) if exc else fut.set_result(None)
@@ -254,10 +259,10 @@ class _Loop:
         self.source_topics = source_topics
         self.partitions = dict(partitions)
         cfg = runner.config
-        self.consumer = None
-        self.producer = None
-        self.spot = None              # parking place on the embedded broker (kafka_parking)
-        self._thread_wake = None      # the poll thread's wake event
+        self.consumer: Consumer | None = None
+        self.producer: Producer | None = None
+        self.spot: kafka_parking.Spot | None = None  # parking place on the embedded broker (kafka_parking)
+        self._thread_wake: threading.Event | None = None  # the poll thread's wake event
         self.eos = cfg.exactly_once
         self.in_txn = False
         self.commit_interval = cfg.commit_interval_ms / 1000.0
@@ -328,6 +333,7 @@ class _Loop:
     def cycle(self, timeout_s: float) -> int:
         """Poll once (waiting up to ``timeout_s`` for a first record), process, punctuate and
         checkpoint when due. Returns the number of records polled."""
+        assert self.consumer is not None and self.producer is not None  # between open() and close()
         spot = self.spot
         if spot is not None and spot.parked and spot.woken:
             spot.unpark()
@@ -412,7 +418,7 @@ class _Loop:
 
     # -- rebalance callbacks (called inside consume(), in this thread)
 
-    def _on_assign(self, consumer, partitions) -> None:
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.join is not None:
             self.join.assigned()
         if partitions:
@@ -434,7 +440,7 @@ class _Loop:
         else:
             self.runner._report(RunnerState.RUNNING)
 
-    def _pin_start_offsets(self, consumer, partitions) -> None:
+    def _pin_start_offsets(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Resolve and commit the start position of every partition that has no committed offset.
 
         ``latest`` is the rule for a new version only: once committed, a later owner of the
@@ -462,13 +468,14 @@ class _Loop:
 
     def _restore(self, states: list[PartitionState]) -> None:
         """Replay the changelog of newly assigned partitions before their processors are built."""
+        assert self.changelog_topic is not None  # only stateful versions with a changelog restore
         n = cl.restore(self.runner.config.kafka, self.changelog_topic, states, read_committed=self.eos)
         self.runner.stats["restored"] += n
         if n:
             log.info("pipeline %s: restored %d changelog records for partitions %s",
                      self.runner.msg.pipeline, n, sorted(s.partition for s in states))
 
-    def _on_revoke(self, consumer, partitions) -> None:
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if not self.closing and self.join is not None:  # a rebalance: the new assignment follows
             self.join.started()
         if not (self.runner._stop.is_set() or self.closing):
@@ -496,19 +503,19 @@ class _Loop:
         if partitions:
             self._log_partitions("revoked", partitions)
 
-    def _log_partitions(self, what: str, partitions) -> None:
+    def _log_partitions(self, what: str, partitions: list[TopicPartition]) -> None:
         """Where a version's partitions run: one line per change, e.g. when replicas come and go."""
         log.info("pipeline %s v%d: partitions %s %s; this replica now runs partitions %s",
                  self.runner.msg.pipeline, self.runner.msg.version, what,
                  sorted({tp.partition for tp in partitions}), sorted(self.tasks.tasks))
 
-    def _on_delivery(self, err, msg) -> None:
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
             if err.retriable():
                 self.retriable_failures += 1
             log.error("pipeline %s: delivery to %s failed: %s", self.runner.msg.pipeline, msg.topic(), err)
 
-    def _process(self, msgs) -> int:
+    def _process(self, msgs: list[Message]) -> int:
         """Process polled records; returns how many records they produced."""
         tasks = self.tasks.tasks
         now_ms = int(time.time() * 1000)
@@ -521,7 +528,11 @@ class _Loop:
                     raise RuntimeError(f"consumer error: {err}")
                 log.warning("pipeline %s: consumer error: %s", self.runner.msg.pipeline, err)
                 continue
-            topic, partition, offset = m.topic(), m.partition(), m.offset()
+            topic: str
+            partition: int
+            offset: int
+            # A record without an error has all three; confluent_kafka's stub says Optional.
+            topic, partition, offset = m.topic(), m.partition(), m.offset()  # type: ignore[assignment]
             task = tasks.get(partition)
             if task is None:  # not ours (any more): its new owner processes it
                 continue
@@ -556,6 +567,7 @@ class _Loop:
             self._produce(out)
 
     def _begin(self) -> None:
+        assert self.producer is not None  # between open() and close()
         if self.eos and not self.in_txn:
             self.producer.begin_transaction()
             self.in_txn = True
@@ -568,6 +580,7 @@ class _Loop:
         if not entries:
             return
         self._begin()
+        assert self.producer is not None  # between open() and close()
         self.dirty = True
         topic = self.changelog_topic
         produce = self.producer.produce
@@ -582,6 +595,7 @@ class _Loop:
 
     def _produce(self, records: list[Record]) -> None:
         self._begin()
+        assert self.producer is not None  # between open() and close()
         produce = self.producer.produce
         on_delivery = self._on_delivery
         counts = self.partitions
@@ -593,13 +607,14 @@ class _Loop:
             while True:
                 try:
                     produce(r.topic, value, r.key, partition, on_delivery=on_delivery, timestamp=r.timestamp,
-                            headers=r.headers or None)
+                            headers=r.headers or None)  # type: ignore[arg-type]  # the stub's list of str | bytes | None is invariant
                     break
                 except BufferError:
                     self.producer.poll(0.05)
         self.runner.stats["produced"] += len(records)
 
     def _partition_count(self, topic: str) -> int:
+        assert self.producer is not None  # between open() and close()
         md = self.producer.list_topics(topic, timeout=5)
         tm = md.topics.get(topic)
         n = len(tm.partitions) if tm is not None and tm.partitions else 1
@@ -618,6 +633,7 @@ class _Loop:
         self._produce_changelog()
         if not self.dirty:
             return True
+        assert self.consumer is not None and self.producer is not None  # between open() and close()
         from confluent_kafka import KafkaException, TopicPartition
 
         offsets = [TopicPartition(t, p, o) for (t, p), o in self.offsets.items()]
@@ -664,6 +680,7 @@ class _Loop:
         committed (or pinned start) offset."""
         from confluent_kafka import KafkaException, TopicPartition
 
+        assert self.consumer is not None  # between open() and close()
         self.retriable_failures = 0
         self.tasks.rollback()
         for (topic, partition), offset in self.committed.items():

@@ -20,18 +20,22 @@ gives it back, so an engine with no pipelines holds no producer.
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING, Any
 
 from dataflow.kafka import KafkaSettings
 
+if TYPE_CHECKING:  # confluent_kafka is imported where the producer is made
+    from confluent_kafka import Producer
+
 _lock = threading.Lock()
-_shared: dict[tuple, list] = {}    # key -> [producer, number of runners using it]
+_shared: dict[tuple[KafkaSettings, int], list[Any]] = {}    # key -> [producer, number of runners using it]
 
 
-def _key(settings: KafkaSettings, max_message_bytes: int) -> tuple:
+def _key(settings: KafkaSettings, max_message_bytes: int) -> tuple[KafkaSettings, int]:
     return settings, max_message_bytes
 
 
-def acquire(settings: KafkaSettings, max_message_bytes: int):
+def acquire(settings: KafkaSettings, max_message_bytes: int) -> Producer:
     """The process's producer for these settings (created on first use)."""
     from confluent_kafka import Producer
 
@@ -43,10 +47,11 @@ def acquire(settings: KafkaSettings, max_message_bytes: int):
                                         "delivery.report.only.error": True})
             entry = _shared[key] = [Producer(conf), 0]
         entry[1] += 1
-        return entry[0]
+        producer: Producer = entry[0]
+        return producer
 
 
-def release(producer, timeout_s: float = 10.0) -> None:
+def release(producer: Producer, timeout_s: float = 10.0) -> None:
     """Give the producer back; the last runner to do so flushes it and lets it go."""
     with _lock:
         for key, entry in _shared.items():

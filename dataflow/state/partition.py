@@ -19,9 +19,12 @@ lives under ``\\xff``-prefixed keys, which no store name produces.
 from __future__ import annotations
 
 import os
-from typing import Iterator, Protocol
+from typing import TYPE_CHECKING, Iterator, Protocol, cast
 
 from dataflow.state.base import StateStore
+
+if TYPE_CHECKING:  # rocksdict is imported when a RocksDB store is first opened
+    from rocksdict import Cache, WriteBufferManager
 
 SEPARATOR = b"\x00"
 _META = b"\xffmeta\x00"
@@ -71,10 +74,10 @@ class MemoryBackend:
 # below, idle ones cost nothing).
 _ROCKS_WRITE_BUFFER_BYTES = 16 << 20
 ROCKS_MEMORY_BYTES = 128 << 20
-_shared_memory = None
+_shared_memory: tuple[Cache, WriteBufferManager] | None = None
 
 
-def _rocks_memory():
+def _rocks_memory() -> tuple[Cache, WriteBufferManager]:
     """The process-wide block cache and write-buffer manager (created on first use)."""
     global _shared_memory
     if _shared_memory is None:
@@ -110,14 +113,15 @@ class RocksBackend:
         self.path = path
         self._db = Rdict(path, options=options)
         no_log = WriteOptions()
-        no_log.disable_wal = True
+        no_log.disable_wal = True  # type: ignore[method-assign, assignment]  # a settable attribute, not the stub's method
         self._db.set_write_options(no_log)
 
     def get(self, key: bytes) -> bytes | None:
         return self._db.get(key)
 
     def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        for k, v in self._db.items(from_key=prefix):
+        # raw_mode: keys and values are bytes, which rocksdict's stub cannot say
+        for k, v in cast(Iterator[tuple[bytes, bytes]], self._db.items(from_key=prefix)):
             if not k.startswith(prefix):
                 break
             yield k, v

@@ -41,7 +41,7 @@ from dataflow.topology.stats import PipelineStats
 
 
 def compile_pipeline(msg: chainer_pb2.PipelineUpdateMessage, *, store_factory: StoreFactory,
-                     settings: TopologySettings | None = None) -> Pipeline:
+                     settings: TopologySettings | object = None) -> Pipeline:
     """Compile a Create message into a runnable ``Pipeline`` whose state lives in stores from
     ``store_factory(name)``. Raises ``TopologyError`` for invalid messages."""
     return Pipeline(build_topology(msg, settings), store_factory)

@@ -11,7 +11,7 @@ Two levels:
 from __future__ import annotations
 
 import uuid
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence, cast
 
 from chainer_api import chainer_pb2
 from dataflow.kafka import TopicNamer
@@ -20,10 +20,10 @@ Step = chainer_pb2.PipelineStepUpdate
 _JOINS = {None: Step.Inner, "": Step.Inner, "inner": Step.Inner, "outer": Step.Outer, "any": Step.Any}
 
 
-def join_type(name: str | int | None) -> int:
+def join_type(name: str | int | None) -> Step.PipelineJoinType:
     """``"inner"|"outer"|"any"`` (or a proto enum int) -> PipelineJoinType; missing -> Inner."""
     if isinstance(name, int):
-        return name
+        return cast(Step.PipelineJoinType, name)  # protobuf enum values are plain ints at run time
     try:
         return _JOINS[name.lower() if isinstance(name, str) else name]
     except KeyError:
@@ -37,14 +37,15 @@ def topic(topic_name: str, pipeline: str, tensor: str | None = None) -> chainer_
     return t
 
 
-def _topics(items) -> list[chainer_pb2.PipelineTopic]:
+def _topics(items: Iterable[chainer_pb2.PipelineTopic | tuple[str, ...]] | None) -> list[chainer_pb2.PipelineTopic]:
     out = []
     for it in items or ():
         out.append(it if isinstance(it, chainer_pb2.PipelineTopic) else topic(*it))
     return out
 
 
-def step_update(sink: str | chainer_pb2.PipelineTopic, sources, *, pipeline: str = "", triggers=(),
+def step_update(sink: str | chainer_pb2.PipelineTopic, sources: Iterable[chainer_pb2.PipelineTopic | tuple[str, ...]],
+                *, pipeline: str = "", triggers: Iterable[chainer_pb2.PipelineTopic | tuple[str, ...]] = (),
                 tensor_map: Iterable[tuple[str, str, str]] | Mapping[str, str] = (),
                 join: str | int | None = None, triggers_join: str | int | None = None,
                 window_ms: int | None = None, batch_size: int | None = None,
@@ -90,7 +91,7 @@ def create_message(pipeline: str, updates: Sequence[chainer_pb2.PipelineStepUpda
 
 # ------------------------------------------------------------------ scheduler conversion
 
-def _as_manifest(spec: Mapping) -> dict:
+def _as_manifest(spec: Mapping[str, Any]) -> dict[str, Any]:
     """A bare spec (``{"name": ..., "steps": ...}``) or a full manifest -> a ``kind: Pipeline`` document."""
     if "spec" in spec:
         body = dict(spec["spec"] or {})
@@ -102,7 +103,7 @@ def _as_manifest(spec: Mapping) -> dict:
     return {"kind": "Pipeline", "metadata": {"name": spec["name"]}, "spec": body}
 
 
-def pipeline_message(spec: Mapping, *, version: int = 1, uid: str | None = None,
+def pipeline_message(spec: Mapping[str, Any], *, version: int = 1, uid: str | None = None,
                      namer: TopicNamer | None = None, timestamp: int = 0) -> chainer_pb2.PipelineUpdateMessage:
     """Convert a Pipeline resource (``{"name":..., "steps":[...], "output":{...}, "input":{...}}`` or a
     full manifest with ``metadata.name`` and ``spec``) into the scheduler's Create message.

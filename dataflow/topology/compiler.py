@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import replace
+from typing import Iterable
 
 from chainer_api import chainer_pb2
 from dataflow.kafka import ERRORS, topic_suffix
@@ -21,7 +22,7 @@ from dataflow.topology.settings import TopologySettings
 log = logging.getLogger(__name__)
 
 _Step = chainer_pb2.PipelineStepUpdate
-_JOIN_TYPES = {
+_JOIN_TYPES: dict[int, JoinType] = {
     _Step.Unknown: JoinType.INNER,   # the operator defaults missing join types to inner
     _Step.Inner: JoinType.INNER,
     _Step.Outer: JoinType.OUTER,
@@ -36,7 +37,7 @@ def sort_key(update: chainer_pb2.PipelineStepUpdate) -> tuple[str, str]:
 
 
 def build_topology(msg: chainer_pb2.PipelineUpdateMessage,
-                   settings: TopologySettings | None = None) -> Topology:
+                   settings: TopologySettings | object = None) -> Topology:
     """Compile and validate ``msg``; raises ``TopologyError`` naming the step and the reason."""
     settings = TopologySettings.coerce(settings)
     if not msg.pipeline:
@@ -72,7 +73,7 @@ def _join_type(sink: str, value: int, field: str) -> JoinType:
         raise TopologyError(sink, f"unknown {field} value {value} (expected 0-3: Unknown/Inner/Outer/Any)") from None
 
 
-def _group(sink: str, topics, what: str) -> list[tuple[str, str, list[str]]]:
+def _group(sink: str, topics: Iterable[chainer_pb2.PipelineTopic], what: str) -> list[tuple[str, str, list[str]]]:
     """Group PipelineTopics by (topicName, pipelineName) in first-seen order; tensor subset = union
     of non-empty tensors (so a bare reference plus a tensor reference keeps only the tensor)."""
     groups: dict[tuple[str, str], list[str]] = {}
@@ -100,7 +101,7 @@ def _renames(update: chainer_pb2.PipelineStepUpdate, topic: str, pipeline: str) 
     return out
 
 
-def _kind_and_name(msg, sink: str, sources: list[tuple[str, str, list[str]]]) -> tuple[StepKind, str]:
+def _kind_and_name(msg: chainer_pb2.PipelineUpdateMessage, sink: str, sources: list[tuple[str, str, list[str]]]) -> tuple[StepKind, str]:
     m = _DATA_TOPIC.match(sink)
     if m is None:
         raise TopologyError(sink, "sink is not a model or pipeline inputs/outputs topic "
@@ -115,7 +116,7 @@ def _kind_and_name(msg, sink: str, sources: list[tuple[str, str, list[str]]]) ->
     return StepKind.OTHER, sink
 
 
-def _compile_step(msg, update: chainer_pb2.PipelineStepUpdate, settings: TopologySettings) -> StepNode:
+def _compile_step(msg: chainer_pb2.PipelineUpdateMessage, update: chainer_pb2.PipelineStepUpdate, settings: TopologySettings) -> StepNode:
     sink = update.sink.topicName
     if not sink:
         raise TopologyError("", f"a step of pipeline {msg.pipeline} has no sink topic")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 
 from dataflow.joins.types import JoinType
 from dataflow.kafka import INPUTS, OUTPUTS, topic_suffix
@@ -149,6 +149,6 @@ class Topology:
         from dataflow.topology.render import mermaid
         return mermaid(self)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         from dataflow.topology.render import as_dict
         return as_dict(self)

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
-from dataflow.topology.model import JoinType, StepNode, Topology
+from dataflow.topology.model import JoinType, SourceNode, StepNode, Topology
 
 
 def _step_line(step: StepNode) -> list[str]:
@@ -86,12 +87,12 @@ def mermaid(topology: Topology) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _source_dict(s) -> dict:
+def _source_dict(s: SourceNode) -> dict[str, Any]:
     return {"topic": s.topic, "pipeline": s.pipeline, "chain": s.chain.value,
             "tensors": list(s.tensor_order), "renames": dict(sorted(s.renames.items()))}
 
 
-def as_dict(topology: Topology) -> dict:
+def as_dict(topology: Topology) -> dict[str, Any]:
     """Every compiled field as plain JSON-able data (``dataflow pipeline describe --format json``):
     what ``describe()`` prints, in a shape scripts can read."""
     t = topology

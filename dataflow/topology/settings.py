@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +22,7 @@ class TopologySettings:
     step_latency: bool = True
 
     @classmethod
-    def coerce(cls, settings) -> "TopologySettings":
+    def coerce(cls, settings: object) -> "TopologySettings":
         """``TopologySettings`` from None, itself, or a runtime config carrying ``join_window_ms``
         (``dataflow.runtime.RuntimeConfig``), so runtimes may pass their own config object."""
         if settings is None:
@@ -29,7 +30,7 @@ class TopologySettings:
         if isinstance(settings, cls):
             return settings
         window = getattr(settings, "default_join_window_ms", None) or getattr(settings, "join_window_ms", None)
-        kwargs: dict = {"default_join_window_ms": int(window)} if window else {}
+        kwargs: dict[str, Any] = {"default_join_window_ms": int(window)} if window else {}
         timing = getattr(settings, "step_latency", None)
         if timing is not None:
             kwargs["step_latency"] = bool(timing)

@@ -9,7 +9,7 @@ import logging
 from dataflow import codec
 from dataflow.batching import Batcher
 from dataflow.headers import PIPELINE_ERRORS, rewrite_for_sink
-from dataflow.joins import StreamJoin, TriggerGate
+from dataflow.joins import JoinResult, StreamJoin, TriggerGate
 from dataflow.records import Record
 from dataflow.state.base import StoreFactory
 from dataflow.topology.cycles import VisitCounter
@@ -34,11 +34,11 @@ class StepProcessor:
         self.stats = stats
         self.latency = StepLatency()    # time in on_source / on_trigger (Pipeline.process measures)
         self.counter = counter
-        self.join = None
+        self.join: StreamJoin | None = None
         if step.is_join:
             self.join = StreamJoin(store_factory(f"join:{step.name}"), branches=len(step.sources),
                                    kind=step.join, window_ms=step.window_ms, name=f"{topology.pipeline}/{step.name}")
-        self.gate = None
+        self.gate: TriggerGate | None = None
         if step.triggers:
             combine_store = store_factory(f"triggers:{step.name}") if len(step.triggers) > 1 else None
             self.gate = TriggerGate(store_factory(f"gate:{step.name}"), combine_store,
@@ -81,6 +81,7 @@ class StepProcessor:
         if not fires:
             self.stats.trigger_ignored += 1
             return []
+        assert self.gate is not None  # a step with triggers has a gate
         return self._to_sink(self.gate.add_trigger(index, record, now_ms), now_ms)
 
     def punctuate(self, now_ms: int) -> list[Record]:
@@ -94,8 +95,8 @@ class StepProcessor:
         return out
 
     # -- stages -----------------------------------------------------------------------------
-    def _joined(self, results) -> list[Record]:
-        out = []
+    def _joined(self, results: list[JoinResult]) -> list[Record]:
+        out: list[Record] = []
         for r in results:
             if self.step.join is JoinType.ANY:
                 value = next(v for v in r.values if v is not None)
@@ -157,5 +158,5 @@ class StepProcessor:
 
     def next_deadline(self) -> int | None:
         parts = [p.next_deadline() for p in (self.join, self.batcher, self.gate) if p is not None]
-        parts = [d for d in parts if d is not None]
-        return min(parts) if parts else None
+        deadlines = [d for d in parts if d is not None]
+        return min(deadlines) if deadlines else None

@@ -16,7 +16,7 @@ _CONVERTERS = {
 }
 
 
-def apply_chain(source: SourceNode, value: bytes | None):
+def apply_chain(source: SourceNode, value: bytes | None) -> codec.InferMessage | bytes:
     """The sink message for one source record: a ModelInferRequest/Response, or for PASSTHROUGH the
     bytes unchanged. Raises ``codec.CodecError`` on undecodable values."""
     if source.chain is ChainType.PASSTHROUGH:
@@ -27,14 +27,14 @@ def apply_chain(source: SourceNode, value: bytes | None):
     return convert(parse(value), source.subset, source.renames or None)
 
 
-def is_empty(result) -> bool:
+def is_empty(result: codec.InferMessage | bytes) -> bool:
     """True when a converted message has no tensors (dropped unless passEmptyResponses)."""
     if isinstance(result, (bytes, bytearray)):
         return False
     return not codec.has_tensors(result)
 
 
-def serialize(result) -> bytes:
+def serialize(result: codec.InferMessage | bytes) -> bytes:
     return bytes(result) if isinstance(result, (bytes, bytearray)) else result.SerializeToString()
 
 

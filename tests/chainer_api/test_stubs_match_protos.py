@@ -65,7 +65,8 @@ def test_stub_fields_match_proto_text(module, proto, package):
 def test_committed_stubs_equal_fresh_generation(tmp_path: Path):
     regenerate(tmp_path)
     committed = Path(chainer_pb2.__file__).parent
-    for name in ("chainer_pb2.py", "chainer_pb2_grpc.py", "scheduler_pb2.py", "scheduler_pb2_grpc.py"):
+    for name in ("chainer_pb2.py", "chainer_pb2.pyi", "chainer_pb2_grpc.py",
+                 "scheduler_pb2.py", "scheduler_pb2.pyi", "scheduler_pb2_grpc.py"):
         assert (tmp_path / name).read_text() == (committed / name).read_text(), f"{name} is stale: run python -m chainer_api.regenerate"
 
 
