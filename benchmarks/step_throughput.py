@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
         child_main(args)
         return
 
-    from dataflow.testing_kafka import start_test_kafka
+    from dataflow_testing.kafka_env import start_test_kafka
 
     runtimes = [r for r in args.runtimes.split(",") if r]
     if "faust" in runtimes and not faust_available():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.pipelines import proc_figures
-from dataflow.engine.fake_scheduler import FakeChainer
+from dataflow_testing.fake_chainer import FakeChainer
 from dataflow.kafka import TopicNamer
 from dataflow.topology.builders import pipeline_message
 from tests.integration.engine.harness import EngineProcess, Msg

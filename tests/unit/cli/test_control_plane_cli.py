@@ -3,10 +3,10 @@ import json
 
 import pytest
 
-from dataflow.cli import main
-from dataflow.cli.config import resolve
+from dataflow_cli import main
+from dataflow_cli.config import resolve
 from scheduler_min.server import SchedulerConfig, run_in_thread
-from scheduler_min.testing import FakeEngine
+from dataflow_testing.fake_engine import FakeEngine
 from tests import manifests
 
 TFSIMPLES = manifests.TFSIMPLES + """---
@@ -190,12 +190,12 @@ def test_data_plane_modules_are_optional_but_registered_when_present(monkeypatch
     import sys
     import types
 
-    from dataflow.cli import build_parser
+    from dataflow_cli import build_parser
 
     seen = []
     for group in ("pipeline", "model"):
-        mod = types.ModuleType(f"dataflow.cli.{group}_data")
+        mod = types.ModuleType(f"dataflow_cli.{group}_data")
         mod.register = lambda sp, group=group: seen.append((group, sp.add_parser("fake-infer")))
-        monkeypatch.setitem(sys.modules, f"dataflow.cli.{group}_data", mod)
+        monkeypatch.setitem(sys.modules, f"dataflow_cli.{group}_data", mod)
     build_parser()
     assert [g for g, _ in seen] == ["pipeline", "model"]

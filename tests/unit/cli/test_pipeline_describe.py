@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from dataflow.cli import main
+from dataflow_cli import main
 from dataflow.topology import build_topology
 from scheduler_min.manifest import pipelines_from_yaml
 from scheduler_min.server import SchedulerConfig, run_in_thread
-from scheduler_min.testing import FakeEngine, wait_for
+from dataflow_testing.fake_engine import FakeEngine, wait_for
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[3] / "examples" / "pipelines").glob("*.yaml"))
 

@@ -7,7 +7,7 @@ import pytest
 
 from dataflow import codec
 from dataflow.state import MemoryStore, rocks_partition_state
-from dataflow.testing import PipelineTestDriver
+from dataflow_testing.driver import PipelineTestDriver
 from dataflow.topology import compile_pipeline
 from dataflow.topology.builders import pipeline_message
 

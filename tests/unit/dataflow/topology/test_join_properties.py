@@ -5,7 +5,7 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from dataflow import codec
-from dataflow.testing import PipelineTestDriver
+from dataflow_testing.driver import PipelineTestDriver
 from dataflow.topology.builders import pipeline_message
 
 STEPS = ("a", "b", "c")

@@ -5,7 +5,7 @@ import numpy as np
 
 from dataflow import codec
 from dataflow.headers import PIPELINE_ERRORS
-from dataflow.testing import PipelineTestDriver
+from dataflow_testing.driver import PipelineTestDriver
 from dataflow.topology.builders import create_message, pipeline_message, step_update
 
 NS = "seldon.default"

@@ -11,7 +11,7 @@ READY_LINE = "dataflow up: ready"
 
 
 def register(sub) -> None:
-    from dataflow.up.stack import DEFAULT_MODELS_FILE, UpOptions
+    from dataflow_cli.demo.stack import DEFAULT_MODELS_FILE, UpOptions
 
     d = UpOptions()
     p = sub.add_parser("up", help="run the whole demo stack on loopback (broker, MLServer, "
@@ -57,8 +57,8 @@ class _Stop(Exception):
 
 
 def run(args) -> int:
-    from dataflow.cli import CliError
-    from dataflow.up.stack import Stack, StackError, options_from_args
+    from dataflow_cli import CliError
+    from dataflow_cli.demo.stack import Stack, StackError, options_from_args
 
     def on_signal(signum, _frame):
         raise _Stop(signal.Signals(signum).name)
@@ -99,6 +99,6 @@ def run(args) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    from dataflow.cli import main
+    from dataflow_cli import main
 
     sys.exit(main(["up", *sys.argv[1:]]))

@@ -76,7 +76,7 @@ def resolve_settings(args, environ=None) -> dict:
 
 
 def build_config(args, environ=None):
-    from dataflow.cli import CliError
+    from dataflow_cli import CliError
     from dataflow.engine.config import ConfigError, EngineConfig, default_replica_name
     from dataflow.kafka import KafkaSettings, KafkaSetupError
     from dataflow.schema_registry import SchemaRegistryConfigError, load_config
@@ -106,7 +106,7 @@ def run(args) -> int:
     import asyncio
     import signal
 
-    from dataflow.cli import CliError
+    from dataflow_cli import CliError
     from dataflow.engine import Engine
 
     config = build_config(args)

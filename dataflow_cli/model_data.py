@@ -7,7 +7,7 @@ from __future__ import annotations
 
 
 def register(model_subparsers) -> None:
-    from dataflow.cli.pipeline_data import add_infer_arguments, add_infer_parser, run_infer
+    from dataflow_cli.pipeline_data import add_infer_arguments, add_infer_parser, run_infer
 
     p = add_infer_parser(model_subparsers, "infer", help="call a model through the pipeline gateway")
     add_infer_arguments(p, "model")

@@ -1,14 +1,14 @@
 """``dataflow pipeline load|unload|status|list|inspect``: pipelines on the scheduler, as the seldon CLI.
 
-Data-plane subcommands (``infer``, ``batch``) come from ``dataflow.cli.pipeline_data`` when present;
-``describe`` and ``top`` from ``dataflow.cli.pipeline_observe``.
+Data-plane subcommands (``infer``, ``batch``) come from ``dataflow_cli.pipeline_data`` when present;
+``describe`` and ``top`` from ``dataflow_cli.pipeline_observe``.
 """
 from __future__ import annotations
 
 import sys
 
-from dataflow.cli.config import add_kafka_flags, add_scheduler_flags, resolve
-from dataflow.cli.control import (add_common_flags, add_load_unload_status, call, client, load_each,
+from dataflow_cli.config import add_kafka_flags, add_scheduler_flags, resolve
+from dataflow_cli.control import (add_common_flags, add_load_unload_status, call, client, load_each,
                                   print_help, print_status, read_manifests, register_optional, table,
                                   topic_namer, unload_each)
 
@@ -22,7 +22,7 @@ def register(sub) -> None:
                               "~/.config/dataflow/cli/config.json (env DATAFLOW_CLI_CONFIG; if absent, the seldon "
                               "CLI's active config or ~/.config/seldon/cli/config.json), then the env vars "
                               "SELDON_SCHEDULE_HOST, SELDON_KAFKA_BROKER, SELDON_KAFKA_CONFIG_PATH, POD_NAMESPACE "
-                              "(see dataflow/cli/config.py).")
+                              "(see dataflow_cli/config.py).")
     ps = p.add_subparsers(dest="pipeline_command", metavar="SUBCOMMAND")
     p.set_defaults(handler=lambda args: print_help(p))
     add_load_unload_status(ps, "pipeline", STATUS_NAMES, load_help="load pipelines from Seldon Pipeline YAML",
@@ -45,8 +45,8 @@ def register(sub) -> None:
     add_kafka_flags(insp)
     insp.set_defaults(handler=run_inspect)
 
-    register_optional("dataflow.cli.pipeline_data", ps)
-    register_optional("dataflow.cli.pipeline_observe", ps)
+    register_optional("dataflow_cli.pipeline_data", ps)
+    register_optional("dataflow_cli.pipeline_observe", ps)
 
 
 def _pipelines(files, check=None):
@@ -108,7 +108,7 @@ def run_list(args) -> int:
 
 
 def run_inspect(args) -> int:
-    from dataflow.cli import CliError
+    from dataflow_cli import CliError
     from scheduler_min import topic_inspect as ti
 
     if args.offset < 1:

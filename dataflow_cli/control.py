@@ -10,7 +10,7 @@ import json
 import sys
 from typing import Callable
 
-from dataflow.cli.config import add_scheduler_flags, resolve
+from dataflow_cli.config import add_scheduler_flags, resolve
 
 
 def register_optional(module: str, subparsers) -> None:
@@ -76,7 +76,7 @@ def read_inputs(files: list[str]) -> list[tuple[str, bytes]]:
 
     Bytes, not text: decoding is the manifest parser's job, so a binary or UTF-16 file gets an
     error naming the file instead of a ``UnicodeDecodeError`` from ``open().read()``."""
-    from dataflow.cli import CliError
+    from dataflow_cli import CliError
 
     out = []
     for f in files:
@@ -95,7 +95,7 @@ def read_manifests(files: list[str], parse: Callable[[bytes, str], list],
                    check: Callable[[object], None] | None = None) -> list:
     """Every resource in ``files``, parsed by ``parse(data, source)`` and passed to ``check``
     (which raises ``PipelineValidationError``); any failure is a one-line ``CliError`` naming the file."""
-    from dataflow.cli import CliError
+    from dataflow_cli import CliError
     from scheduler_min.manifest import one_line
     from scheduler_min.validation import PipelineValidationError
 
@@ -117,7 +117,7 @@ def read_manifests(files: list[str], parse: Callable[[bytes, str], list],
 def topic_namer(args):
     """The topic naming the CLI's settings give (prefix and namespace), to refuse names whose
     topics Kafka would refuse before anything is sent; the scheduler checks again with its own."""
-    from dataflow.cli import CliError
+    from dataflow_cli import CliError
     from dataflow.kafka import KafkaSetupError, TopicNamer
 
     conn = resolve(args)
@@ -135,7 +135,7 @@ def client(args):
 
 def call(fn):
     """Run a scheduler call; its failures become one-line CLI errors."""
-    from dataflow.cli import CliError
+    from dataflow_cli import CliError
     from scheduler_min.client import SchedulerCallError
 
     try:
@@ -156,7 +156,7 @@ def load_each(args, resources: list, send: Callable) -> int:
 
 def unload_each(args, kind: str, names_in_files: Callable[[list[str]], list[str]], send: Callable) -> int:
     """``send(client, name)`` for the NAME argument and every name in ``-f`` files."""
-    from dataflow.cli import CliError
+    from dataflow_cli import CliError
 
     names = [args.name] if args.name else []
     if args.files:
@@ -173,7 +173,7 @@ def print_status(args, kind: str, states: tuple[str, ...], *, wait: Callable, qu
                  text: Callable | None = None) -> int:
     """Print the status of ``args.name`` (or all), or wait for ``-w STATE`` and print it; with
     ``-o text`` (where offered) ``text(responses)`` formats them instead of JSON."""
-    from dataflow.cli import CliError
+    from dataflow_cli import CliError
 
     if args.wait and args.wait not in states:
         raise CliError(f"unknown state {args.wait!r} for -w; use one of {', '.join(states)}")

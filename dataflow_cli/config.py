@@ -64,7 +64,7 @@ def seldon_cli_config_path() -> str | None:
 
 def _json_object(path: str, what: str, unreadable: str) -> dict:
     """The JSON object in ``path``; unreadable or not an object -> ``CliError`` naming the file."""
-    from dataflow.cli import CliError
+    from dataflow_cli import CliError
 
     try:
         with open(path) as f:

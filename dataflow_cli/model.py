@@ -2,12 +2,12 @@
 
 A model's Open Inference Protocol endpoint is given in its YAML as ``spec.endpoint`` (or a
 parameter named ``endpoint``, or a ``grpc://``/``http://`` ``storageUri``), see
-``scheduler_min.models``. Data-plane subcommands come from ``dataflow.cli.model_data`` when present.
+``scheduler_min.models``. Data-plane subcommands come from ``dataflow_cli.model_data`` when present.
 """
 from __future__ import annotations
 
-from dataflow.cli.config import add_scheduler_flags
-from dataflow.cli.control import (add_load_unload_status, call, client, load_each, print_help, print_status,
+from dataflow_cli.config import add_scheduler_flags
+from dataflow_cli.control import (add_load_unload_status, call, client, load_each, print_help, print_status,
                                   read_manifests, register_optional, table, topic_namer,
                                   unload_each)
 
@@ -31,7 +31,7 @@ def register(sub) -> None:
     add_scheduler_flags(lst)
     lst.set_defaults(handler=run_list)
 
-    register_optional("dataflow.cli.model_data", ms)
+    register_optional("dataflow_cli.model_data", ms)
 
 
 def _models(files, check=None):

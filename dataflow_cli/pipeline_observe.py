@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import sys
 
-from dataflow.cli.config import add_scheduler_flags
-from dataflow.cli.control import call, client, register_optional
+from dataflow_cli.config import add_scheduler_flags
+from dataflow_cli.control import call, client, register_optional
 
 FORMATS = ("text", "mermaid", "json")
 
@@ -29,13 +29,13 @@ def register(ps) -> None:
     add_scheduler_flags(d)
     d.set_defaults(handler=run_describe)
 
-    register_optional("dataflow.cli.pipeline_top", ps)
+    register_optional("dataflow_cli.pipeline_top", ps)
 
 
 def compiled_topology(status, namer, version: int | None = None):
     """The ``Topology`` an engine builds for a version in a ``PipelineStatusResponse`` (the latest
     when ``version`` is None). Raises ``CliError`` when there is no such version."""
-    from dataflow.cli import CliError
+    from dataflow_cli import CliError
     from dataflow.topology import TopologyError, build_topology
     from scheduler_min.convert import creation_message, from_proto
     from scheduler_min.validation import PipelineValidationError
@@ -55,7 +55,7 @@ def compiled_topology(status, namer, version: int | None = None):
 
 
 def run_describe(args) -> int:
-    from dataflow.cli.control import topic_namer
+    from dataflow_cli.control import topic_namer
 
     namer = topic_namer(args)
     with client(args) as c:

@@ -115,7 +115,7 @@ def register(sub) -> None:
 
 def _settings(args):
     """Kafka settings and topic names; fills ``args.consumer_group_prefix`` when not given."""
-    from dataflow.cli import CliError
+    from dataflow_cli import CliError
     from dataflow.kafka import CONFIG_ENV, KafkaSettings, KafkaSetupError, TopicNamer
     from dataflow.seldon_env import (KafkaConfigFile, SeldonEnvError, gateway_kafka_security,
                                      kubernetes_namespace, load_kafka_config)
@@ -140,7 +140,7 @@ def _settings(args):
 def _schema_registry(args) -> str | None:
     """``--schema-registry-config`` > ``SCHEMA_REGISTRY_CONFIG_PATH`` (the reference gateways'),
     checked now: a given but unreadable config stops the gateway, as in the reference."""
-    from dataflow.cli import CliError
+    from dataflow_cli import CliError
     from dataflow.schema_registry import GATEWAY_ENV, SchemaRegistryConfigError, load_config
 
     path = args.schema_registry_config or os.environ.get(GATEWAY_ENV, "").strip() or None
@@ -167,7 +167,7 @@ def _run(service) -> int:
 
 
 def run_model_gateway(args) -> int:
-    from dataflow.cli import CliError
+    from dataflow_cli import CliError
     from gateways.model_service import ModelGatewayConfig, ModelGatewayService
 
     settings, namer = _settings(args)
@@ -195,7 +195,7 @@ def run_model_gateway(args) -> int:
 
 
 def run_pipeline_gateway(args) -> int:
-    from dataflow.cli import CliError
+    from dataflow_cli import CliError
     from gateways.pipeline_gateway import GatewayError
     from gateways.pipeline_service import PipelineGatewayConfig, PipelineGatewayService
 

@@ -36,7 +36,7 @@ def register(sub) -> None:
 def _topics(args) -> tuple[str, str]:
     """Topic prefix and namespace: flag > the reference's sources (kafka.json topicPrefix, the
     service-account namespace file) > seldon / default. Unlike the reference, a flag beats the file."""
-    from dataflow.cli import CliError
+    from dataflow_cli import CliError
     from dataflow.seldon_env import SeldonEnvError, kubernetes_namespace, load_kafka_config
 
     prefix = args.topic_prefix
@@ -49,7 +49,7 @@ def _topics(args) -> tuple[str, str]:
 
 
 def run(args) -> int:
-    from dataflow.cli import CliError
+    from dataflow_cli import CliError
     from dataflow.kafka import KafkaSetupError
     from scheduler_min.server import SchedulerConfig, serve
     from scheduler_min.store import StateError

@@ -2,7 +2,7 @@
 
 Topics are lists, the clock is manual, fake models stand in for the model gateway::
 
-    from dataflow.testing import PipelineTestDriver
+    from dataflow_testing.driver import PipelineTestDriver
     from dataflow.topology.builders import pipeline_message
     from dataflow import codec
 

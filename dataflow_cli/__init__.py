@@ -39,9 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
-            module = importlib.import_module(f"dataflow.cli.{name}")
+            module = importlib.import_module(f"dataflow_cli.{name}")
         except ModuleNotFoundError as exc:
-            if exc.name == f"dataflow.cli.{name}":
+            if exc.name == f"dataflow_cli.{name}":
                 continue  # subcommand not built yet
             raise
         module.register(sub)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dataflow.broker import free_port
-from dataflow.up.children import ChildFailed, ChildProcess
+from dataflow_cli.demo.children import ChildFailed, ChildProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO_ROOT / "examples"
@@ -95,7 +95,7 @@ def http_status(url: str, timeout: float = 2.0) -> int | None:
 
 def cli_options(command: str) -> set[str] | None:
     """The option strings ``dataflow <command>`` accepts, or None if it does not exist (yet)."""
-    from dataflow.cli import build_parser
+    from dataflow_cli import build_parser
 
     parser = build_parser()
     for action in parser._subparsers._group_actions if parser._subparsers else []:
@@ -219,7 +219,7 @@ class Stack:
         print(text, file=self.out, flush=True)
 
     def _dataflow(self, name: str, command: str, args: list[str]) -> ChildProcess:
-        argv = [sys.executable, "-m", "dataflow.cli", "--log-level", self.opt.log_level, command]
+        argv = [sys.executable, "-m", "dataflow_cli", "--log-level", self.opt.log_level, command]
         child = ChildProcess(name, argv + args, self.state_dir / "logs" / f"{name}.log",
                              cwd=str(REPO_ROOT))
         child.start()

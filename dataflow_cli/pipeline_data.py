@@ -74,7 +74,7 @@ def register(pipeline_subparsers) -> None:
     b.add_argument("--request-timeout-s", type=float, default=120.0,
                    help="give up (keeping results; rerun to resume) when a request waits longer (default 120)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    from dataflow.cli.config import add_kafka_flags
+    from dataflow_cli.config import add_kafka_flags
 
     add_kafka_flags(b)
     b.add_argument("--kafka", dest="kafka_broker", default=None, metavar="BOOTSTRAP",
@@ -83,7 +83,7 @@ def register(pipeline_subparsers) -> None:
 
 
 def _request_body(args) -> bytes:
-    from dataflow.cli import CliError
+    from dataflow_cli import CliError
 
     if args.file_path:
         try:
@@ -99,7 +99,7 @@ def _request_body(args) -> bytes:
 
 
 def _inference_host(args) -> str:
-    from dataflow.cli.config import load_cli_config
+    from dataflow_cli.config import load_cli_config
 
     if args.inference_host:
         return args.inference_host
@@ -113,7 +113,7 @@ def _inference_host(args) -> str:
 
 
 def run_infer(args, *, is_pipeline: bool) -> int:
-    from dataflow.cli import CliError
+    from dataflow_cli import CliError
     from gateways.infer_client import InferCallError, infer_grpc, infer_rest
 
     body = _request_body(args)
@@ -142,8 +142,8 @@ def run_infer(args, *, is_pipeline: bool) -> int:
 
 
 def run_batch(args) -> int:
-    from dataflow.cli import CliError
-    from dataflow.cli.config import resolve
+    from dataflow_cli import CliError
+    from dataflow_cli.config import resolve
     from dataflow.kafka import KafkaSettings, KafkaSetupError, TopicNamer
     from gateways.batch import BatchError, BatchJob, BatchRun, format_summary
 

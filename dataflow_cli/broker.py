@@ -14,7 +14,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from dataflow.broker import BrokerError, EmbeddedBroker
-    from dataflow.cli import CliError
+    from dataflow_cli import CliError
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -129,7 +129,7 @@ def table_rows(prev: Snapshot, cur: Snapshot, dt: float, name: str | None = None
 
 
 def render(prev: Snapshot, cur: Snapshot, dt: float, name: str | None, failed: list[str]) -> str:
-    from dataflow.cli.control import table
+    from dataflow_cli.control import table
 
     rows = table_rows(prev, cur, dt, name)
     lines = [f"dataflow pipeline top: rates over {dt:.1f}s, {time.strftime('%H:%M:%S')}"]
@@ -143,7 +143,7 @@ def render(prev: Snapshot, cur: Snapshot, dt: float, name: str | None, failed: l
 
 
 def run_top(args) -> int:
-    from dataflow.cli import CliError
+    from dataflow_cli import CliError
 
     if args.interval <= 0:
         raise CliError(f"--interval must be positive, got {args.interval:g}")
