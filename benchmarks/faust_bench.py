@@ -40,7 +40,7 @@ async def run(args) -> dict:
     from dataflow.runtime.faust_runtime import FaustRunner
     from dataflow.runtime.faust_worker import DEFAULT_FACTORY
     from dataflow_testing.kafka_env import start_test_kafka
-    from dataflow.topology.builders import pipeline_message
+    from scheduler_min.convert import pipeline_message
 
     env = start_test_kafka()
     try:

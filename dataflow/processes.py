@@ -1,9 +1,14 @@
-"""Child processes that must not outlive their parent (broker, MLServer, Faust workers, demo stack)."""
+"""Child processes that must not outlive their parent (broker, MLServer, Faust workers, demo stack):
+starting them tied to the parent, stopping their whole process group, reading their log tails."""
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import sys
 import threading
+from collections import deque
+from pathlib import Path
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:  # pragma: no cover - runs in the forked child
@@ -53,3 +58,34 @@ def return_free_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
+
+
+def signal_group(proc: subprocess.Popen, sig: int) -> None:
+    """Signal the child's whole process group (it leads its own session)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop_process(proc: subprocess.Popen | None, timeout: float) -> int | None:
+    """SIGTERM the child's group, wait up to ``timeout``, then SIGKILL. Returns the exit code."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        signal_group(proc, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            signal_group(proc, signal.SIGKILL)
+            proc.wait()
+    signal_group(proc, signal.SIGKILL)  # anything the child left in its group
+    return proc.returncode
+
+
+def tail(path: Path | None, lines: int = 30) -> str:
+    """The last ``lines`` lines of a child's log file ("" if there is none)."""
+    if path is None or not path.exists():
+        return ""
+    with open(path, "r", errors="replace") as handle:
+        return "".join(deque(handle, maxlen=lines))

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from dataflow.broker import free_port
 from dataflow.processes import die_with_parent as request_parent_death_signal
-from dataflow_cli.demo.children import stop_process, tail
+from dataflow.processes import stop_process, tail
 
 SETTINGS_FILE = "model-settings.json"
 

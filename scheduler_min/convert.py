@@ -7,10 +7,14 @@ The three shapes a pipeline takes here:
 * ``PipelineVersion``: references normalised (spec 1.3), validated, with a version and a uid;
 * the ``chainer_pb2.PipelineUpdateMessage`` engines receive (spec 1.5: ``creation_message`` /
   ``deletion_message``).
+
+``pipeline_message(spec)`` goes the whole way from a Pipeline resource spec to the Create message
+(tests, examples, the test driver).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping
 
 from chainer_api import chainer_pb2, scheduler_pb2
 from dataflow.kafka import TopicNamer
@@ -368,3 +372,27 @@ def deletion_message(pv: PipelineVersion, namer: TopicNamer, *, keep_topics: boo
             sources=[_topic(namer, pv.name, namer.pipeline_inputs(pv.name))],
             sink=_topic(namer, pv.name, namer.pipeline_outputs(pv.name))))
     return msg
+
+
+def _as_manifest(spec: Mapping) -> dict:
+    """A bare spec (``{"name": ..., "steps": ...}``) or a full manifest -> a ``kind: Pipeline`` document."""
+    if "spec" in spec:
+        body = dict(spec["spec"] or {})
+        meta = dict(spec.get("metadata") or {})
+        meta["name"] = meta.get("name") or body.get("name")
+        body.pop("name", None)
+        return {**spec, "kind": spec.get("kind", "Pipeline"), "metadata": meta, "spec": body}
+    body = {k: v for k, v in spec.items() if k != "name"}
+    return {"kind": "Pipeline", "metadata": {"name": spec["name"]}, "spec": body}
+
+
+def pipeline_message(spec: Mapping, *, version: int = 1, uid: str | None = None,
+                     namer: TopicNamer | None = None, timestamp: int = 0) -> chainer_pb2.PipelineUpdateMessage:
+    """Convert a Pipeline resource (``{"name":..., "steps":[...], "output":{...}, "input":{...}}`` or a
+    full manifest with ``metadata.name`` and ``spec``) into the scheduler's Create message.
+
+    Exactly the scheduler's conversion, so tests and examples exercise what
+    engines receive in production; a spec the scheduler would refuse raises its
+    ``PipelineValidationError`` (a ``ValueError``) saying what and where."""
+    pv = from_proto(pipeline_from_manifest(_as_manifest(spec)), version=version, uid=uid)
+    return creation_message(pv, namer or TopicNamer(), timestamp=timestamp)

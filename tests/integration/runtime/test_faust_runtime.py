@@ -439,7 +439,7 @@ def test_compiled_chain_and_join_pipeline(kafka, tmp_path):
 
     from dataflow import codec
     from dataflow.kafka import TopicNamer
-    from dataflow.topology.builders import pipeline_message
+    from scheduler_min.convert import pipeline_message
 
     namer = TopicNamer(prefix=kafka.unique("fseldon"), namespace="default")
     msg = pipeline_message({

@@ -114,7 +114,7 @@ def test_mermaid_parses_with_one_node_per_step_and_topic(loaded, capsys):
 
 
 def test_mermaid_labels_cannot_break_the_chart():
-    from dataflow.topology.builders import pipeline_message
+    from scheduler_min.convert import pipeline_message
 
     spec = {"name": "odd", "steps": [{"name": "m1"}, {"name": "m2", "inputs": ["m1.outputs.a|b"],
                                                      "tensorMap": {'m1.outputs.a|b': 'x"y'}}]}

@@ -11,7 +11,7 @@ import yaml
 
 from dataflow import codec
 from dataflow_testing.driver import PipelineTestDriver
-from dataflow.topology.builders import pipeline_message   # Pipeline YAML spec -> Create message
+from scheduler_min.convert import pipeline_message   # Pipeline YAML spec -> Create message
 
 TFSIMPLES_YAML = Path(__file__).resolve().parents[3] / "examples" / "pipelines" / "tfsimples.yaml"
 
