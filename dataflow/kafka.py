@@ -13,6 +13,11 @@ import time
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from dataflow.seldon_env import SeldonEnvError, load_kafka_config
+
 log = logging.getLogger(__name__)
 
 SEPARATOR = "."
@@ -198,7 +203,6 @@ def detect_profile(settings: "KafkaSettings", timeout_s: float = 3.0) -> BrokerP
     known = _profiles.get(key)
     if known is not None and (known[1] is None or time.monotonic() < known[1]):
         return known[0]
-    from confluent_kafka.admin import AdminClient
 
     try:
         cluster_id = AdminClient(settings.common()).list_topics(timeout=timeout_s).cluster_id
@@ -244,8 +248,6 @@ class KafkaSettings:
                  security: Mapping[str, str] | None = None) -> "KafkaSettings":
         """Bootstrap: ``bootstrap`` > env > the config file's (reference layout) > 127.0.0.1:9092.
         ``security`` (settings derived from reference-style env vars) is overridden by the file."""
-        from dataflow.seldon_env import SeldonEnvError, load_kafka_config
-
         extra: dict[str, str] = dict(security or {})
         file_bootstrap = None
         path = config_path or os.environ.get(CONFIG_ENV)
@@ -330,9 +332,6 @@ def ensure_topics(
     Returns each topic's partition count. With ``require_equal`` (a pipeline's topics must share
     one partition count, spec 1.2) raises ``KafkaSetupError`` naming the odd topics out.
     """
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
-
     wanted = sorted(set(topics))
     if not wanted:
         return {}
@@ -376,9 +375,6 @@ def describe_partitions(admin, topics: Iterable[str], timeout_s: float = 5.0) ->
 
 
 def delete_topics(settings: KafkaSettings, topics: Iterable[str], timeout_s: float = 30.0) -> None:
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
-
     names = sorted(set(topics))
     if not names:
         return

@@ -29,6 +29,8 @@ import time
 import weakref
 from typing import Callable
 
+from confluent_kafka import Consumer, TopicPartition
+
 from dataflow.headers import PIPELINE
 from dataflow.kafka import KafkaSettings
 from dataflow.processes import name_this_thread
@@ -250,8 +252,6 @@ class ParkingLot:
             time.sleep(max(0.0, interval - (time.monotonic() - started)))
 
     def _end_offsets(self, wanted) -> tuple[dict[tuple[str, int], int], set[tuple[str, int]]]:
-        from confluent_kafka import TopicPartition
-
         try:
             if self._client is None:
                 self._client = self._new_client()
@@ -264,8 +264,6 @@ class ParkingLot:
                 {(tp.topic, tp.partition) for tp in ends if tp.error is not None})
 
     def _new_client(self):
-        from confluent_kafka import Consumer
-
         return Consumer(self._settings.consumer("dataflow-parking-watcher"))
 
     def _settle(self, spots: list[Spot], end: dict, failed: set, now: float) -> int:
@@ -323,8 +321,6 @@ class ParkingLot:
                         ) -> dict[tuple[str, int], list[tuple[int, frozenset[bytes]]]]:
         """The ``pipeline`` header values of the records from ``start`` to at least ``end`` of each
         partition (whatever arrives within ``READ_TIMEOUT_S``), read once for every parked spot."""
-        from confluent_kafka import TopicPartition
-
         seen: dict[tuple[str, int], list[tuple[int, frozenset[bytes]]]] = {k: [] for k in start}
         try:
             if self._reader is None:

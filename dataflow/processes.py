@@ -2,6 +2,7 @@
 starting them tied to the parent, stopping their whole process group, reading their log tails."""
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -18,8 +19,6 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:  # pragma: no cover - ru
     from a long-lived thread (normally the main one): see ``pdeathsig_preexec``.
     """
     try:
-        import ctypes
-
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         pr_set_pdeathsig = 1
         libc.prctl(pr_set_pdeathsig, sig, 0, 0, 0)
@@ -39,8 +38,6 @@ def name_this_thread(name: str) -> None:
     if sys.platform != "linux":
         return
     try:
-        import ctypes
-
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME; the kernel keeps 15 bytes
     except OSError:
@@ -53,8 +50,6 @@ def return_free_memory() -> None:
     if sys.platform != "linux":
         return
     try:
-        import ctypes
-
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass

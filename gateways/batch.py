@@ -31,11 +31,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+import fastavro
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from dataflow import headers as H
 from dataflow.kafka import KafkaSettings, TopicNamer
-
 from gateways import oip_json, routing
 from gateways.kafka_io import poll_batch
 
@@ -111,8 +111,6 @@ class InputLine:
 
 def read_inputs(path: str, fmt: str) -> Iterator[InputLine]:
     if fmt == "avro":
-        import fastavro
-
         try:
             with open(path, "rb") as f:
                 for i, rec in enumerate(fastavro.reader(f)):
@@ -181,8 +179,6 @@ class ResultWriter:
                 f.truncate(good)
 
     def _recover_avro(self) -> None:
-        import fastavro
-
         if not os.path.exists(self.path) or os.path.getsize(self.path) == 0:
             return
         kept = []
@@ -211,7 +207,6 @@ class ResultWriter:
         if self.fmt == "avro":
             if not self._records:
                 return
-            import fastavro
 
             schema = fastavro.parse_schema(OUTPUT_SCHEMA)
             exists = os.path.exists(self.path) and os.path.getsize(self.path) > 0

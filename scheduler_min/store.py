@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from google.protobuf.message import DecodeError
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from chainer_api import scheduler_pb2
 from scheduler_min import convert
@@ -95,8 +96,6 @@ class ModelRecord:
 
 
 def _ts(seconds: float):
-    from google.protobuf.timestamp_pb2 import Timestamp
-
     t = Timestamp()
     t.FromNanoseconds(int(seconds * 1e9))
     return t

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Callable
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 
 async def start_health_server(port: int, *, ready: Callable[[], bool], started: Callable[[], bool],
@@ -21,8 +22,6 @@ async def start_health_server(port: int, *, ready: Callable[[], bool], started: 
     app.router.add_get("/ready", probe(ready))
     app.router.add_get("/startup", probe(started))
     if registry is not None:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
         async def metrics(_request: web.Request) -> web.Response:
             body = generate_latest(registry)   # reads in-memory counters: no I/O
             return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -23,6 +23,8 @@ import time
 import uuid
 from typing import Iterable
 
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
 from dataflow.state.partition import PartitionState
 
 log = logging.getLogger(__name__)
@@ -45,8 +47,6 @@ class RestoreError(RuntimeError):
 
 
 def _watermarks(consumer, topic: str, partition: int) -> tuple[int, int]:
-    from confluent_kafka import KafkaException, TopicPartition
-
     for attempt in range(1, WATERMARK_ATTEMPTS + 1):
         try:
             return consumer.get_watermark_offsets(TopicPartition(topic, partition),
@@ -71,8 +71,6 @@ def end_position(consumer, topic: str, partition: int) -> int | None:
 def restore(settings, topic: str, states: Iterable[PartitionState], *, read_committed: bool = False,
             idle_s: float = RESTORE_IDLE_S, timeout_s: float = RESTORE_TIMEOUT_S) -> int:
     """Bring each state up to the end of its changelog partition; returns records applied."""
-    from confluent_kafka import Consumer, TopicPartition
-
     states = {s.partition: s for s in states}
     if not states:
         return 0

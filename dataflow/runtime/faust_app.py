@@ -24,7 +24,11 @@ import os
 import ssl
 from pathlib import Path
 
+import faust
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
 from dataflow.kafka import KafkaSettings
+from dataflow.runtime.faust_eos import enable_init_producer_id_v3
 
 _fetch_wait_ms: int | None = None
 # Records per getmany and bytes per partition fetch: larger fetches mean fewer sequential
@@ -36,8 +40,6 @@ FETCH_BYTES = int(os.environ.get("DATAFLOW_FAUST_FETCH_BYTES", str(4 * 1_048_576
 def use_fetch_wait(ms: int) -> None:
     """Make every Faust worker consumer created in this process use ``fetch_max_wait_ms=ms``."""
     global _fetch_wait_ms
-    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-
     first_time = _fetch_wait_ms is None
     _fetch_wait_ms = int(ms)
     if not first_time:
@@ -66,8 +68,6 @@ def _ssl_context(extra: dict[str, str]) -> ssl.SSLContext | None:
 
 def broker_credentials(settings: KafkaSettings):
     """Faust credentials for the security settings in ``settings.extra`` (None = plaintext)."""
-    import faust
-
     extra = dict(settings.extra)
     protocol = extra.get("security.protocol", "PLAINTEXT").upper()
     context = _ssl_context(extra)
@@ -87,12 +87,8 @@ def build_app(*, group_id: str, settings: KafkaSettings, partitions: int, datadi
               web_port: int, exactly_once: bool, commit_interval_ms: int,
               replication_factor: int = 1, max_message_bytes: int = 1_000_000):
     """A Faust app for one pipeline version; its agent and timer are added by the caller."""
-    import faust
-
     use_fetch_wait(settings.fetch_wait_max_ms)
     if exactly_once:
-        from dataflow.runtime.faust_eos import enable_init_producer_id_v3
-
         enable_init_producer_id_v3()
     brokers = ";".join(f"kafka://{hp.strip()}" for hp in settings.bootstrap_servers.split(",") if hp.strip())
     session_s = settings.session_timeout_ms / 1000.0

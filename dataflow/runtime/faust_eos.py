@@ -14,6 +14,11 @@ InitProducerId v3: request ``transactional_id`` (compact nullable string),
 """
 from __future__ import annotations
 
+from aiokafka.producer import sender
+from aiokafka.protocol.api import Request, RequestStruct, Response
+from aiokafka.protocol.transaction import InitProducerIdRequest_v0
+from aiokafka.protocol.types import CompactString, Int16, Int32, Int64, Schema, TaggedFields
+
 _installed = False
 
 
@@ -21,10 +26,6 @@ def enable_init_producer_id_v3() -> None:
     global _installed
     if _installed:
         return
-    from aiokafka.producer import sender
-    from aiokafka.protocol.api import Request, RequestStruct, Response
-    from aiokafka.protocol.transaction import InitProducerIdRequest_v0
-    from aiokafka.protocol.types import CompactString, Int16, Int32, Int64, Schema, TaggedFields
 
     class InitProducerIdResponseV3(Response):
         API_KEY = 22

@@ -31,6 +31,8 @@ import logging
 import time
 from typing import Awaitable, Callable, Iterable
 
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
+
 from dataflow.headers import normalise
 from dataflow.kafka import partition_for_key
 from dataflow.records import Record
@@ -48,7 +50,6 @@ def install_batch_drain(app, source_topics: Iterable[str], handle_batch: BatchHa
     it, exactly-once transactions.
     """
     sources = frozenset(source_topics)
-    from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
 
     async def drain_messages(consumer, fetcher) -> None:
         if consumer.app is not app:  # another app in this process: Faust's own loop

@@ -43,6 +43,9 @@ import logging
 import uuid
 from typing import Awaitable, Callable, Iterable
 
+from confluent_kafka import Consumer
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
+
 from dataflow.runtime import changelog as cl
 from dataflow.runtime.kafka_runtime import REASON_RESTORE_FAILED
 from dataflow.runtime.tasks import ChangelogEntry, PartitionTasks
@@ -78,8 +81,6 @@ class TaskDriver:
     def install(self) -> None:
         """Hook the app's consumer class (one app per worker process; patched on the class so the
         consumer itself is still created by Faust's worker) and its rebalance signal."""
-        from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
-
         app, driver = self.app, self
         original_commit = AIOKafkaFaustConsumer.commit
         original_revoked = AIOKafkaFaustConsumer.on_partitions_revoked
@@ -185,8 +186,6 @@ class TaskDriver:
 
     def _end_position(self, partition: int) -> int | None:
         if self._positions is None:
-            from confluent_kafka import Consumer
-
             self._positions = Consumer(self.settings.consumer(f"changelog-positions-{uuid.uuid4().hex[:12]}"))
         return cl.end_position(self._positions, self.changelog_topic, partition)
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import cProfile
 import importlib
 import json
 import logging
@@ -41,7 +42,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from chainer_api import chainer_pb2
 from dataflow import processes
+from dataflow.headers import normalise
+from dataflow.kafka import KafkaSettings, partition_for_key
+from dataflow.records import Record
+from dataflow.runtime.base import RuntimeConfig
+from dataflow.runtime.tasks import PartitionTasks, probe
+from dataflow.schema_registry import framer_for
+from dataflow.state.partition import rocks_partition_state
+from dataflow.topology import compile_pipeline
 
 log = logging.getLogger("dataflow.runtime.faust_worker")
 
@@ -84,8 +94,6 @@ def kafka_settings_to_dict(settings) -> dict[str, Any]:
 
 
 def kafka_settings_from_dict(data: dict[str, Any]):
-    from dataflow.kafka import KafkaSettings
-
     data = dict(data)
     data["extra"] = tuple(tuple(kv) for kv in data.get("extra", ()))
     return KafkaSettings(**data)
@@ -98,8 +106,6 @@ def runtime_config_to_dict(config) -> dict[str, Any]:
 
 
 def runtime_config_from_spec(spec: WorkerSpec):
-    from dataflow.runtime.base import RuntimeConfig
-
     return RuntimeConfig(kafka=kafka_settings_from_dict(spec.kafka), **spec.config)
 
 
@@ -110,8 +116,6 @@ def runtime_config_from_spec(spec: WorkerSpec):
 
 def compile_with_topology(msg, config, store_factory):
     """Default factory: the shared step semantics in ``dataflow.topology``."""
-    from dataflow.topology import compile_pipeline
-
     try:
         from dataflow.topology.settings import TopologySettings
         settings = TopologySettings(default_join_window_ms=config.join_window_ms)
@@ -177,10 +181,9 @@ class PipelineWorker:
     """Wires one pipeline version into a Faust app: partition tasks, agent, timer, state hooks."""
 
     def __init__(self, spec: WorkerSpec, report: StateReporter):
-        from chainer_api import chainer_pb2
+        # imported here: the engine imports this module for WorkerSpec, and Faust adds ~30 MB to its RSS
         from dataflow.runtime.faust_app import build_app
         from dataflow.runtime.faust_tasks import TaskDriver
-        from dataflow.runtime.tasks import PartitionTasks, probe
 
         self.spec = spec
         self.report = report
@@ -217,15 +220,12 @@ class PipelineWorker:
         self._ready_task: asyncio.Task | None = None
         self.errors = 0
         self.processed = 0
-        from dataflow.schema_registry import framer_for
 
         self.framer = framer_for(self.config.schema_registry_config, validate=False)
         self._wire()
         self.driver.install()
 
     def _open_state(self, partition: int):
-        from dataflow.state.partition import rocks_partition_state
-
         return rocks_partition_state(str(self.datadir), partition)
 
     # -- wiring ------------------------------------------------------------------------------
@@ -240,8 +240,12 @@ class PipelineWorker:
         # Exactly-once stays on the agent path: its sends take Faust's per-transaction locks, which
         # keeps them out of the window between a transaction's commit and the next begin.
         if self.spec.path == "batch" and not self.config.exactly_once:
+            # imported here: the engine imports this module for WorkerSpec, and Faust adds ~30 MB to its RSS
             from dataflow.runtime.faust_fastpath import (
-                BatchProcessor, BatchProducer, install_batch_drain, producer_selector,
+                BatchProcessor,
+                BatchProducer,
+                install_batch_drain,
+                producer_selector,
             )
 
             select = producer_selector(app, self.sources, self.config.exactly_once)
@@ -299,8 +303,6 @@ class PipelineWorker:
         return self.app.producer._producer  # the aiokafka producer (at-least-once path)
 
     async def _produce(self, records, source_partition: int | None = None) -> None:
-        from dataflow.kafka import partition_for_key
-
         if self.batch_producer is not None:  # frames the values itself
             await self.batch_producer.send(records, source_partition)
             return
@@ -329,8 +331,6 @@ class PipelineWorker:
         Punctuation outputs go into the transaction of the task that punctuated; the checkpoint
         puts that partition's changelog records in the same transaction.
         """
-        from dataflow.kafka import partition_for_key
-
         partition = partition_for_key(out.key, self.partitions.get(out.topic, self.default_partitions))
         source = source_partition if source_partition is not None else partition
         transactional_id = self.driver.transactional_id(source)
@@ -346,9 +346,6 @@ class PipelineWorker:
             log.error("produce failed: %s", fut.exception())
 
     async def _agent(self, stream) -> None:
-        from dataflow.headers import normalise
-        from dataflow.records import Record
-
         tasks, lock = self.tasks.tasks, self.driver.lock
         async for event in stream.events():
             message = event.message
@@ -394,6 +391,7 @@ class PipelineWorker:
 
     # -- run -----------------------------------------------------------------------------------
     def run(self) -> int:
+        # imported here: the engine imports this module for WorkerSpec, and Faust adds ~30 MB to its RSS
         import faust
 
         worker = faust.Worker(self.app, loglevel=self.spec.log_level, quiet=True,
@@ -444,8 +442,6 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     profile_path = os.environ.get(PROFILE_ENV)
     if profile_path:  # benchmarks: profile the whole worker, dump on exit
-        import cProfile
-
         profiler = cProfile.Profile()
         profiler.enable()
         try:

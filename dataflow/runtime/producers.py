@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import threading
 
+from confluent_kafka import Producer
+
 from dataflow.kafka import KafkaSettings
 
 _lock = threading.Lock()
@@ -33,8 +35,6 @@ def _key(settings: KafkaSettings, max_message_bytes: int) -> tuple:
 
 def acquire(settings: KafkaSettings, max_message_bytes: int):
     """The process's producer for these settings (created on first use)."""
-    from confluent_kafka import Producer
-
     key = _key(settings, max_message_bytes)
     with _lock:
         entry = _shared.get(key)

@@ -78,6 +78,7 @@ def _rocks_memory():
     """The process-wide block cache and write-buffer manager (created on first use)."""
     global _shared_memory
     if _shared_memory is None:
+        # imported here: RocksDB adds ~8 MB to an engine whose pipelines keep no state
         from rocksdict import Cache, WriteBufferManager
 
         cache = Cache(ROCKS_MEMORY_BYTES)
@@ -93,6 +94,7 @@ class RocksBackend:
     restore replays from the matching point."""
 
     def __init__(self, path: str):
+        # imported here: RocksDB adds ~8 MB to an engine whose pipelines keep no state
         from rocksdict import BlockBasedOptions, DBCompressionType, Options, Rdict, WriteOptions
 
         os.makedirs(path, exist_ok=True)
@@ -123,6 +125,7 @@ class RocksBackend:
             yield k, v
 
     def write(self, changes: dict[bytes, bytes | None]) -> None:
+        # imported here: RocksDB adds ~8 MB to an engine whose pipelines keep no state
         from rocksdict import WriteBatch
 
         batch = WriteBatch(raw_mode=True)

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from dataflow.topology.model import JoinType, StepNode, Topology
+from dataflow.joins.types import JoinType
+
+if TYPE_CHECKING:  # model.py imports this module to render a Topology
+    from dataflow.topology.model import StepNode, Topology
 
 
 def _step_line(step: StepNode) -> list[str]:
