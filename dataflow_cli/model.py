@@ -6,10 +6,23 @@ parameter named ``endpoint``, or a ``grpc://``/``http://`` ``storageUri``), see
 """
 from __future__ import annotations
 
+from chainer_api import scheduler_pb2
 from dataflow_cli.config import add_scheduler_flags
-from dataflow_cli.control import (add_load_unload_status, call, client, load_each, print_help, print_status,
-                                  read_manifests, register_optional, table, topic_namer,
-                                  unload_each)
+from dataflow_cli.control import (
+    add_load_unload_status,
+    call,
+    client,
+    load_each,
+    print_help,
+    print_status,
+    read_manifests,
+    register_optional,
+    table,
+    topic_namer,
+    unload_each,
+)
+from scheduler_min.manifest import models_from_yaml
+from scheduler_min.validation import check_topic_names
 
 STATE_NAMES = ("ModelProgressing", "ModelAvailable", "ModelFailed", "ModelTerminating", "ModelTerminated",
                "ModelTerminateFailed", "ScheduleFailed")
@@ -35,14 +48,10 @@ def register(sub) -> None:
 
 
 def _models(files, check=None):
-    from scheduler_min.manifest import models_from_yaml
-
     return read_manifests(files, models_from_yaml, check)
 
 
 def run_load(args) -> int:
-    from scheduler_min.validation import check_topic_names
-
     namer = topic_namer(args)
     models = _models(args.files, lambda m: check_topic_names(namer, model=m.meta.name))
     return load_each(args, models, lambda c, m: c.load_model(m))
@@ -59,8 +68,6 @@ def run_status(args) -> int:
 
 
 def run_list(args) -> int:
-    from chainer_api import scheduler_pb2
-
     with client(args) as c:
         res = call(lambda: c.model_status())
     rows = []
