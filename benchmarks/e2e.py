@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
 
-    from dataflow.up.stack import Stack, UpOptions
+    from dataflow_cli.demo.stack import Stack, UpOptions
 
     # `dataflow up` passes no such flags: the model gateway child reads them from its environment.
     if args.workers is not None:

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-PASSTHROUGH = "dataflow.runtime.faust_testing:passthrough"
+PASSTHROUGH = "dataflow_testing.faust_factories:passthrough"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -39,8 +39,8 @@ async def run(args) -> dict:
     from dataflow.runtime.base import RuntimeConfig
     from dataflow.runtime.faust_runtime import FaustRunner
     from dataflow.runtime.faust_worker import DEFAULT_FACTORY
-    from dataflow.testing_kafka import start_test_kafka
-    from dataflow.topology.builders import pipeline_message
+    from dataflow_testing.kafka_env import start_test_kafka
+    from scheduler_min.convert import pipeline_message
 
     env = start_test_kafka()
     try:

@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                                                           "(default 2); --requests and --sequential are per round")
     args = ap.parse_args(argv)
 
-    from dataflow.up.stack import Stack, UpOptions
+    from dataflow_cli.demo.stack import Stack, UpOptions
     import tempfile
 
     state = Path(tempfile.mkdtemp(prefix="gateway-bench-"))

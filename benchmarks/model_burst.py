@@ -19,7 +19,7 @@ from tritonclient.grpc import service_pb2 as pb
 
 from dataflow.broker import free_port
 from dataflow.kafka import TopicNamer
-from dataflow.testing_kafka import start_test_kafka
+from dataflow_testing.kafka_env import start_test_kafka
 from gateways.model_service import ModelGatewayConfig, ModelGatewayService
 
 

@@ -110,13 +110,13 @@ def wait_until(check, timeout_s: float, what: str, stack) -> float:
 
 
 def gateway_ready(stack, names: list[str]) -> bool:
-    from dataflow.up.stack import http_status
+    from dataflow_cli.demo.stack import http_status
 
     return all(http_status(f"{stack.inference_url}/v2/pipelines/{n}/ready") == 200 for n in names)
 
 
 def request_latencies(stack, names: list[str], n: int) -> list[float]:
-    from dataflow.up.stack import PROBE_EXPECTED, PROBE_REQUEST
+    from dataflow_cli.demo.stack import PROBE_EXPECTED, PROBE_REQUEST
 
     body = json.dumps(PROBE_REQUEST).encode()
     out = []
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     import grpc
 
     from chainer_api import scheduler_pb2
-    from dataflow.up.stack import Stack, UpOptions
+    from dataflow_cli.demo.stack import Stack, UpOptions
 
     with tempfile.TemporaryDirectory() as tmp:
         options = UpOptions(kafka_port=0, scheduler_port=0, chainer_port=0, http_port=0, grpc_port=0,

@@ -168,7 +168,7 @@ class Result:
 class Scenario:
     def __init__(self, env, name: str, kind: str, shape: str, args, step_latency: bool = True):
         from dataflow.kafka import TopicNamer, dataflow_group_id
-        from dataflow.topology.builders import pipeline_message
+        from scheduler_min.convert import pipeline_message
 
         self.env, self.name, self.kind, self.shape, self.args = env, name, kind, shape, args
         self.step_latency = step_latency
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
         child_main(args)
         return
 
-    from dataflow.testing_kafka import start_test_kafka
+    from dataflow_testing.kafka_env import start_test_kafka
 
     runtimes = [r for r in args.runtimes.split(",") if r]
     if "faust" in runtimes and not faust_available():

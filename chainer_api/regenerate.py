@@ -10,6 +10,9 @@ import re
 import sys
 from pathlib import Path
 
+import grpc_tools
+from grpc_tools import protoc
+
 HERE = Path(__file__).resolve().parent
 PROTO_DIR = HERE / "protos"
 OUT_DIR = HERE / "generated"
@@ -18,9 +21,6 @@ PROTOS = ("chainer.proto", "scheduler.proto")
 
 def regenerate(out_dir: Path = OUT_DIR) -> list[Path]:
     """Run grpc_tools.protoc into ``out_dir`` and make the imports package-relative."""
-    from grpc_tools import protoc
-    import grpc_tools
-
     out_dir.mkdir(parents=True, exist_ok=True)
     include = Path(grpc_tools.__file__).parent / "_proto"
     args = [

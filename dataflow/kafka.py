@@ -12,11 +12,12 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
-if TYPE_CHECKING:  # confluent_kafka is imported where a client is made
-    from confluent_kafka import Consumer, Message
-    from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, KafkaException, Message
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # not in its stub's exports
+
+from dataflow.seldon_env import SeldonEnvError, load_kafka_config
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,6 @@ def detect_profile(settings: "KafkaSettings", timeout_s: float = 3.0) -> BrokerP
     known = _profiles.get(key)
     if known is not None and (known[1] is None or time.monotonic() < known[1]):
         return known[0]
-    from confluent_kafka.admin import AdminClient
 
     try:
         cluster_id = AdminClient(settings.common()).list_topics(timeout=timeout_s).cluster_id
@@ -249,8 +249,6 @@ class KafkaSettings:
                  security: Mapping[str, str] | None = None) -> "KafkaSettings":
         """Bootstrap: ``bootstrap`` > env > the config file's (reference layout) > 127.0.0.1:9092.
         ``security`` (settings derived from reference-style env vars) is overridden by the file."""
-        from dataflow.seldon_env import SeldonEnvError, load_kafka_config
-
         extra: dict[str, str] = dict(security or {})
         file_bootstrap = None
         path = config_path or os.environ.get(CONFIG_ENV)
@@ -335,9 +333,6 @@ def ensure_topics(
     Returns each topic's partition count. With ``require_equal`` (a pipeline's topics must share
     one partition count) raises ``KafkaSetupError`` naming the odd topics out.
     """
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # not in its stub's exports
-
     wanted = sorted(set(topics))
     if not wanted:
         return {}
@@ -381,9 +376,6 @@ def describe_partitions(admin: AdminClient, topics: Iterable[str], timeout_s: fl
 
 
 def delete_topics(settings: KafkaSettings, topics: Iterable[str], timeout_s: float = 30.0) -> None:
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
-
     names = sorted(set(topics))
     if not names:
         return

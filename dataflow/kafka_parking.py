@@ -29,6 +29,8 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Callable, Iterable, cast
 
+from confluent_kafka import Consumer, TopicPartition
+
 from dataflow.headers import PIPELINE
 from dataflow.kafka import KafkaSettings
 from dataflow.processes import name_this_thread
@@ -253,8 +255,6 @@ class ParkingLot:
             time.sleep(max(0.0, interval - (time.monotonic() - started)))
 
     def _end_offsets(self, wanted: set[tuple[str, int]]) -> tuple[dict[tuple[str, int], int], set[tuple[str, int]]]:
-        from confluent_kafka import TopicPartition
-
         try:
             if self._client is None:
                 self._client = self._new_client()
@@ -267,8 +267,6 @@ class ParkingLot:
                 {(tp.topic, tp.partition) for tp in ends if tp.error is not None})
 
     def _new_client(self) -> Consumer:
-        from confluent_kafka import Consumer
-
         return Consumer(self._settings.consumer("dataflow-parking-watcher"))
 
     def _settle(self, spots: list[Spot], end: dict[tuple[str, int], int], failed: set[tuple[str, int]],
@@ -327,8 +325,6 @@ class ParkingLot:
                         ) -> dict[tuple[str, int], list[tuple[int, frozenset[bytes]]]]:
         """The ``pipeline`` header values of the records from ``start`` to at least ``end`` of each
         partition (whatever arrives within ``READ_TIMEOUT_S``), read once for every parked spot."""
-        from confluent_kafka import TopicPartition
-
         seen: dict[tuple[str, int], list[tuple[int, frozenset[bytes]]]] = {k: [] for k in start}
         try:
             if self._reader is None:

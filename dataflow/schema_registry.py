@@ -49,6 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence, overload
 
+import yaml
+
 log = logging.getLogger(__name__)
 
 CONFIG_FILE_NAME = ".confluent-schema.yaml"
@@ -95,8 +97,6 @@ def config_file(path: str | os.PathLike[str]) -> Path:
 def load_config(path: str | os.PathLike[str]) -> SchemaRegistryConfig:
     """Read the reference-format file. A given but missing or URL-less file is an error (the
     reference refuses to start then too): framing was asked for and would silently not happen."""
-    import yaml
-
     file = config_file(path)
     try:
         doc = yaml.safe_load(file.read_text()) or {}
@@ -233,6 +233,7 @@ class SchemaRegistryClient:
 # ------------------------------------------------------------------------------------- framer
 
 def _validator(message_type: str) -> Callable[[bytes], object]:
+    # imported here: tritonclient.grpc adds ~100 ms to every `dataflow` command (the CLI loads this module)
     from tritonclient.grpc import service_pb2 as pb  # field-for-field the inferenceSchema messages
 
     parse: Callable[[bytes], object] = getattr(pb, message_type).FromString

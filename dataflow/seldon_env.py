@@ -18,6 +18,7 @@ volume and point the path variables at the files.
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -286,8 +287,6 @@ def parse_kafka_config(data: Any, path: str = "<kafka config>") -> KafkaConfigFi
 
 
 def load_kafka_config(path: str) -> KafkaConfigFile:
-    import json
-
     try:
         with open(path) as f:
             data = json.load(f)

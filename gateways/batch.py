@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Callable, Iterable, Iterator
 
+import fastavro
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from dataflow import headers as H
 from dataflow.kafka import KafkaSettings, TopicNamer
-
 from gateways import oip_json, routing
 from gateways.kafka_io import poll_batch
 
@@ -113,8 +113,6 @@ class InputLine:
 def _raw_inputs(path: str, fmt: str) -> Iterator[tuple[int, str | None, str | None]]:
     """``(index, request text, id)`` per input record, read lazily; blank JSONL lines are skipped."""
     if fmt == "avro":
-        import fastavro
-
         try:
             with open(path, "rb") as f:
                 for i, rec in enumerate(fastavro.reader(f)):
@@ -290,8 +288,6 @@ class ResultWriter:
                 f.truncate(good)
 
     def _recover_avro(self) -> None:
-        import fastavro
-
         if not os.path.exists(self.path) or os.path.getsize(self.path) == 0:
             return
         kept = []
@@ -320,7 +316,6 @@ class ResultWriter:
         if self.fmt == "avro":
             if not self._records:
                 return
-            import fastavro
 
             schema = fastavro.parse_schema(OUTPUT_SCHEMA)
             exists = os.path.exists(self.path) and os.path.getsize(self.path) > 0

@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 from dataflow.broker import free_port
 from dataflow.processes import die_with_parent as request_parent_death_signal
-from dataflow.up.children import stop_process, tail
+from dataflow.processes import stop_process, tail
 
 SETTINGS_FILE = "model-settings.json"
 

@@ -15,6 +15,11 @@ import logging
 import time
 from urllib.parse import urlparse
 
+import aiohttp
+import grpc
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
 log = logging.getLogger(__name__)
 
 TTL_S = 30.0
@@ -34,16 +39,10 @@ async def fetch(endpoint: str, model: str, timeout_s: float = TIMEOUT_S) -> dict
     """One model's metadata from its server; raises on any failure."""
     u = urlparse(endpoint)
     if u.scheme == "grpc":
-        import grpc
-        from tritonclient.grpc import service_pb2 as pb
-        from tritonclient.grpc import service_pb2_grpc as pb_grpc
-
         async with grpc.aio.insecure_channel(f"{u.hostname}:{u.port}") as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             return _from_proto(await stub.ModelMetadata(pb.ModelMetadataRequest(name=model), timeout=timeout_s))
     if u.scheme in ("http", "https"):
-        import aiohttp
-
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
             async with session.get(f"{endpoint.rstrip('/')}/v2/models/{model}") as r:
                 r.raise_for_status()

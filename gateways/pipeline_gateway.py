@@ -49,12 +49,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
+from confluent_kafka.admin import AdminClient
 
 from dataflow import codec
 from dataflow.codec import strip_schema_prefix
 from dataflow.kafka import KafkaSettings, TopicNamer, pipelinegateway_group_id
 from dataflow.schema_registry import Framer
-
 from gateways import pipeline_signature, pipeline_timeouts, routing
 from gateways.kafka_io import AsyncProducer, ProduceError, TopicSetConsumer
 from gateways.metrics import PipelineMetrics
@@ -412,8 +412,6 @@ class PipelineGateway:
         fut = self._topic_checks.get(topic)
         if fut is None:
             if self._admin is None:
-                from confluent_kafka.admin import AdminClient
-
                 self._admin = AdminClient(self.settings.common())
             request = self._admin.describe_topics(TopicCollection([topic]),
                                                   request_timeout=TOPIC_LOOKUP_TIMEOUT_S)[topic]

@@ -7,21 +7,22 @@ The three shapes a pipeline takes here:
 * ``PipelineVersion``: references normalised, validated, with a version and a uid;
 * the ``chainer_pb2.PipelineUpdateMessage`` engines receive (``creation_message`` /
   ``deletion_message``).
+
+``pipeline_message(spec)`` goes the whole way from a Pipeline resource spec to the Create message
+(tests, examples, the test driver).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import Mapping
 
 from chainer_api import chainer_pb2, scheduler_pb2
 from dataflow.kafka import TopicNamer
 from scheduler_min.ids import new_uid
 from scheduler_min.manifest import pipeline_from_manifest, pipelines_from_yaml  # noqa: F401 (re-export)
+from scheduler_min.pipeline_version import (JOIN_ANY, JOIN_INNER, JOIN_OUTER, Input, Output,  # noqa: F401 (re-export)
+                                            PipelineVersion, Step)
 from scheduler_min.validation import (INPUTS, OUTPUTS, SEP, STEP, PipelineValidationError,  # noqa: F401
                                       step_of, validate)
-
-# Internal join types equal the scheduler proto's JoinOp values (INNER/OUTER/ANY = 0/1/2);
-# the Chainer enum is shifted by one (Unknown=0, Inner=1, Outer=2, Any=3).
-JOIN_INNER, JOIN_OUTER, JOIN_ANY = 0, 1, 2
 
 
 def chainer_join(join: int) -> int:
@@ -29,56 +30,6 @@ def chainer_join(join: int) -> int:
     return {JOIN_INNER: chainer_pb2.PipelineStepUpdate.Inner,
             JOIN_OUTER: chainer_pb2.PipelineStepUpdate.Outer,
             JOIN_ANY: chainer_pb2.PipelineStepUpdate.Any}.get(join, chainer_pb2.PipelineStepUpdate.Inner)
-
-
-@dataclass
-class Step:
-    name: str
-    inputs: list[str] = field(default_factory=list)
-    triggers: list[str] = field(default_factory=list)
-    tensor_map: dict[str, str] = field(default_factory=dict)
-    join_window_ms: int | None = None
-    inputs_join: int = JOIN_INNER
-    triggers_join: int = JOIN_INNER
-    batch_size: int | None = None
-    batch_window_ms: int | None = None
-    batch_rolling: bool = False
-    has_batch: bool = False
-    pass_empty_responses: bool = False  # our extension: forward messages left with no tensors
-
-
-@dataclass
-class Input:
-    external_inputs: list[str] = field(default_factory=list)
-    external_triggers: list[str] = field(default_factory=list)
-    join_window_ms: int | None = None
-    inputs_join: int = JOIN_INNER
-    triggers_join: int = JOIN_INNER
-    tensor_map: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Output:
-    steps: list[str] = field(default_factory=list)
-    join_window_ms: int = 0
-    steps_join: int = JOIN_INNER
-    tensor_map: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class PipelineVersion:
-    name: str
-    version: int
-    uid: str
-    steps: dict[str, Step]
-    input: Input | None = None
-    output: Output | None = None
-    clean_topics_on_delete: bool = False
-    has_dataflow_spec: bool = False
-    allow_cycles: bool = False
-    max_step_revisits: int = 0
-    k8s_namespace: str | None = None
-    k8s_generation: int | None = None
 
 
 # ------------------------------------------------------------------------------------------
@@ -368,3 +319,27 @@ def deletion_message(pv: PipelineVersion, namer: TopicNamer, *, keep_topics: boo
             sources=[_topic(namer, pv.name, namer.pipeline_inputs(pv.name))],
             sink=_topic(namer, pv.name, namer.pipeline_outputs(pv.name))))
     return msg
+
+
+def _as_manifest(spec: Mapping) -> dict:
+    """A bare spec (``{"name": ..., "steps": ...}``) or a full manifest -> a ``kind: Pipeline`` document."""
+    if "spec" in spec:
+        body = dict(spec["spec"] or {})
+        meta = dict(spec.get("metadata") or {})
+        meta["name"] = meta.get("name") or body.get("name")
+        body.pop("name", None)
+        return {**spec, "kind": spec.get("kind", "Pipeline"), "metadata": meta, "spec": body}
+    body = {k: v for k, v in spec.items() if k != "name"}
+    return {"kind": "Pipeline", "metadata": {"name": spec["name"]}, "spec": body}
+
+
+def pipeline_message(spec: Mapping, *, version: int = 1, uid: str | None = None,
+                     namer: TopicNamer | None = None, timestamp: int = 0) -> chainer_pb2.PipelineUpdateMessage:
+    """Convert a Pipeline resource (``{"name":..., "steps":[...], "output":{...}, "input":{...}}`` or a
+    full manifest with ``metadata.name`` and ``spec``) into the scheduler's Create message.
+
+    Exactly the scheduler's conversion, so tests and examples exercise what
+    engines receive in production; a spec the scheduler would refuse raises its
+    ``PipelineValidationError`` (a ``ValueError``) saying what and where."""
+    pv = from_proto(pipeline_from_manifest(_as_manifest(spec)), version=version, uid=uid)
+    return creation_message(pv, namer or TopicNamer(), timestamp=timestamp)

@@ -18,6 +18,7 @@ from typing import Any, Iterable
 import yaml
 
 from chainer_api import scheduler_pb2
+from scheduler_min.models import ENDPOINT_PARAMETER
 from scheduler_min.validation import PipelineValidationError
 
 API_VERSION = "mlops.seldon.io/v1alpha1"
@@ -393,8 +394,6 @@ def model_from_manifest(doc: dict) -> scheduler_pb2.Model:
     Our extension for the serving endpoint: ``spec.endpoint`` (or a parameter named ``endpoint``,
     or a ``grpc://`` / ``http://`` ``storageUri``); see ``scheduler_min.models.model_endpoint``.
     """
-    from scheduler_min.models import ENDPOINT_PARAMETER
-
     _check_header(doc, "Model")
     name, meta = _metadata(doc, "Model")
     spec = _check_keys(doc.get("spec"), MODEL_SPEC_KEYS, "spec", name)

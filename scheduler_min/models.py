@@ -15,6 +15,7 @@ from __future__ import annotations
 from urllib.parse import urlparse
 
 from chainer_api import scheduler_pb2
+from scheduler_min.validation import is_valid_name
 
 ENDPOINT_PARAMETER = "endpoint"
 ENDPOINT_SCHEMES = ("grpc", "http", "https")
@@ -42,8 +43,6 @@ def model_endpoint(model: scheduler_pb2.Model) -> str | None:
 
 def resolve_endpoint(model: scheduler_pb2.Model, default: str | None = None) -> scheduler_pb2.Model:
     """A copy of ``model`` whose ``endpoint`` parameter is set and valid; raises ``ModelDefinitionError``."""
-    from scheduler_min.validation import is_valid_name
-
     name = model.meta.name
     if not is_valid_name(name):
         raise ModelDefinitionError(

@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from google.protobuf.message import DecodeError
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from chainer_api import scheduler_pb2
 from scheduler_min import convert
 from scheduler_min.ids import new_uid
 from scheduler_min.models import model_endpoint
+from scheduler_min.pipeline_version import PipelineVersion
 from scheduler_min.validation import PipelineValidationError
 
 log = logging.getLogger(__name__)
@@ -65,7 +67,7 @@ class ConflictError(RuntimeError):
 
 @dataclass
 class PipelineRecord:
-    pv: convert.PipelineVersion
+    pv: PipelineVersion
     status: S.PipelineStatus = S.PipelineCreate
     reason: str = ""
     changed: float = field(default_factory=time.time)
@@ -95,8 +97,6 @@ class ModelRecord:
 
 
 def _ts(seconds: float):
-    from google.protobuf.timestamp_pb2 import Timestamp
-
     t = Timestamp()
     t.FromNanoseconds(int(seconds * 1e9))
     return t

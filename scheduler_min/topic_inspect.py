@@ -12,6 +12,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from google.protobuf import json_format
 
 from chainer_api import scheduler_pb2
@@ -139,8 +140,6 @@ def render_value(topic: str, value: bytes | None, tensor: str, truncate: bool) -
 def read_topic(conf: dict, topic: str, pipeline: str, offset: int, key: str, tensor: str, verbose: bool,
                truncate: bool, timeout_s: float) -> InspectTopic:
     """The last ``offset`` records of ``topic`` (over all partitions), filtered by pipeline and key."""
-    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-
     out = InspectTopic(topic)
     consumer = Consumer({**conf, "enable.partition.eof": True, "enable.auto.commit": False,
                          "fetch.wait.max.ms": 10})

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     from dataflow.kafka import TopicNamer
-    from scheduler_min.convert import PipelineVersion
+    from scheduler_min.pipeline_version import PipelineVersion
 
 SEP = "."
 INPUTS = "inputs"

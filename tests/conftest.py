@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from dataflow.testing_kafka import KafkaTestEnv, start_test_kafka
+from dataflow_testing.kafka_env import KafkaTestEnv, start_test_kafka
 
 
 @pytest.fixture(scope="session")

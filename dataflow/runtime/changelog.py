@@ -23,6 +23,8 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Iterable, cast
 
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
 from dataflow.kafka import KafkaSettings
 from dataflow.state.partition import PartitionState
 
@@ -49,8 +51,6 @@ class RestoreError(RuntimeError):
 
 
 def _watermarks(consumer: Consumer, topic: str, partition: int) -> tuple[int, int]:
-    from confluent_kafka import KafkaException, TopicPartition
-
     for attempt in range(1, WATERMARK_ATTEMPTS + 1):
         try:
             return consumer.get_watermark_offsets(TopicPartition(topic, partition),
@@ -75,8 +75,6 @@ def end_position(consumer: Consumer, topic: str, partition: int) -> int | None:
 def restore(settings: KafkaSettings, topic: str, partition_states: Iterable[PartitionState], *, read_committed: bool = False,
             idle_s: float = RESTORE_IDLE_S, timeout_s: float = RESTORE_TIMEOUT_S) -> int:
     """Bring each state up to the end of its changelog partition; returns records applied."""
-    from confluent_kafka import Consumer, TopicPartition
-
     states = {s.partition: s for s in partition_states}
     if not states:
         return 0

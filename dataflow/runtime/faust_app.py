@@ -27,7 +27,11 @@ import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import faust
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
 from dataflow.kafka import KafkaSettings
+from dataflow.runtime.faust_eos import enable_init_producer_id_v3
 
 if TYPE_CHECKING:  # faust and aiokafka are imported where an app is built
     import faust
@@ -45,8 +49,6 @@ FETCH_BYTES = int(os.environ.get("DATAFLOW_FAUST_FETCH_BYTES", str(4 * 1_048_576
 def use_fetch_wait(ms: int) -> None:
     """Make every Faust worker consumer created in this process use ``fetch_max_wait_ms=ms``."""
     global _fetch_wait_ms
-    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-
     first_time = _fetch_wait_ms is None
     _fetch_wait_ms = int(ms)
     if not first_time:
@@ -75,8 +77,6 @@ def _ssl_context(extra: dict[str, str]) -> ssl.SSLContext | None:
 
 def broker_credentials(settings: KafkaSettings) -> Credentials | None:
     """Faust credentials for the security settings in ``settings.extra`` (None = plaintext)."""
-    import faust
-
     extra = dict(settings.extra)
     protocol = extra.get("security.protocol", "PLAINTEXT").upper()
     context = _ssl_context(extra)
@@ -96,12 +96,8 @@ def build_app(*, group_id: str, settings: KafkaSettings, partitions: int, datadi
               web_port: int, exactly_once: bool, commit_interval_ms: int,
               replication_factor: int = 1, max_message_bytes: int = 1_000_000) -> faust.App:
     """A Faust app for one pipeline version; its agent and timer are added by the caller."""
-    import faust
-
     use_fetch_wait(settings.fetch_wait_max_ms)
     if exactly_once:
-        from dataflow.runtime.faust_eos import enable_init_producer_id_v3
-
         enable_init_producer_id_v3()
     brokers = ";".join(f"kafka://{hp.strip()}" for hp in settings.bootstrap_servers.split(",") if hp.strip())
     session_s = settings.session_timeout_ms / 1000.0

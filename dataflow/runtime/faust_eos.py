@@ -16,6 +16,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiokafka.producer import sender
+from aiokafka.protocol.api import Request, RequestStruct, Response
+from aiokafka.protocol.transaction import InitProducerIdRequest_v0
+from aiokafka.protocol.types import CompactString, Int16, Int32, Int64, Schema, TaggedFields
+
 _installed = False
 
 
@@ -23,10 +28,6 @@ def enable_init_producer_id_v3() -> None:
     global _installed
     if _installed:
         return
-    from aiokafka.producer import sender
-    from aiokafka.protocol.api import Request, RequestStruct, Response
-    from aiokafka.protocol.transaction import InitProducerIdRequest_v0
-    from aiokafka.protocol.types import CompactString, Int16, Int32, Int64, Schema, TaggedFields
 
     class InitProducerIdResponseV3(Response):
         API_KEY = 22

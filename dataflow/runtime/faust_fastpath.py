@@ -30,6 +30,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, cast
 
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
+
 from dataflow.headers import normalise
 from dataflow.kafka import partition_for_key
 from dataflow.records import Record
@@ -57,7 +59,6 @@ def install_batch_drain(app: faust.App, source_topics: Iterable[str], handle_bat
     it, exactly-once transactions.
     """
     sources = frozenset(source_topics)
-    from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
 
     async def drain_messages(consumer: AIOKafkaFaustConsumer, fetcher: Service) -> None:
         if consumer.app is not app:  # another app in this process: Faust's own loop

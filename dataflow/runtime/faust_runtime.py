@@ -55,12 +55,13 @@ import base64
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 from typing import NoReturn
 
-from chainer_api import chainer_pb2
 import dataflow
+from chainer_api import chainer_pb2
 from dataflow.broker import free_port
 from dataflow.kafka import dataflow_group_id, ensure_topics
 from dataflow.runtime import changelog as cl
@@ -125,8 +126,6 @@ class FaustRunner(PipelineRunner):
 
     async def clean_state(self) -> None:
         """Remove this version's state directory (after ``stop()``, when the pipeline is deleted)."""
-        import shutil
-
         await asyncio.to_thread(shutil.rmtree, self.state_dir, True)
 
     # -- start -----------------------------------------------------------------------------------

@@ -43,6 +43,9 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, AbstractSet, Any, Awaitable, Callable, Iterable, MutableMapping, cast
 
+from confluent_kafka import Consumer
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
+
 from dataflow.kafka import KafkaSettings
 from dataflow.runtime import changelog as cl
 from dataflow.runtime.kafka_runtime import REASON_RESTORE_FAILED
@@ -85,8 +88,6 @@ class TaskDriver:
     def install(self) -> None:
         """Hook the app's consumer class (one app per worker process; patched on the class so the
         consumer itself is still created by Faust's worker) and its rebalance signal."""
-        from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
-
         app, driver = self.app, self
         original_commit = AIOKafkaFaustConsumer.commit
         original_revoked = AIOKafkaFaustConsumer.on_partitions_revoked
@@ -195,8 +196,6 @@ class TaskDriver:
     def _end_position(self, partition: int) -> int | None:
         assert self.changelog_topic is not None  # asked only of versions with a changelog
         if self._positions is None:
-            from confluent_kafka import Consumer
-
             self._positions = Consumer(self.settings.consumer(f"changelog-positions-{uuid.uuid4().hex[:12]}"))
         return cl.end_position(self._positions, self.changelog_topic, partition)
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import cProfile
 import importlib
 import json
 import logging
@@ -41,7 +42,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
+from chainer_api import chainer_pb2
 from dataflow import processes
+from dataflow.headers import normalise
+from dataflow.kafka import KafkaSettings, partition_for_key
+from dataflow.records import Record
+from dataflow.runtime.base import RuntimeConfig
+from dataflow.runtime.tasks import PartitionTasks, probe
+from dataflow.schema_registry import framer_for
+from dataflow.state.partition import rocks_partition_state
+from dataflow.topology import compile_pipeline
+from dataflow.topology.settings import TopologySettings
 
 if TYPE_CHECKING:  # imported where used: the worker process starts with as little as it can
     import faust
@@ -98,8 +109,6 @@ def kafka_settings_to_dict(settings: KafkaSettings) -> dict[str, Any]:
 
 
 def kafka_settings_from_dict(data: dict[str, Any]) -> KafkaSettings:
-    from dataflow.kafka import KafkaSettings
-
     data = dict(data)
     data["extra"] = tuple(tuple(kv) for kv in data.get("extra", ()))
     return KafkaSettings(**data)
@@ -112,8 +121,6 @@ def runtime_config_to_dict(config: RuntimeConfig) -> dict[str, Any]:
 
 
 def runtime_config_from_spec(spec: WorkerSpec) -> RuntimeConfig:
-    from dataflow.runtime.base import RuntimeConfig
-
     return RuntimeConfig(kafka=kafka_settings_from_dict(spec.kafka), **spec.config)
 
 
@@ -125,9 +132,6 @@ def runtime_config_from_spec(spec: WorkerSpec) -> RuntimeConfig:
 def compile_with_topology(msg: chainer_pb2.PipelineUpdateMessage, config: RuntimeConfig,
                           store_factory: StoreFactory) -> CompiledPipeline:
     """Default factory: the shared step semantics in ``dataflow.topology``."""
-    from dataflow.topology import compile_pipeline
-    from dataflow.topology.settings import TopologySettings
-
     settings = TopologySettings(default_join_window_ms=config.join_window_ms)
     return compile_pipeline(msg, store_factory=store_factory, settings=settings)
 
@@ -190,10 +194,9 @@ class PipelineWorker:
     """Wires one pipeline version into a Faust app: partition tasks, agent, timer, state hooks."""
 
     def __init__(self, spec: WorkerSpec, report: StateReporter):
-        from chainer_api import chainer_pb2
+        # imported here: the engine imports this module for WorkerSpec, and Faust adds ~30 MB to its RSS
         from dataflow.runtime.faust_app import build_app
         from dataflow.runtime.faust_tasks import TaskDriver
-        from dataflow.runtime.tasks import PartitionTasks, probe
 
         self.spec = spec
         self.report = report
@@ -228,15 +231,12 @@ class PipelineWorker:
             self.app.conf.table_standby_replicas = 1
         self._running_once = False
         self._ready_task: asyncio.Task[None] | None = None
-        from dataflow.schema_registry import framer_for
 
         self.framer = framer_for(self.config.schema_registry_config, validate=False)
         self._wire()
         self.driver.install()
 
     def _open_state(self, partition: int) -> PartitionState:
-        from dataflow.state.partition import rocks_partition_state
-
         return rocks_partition_state(str(self.datadir), partition)
 
     # -- wiring ------------------------------------------------------------------------------
@@ -251,6 +251,7 @@ class PipelineWorker:
         # Exactly-once stays on the agent path: its sends take Faust's per-transaction locks, which
         # keeps them out of the window between a transaction's commit and the next begin.
         if self.spec.path == "batch" and not self.config.exactly_once:
+            # imported here: the engine imports this module for WorkerSpec, and Faust adds ~30 MB to its RSS
             from dataflow.runtime.faust_fastpath import BatchProcessor, BatchProducer, install_batch_drain
 
             self.batch_producer = BatchProducer(app, self.partitions, self.default_partitions,
@@ -307,8 +308,6 @@ class PipelineWorker:
         return cast("AIOKafkaFaustProducer", self.app.producer)._producer  # the aiokafka producer (at-least-once path)
 
     async def _produce(self, records: list[Record], source_partition: int | None = None) -> None:
-        from dataflow.kafka import partition_for_key
-
         if self.batch_producer is not None:  # frames the values itself; at-least-once only
             await self.batch_producer.send(records)
             return
@@ -337,8 +336,6 @@ class PipelineWorker:
         Punctuation outputs go into the transaction of the task that punctuated; the checkpoint
         puts that partition's changelog records in the same transaction.
         """
-        from dataflow.kafka import partition_for_key
-
         partition = partition_for_key(out.key, self.partitions.get(out.topic, self.default_partitions))
         source = source_partition if source_partition is not None else partition
         transactional_id = self.driver.transactional_id(source)
@@ -354,9 +351,6 @@ class PipelineWorker:
             log.error("produce failed: %s", fut.exception())
 
     async def _agent(self, stream: faust.StreamT[bytes]) -> None:
-        from dataflow.headers import normalise
-        from dataflow.records import Record
-
         tasks, lock = self.tasks.tasks, self.driver.lock
         async for event in stream.events():
             message = event.message
@@ -399,6 +393,7 @@ class PipelineWorker:
 
     # -- run -----------------------------------------------------------------------------------
     def run(self) -> int:
+        # imported here: the engine imports this module for WorkerSpec, and Faust adds ~30 MB to its RSS
         import faust
 
         worker = faust.Worker(self.app, loglevel=self.spec.log_level, quiet=True,
@@ -449,8 +444,6 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     profile_path = os.environ.get(PROFILE_ENV)
     if profile_path:  # benchmarks: profile the whole worker, dump on exit
-        import cProfile
-
         profiler = cProfile.Profile()
         profiler.enable()
         try:

@@ -33,16 +33,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import threading
 import time
 from typing import TYPE_CHECKING, Callable
 
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, Producer, TopicPartition
+
 from chainer_api import chainer_pb2
 from dataflow import headers as hdrs
 from dataflow import kafka_parking, schema_registry
-from dataflow.kafka import (
-    GroupJoin, KafkaSettings, dataflow_group_id, ensure_topics, partition_for_key, poll_batch,
-)
+from dataflow.kafka import GroupJoin, KafkaSettings, dataflow_group_id, ensure_topics, partition_for_key, poll_batch
 from dataflow.records import Record
 from dataflow.runtime import changelog as cl
 from dataflow.runtime import poll_loops, producers
@@ -118,8 +119,6 @@ class KafkaRunner(PipelineRunner):
         """Records not yet processed per assigned source partition: the high watermark librdkafka
         last saw in a fetch (no broker call) minus the next offset to process. A parked consumer
         fetches nothing, so its lag shows 0 until it is woken (at once, when records arrive)."""
-        from confluent_kafka import TopicPartition
-
         driver = self._driver
         consumer = driver.consumer if driver is not None else None
         if consumer is None or driver is None or driver.closing:   # never race the consumer's close
@@ -182,8 +181,6 @@ class KafkaRunner(PipelineRunner):
 
     async def clean_state(self) -> None:
         """Remove this version's state directory (after ``stop()``, when the pipeline is deleted)."""
-        import shutil
-
         await asyncio.to_thread(shutil.rmtree, self.state_dir, True)
 
     def _report(self, state: RunnerState, reason: str = "") -> None:
@@ -288,8 +285,6 @@ class _Loop:
     # -- driver interface (poll_loops.Driver)
 
     def open(self, wake: threading.Event | None = None) -> None:
-        from confluent_kafka import Consumer, Producer
-
         runner = self.runner
         cfg = runner.config
         settings: KafkaSettings = cfg.kafka
@@ -447,8 +442,6 @@ class _Loop:
         partition (after a crash or a rebalance) continues from there instead of skipping what was
         produced meanwhile. Resolving it before RUNNING is reported also means a record produced
         after ``start()`` returned is never skipped by a late offset lookup."""
-        from confluent_kafka import OFFSET_INVALID
-
         try:
             committed = consumer.committed(partitions, timeout=10)
             fresh = []
@@ -634,7 +627,6 @@ class _Loop:
         if not self.dirty:
             return True
         assert self.consumer is not None and self.producer is not None  # between open() and close()
-        from confluent_kafka import KafkaException, TopicPartition
 
         offsets = [TopicPartition(t, p, o) for (t, p), o in self.offsets.items()]
         if self.eos:
@@ -678,8 +670,6 @@ class _Loop:
     def _rewind(self) -> None:
         """Roll the tasks back to their last checkpoint and seek every partition back to its last
         committed (or pinned start) offset."""
-        from confluent_kafka import KafkaException, TopicPartition
-
         assert self.consumer is not None  # between open() and close()
         self.retriable_failures = 0
         self.tasks.rollback()

@@ -22,6 +22,8 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+from confluent_kafka import Producer
+
 from dataflow.kafka import KafkaSettings
 
 if TYPE_CHECKING:  # confluent_kafka is imported where the producer is made
@@ -37,8 +39,6 @@ def _key(settings: KafkaSettings, max_message_bytes: int) -> tuple[KafkaSettings
 
 def acquire(settings: KafkaSettings, max_message_bytes: int) -> Producer:
     """The process's producer for these settings (created on first use)."""
-    from confluent_kafka import Producer
-
     key = _key(settings, max_message_bytes)
     with _lock:
         entry = _shared.get(key)

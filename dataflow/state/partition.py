@@ -81,6 +81,7 @@ def _rocks_memory() -> tuple[Cache, WriteBufferManager]:
     """The process-wide block cache and write-buffer manager (created on first use)."""
     global _shared_memory
     if _shared_memory is None:
+        # imported here: RocksDB adds ~8 MB to an engine whose pipelines keep no state
         from rocksdict import Cache, WriteBufferManager
 
         cache = Cache(ROCKS_MEMORY_BYTES)
@@ -96,6 +97,7 @@ class RocksBackend:
     restore replays from the matching point."""
 
     def __init__(self, path: str):
+        # imported here: RocksDB adds ~8 MB to an engine whose pipelines keep no state
         from rocksdict import BlockBasedOptions, DBCompressionType, Options, Rdict, WriteOptions
 
         os.makedirs(path, exist_ok=True)
@@ -127,6 +129,7 @@ class RocksBackend:
             yield k, v
 
     def write(self, changes: dict[bytes, bytes | None]) -> None:
+        # imported here: RocksDB adds ~8 MB to an engine whose pipelines keep no state
         from rocksdict import WriteBatch
 
         batch = WriteBatch(raw_mode=True)

@@ -1,17 +1,13 @@
 """Build PipelineUpdateMessages without a scheduler (tests, examples, the CLI).
 
-Two levels:
-
-* ``step_update`` / ``create_message``: the proto messages field by field.
-* ``pipeline_message(spec)``: a Pipeline resource spec (the YAML users write: ``steps``, ``inputs``,
-  ``triggers``, ``tensorMap``, ``output``, ``input.externalInputs`` ...) converted and validated by
-  ``scheduler_min`` (references normalised, topics resolved, tensor maps fully
-  qualified, input/output/error steps added), the same code path the scheduler serves.
+``step_update`` / ``create_message``: the proto messages field by field. To build one from a
+Pipeline resource spec (the YAML users write) the way the scheduler does, use
+``scheduler_min.convert.pipeline_message``: that conversion is the scheduler's, a layer above.
 """
 from __future__ import annotations
 
 import uuid
-from typing import Any, Iterable, Mapping, Sequence, cast
+from typing import Iterable, Mapping, Sequence, cast
 
 from chainer_api import chainer_pb2
 from dataflow.kafka import TopicNamer
@@ -87,32 +83,3 @@ def create_message(pipeline: str, updates: Sequence[chainer_pb2.PipelineStepUpda
     )
     msg.updates.extend(updates)
     return msg
-
-
-# ------------------------------------------------------------------ scheduler conversion
-
-def _as_manifest(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """A bare spec (``{"name": ..., "steps": ...}``) or a full manifest -> a ``kind: Pipeline`` document."""
-    if "spec" in spec:
-        body = dict(spec["spec"] or {})
-        meta = dict(spec.get("metadata") or {})
-        meta["name"] = meta.get("name") or body.get("name")
-        body.pop("name", None)
-        return {**spec, "kind": spec.get("kind", "Pipeline"), "metadata": meta, "spec": body}
-    body = {k: v for k, v in spec.items() if k != "name"}
-    return {"kind": "Pipeline", "metadata": {"name": spec["name"]}, "spec": body}
-
-
-def pipeline_message(spec: Mapping[str, Any], *, version: int = 1, uid: str | None = None,
-                     namer: TopicNamer | None = None, timestamp: int = 0) -> chainer_pb2.PipelineUpdateMessage:
-    """Convert a Pipeline resource (``{"name":..., "steps":[...], "output":{...}, "input":{...}}`` or a
-    full manifest with ``metadata.name`` and ``spec``) into the scheduler's Create message.
-
-    Exactly the scheduler's conversion (``scheduler_min``), so tests and examples exercise what
-    engines receive in production; a spec the scheduler would refuse raises its
-    ``PipelineValidationError`` (a ``ValueError``) saying what and where."""
-    from scheduler_min.convert import creation_message, from_proto  # scheduler_min imports dataflow
-    from scheduler_min.manifest import pipeline_from_manifest
-
-    pv = from_proto(pipeline_from_manifest(_as_manifest(spec)), version=version, uid=uid)
-    return creation_message(pv, namer or TopicNamer(), timestamp=timestamp)

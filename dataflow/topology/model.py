@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from dataflow.joins.types import JoinType
 from dataflow.kafka import INPUTS, OUTPUTS, topic_suffix
+from dataflow.topology.render import as_dict, describe, mermaid
 
 __all__ = ["ChainType", "JoinType", "StepKind", "SourceNode", "BatchSpec", "StepNode", "Topology"]
 
@@ -142,13 +143,10 @@ class Topology:
         raise KeyError(name)
 
     def describe(self) -> str:
-        from dataflow.topology.render import describe
         return describe(self)
 
     def mermaid(self) -> str:
-        from dataflow.topology.render import mermaid
         return mermaid(self)
 
     def as_dict(self) -> dict[str, Any]:
-        from dataflow.topology.render import as_dict
         return as_dict(self)

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dataflow.topology.model import JoinType, SourceNode, StepNode, Topology
+from dataflow.joins.types import JoinType
+
+if TYPE_CHECKING:  # model.py imports this module to render a Topology
+    from dataflow.topology.model import SourceNode, StepNode, Topology
 
 
 def _step_line(step: StepNode) -> list[str]:

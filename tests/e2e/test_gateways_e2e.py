@@ -31,7 +31,7 @@ TFSIMPLE_BODY = {"inputs": [{"name": "INPUT0", "datatype": "INT32", "shape": [1,
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    from dataflow.up.stack import Stack, UpOptions
+    from dataflow_cli.demo.stack import Stack, UpOptions
 
     opts = UpOptions(kafka_port=0, scheduler_port=0, chainer_port=0, http_port=0, grpc_port=0,
                      mlserver_http_port=0, mlserver_grpc_port=0, metrics_port=0,
@@ -188,12 +188,12 @@ def test_model_error_is_400_and_unknown(stack):
 
 def test_cli_infer(stack):
     env = dict(os.environ)
-    cmd = [sys.executable, "-m", "dataflow.cli", "pipeline", "infer", "tfsimples", json.dumps(TFSIMPLE_BODY),
+    cmd = [sys.executable, "-m", "dataflow_cli", "pipeline", "infer", "tfsimples", json.dumps(TFSIMPLE_BODY),
            "--inference-host", stack.inference_url.split("://")[-1]]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr
     assert outputs(json.loads(out.stdout))["OUTPUT0"] == [2 * a for a in A]
-    bad = [sys.executable, "-m", "dataflow.cli", "pipeline", "infer", "error",
+    bad = [sys.executable, "-m", "dataflow_cli", "pipeline", "infer", "error",
            '{"inputs":[{"name":"INPUT","datatype":"FP32","shape":[4],"data":[100,2,3,4]}]}',
            "--inference-host", stack.inference_url.split("://")[-1]]
     out = subprocess.run(bad, capture_output=True, text=True, timeout=120, env=env)
@@ -203,7 +203,7 @@ def test_cli_infer(stack):
 def test_cli_batch(stack, tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps(TFSIMPLE_BODY) + "\n" for _ in range(20)))
-    cmd = [sys.executable, "-m", "dataflow.cli", "pipeline", "batch", "tfsimples", "--input", str(src),
+    cmd = [sys.executable, "-m", "dataflow_cli", "pipeline", "batch", "tfsimples", "--input", str(src),
            "--output", str(tmp_path / "out.jsonl"), "--kafka", stack.bootstrap]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

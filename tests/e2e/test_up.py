@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from dataflow.cli.up import READY_LINE
-from dataflow.up.stack import PROBE_EXPECTED
+from dataflow_cli.up import READY_LINE
+from dataflow_cli.demo.stack import PROBE_EXPECTED
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +34,7 @@ class UpProcess:
 
     def __init__(self, *args: str):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dataflow.cli", "up", *FREE_PORTS, *args], cwd=str(ROOT),
+            [sys.executable, "-m", "dataflow_cli", "up", *FREE_PORTS, *args], cwd=str(ROOT),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -98,7 +98,7 @@ def _assert_all_gone(pids: dict[str, int]) -> None:
 
 def _has_pipeline_infer() -> bool:
     try:
-        import dataflow.cli.pipeline_data  # noqa: F401
+        import dataflow_cli.pipeline_data  # noqa: F401
     except ImportError:
         return False
     return True
@@ -130,7 +130,7 @@ def _run_printed(line: str) -> subprocess.CompletedProcess:
         k, v = words.pop(0).split("=", 1)
         env[k] = v
     assert words[0] == "dataflow", line
-    return subprocess.run([sys.executable, "-m", "dataflow.cli", *words[1:]], cwd=str(ROOT), env=env,
+    return subprocess.run([sys.executable, "-m", "dataflow_cli", *words[1:]], cwd=str(ROOT), env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -212,7 +212,7 @@ def test_up_serves_the_printed_request_then_stops_everything():
             printed = next(line.strip() for line in up.lines
                            if line.strip().startswith("dataflow pipeline infer"))
             words = shlex.split(printed)
-            done = subprocess.run([sys.executable, "-m", "dataflow.cli", *words[1:]], cwd=str(ROOT),
+            done = subprocess.run([sys.executable, "-m", "dataflow_cli", *words[1:]], cwd=str(ROOT),
                                   capture_output=True, text=True, timeout=120)
             assert done.returncode == 0, done.stderr
             cli_body = json.loads(done.stdout)
@@ -313,7 +313,7 @@ def test_up_refuses_a_port_in_use():
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = subprocess.run([sys.executable, "-m", "dataflow.cli", "up", *FREE_PORTS,
+        done = subprocess.run([sys.executable, "-m", "dataflow_cli", "up", *FREE_PORTS,
                                "--kafka-port", str(port)], cwd=str(ROOT), capture_output=True,
                               text=True, timeout=120)
     assert done.returncode == 1

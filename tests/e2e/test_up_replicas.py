@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from dataflow.cli.up import READY_LINE
-from dataflow.up.stack import PROBE_EXPECTED, PROBE_PIPELINE, PROBE_REQUEST
+from dataflow_cli.up import READY_LINE
+from dataflow_cli.demo.stack import PROBE_EXPECTED, PROBE_PIPELINE, PROBE_REQUEST
 from tests.e2e.test_up import UpProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]

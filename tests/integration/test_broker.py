@@ -74,7 +74,7 @@ def test_embedded_broker_context_manager_stops():
 def test_cli_broker_prints_bootstrap_and_stops_on_sigint():
     import signal
 
-    proc = subprocess.Popen([sys.executable, "-m", "dataflow.cli", "broker"], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "dataflow_cli", "broker"], stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
         assert line.startswith("broker ready: bootstrap 127.0.0.1:")

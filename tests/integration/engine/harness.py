@@ -155,7 +155,7 @@ class EngineProcess:
 
     def __init__(self, scheduler: str, kafka, *, name: str, state_dir: str, log_path: str,
                  extra: list[str] = ()):
-        self.cmd = [sys.executable, "-m", "dataflow.cli", "--log-level", "INFO", "engine",
+        self.cmd = [sys.executable, "-m", "dataflow_cli", "--log-level", "INFO", "engine",
                     "--scheduler", scheduler, "--kafka", kafka.bootstrap, "--name", name,
                     "--state-dir", state_dir, *extra]
         self.log_path = log_path
@@ -195,7 +195,7 @@ class EngineProcess:
 
 def deploy(fake, engine: EngineProcess, msg, timeout_s: float = 60.0):
     """Send a Create and wait for its ack; fail with the engine's log if it is not a success."""
-    from dataflow.engine.fake_scheduler import ack_for
+    from dataflow_testing.fake_chainer import ack_for
 
     fake.send(msg)
     try:

@@ -13,7 +13,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from dataflow import codec
-from dataflow.engine.fake_scheduler import FakeChainer
+from dataflow_testing.fake_chainer import FakeChainer
 from dataflow.kafka import partition_for_key
 from tests.integration.engine.harness import EngineProcess, Msg, create_message, new_namer, step
 

@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from dataflow import codec
-from dataflow.engine.fake_scheduler import FakeChainer, ack_for
+from dataflow_testing.fake_chainer import FakeChainer, ack_for
 from dataflow.kafka import dataflow_group_id
 from tests.integration.engine.harness import (
     EngineProcess, Msg, collect, committed_offset, create_message, new_namer, produce, step,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dataflow import codec
-from dataflow.engine.fake_scheduler import FakeChainer, ack_for
+from dataflow_testing.fake_chainer import FakeChainer, ack_for
 from tests.integration.engine.harness import (
     EngineProcess, Msg, collect, create_message, delete_message, deploy, new_namer, produce, step,
 )

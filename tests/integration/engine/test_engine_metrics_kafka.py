@@ -14,7 +14,7 @@ from dataflow import codec
 from dataflow.engine.metrics import engine_registry
 from dataflow.runtime.base import RuntimeConfig
 from dataflow.runtime.kafka_runtime import KafkaRunner
-from dataflow.topology.builders import pipeline_message
+from scheduler_min.convert import pipeline_message
 from tests.integration.engine.harness import new_namer, produce
 
 N = 20

@@ -13,7 +13,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from dataflow import codec
-from dataflow.engine.fake_scheduler import FakeChainer, ack_for
+from dataflow_testing.fake_chainer import FakeChainer, ack_for
 from tests.integration.engine.harness import (
     EngineProcess, Msg, Step, collect, create_message, delete_message, deploy, header, new_namer, produce, step,
 )

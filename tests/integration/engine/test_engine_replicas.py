@@ -8,7 +8,7 @@ import pytest
 
 from dataflow import codec
 
-from dataflow.engine.fake_scheduler import FakeChainer
+from dataflow_testing.fake_chainer import FakeChainer
 from tests.integration.engine.harness import EngineProcess, Msg, collect, create_message, new_namer, produce, step
 
 pytestmark = pytest.mark.timeout(180)

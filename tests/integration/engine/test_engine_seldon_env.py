@@ -15,7 +15,7 @@ import pytest
 
 from dataflow import codec
 from dataflow.broker import free_port
-from dataflow.engine.fake_scheduler import FakeChainer
+from dataflow_testing.fake_chainer import FakeChainer
 from dataflow.kafka import dataflow_group_id
 from tests.integration.engine.harness import (
     REPO_ROOT, collect, committed_offset, create_message, deploy, new_namer, produce, step,
@@ -27,14 +27,14 @@ DEFAULT_STATE_ROOT = "/tmp/dataflow-engine/state"  # the engine's default state 
 
 
 class EnvEngine:
-    """``python -m dataflow.cli engine`` with no arguments and exactly ``env``."""
+    """``python -m dataflow_cli engine`` with no arguments and exactly ``env``."""
 
     def __init__(self, env: dict[str, str], log_path: str):
         self.env, self.log_path, self.proc = env, log_path, None
 
     def start(self) -> "EnvEngine":
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "dataflow.cli", "engine"], cwd=REPO_ROOT,
+            self.proc = subprocess.Popen([sys.executable, "-m", "dataflow_cli", "engine"], cwd=REPO_ROOT,
                                          env=self.env, stdout=log, stderr=log, start_new_session=True)
         return self
 

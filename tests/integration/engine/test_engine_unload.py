@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from benchmarks.pipelines import proc_figures
-from dataflow.engine.fake_scheduler import FakeChainer
+from dataflow_testing.fake_chainer import FakeChainer
 from dataflow.kafka import TopicNamer
-from dataflow.topology.builders import pipeline_message
+from scheduler_min.convert import pipeline_message
 from tests.integration.engine.harness import EngineProcess, Msg
 
 pytestmark = pytest.mark.timeout(300)

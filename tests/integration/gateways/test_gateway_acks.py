@@ -13,14 +13,14 @@ import urllib.request
 import pytest
 
 from chainer_api import scheduler_pb2
-from dataflow.cli import main
+from dataflow_cli import main
 from dataflow.kafka import TopicNamer
 from gateways.model_service import ModelGatewayConfig, ModelGatewayService
 from gateways.pipeline_service import PipelineGatewayConfig, PipelineGatewayService
 from scheduler_min import convert
 from scheduler_min.client import SchedulerClient
 from scheduler_min.server import SchedulerConfig, run_in_thread
-from scheduler_min.testing import FakeEngine
+from dataflow_testing.fake_engine import FakeEngine
 
 from . import fake_oip
 from .harness import BackgroundLoop, free_port

@@ -11,7 +11,7 @@ from .harness import free_port
 
 
 def _dataflow(*args, **kw):
-    return [sys.executable, "-m", "dataflow.cli", *args]
+    return [sys.executable, "-m", "dataflow_cli", *args]
 
 
 def test_pipeline_gateway_process_serves_and_stops_on_sigterm(kafka):

@@ -16,7 +16,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from chainer_api import scheduler_pb2
-from dataflow.cli import main
+from dataflow_cli import main
 from dataflow.kafka import TopicNamer
 from gateways.pipeline_service import PipelineGatewayConfig, PipelineGatewayService
 from gateways.pipeline_timeouts import MODEL_TIMEOUT_S
@@ -24,7 +24,7 @@ from gateways.routing import Resource
 from scheduler_min import convert
 from scheduler_min.client import SchedulerClient
 from scheduler_min.server import SchedulerConfig, run_in_thread
-from scheduler_min.testing import FakeEngine
+from dataflow_testing.fake_engine import FakeEngine
 
 from .harness import BackgroundLoop, free_port
 from .simulated import SimulatedPipeline

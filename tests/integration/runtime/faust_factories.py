@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from dataflow.runtime.faust_testing import counting
+from dataflow_testing.faust_factories import counting
 
 
 def _in_faust_worker() -> bool:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dataflow import codec
-from dataflow.engine.fake_scheduler import FakeChainer, ack_for
+from dataflow_testing.fake_chainer import FakeChainer, ack_for
 from dataflow.kafka import dataflow_group_id
 from dataflow.runtime.changelog import changelog_topic
 from tests.integration.engine.harness import (

@@ -21,8 +21,8 @@ from dataflow.kafka import dataflow_group_id
 from dataflow.runtime.base import RunnerError, RunnerState, RuntimeConfig
 from dataflow.runtime.faust_runtime import FaustRunner
 
-PASSTHROUGH = "dataflow.runtime.faust_testing:passthrough"
-COUNTING = "dataflow.runtime.faust_testing:counting"
+PASSTHROUGH = "dataflow_testing.faust_factories:passthrough"
+COUNTING = "dataflow_testing.faust_factories:counting"
 
 
 def pipeline_msg(uid: str, source: str, sink: str, name: str = "p", version: int = 1):
@@ -237,7 +237,7 @@ def test_bad_topic_layout_fails_start_with_a_reason(kafka, tmp_path):
 
 def test_bad_factory_fails_start_with_a_reason(kafka, tmp_path):
     runner = FaustRunner(pipeline_msg(kafka.unique("uid"), "a", "b"), config_for(kafka, tmp_path),
-                         pipeline_factory="dataflow.runtime.faust_testing:no_such_factory")
+                         pipeline_factory="dataflow_testing.faust_factories:no_such_factory")
     with pytest.raises(RunnerError, match="failed to initialize"):
         asyncio.run(runner.start())
 
@@ -337,7 +337,7 @@ _ENGINE_SCRIPT = textwrap.dedent("""
         u.sink.pipelineName = "p"
         u.sink.topicName = sink
         config = RuntimeConfig(kafka=KafkaSettings(bootstrap_servers=bootstrap), state_dir=state_dir)
-        runner = FaustRunner(msg, config, pipeline_factory="dataflow.runtime.faust_testing:passthrough")
+        runner = FaustRunner(msg, config, pipeline_factory="dataflow_testing.faust_factories:passthrough")
         await runner.start()
         print(runner.pid, flush=True)
         await asyncio.sleep(3600)
@@ -439,7 +439,7 @@ def test_compiled_chain_and_join_pipeline(kafka, tmp_path):
 
     from dataflow import codec
     from dataflow.kafka import TopicNamer
-    from dataflow.topology.builders import pipeline_message
+    from scheduler_min.convert import pipeline_message
 
     namer = TopicNamer(prefix=kafka.unique("fseldon"), namespace="default")
     msg = pipeline_message({

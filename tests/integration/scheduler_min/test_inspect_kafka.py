@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from dataflow import codec
-from dataflow.cli import main
+from dataflow_cli import main
 from scheduler_min.server import SchedulerConfig, run_in_thread
-from scheduler_min.testing import FakeEngine
+from dataflow_testing.fake_engine import FakeEngine
 from tests.manifests import models_yaml
 
 PIPE = """

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from dataflow import codec
-from dataflow.cli import main
+from dataflow_cli import main
 from scheduler_min.server import SchedulerConfig, run_in_thread
 from tests.integration.scheduler_min.test_real_engine import engine_process, pytestmark  # noqa: F401
 from tests.manifests import models_yaml

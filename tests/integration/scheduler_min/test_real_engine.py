@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 
 from dataflow import codec
-from dataflow.cli import main
+from dataflow_cli import main
 from scheduler_min.server import SchedulerConfig, run_in_thread
 from tests.manifests import models_yaml
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("dataflow.engine") is None
-                                or importlib.util.find_spec("dataflow.cli.engine") is None,
+                                or importlib.util.find_spec("dataflow_cli.engine") is None,
                                 reason="the dataflow engine is not in this build")
 
 PIPE = """
@@ -50,7 +50,7 @@ def engine_process(sched, kafka, ns, tmp_path):
     """A `dataflow engine` subprocess on ``sched``, logging to tmp_path/engine.log; SIGTERM (then SIGKILL) on exit."""
     log = open(tmp_path / "engine.log", "w")
     engine = subprocess.Popen(
-        [sys.executable, "-m", "dataflow.cli", "engine", "--scheduler", sched.chainer_address,
+        [sys.executable, "-m", "dataflow_cli", "engine", "--scheduler", sched.chainer_address,
          "--kafka", kafka.bootstrap, "--name", f"engine-{ns}", "--state-dir", str(tmp_path / "engine")],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:

@@ -5,7 +5,7 @@ import pytest
 from chainer_api import chainer_pb2, scheduler_pb2, scheduler_pb2_grpc
 from scheduler_min import convert
 from scheduler_min.server import SchedulerConfig, run_in_thread
-from scheduler_min.testing import FakeEngine, wait_for
+from dataflow_testing.fake_engine import FakeEngine, wait_for
 
 S = scheduler_pb2.PipelineVersionState
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from scheduler_min.testing import FakeEngine
+from dataflow_testing.fake_engine import FakeEngine
 from tests.manifests import models_yaml
 
 PIPE = """
@@ -24,13 +24,13 @@ spec:
 
 
 def cli(env, *argv):
-    return subprocess.run([sys.executable, "-m", "dataflow.cli", *argv], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "dataflow_cli", *argv], env=env, capture_output=True,
                           text=True, timeout=60)
 
 
 @pytest.fixture
 def scheduler(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "dataflow.cli", "scheduler", "--host", "127.0.0.1",
+    proc = subprocess.Popen([sys.executable, "-m", "dataflow_cli", "scheduler", "--host", "127.0.0.1",
                              "--port", "0", "--chainer-port", "0", "--state-dir", str(tmp_path / "state")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     line = proc.stdout.readline()

@@ -3,10 +3,10 @@ import json
 
 import pytest
 
-from dataflow.cli import main
-from dataflow.cli.config import resolve
+from dataflow_cli import main
+from dataflow_cli.config import resolve
 from scheduler_min.server import SchedulerConfig, run_in_thread
-from scheduler_min.testing import FakeEngine
+from dataflow_testing.fake_engine import FakeEngine
 from tests import manifests
 
 TFSIMPLES = manifests.TFSIMPLES + """---

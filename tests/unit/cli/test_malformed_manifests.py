@@ -160,7 +160,7 @@ def results(tmp_path_factory):
         command, cid, data, _ = case
         path = tmp / f"{command}-{cid}.yaml"
         path.write_bytes(data)
-        argv = [sys.executable, "-m", "dataflow.cli", *COMMANDS[command], str(path)]
+        argv = [sys.executable, "-m", "dataflow_cli", *COMMANDS[command], str(path)]
         if command == "up":
             argv += ["--state-dir", str(tmp / f"state-{cid}")]
         proc = subprocess.run(argv, capture_output=True, check=False, timeout=60, env=env, cwd=str(tmp))

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from dataflow.cli import main
+from dataflow_cli import main
 from dataflow.topology import build_topology
 from scheduler_min.manifest import pipelines_from_yaml
 from scheduler_min.server import SchedulerConfig, run_in_thread
-from scheduler_min.testing import FakeEngine, wait_for
+from dataflow_testing.fake_engine import FakeEngine, wait_for
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[3] / "examples" / "pipelines").glob("*.yaml"))
 
@@ -114,7 +114,7 @@ def test_mermaid_parses_with_one_node_per_step_and_topic(loaded, capsys):
 
 
 def test_mermaid_labels_cannot_break_the_chart():
-    from dataflow.topology.builders import pipeline_message
+    from scheduler_min.convert import pipeline_message
 
     spec = {"name": "odd", "steps": [{"name": "m1"}, {"name": "m2", "inputs": ["m1.outputs.a|b"],
                                                      "tensorMap": {'m1.outputs.a|b': 'x"y'}}]}

@@ -7,8 +7,8 @@ import threading
 import pytest
 
 from dataflow.broker import free_port
-from dataflow.cli import main
-from dataflow.cli.pipeline_top import parse, table_rows
+from dataflow_cli import main
+from dataflow_cli.pipeline_top import parse, table_rows
 from dataflow.engine.metrics import engine_registry
 from tests.unit.dataflow.engine.test_engine_metrics import JOIN, NS, FakeRunner, response
 

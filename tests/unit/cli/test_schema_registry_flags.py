@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from dataflow.cli import CliError, build_parser
-from dataflow.cli.engine import build_config
-from dataflow.cli.gateways import _schema_registry
+from dataflow_cli import CliError, build_parser
+from dataflow_cli.engine import build_config
+from dataflow_cli.gateways import _schema_registry
 
 CONFIG = "schemaRegistry:\n  client:\n    URL: http://127.0.0.1:8081\n"
 

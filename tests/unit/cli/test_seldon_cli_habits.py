@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from dataflow.cli import build_parser
-from dataflow.cli.config import load_cli_config, resolve
+from dataflow_cli import build_parser
+from dataflow_cli.config import load_cli_config, resolve
 
 BLANK = argparse.Namespace(scheduler_host=None, kafka_broker=None, namespace=None, kafka_config_path=None)
 

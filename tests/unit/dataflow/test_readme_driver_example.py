@@ -10,8 +10,8 @@ import numpy as np
 import yaml
 
 from dataflow import codec
-from dataflow.testing import PipelineTestDriver
-from dataflow.topology.builders import pipeline_message   # Pipeline YAML spec -> Create message
+from dataflow_testing.driver import PipelineTestDriver
+from scheduler_min.convert import pipeline_message   # Pipeline YAML spec -> Create message
 
 TFSIMPLES_YAML = Path(__file__).resolve().parents[3] / "examples" / "pipelines" / "tfsimples.yaml"
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from dataflow.cli import CliError, build_parser
-from dataflow.cli.engine import build_config
+from dataflow_cli import CliError, build_parser
+from dataflow_cli.engine import build_config
 from dataflow.engine.config import EngineConfig
 from dataflow.kafka import KafkaSettings
 from dataflow.seldon_env import (
@@ -59,7 +59,7 @@ def test_ours_beat_the_reference_and_the_flag_beats_both(setting):
     assert engine_defaults(environ)[setting.key] == conv(value[0])
     assert engine_defaults({setting.reference: value[1]})[setting.key] == conv(value[1])
     args = build_parser().parse_args(["engine", setting.flag, value[2]])
-    from dataflow.cli.engine import resolve_settings
+    from dataflow_cli.engine import resolve_settings
     assert resolve_settings(args, environ)[setting.key] == conv(value[2])
 
 
@@ -237,7 +237,7 @@ def gateway_args(*argv: str):
 
 
 def test_gateway_accepts_the_reference_flags_and_kafka_json(clean_gateway_env, tmp_path):
-    from dataflow.cli.gateways import _scheduler, _settings
+    from dataflow_cli.gateways import _scheduler, _settings
 
     kjson = tmp_path / "kafka.json"
     kjson.write_text(json.dumps({"bootstrap.servers": "kafka:9092", "topicPrefix": "acme",
@@ -251,7 +251,7 @@ def test_gateway_accepts_the_reference_flags_and_kafka_json(clean_gateway_env, t
 
 
 def test_gateway_flags_and_our_variables_win(clean_gateway_env, tmp_path):
-    from dataflow.cli.gateways import _scheduler, _settings
+    from dataflow_cli.gateways import _scheduler, _settings
 
     kjson = tmp_path / "kafka.json"
     kjson.write_text(json.dumps({"bootstrap.servers": "kafka:9092", "topicPrefix": "acme", "consumer": {}}))
@@ -268,7 +268,7 @@ def test_gateway_flags_and_our_variables_win(clean_gateway_env, tmp_path):
 
 
 def test_gateway_namespace_from_the_service_account_file(clean_gateway_env, tmp_path):
-    from dataflow.cli.gateways import _settings
+    from dataflow_cli.gateways import _settings
 
     f = tmp_path / "namespace"
     f.write_text("seldon-mesh\n")
@@ -277,7 +277,7 @@ def test_gateway_namespace_from_the_service_account_file(clean_gateway_env, tmp_
 
 
 def test_gateway_security_from_go_variables(clean_gateway_env, tmp_path):
-    from dataflow.cli.gateways import _settings
+    from dataflow_cli.gateways import _settings
 
     pw = tmp_path / "password"
     pw.write_text("pw")
@@ -289,7 +289,7 @@ def test_gateway_security_from_go_variables(clean_gateway_env, tmp_path):
 
 
 def test_scheduler_takes_the_reference_flags(clean_gateway_env, tmp_path):
-    from dataflow.cli.scheduler import _topics
+    from dataflow_cli.scheduler import _topics
 
     kjson = tmp_path / "kafka.json"
     kjson.write_text(json.dumps({"topicPrefix": "acme", "consumer": {}}))

@@ -8,8 +8,8 @@ import aiohttp
 import pytest
 
 from dataflow.broker import free_port
-from dataflow.cli import CliError, build_parser
-from dataflow.cli.engine import build_config
+from dataflow_cli import CliError, build_parser
+from dataflow_cli.engine import build_config
 from dataflow.engine.config import ConfigError, EngineConfig
 from dataflow.engine.health import start_health_server
 

@@ -11,7 +11,7 @@ import pytest
 from chainer_api import chainer_pb2
 from dataflow.engine import Engine, EngineConfig
 from dataflow.engine import chainer_client
-from dataflow.engine.fake_scheduler import FakeChainer, ack_for
+from dataflow_testing.fake_chainer import FakeChainer, ack_for
 from dataflow.runtime.base import PipelineRunner, RunnerError, RunnerState
 
 Msg = chainer_pb2.PipelineUpdateMessage

@@ -21,7 +21,7 @@ from dataflow.runtime.base import RunnerState
 from dataflow.runtime.tasks import PartitionTasks
 from dataflow.state.partition import memory_partition_state
 from dataflow.topology import compile_pipeline
-from dataflow.topology.builders import pipeline_message
+from scheduler_min.convert import pipeline_message
 
 NS = "seldon.default"
 JOIN = pipeline_message({"name": "j", "steps": [

@@ -12,7 +12,8 @@ from dataflow.records import Record
 from dataflow.runtime.tasks import PartitionTasks, probe
 from dataflow.state.partition import memory_partition_state
 from dataflow.topology import TopologySettings, compile_pipeline
-from dataflow.topology.builders import create_message, pipeline_message, step_update
+from dataflow.topology.builders import create_message, step_update
+from scheduler_min.convert import pipeline_message
 
 NS = "seldon.default"
 V = np.array([1.0, 2.0], dtype=np.float32)

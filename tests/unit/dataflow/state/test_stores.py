@@ -7,9 +7,9 @@ import pytest
 
 from dataflow import codec
 from dataflow.state import MemoryStore, rocks_partition_state
-from dataflow.testing import PipelineTestDriver
+from dataflow_testing.driver import PipelineTestDriver
 from dataflow.topology import compile_pipeline
-from dataflow.topology.builders import pipeline_message
+from scheduler_min.convert import pipeline_message
 
 
 @pytest.fixture(params=["memory", "partition-rocks", "partition-rocks-committed"])

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from dataflow import codec
-from dataflow.testing import PipelineTestDriver
+from dataflow_testing.driver import PipelineTestDriver
 from dataflow.topology import TopologyError, build_topology
-from dataflow.topology.builders import create_message, pipeline_message, step_update
+from dataflow.topology.builders import create_message, step_update
+from scheduler_min.convert import pipeline_message
 
 NS = "seldon.default"
 

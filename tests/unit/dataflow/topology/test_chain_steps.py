@@ -8,8 +8,9 @@ import pytest
 
 from dataflow import codec
 from dataflow.headers import PIPELINE_ERRORS
-from dataflow.testing import PipelineTestDriver
-from dataflow.topology.builders import create_message, pipeline_message, step_update
+from dataflow_testing.driver import PipelineTestDriver
+from dataflow.topology.builders import create_message, step_update
+from scheduler_min.convert import pipeline_message
 
 NS = "seldon.default"
 X = np.arange(4, dtype=np.int32).reshape(1, 4)

@@ -9,7 +9,8 @@ from chainer_api import chainer_pb2
 from dataflow.topology import (
     ChainType, JoinType, StepKind, TopologyError, TopologySettings, build_topology, compile_pipeline,
 )
-from dataflow.topology.builders import create_message, pipeline_message, step_update
+from dataflow.topology.builders import create_message, step_update
+from scheduler_min.convert import pipeline_message
 from dataflow.state import MemoryStore
 
 NS = "seldon.default"

@@ -5,8 +5,8 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from dataflow import codec
-from dataflow.testing import PipelineTestDriver
-from dataflow.topology.builders import pipeline_message
+from dataflow_testing.driver import PipelineTestDriver
+from scheduler_min.convert import pipeline_message
 
 STEPS = ("a", "b", "c")
 V = np.array([1.0], np.float32)

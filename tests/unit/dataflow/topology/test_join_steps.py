@@ -5,8 +5,9 @@ import numpy as np
 
 from dataflow import codec
 from dataflow.headers import PIPELINE_ERRORS
-from dataflow.testing import PipelineTestDriver
-from dataflow.topology.builders import create_message, pipeline_message, step_update
+from dataflow_testing.driver import PipelineTestDriver
+from dataflow.topology.builders import create_message, step_update
+from scheduler_min.convert import pipeline_message
 
 NS = "seldon.default"
 V = np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32)

@@ -22,8 +22,17 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
+
+from chainer_api import scheduler_pb2, scheduler_pb2_grpc
 from dataflow.broker import free_port
-from dataflow.up.children import ChildFailed, ChildProcess
+from dataflow.kafka import TopicNamer
+from dataflow.seldon_env import kubernetes_namespace
+from dataflow_cli.demo.children import ChildFailed, ChildProcess
+from gateways.mlserver_process import MLServerError, MLServerProcess
+from scheduler_min.manifest import models_from_yaml, pipelines_from_yaml
+from scheduler_min.models import ENDPOINT_PARAMETER
+from scheduler_min.validation import PipelineValidationError, check_topic_names
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO_ROOT / "examples"
@@ -203,7 +212,7 @@ class Stack:
         print(text, file=self.out, flush=True)
 
     def _dataflow(self, name: str, command: str, args: list[str]) -> ChildProcess:
-        argv = [sys.executable, "-m", "dataflow.cli", "--log-level", self.opt.log_level, command]
+        argv = [sys.executable, "-m", "dataflow_cli", "--log-level", self.opt.log_level, command]
         child = ChildProcess(name, argv + args, self.state_dir / "logs" / f"{name}.log",
                              cwd=str(REPO_ROOT))
         child.start()
@@ -218,8 +227,6 @@ class Stack:
                          f"accepting connections on {self.bootstrap}")
 
     def _start_mlserver(self) -> None:
-        from gateways.mlserver_process import MLServerError, MLServerProcess
-
         self.mlserver = MLServerProcess(self.opt.models_dir, http_port=self.mlserver_http_port,
                                         grpc_port=self.mlserver_grpc_port, host=self.opt.host,
                                         log_path=self.state_dir / "logs" / "mlserver.log")
@@ -280,10 +287,6 @@ class Stack:
 
     # Loading ---------------------------------------------------------------------------------
     def _scheduler_stub(self):
-        import grpc
-
-        from chainer_api import scheduler_pb2_grpc
-
         channel = grpc.insecure_channel(self.scheduler_address)
         return channel, scheduler_pb2_grpc.SchedulerStub(channel)
 
@@ -310,8 +313,6 @@ class Stack:
                                      f"{flag} 0 to pick a free port") from exc
 
     def _parse_manifests(self) -> None:
-        from scheduler_min.manifest import models_from_yaml, pipelines_from_yaml
-
         def parse(path: Path, reader):
             try:
                 data = Path(path).read_bytes()  # decoded by the parser, which names the file on failure
@@ -332,10 +333,6 @@ class Stack:
     def _check_topic_names(self) -> None:
         """Names whose topics Kafka would refuse fail here, before anything starts, with the topic
         naming the scheduler started below will use (no prefix or namespace flags are passed to it)."""
-        from dataflow.kafka import TopicNamer
-        from dataflow.seldon_env import kubernetes_namespace
-        from scheduler_min.validation import PipelineValidationError, check_topic_names
-
         namer = TopicNamer(namespace=kubernetes_namespace() or "default")
         try:
             for model in self.model_manifests:
@@ -349,10 +346,6 @@ class Stack:
     def _load_models(self) -> None:
         if not self.opt.models or self.mlserver is None:
             return
-        import grpc
-
-        from chainer_api import scheduler_pb2
-        from scheduler_min.models import ENDPOINT_PARAMETER
 
         models = self.model_manifests
         channel, stub = self._scheduler_stub()
@@ -372,10 +365,6 @@ class Stack:
                   f"(endpoint {self.mlserver.grpc_url})")
 
     def _load_pipelines(self) -> None:
-        import grpc
-
-        from chainer_api import scheduler_pb2
-
         channel, stub = self._scheduler_stub()
         with channel:
             for path, pipeline in self.pipeline_manifests:
@@ -391,8 +380,6 @@ class Stack:
 
     def pipeline_states(self) -> dict[str, tuple[str, str]]:
         """Pipeline name -> (status name, reason) of its latest version."""
-        from chainer_api import scheduler_pb2
-
         states: dict[str, tuple[str, str]] = {}
         channel, stub = self._scheduler_stub()
         with channel:
@@ -406,8 +393,6 @@ class Stack:
         return states
 
     def _wait_pipelines_ready(self) -> None:
-        import grpc
-
         if not self.loaded_pipelines:
             return
         deadline = time.monotonic() + self.opt.ready_timeout

@@ -9,7 +9,14 @@ import json
 import sys
 from typing import Callable
 
-from dataflow.cli.config import add_scheduler_flags, resolve
+from google.protobuf import json_format
+
+from dataflow.kafka import KafkaSetupError, TopicNamer
+from dataflow_cli import CliError
+from dataflow_cli.config import add_scheduler_flags, resolve
+from scheduler_min.client import SchedulerCallError, SchedulerClient
+from scheduler_min.manifest import one_line
+from scheduler_min.validation import PipelineValidationError
 
 
 def add_common_flags(p) -> None:
@@ -54,8 +61,6 @@ def add_load_unload_status(subparsers, kind: str, states: tuple[str, ...], *, lo
 
 
 def to_json(msg) -> str:
-    from google.protobuf import json_format
-
     return json.dumps(json_format.MessageToDict(msg), separators=(",", ":"))
 
 
@@ -64,8 +69,6 @@ def read_inputs(files: list[str]) -> list[tuple[str, bytes]]:
 
     Bytes, not text: decoding is the manifest parser's job, so a binary or UTF-16 file gets an
     error naming the file instead of a ``UnicodeDecodeError`` from ``open().read()``."""
-    from dataflow.cli import CliError
-
     out = []
     for f in files:
         try:
@@ -83,10 +86,6 @@ def read_manifests(files: list[str], parse: Callable[[bytes, str], list],
                    check: Callable[[object], None] | None = None) -> list:
     """Every resource in ``files``, parsed by ``parse(data, source)`` and passed to ``check``
     (which raises ``PipelineValidationError``); any failure is a one-line ``CliError`` naming the file."""
-    from dataflow.cli import CliError
-    from scheduler_min.manifest import one_line
-    from scheduler_min.validation import PipelineValidationError
-
     out = []
     for source, data in read_inputs(files):
         try:
@@ -105,9 +104,6 @@ def read_manifests(files: list[str], parse: Callable[[bytes, str], list],
 def topic_namer(args):
     """The topic naming the CLI's settings give (prefix and namespace), to refuse names whose
     topics Kafka would refuse before anything is sent; the scheduler checks again with its own."""
-    from dataflow.cli import CliError
-    from dataflow.kafka import KafkaSetupError, TopicNamer
-
     conn = resolve(args)
     try:
         return TopicNamer(prefix=conn.topic_prefix, namespace=conn.namespace)
@@ -116,16 +112,11 @@ def topic_namer(args):
 
 
 def client(args):
-    from scheduler_min.client import SchedulerClient
-
     return SchedulerClient(resolve(args).scheduler_host)
 
 
 def call(fn):
     """Run a scheduler call; its failures become one-line CLI errors."""
-    from dataflow.cli import CliError
-    from scheduler_min.client import SchedulerCallError
-
     try:
         return fn()
     except SchedulerCallError as exc:
@@ -144,8 +135,6 @@ def load_each(args, resources: list, send: Callable) -> int:
 
 def unload_each(args, kind: str, names_in_files: Callable[[list[str]], list[str]], send: Callable) -> int:
     """``send(client, name)`` for the NAME argument and every name in ``-f`` files."""
-    from dataflow.cli import CliError
-
     names = [args.name] if args.name else []
     if args.files:
         names += names_in_files(args.files)
@@ -161,8 +150,6 @@ def print_status(args, kind: str, states: tuple[str, ...], *, wait: Callable, qu
                  text: Callable | None = None) -> int:
     """Print the status of ``args.name`` (or all), or wait for ``-w STATE`` and print it; with
     ``-o text`` (where offered) ``text(responses)`` formats them instead of JSON."""
-    from dataflow.cli import CliError
-
     if args.wait and args.wait not in states:
         raise CliError(f"unknown state {args.wait!r} for -w; use one of {', '.join(states)}")
     if args.wait and not args.name:

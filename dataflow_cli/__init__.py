@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="WARNING", help="Python log level (default WARNING)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        importlib.import_module(f"dataflow.cli.{name}").register(sub)
+        importlib.import_module(f"dataflow_cli.{name}").register(sub)
     return parser
 
 

@@ -1,5 +1,5 @@
 import sys
 
-from dataflow.cli import main
+from dataflow_cli import main
 
 sys.exit(main())

@@ -2,8 +2,8 @@
 
 Topics are lists, the clock is manual, fake models stand in for the model gateway::
 
-    from dataflow.testing import PipelineTestDriver
-    from dataflow.topology.builders import pipeline_message
+    from dataflow_testing.driver import PipelineTestDriver
+    from scheduler_min.convert import pipeline_message
     from dataflow import codec
 
     msg = pipeline_message({"name": "tfsimples",

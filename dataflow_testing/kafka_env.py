@@ -10,6 +10,8 @@ import os
 import uuid
 from dataclasses import dataclass, field
 
+from confluent_kafka import Consumer, Producer
+
 from dataflow.broker import EmbeddedBroker
 from dataflow.kafka import KafkaSettings, ensure_topics
 
@@ -43,13 +45,9 @@ class KafkaTestEnv:
         return name
 
     def producer(self, **overrides):
-        from confluent_kafka import Producer
-
         return Producer(self.settings.producer(**overrides))
 
     def consumer(self, group_id: str | None = None, offset_reset: str = "earliest", **overrides):
-        from confluent_kafka import Consumer
-
         return Consumer(self.settings.consumer(group_id or self.group_id(), offset_reset=offset_reset,
                                                **overrides))
 

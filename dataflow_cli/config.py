@@ -30,6 +30,8 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from dataflow_cli import CliError
+
 ENV_SCHEDULER = "SELDON_SCHEDULE_HOST"
 ENV_KAFKA = "SELDON_KAFKA_BROKER"
 ENV_KAFKA_CONFIG = "SELDON_KAFKA_CONFIG_PATH"
@@ -64,8 +66,6 @@ def seldon_cli_config_path() -> str | None:
 
 def _json_object(path: str, what: str, unreadable: str) -> dict:
     """The JSON object in ``path``; unreadable or not an object -> ``CliError`` naming the file."""
-    from dataflow.cli import CliError
-
     try:
         with open(path) as f:
             data = json.load(f)

@@ -1,7 +1,7 @@
 """Tiny ``CompiledPipeline`` fakes for runtime tests and benchmarks (no step semantics).
 
 They are importable by dotted path so a worker process can build them:
-``FaustRunner(msg, config, pipeline_factory="dataflow.runtime.faust_testing:passthrough")``.
+``FaustRunner(msg, config, pipeline_factory="dataflow_testing.faust_factories:passthrough")``.
 Both read their topics from the ``PipelineUpdateMessage``: every update's sources are consumed
 and copied to that update's sink.
 """

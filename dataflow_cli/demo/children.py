@@ -9,44 +9,11 @@ thread, normally the main one.)
 """
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import time
-from collections import deque
 from pathlib import Path
 
-from dataflow.processes import die_with_parent  # noqa: F401  (re-exported for callers)
-
-
-def signal_group(proc: subprocess.Popen, sig: int) -> None:
-    """Signal the child's whole process group (it leads its own session)."""
-    try:
-        os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def stop_process(proc: subprocess.Popen | None, timeout: float) -> int | None:
-    """SIGTERM the child's group, wait up to ``timeout``, then SIGKILL. Returns the exit code."""
-    if proc is None:
-        return None
-    if proc.poll() is None:
-        signal_group(proc, signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            signal_group(proc, signal.SIGKILL)
-            proc.wait()
-    signal_group(proc, signal.SIGKILL)  # anything the child left in its group
-    return proc.returncode
-
-
-def tail(path: Path | None, lines: int = 30) -> str:
-    if path is None or not path.exists():
-        return ""
-    with open(path, "r", errors="replace") as handle:
-        return "".join(deque(handle, maxlen=lines))
+from dataflow.processes import die_with_parent, stop_process, tail
 
 
 class ChildProcess:

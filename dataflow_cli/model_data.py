@@ -5,10 +5,10 @@ gateway serves those topics), so this exercises the same Kafka path a pipeline s
 """
 from __future__ import annotations
 
+from dataflow_cli.pipeline_data import add_infer_arguments, add_infer_parser, run_infer
+
 
 def register(model_subparsers) -> None:
-    from dataflow.cli.pipeline_data import add_infer_arguments, add_infer_parser, run_infer
-
     p = add_infer_parser(model_subparsers, "infer", help="call a model through the pipeline gateway")
     add_infer_arguments(p, "model")
     p.set_defaults(handler=lambda args: run_infer(args, is_pipeline=False))

@@ -7,12 +7,13 @@ import signal
 import sys
 import time
 
+from dataflow_cli import CliError
+from dataflow_cli.demo.stack import DEFAULT_MODELS_FILE, Stack, StackError, UpOptions, options_from_args
+
 READY_LINE = "dataflow up: ready"
 
 
 def register(sub) -> None:
-    from dataflow.up.stack import DEFAULT_MODELS_FILE, UpOptions
-
     d = UpOptions()
     p = sub.add_parser("up", help="run the whole demo stack on loopback (broker, MLServer, "
                                   "scheduler, engine, gateways) with sample models and pipelines",
@@ -57,9 +58,6 @@ class _Stop(Exception):
 
 
 def run(args) -> int:
-    from dataflow.cli import CliError
-    from dataflow.up.stack import Stack, StackError, options_from_args
-
     def on_signal(signum, _frame):
         raise _Stop(signal.Signals(signum).name)
 
@@ -99,6 +97,6 @@ def run(args) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    from dataflow.cli import main
+    from dataflow_cli import main
 
     sys.exit(main(["up", *sys.argv[1:]]))

@@ -2,15 +2,27 @@
 
 A model's Open Inference Protocol endpoint is given in its YAML as ``spec.endpoint`` (or a
 parameter named ``endpoint``, or a ``grpc://``/``http://`` ``storageUri``), see
-``scheduler_min.models``. Data-plane subcommands come from ``dataflow.cli.model_data`` when present.
+``scheduler_min.models``. Data-plane subcommands come from ``dataflow_cli.model_data`` when present.
 """
 from __future__ import annotations
 
-from dataflow.cli import model_data
-from dataflow.cli.config import add_scheduler_flags
-from dataflow.cli.control import (add_load_unload_status, call, client, load_each, print_help, print_status,
-                                  read_manifests, table, topic_namer,
-                                  unload_each)
+from chainer_api import scheduler_pb2
+from dataflow_cli import model_data
+from dataflow_cli.config import add_scheduler_flags
+from dataflow_cli.control import (
+    add_load_unload_status,
+    call,
+    client,
+    load_each,
+    print_help,
+    print_status,
+    read_manifests,
+    table,
+    topic_namer,
+    unload_each,
+)
+from scheduler_min.manifest import models_from_yaml
+from scheduler_min.validation import check_topic_names
 
 STATE_NAMES = ("ModelProgressing", "ModelAvailable", "ModelFailed", "ModelTerminating", "ModelTerminated",
                "ModelTerminateFailed", "ScheduleFailed")
@@ -36,14 +48,10 @@ def register(sub) -> None:
 
 
 def _models(files, check=None):
-    from scheduler_min.manifest import models_from_yaml
-
     return read_manifests(files, models_from_yaml, check)
 
 
 def run_load(args) -> int:
-    from scheduler_min.validation import check_topic_names
-
     namer = topic_namer(args)
     models = _models(args.files, lambda m: check_topic_names(namer, model=m.meta.name))
     return load_each(args, models, lambda c, m: c.load_model(m))
@@ -60,8 +68,6 @@ def run_status(args) -> int:
 
 
 def run_list(args) -> int:
-    from chainer_api import scheduler_pb2
-
     with client(args) as c:
         res = call(lambda: c.model_status())
     rows = []

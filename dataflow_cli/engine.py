@@ -2,11 +2,33 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import signal
+
+from dataflow.engine import Engine
+from dataflow.engine.config import (
+    DEFAULT_RUNTIME,
+    DEFAULT_SCHEDULER,
+    RUNTIMES,
+    ConfigError,
+    EngineConfig,
+    default_replica_name,
+)
+from dataflow.kafka import KafkaSettings, KafkaSetupError
+from dataflow.schema_registry import SchemaRegistryConfigError, load_config
+from dataflow.seldon_env import (
+    ENGINE_SETTINGS,
+    UPSTREAM_HOST_ENV,
+    UPSTREAM_PORT_ENV,
+    SeldonEnvError,
+    engine_defaults,
+    engine_kafka_security,
+)
+from dataflow_cli import CliError
+
 
 def _env_help() -> str:
-    from dataflow.seldon_env import ENGINE_SETTINGS, UPSTREAM_HOST_ENV, UPSTREAM_PORT_ENV
-
     shown = [s for s in ENGINE_SETTINGS if s.ours]
     a, b = max(len(s.flag) for s in shown), max(len(s.ours) for s in shown)
     rows = [f"  {s.flag:<{a}} {s.ours:<{b}} {s.reference or '-'}" for s in shown]
@@ -24,8 +46,6 @@ def _env_help() -> str:
 
 
 def register(sub) -> None:
-    from dataflow.engine.config import DEFAULT_RUNTIME, DEFAULT_SCHEDULER, RUNTIMES
-
     p = sub.add_parser("engine", help="run a dataflow engine replica (pipelines from the scheduler)",
                        description="Subscribe to the scheduler's Chainer service and run the pipeline "
                                    "versions it assigns to this replica, until SIGTERM / Ctrl-C.",
@@ -65,8 +85,6 @@ def register(sub) -> None:
 
 def resolve_settings(args, environ=None) -> dict:
     """Every engine setting: the flag if given, else ``DATAFLOW_*``, else ``SELDON_*``, else default."""
-    from dataflow.seldon_env import engine_defaults
-
     values = engine_defaults(os.environ if environ is None else environ)
     for key in values:
         given = getattr(args, key, None)
@@ -76,12 +94,6 @@ def resolve_settings(args, environ=None) -> dict:
 
 
 def build_config(args, environ=None):
-    from dataflow.cli import CliError
-    from dataflow.engine.config import ConfigError, EngineConfig, default_replica_name
-    from dataflow.kafka import KafkaSettings, KafkaSetupError
-    from dataflow.schema_registry import SchemaRegistryConfigError, load_config
-    from dataflow.seldon_env import SeldonEnvError, engine_kafka_security
-
     environ = os.environ if environ is None else environ
     try:
         v = resolve_settings(args, environ)
@@ -103,12 +115,6 @@ def build_config(args, environ=None):
 
 
 def run(args) -> int:
-    import asyncio
-    import signal
-
-    from dataflow.cli import CliError
-    from dataflow.engine import Engine
-
     config = build_config(args)
     try:
         engine = Engine(config)

@@ -4,6 +4,12 @@ from __future__ import annotations
 import asyncio
 import signal
 
+from dataflow.kafka import KafkaSetupError
+from dataflow.seldon_env import SeldonEnvError, kubernetes_namespace, load_kafka_config
+from dataflow_cli import CliError
+from scheduler_min.server import SchedulerConfig, serve
+from scheduler_min.store import StateError
+
 
 def register(sub) -> None:
     p = sub.add_parser("scheduler", help="run the minimal scheduler (pipelines, models, dataflow engines)")
@@ -36,9 +42,6 @@ def register(sub) -> None:
 def _topics(args) -> tuple[str, str]:
     """Topic prefix and namespace: flag > the reference's sources (kafka.json topicPrefix, the
     service-account namespace file) > seldon / default. Unlike the reference, a flag beats the file."""
-    from dataflow.cli import CliError
-    from dataflow.seldon_env import SeldonEnvError, kubernetes_namespace, load_kafka_config
-
     prefix = args.topic_prefix
     if prefix is None and args.kafka_config_path:
         try:
@@ -49,11 +52,6 @@ def _topics(args) -> tuple[str, str]:
 
 
 def run(args) -> int:
-    from dataflow.cli import CliError
-    from dataflow.kafka import KafkaSetupError
-    from scheduler_min.server import SchedulerConfig, serve
-    from scheduler_min.store import StateError
-
     topic_prefix, namespace = _topics(args)
     config = SchedulerConfig(port=args.port, chainer_port=args.chainer_port, host=args.host,
                              state_dir=args.state_dir, topic_prefix=topic_prefix,

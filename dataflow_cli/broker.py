@@ -4,6 +4,9 @@ from __future__ import annotations
 import signal
 import threading
 
+from dataflow.broker import BrokerError, EmbeddedBroker
+from dataflow_cli import CliError
+
 
 def register(sub) -> None:
     p = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (Tansu) on loopback")
@@ -13,9 +16,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from dataflow.broker import BrokerError, EmbeddedBroker
-    from dataflow.cli import CliError
-
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
