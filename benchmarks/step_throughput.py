@@ -197,7 +197,7 @@ class Scenario:
     def run(self) -> Result:
         from confluent_kafka import Consumer, OFFSET_BEGINNING, TopicPartition
 
-        from dataflow import codec
+        from dataflow import oip
 
         env, args = self.env, self.args
         topics = set(self.sources) | {self.sink}
@@ -206,7 +206,7 @@ class Scenario:
             from dataflow.state import MemoryStore
             topics |= set(compile_pipeline(self.msg, store_factory=MemoryStore).all_topics)
         env.create_topics(*sorted(topics), partitions=1)
-        value = codec.make_response({"OUTPUT0": np.zeros((1, 250), dtype=np.float32)}, raw=True,
+        value = oip.make_response({"OUTPUT0": np.zeros((1, 250), dtype=np.float32)}, raw=True,
                                     id="r").SerializeToString()
         producer = env.producer()
         for i in range(args.n):

@@ -35,8 +35,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from dataflow import headers as H
 from dataflow.kafka import KafkaSettings, TopicNamer
+from dataflow.oip import json as oip_json
 
-from gateways import oip_json, routing
+from gateways import routing
 from gateways.kafka_io import poll_batch
 
 INPUT_SCHEMA = {

@@ -49,8 +49,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
 
-from dataflow import codec
-from dataflow.codec import strip_schema_prefix
+from dataflow import oip
+from dataflow.oip import strip_schema_prefix
 from dataflow.kafka import KafkaSettings, TopicNamer, pipelinegateway_group_id
 from dataflow.schema_registry import Framer
 
@@ -138,8 +138,8 @@ def check_request(req) -> None:
     if not req.inputs:
         raise BadRequest("request has no inputs")
     try:
-        codec.check_tensors(req)
-    except codec.CodecError as exc:
+        oip.check_tensors(req)
+    except oip.CodecError as exc:
         raise BadRequest(str(exc)) from None
 
 

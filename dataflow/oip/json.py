@@ -39,48 +39,29 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field as dc_field
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 from tritonclient.grpc import service_pb2 as pb
+
+from dataflow.oip.datatypes import CONTENTS_FIELD, DATATYPES, TYPED_FIELD_RANGE, CodecError
+from dataflow.oip.parameters import INT64_MAX, INT64_MIN, make_parameter, parameters_dict
+from dataflow.oip.tensors import join_bytes, raw_count, raw_into_typed, typed_as_raw
 
 ModelInferRequest = pb.ModelInferRequest
 ModelInferResponse = pb.ModelInferResponse
 
 
-class OipJsonError(ValueError):
+class OipJsonError(CodecError):
     """The JSON body (or protobuf message) cannot be converted; the message says what and where."""
 
 
-# datatype -> (InferTensorContents field, numpy dtype of one element in raw contents)
-_CONTENTS: dict[str, tuple[str, np.dtype]] = {
-    "BOOL": ("bool_contents", np.dtype("bool")),
-    "UINT8": ("uint_contents", np.dtype("<u1")),
-    "UINT16": ("uint_contents", np.dtype("<u2")),
-    "UINT32": ("uint_contents", np.dtype("<u4")),
-    "UINT64": ("uint64_contents", np.dtype("<u8")),
-    "INT8": ("int_contents", np.dtype("<i1")),
-    "INT16": ("int_contents", np.dtype("<i2")),
-    "INT32": ("int_contents", np.dtype("<i4")),
-    "INT64": ("int64_contents", np.dtype("<i8")),
-    "FP16": ("fp32_contents", np.dtype("<f2")),
-    "FP32": ("fp32_contents", np.dtype("<f4")),
-    "FP64": ("fp64_contents", np.dtype("<f8")),
-    "BYTES": ("bytes_contents", np.dtype("O")),
-}
-# Wide fallbacks: the reference writes/reads some narrow types as 4-byte values (spec 2.1).
-_WIDE = {"UINT8": "<u4", "UINT16": "<u4", "INT8": "<i4", "INT16": "<i4", "FP16": "<f4"}
-_INT_RANGES = {
-    "UINT8": (0, 2**32 - 1), "UINT16": (0, 2**32 - 1), "UINT32": (0, 2**32 - 1),
-    "UINT64": (0, 2**64 - 1),
-    "INT8": (-(2**31), 2**31 - 1), "INT16": (-(2**31), 2**31 - 1), "INT32": (-(2**31), 2**31 - 1),
-    "INT64": (-(2**63), 2**63 - 1),
-}
 CONTENT_TYPE = "content_type"
 _STRING_CONTENT_TYPES = ("str", "datetime")
-DATATYPES = tuple(_CONTENTS)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -93,7 +74,8 @@ def _negative_zero_aware_int(text: str) -> int | float:
     return -0.0 if text == "-0" else int(text)
 
 
-def _load(body: bytes | str | dict, **json_options) -> dict:
+def load_object(body: bytes | str | dict, **json_options) -> dict:
+    """A JSON body as a dict (a dict is returned as it is); OipJsonError unless it is a JSON object."""
     if isinstance(body, dict):
         return body
     try:
@@ -105,13 +87,6 @@ def _load(body: bytes | str | dict, **json_options) -> dict:
     if not isinstance(obj, dict):
         raise OipJsonError(f"body must be a JSON object, got {type(obj).__name__}")
     return obj
-
-
-def _num_elements(shape: Iterable[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
 
 
 def _flatten(data: Any, out: list) -> None:
@@ -132,42 +107,21 @@ def _flatten(data: Any, out: list) -> None:
             stack.pop()
 
 
-def _set_parameters(target, params: Any, where: str) -> None:
+def _set_parameters(target: Any, params: Any, where: str) -> None:
+    """JSON parameters: string -> string_param, bool -> bool_param, number -> int64_param
+    (truncated toward zero, like Go's ``int64(float64)``); anything else is refused."""
     if params is None:
         return
     if not isinstance(params, dict):
         raise OipJsonError(f"{where}: parameters must be a JSON object, got {type(params).__name__}")
     for k, v in params.items():
-        p = target[k]
-        if isinstance(v, bool):
-            p.bool_param = v
-        elif isinstance(v, str):
-            p.string_param = v
-        elif isinstance(v, (int, float)) and not (isinstance(v, float) and not math.isfinite(v)):
-            iv = int(v)  # truncation toward zero, like Go's int64(float64)
-            if not -(2**63) <= iv < 2**63:
-                raise OipJsonError(f"{where}: parameter {k!r} is out of int64 range: {v}")
-            p.int64_param = iv
-        else:
+        if isinstance(v, float) and math.isfinite(v):
+            v = int(v)
+        if isinstance(v, int) and not isinstance(v, bool) and not INT64_MIN <= v <= INT64_MAX:
+            raise OipJsonError(f"{where}: parameter {k!r} is out of int64 range: {params[k]}")
+        if not isinstance(v, (bool, int, str)):
             raise OipJsonError(f"{where}: unknown type for parameter {k!r}: {json.dumps(v)}")
-
-
-def _params_to_json(params) -> dict:
-    out = {}
-    for k in sorted(params):
-        p = params[k]
-        which = p.WhichOneof("parameter_choice")
-        if which == "bool_param":
-            out[k] = p.bool_param
-        elif which == "string_param":
-            out[k] = p.string_param
-        elif which == "int64_param":
-            out[k] = p.int64_param
-        elif which == "double_param":  # not in Seldon's proto; tolerate tritonclient's extension
-            out[k] = p.double_param
-        elif which == "uint64_param":
-            out[k] = p.uint64_param
-    return out
+        target[k].CopyFrom(make_parameter(v))
 
 
 def _tensor_values(name: str, datatype: str, shape: list[int], data: Any, where: str,
@@ -175,9 +129,9 @@ def _tensor_values(name: str, datatype: str, shape: list[int], data: Any, where:
     """Flattened, type-checked element list for one JSON tensor, sized like the reference.
 
     ``exact=False`` (server responses) keeps every value whatever the shape says."""
-    if datatype not in _CONTENTS:
+    if datatype not in CONTENTS_FIELD:
         raise OipJsonError(f"{where}: unknown datatype {datatype!r} for tensor {name!r}")
-    field, _ = _CONTENTS[datatype]
+    field = CONTENTS_FIELD[datatype]
     flat: list = []
     if data is not None:
         _flatten(data, flat)
@@ -194,12 +148,12 @@ def _tensor_values(name: str, datatype: str, shape: list[int], data: Any, where:
         else:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise OipJsonError(f"{where}: tensor {name!r} value {i} must be a number, got {json.dumps(v)}")
-            if datatype in _INT_RANGES:
+            if datatype in TYPED_FIELD_RANGE:
                 if isinstance(v, float):
                     if not math.isfinite(v):
                         raise OipJsonError(f"{where}: tensor {name!r} value {i} is not finite")
                     v = int(v)
-                lo, hi = _INT_RANGES[datatype]
+                lo, hi = TYPED_FIELD_RANGE[datatype]
                 if not lo <= v <= hi:
                     raise OipJsonError(f"{where}: tensor {name!r} value {i} ({v}) is out of range for {datatype}")
                 flat[i] = v
@@ -211,7 +165,7 @@ def _tensor_values(name: str, datatype: str, shape: list[int], data: Any, where:
 def _check_count(name: str, datatype: str, shape: list[int], count: int, what: str, where: str) -> None:
     """``count`` elements must fill ``shape`` (BYTES may also give one per row, the reference's
     ``shape[0]`` rule). The claimed size is only multiplied, never allocated."""
-    slots = _num_elements(shape)
+    slots = math.prod(shape)
     if count == slots or (datatype == "BYTES" and shape and count == shape[0]):
         return
     raise OipJsonError(f"{where}: tensor {name!r} has {count} {what} but shape {shape} holds {slots}")
@@ -249,23 +203,10 @@ class _BinarySection:
         return chunk
 
 
-def _binary_count(name: str, datatype: str, raw: bytes, where: str) -> int:
+def _binary_count(name: str, datatype: str, raw: bytes, shape: list[int], where: str) -> int:
     """Elements in one tensor's binary data (BYTES: walk the length prefixes; nothing is copied)."""
-    if datatype == "BYTES":
-        count, off = 0, 0
-        while off < len(raw):
-            if off + 4 > len(raw):
-                raise OipJsonError(f"{where}: tensor {name!r} binary BYTES data end in a truncated length prefix")
-            off += 4 + int.from_bytes(raw[off:off + 4], "little")
-            if off > len(raw):
-                raise OipJsonError(f"{where}: tensor {name!r} binary BYTES element overruns the data")
-            count += 1
-        return count
-    size = _CONTENTS[datatype][1].itemsize
-    if len(raw) % size:
-        raise OipJsonError(f"{where}: tensor {name!r} has {len(raw)} bytes of binary data, "
-                           f"not a multiple of the {size}-byte {datatype} element")
-    return len(raw) // size
+    with _as_json_error():
+        return raw_count(raw, datatype, math.prod(shape), f"{where}: tensor {name!r} binary data")
 
 
 def _fill_tensor(t, spec: Any, where: str, binary: _BinarySection | None = None) -> bytes | None:
@@ -278,7 +219,7 @@ def _fill_tensor(t, spec: Any, where: str, binary: _BinarySection | None = None)
     datatype = spec.get("datatype")
     if not isinstance(datatype, str):
         raise OipJsonError(f"{where}: tensor {name!r} datatype must be a string")
-    if datatype not in _CONTENTS:
+    if datatype not in CONTENTS_FIELD:
         raise OipJsonError(f"{where}: unknown datatype {datatype!r} for tensor {name!r}")
     shape = _shape(spec.get("shape"), name, where)
     t.name = name
@@ -299,7 +240,7 @@ def _fill_tensor(t, spec: Any, where: str, binary: _BinarySection | None = None)
     if spec.get("data") is not None:
         raise OipJsonError(f"{where}: tensor {name!r} has both data and {BINARY_DATA_SIZE}")
     raw = binary.take(size, name, where)
-    _check_count(name, datatype, shape, _binary_count(name, datatype, raw, where), "binary elements", where)
+    _check_count(name, datatype, shape, _binary_count(name, datatype, raw, shape, where), "binary elements", where)
     return raw
 
 
@@ -308,61 +249,30 @@ def _fill_tensor(t, spec: Any, where: str, binary: _BinarySection | None = None)
 # ------------------------------------------------------------------------------------------------
 
 
-def decode_bytes_raw(raw: bytes) -> list[bytes]:
-    """BYTES raw contents: each element prefixed with a 4-byte little-endian length."""
-    out, off = [], 0
-    while off < len(raw):
-        if off + 4 > len(raw):
-            raise OipJsonError("truncated BYTES raw contents (length prefix)")
-        n = int.from_bytes(raw[off:off + 4], "little")
-        off += 4
-        if off + n > len(raw):
-            raise OipJsonError("truncated BYTES raw contents (element)")
-        out.append(raw[off:off + n])
-        off += n
-    return out
+@contextmanager
+def _as_json_error() -> Iterator[None]:
+    """A tensor-level CodecError, raised as the JSON side's error type."""
+    try:
+        yield
+    except OipJsonError:
+        raise
+    except CodecError as exc:
+        raise OipJsonError(str(exc)) from None
 
 
-def encode_bytes_raw(values: Iterable[bytes]) -> bytes:
-    return b"".join(len(v).to_bytes(4, "little") + v for v in values)
-
-
-def _decode_raw(datatype: str, shape, raw: bytes) -> tuple[str, list]:
-    if datatype not in _CONTENTS:
-        raise OipJsonError(f"cannot decode raw contents of unknown datatype {datatype!r}")
-    field, dtype = _CONTENTS[datatype]
-    if datatype == "BYTES":
-        return field, decode_bytes_raw(raw)
-    n = _num_elements(shape)
-    if len(raw) != n * dtype.itemsize and datatype in _WIDE and len(raw) == n * 4:
-        dtype = np.dtype(_WIDE[datatype])
-    if len(raw) % dtype.itemsize:
-        raise OipJsonError(f"raw contents of {len(raw)} bytes do not fit datatype {datatype}")
-    arr = np.frombuffer(raw, dtype=dtype)
-    if datatype in ("FP16", "FP32"):
-        arr = arr.astype(np.float32)
-    return field, arr.tolist()
-
-
-def fill_from_raw(tensors, raws) -> None:
-    """Decode raw contents into typed contents of tensors lacking contents, in order (reference rule)."""
-    idx = 0
-    for raw in raws:
-        while idx < len(tensors) and tensors[idx].HasField("contents"):
-            idx += 1
-        if idx == len(tensors):
-            raise OipJsonError(f"Ran out of output contents to fill raw contents of length {len(raws)}")
-        t = tensors[idx]
-        field, values = _decode_raw(t.datatype, t.shape, raw)
-        t.contents.SetInParent()
-        getattr(t.contents, field).extend(values)
-        idx += 1
+def _typed_from_raw(tensors: Any, raws: Any) -> None:
+    """Decode raw entries into typed contents; entry i belongs to tensor i (the package rule)."""
+    if len(raws) > len(tensors):
+        raise OipJsonError(f"Ran out of output contents to fill raw contents of length {len(raws)}")
+    with _as_json_error():
+        for t, raw in zip(tensors, raws):
+            raw_into_typed(t, raw)
 
 
 def _json_data(t, string_bytes: bool) -> list | None:
     if not t.HasField("contents"):
         return None
-    field = _CONTENTS.get(t.datatype, (None,))[0]
+    field = CONTENTS_FIELD.get(t.datatype)
     if field is None:
         raise OipJsonError(f"Unknown type {t.datatype}")
     values = getattr(t.contents, field)
@@ -379,7 +289,7 @@ def _json_data(t, string_bytes: bool) -> list | None:
 
 
 def _output_to_json(t, *, bytes_as_strings: bool = False) -> dict:
-    params = _params_to_json(t.parameters)
+    params = parameters_dict(t.parameters)
     string_bytes = bytes_as_strings or (
         CONTENT_TYPE in t.parameters
         and t.parameters[CONTENT_TYPE].string_param in _STRING_CONTENT_TYPES)
@@ -398,7 +308,7 @@ def _output_to_json(t, *, bytes_as_strings: bool = False) -> dict:
 def request_from_json(body: bytes | str | dict, *, model_name: str = "", model_version: str = "",
                       keep_id: bool = False) -> ModelInferRequest:
     """REST request body -> ``ModelInferRequest`` (spec 5.5). Raises ``OipJsonError``."""
-    return _request(_load(body), None, model_name, model_version, keep_id)[0]
+    return _request(load_object(body), None, model_name, model_version, keep_id)[0]
 
 
 @dataclass
@@ -431,7 +341,7 @@ def request_from_http(body: bytes, header_length: str | int | None) -> tuple[Mod
         binary = _BinarySection(memoryview(body)[n:])
         body = bytes(memoryview(body)[:n])
     try:
-        obj = _load(body)
+        obj = load_object(body)
     except OipJsonError as exc:
         if binary is None and "Extra data" in str(exc):  # what a binary body looks like without the header
             raise OipJsonError(f"{exc} (binary tensor data needs the Inference-Header-Content-Length header)") from None
@@ -445,9 +355,8 @@ def request_from_http(body: bytes, header_length: str | int | None) -> tuple[Mod
         else:
             for t, raw in zip(req.inputs, raws):
                 if raw is not None:
-                    field, values = _decode_raw(t.datatype, t.shape, raw)
-                    t.contents.SetInParent()
-                    getattr(t.contents, field).extend(values)
+                    with _as_json_error():
+                        raw_into_typed(t, raw)
     fmt = OutputFormat()
     if BINARY_DATA_OUTPUT in req.parameters:
         fmt.binary_default = _truthy(req.parameters[BINARY_DATA_OUTPUT])
@@ -495,14 +404,14 @@ def response_to_json(resp: ModelInferResponse | bytes) -> dict:
         parsed.CopyFrom(resp)
     resp = parsed
     if resp.raw_output_contents:
-        fill_from_raw(resp.outputs, resp.raw_output_contents)
+        _typed_from_raw(resp.outputs, resp.raw_output_contents)
         del resp.raw_output_contents[:]
     out: dict = {"model_name": resp.model_name}
     if resp.model_version:
         out["model_version"] = resp.model_version
     if resp.id:
         out["id"] = resp.id
-    params = _params_to_json(resp.parameters)
+    params = parameters_dict(resp.parameters)
     if params:
         out["parameters"] = params
     outputs = [_output_to_json(t) for t in resp.outputs]
@@ -526,15 +435,12 @@ def _parse_response(resp: ModelInferResponse | bytes) -> ModelInferResponse:
     return resp
 
 
-def _raw_bytes(t, raw: bytes | None) -> bytes:
+def _raw_bytes(t: Any, raw: bytes | None) -> bytes:
     """One output's data as binary-extension bytes (raw contents as they are, typed ones encoded)."""
     if raw is not None:
         return raw
-    field, dtype = _CONTENTS[t.datatype]
-    values = getattr(t.contents, field)
-    if t.datatype == "BYTES":
-        return encode_bytes_raw(values)
-    return np.asarray(values).astype(dtype).tobytes()
+    with _as_json_error():
+        return typed_as_raw(t)
 
 
 def response_to_http(resp: ModelInferResponse | bytes, fmt: OutputFormat | None) -> tuple[bytes, int | None]:
@@ -545,7 +451,7 @@ def response_to_http(resp: ModelInferResponse | bytes, fmt: OutputFormat | None)
     msg = _parse_response(resp)
     if fmt is None or not any(fmt.is_binary(t.name) for t in msg.outputs):
         return response_to_json_bytes(msg), None
-    unknown = [t.datatype for t in msg.outputs if t.datatype not in _CONTENTS]
+    unknown = [t.datatype for t in msg.outputs if t.datatype not in CONTENTS_FIELD]
     if unknown:
         raise OipJsonError(f"Unknown type {unknown[0]}")
     raws = list(msg.raw_output_contents)
@@ -560,9 +466,8 @@ def response_to_http(resp: ModelInferResponse | bytes, fmt: OutputFormat | None)
             t.ClearField("contents")
             t.parameters[BINARY_DATA_SIZE].int64_param = len(data)
         elif i < len(raws):  # a JSON output of a raw response: decode its bytes into typed contents
-            field, values = _decode_raw(t.datatype, t.shape, raws[i])
-            t.contents.SetInParent()
-            getattr(t.contents, field).extend(values)
+            with _as_json_error():
+                raw_into_typed(t, raws[i])
     obj = response_to_json(keep)
     for o in obj.get("outputs", ()):
         if BINARY_DATA_SIZE in o.get("parameters", {}):
@@ -620,18 +525,18 @@ def request_to_json(req: ModelInferRequest | bytes) -> dict:
         copy = ModelInferRequest()
         copy.CopyFrom(req)
         req = copy
-        fill_from_raw(req.inputs, req.raw_input_contents)
+        _typed_from_raw(req.inputs, req.raw_input_contents)
         del req.raw_input_contents[:]
     out: dict = {}
     if req.id:
         out["id"] = req.id
-    params = _params_to_json(req.parameters)
+    params = parameters_dict(req.parameters)
     if params:
         out["parameters"] = params
     inputs = []
     for t in req.inputs:
         d = {"name": t.name, "shape": list(t.shape), "datatype": t.datatype}
-        p = _params_to_json(t.parameters)
+        p = parameters_dict(t.parameters)
         if p:
             d["parameters"] = p
         d["data"] = _json_data(t, string_bytes=True) or []
@@ -641,7 +546,7 @@ def request_to_json(req: ModelInferRequest | bytes) -> dict:
         outs = []
         for o in req.outputs:
             d = {"name": o.name}
-            p = _params_to_json(o.parameters)
+            p = parameters_dict(o.parameters)
             if p:
                 d["parameters"] = p
             outs.append(d)
@@ -655,7 +560,7 @@ def response_from_json(body: bytes | str | dict, *, bytes_are_base64: bool = Fal
     BYTES data are strings. An OIP server writes them as text; with ``bytes_are_base64`` (our own
     gateway's JSON for outputs without a string content_type) they are base64-decoded.
     """
-    obj = _load(body, parse_int=_negative_zero_aware_int)
+    obj = load_object(body, parse_int=_negative_zero_aware_int)
     resp = ModelInferResponse()
     for field in ("model_name", "model_version", "id"):
         v = obj.get(field)
@@ -707,18 +612,3 @@ def _set_parameters_lenient(target, params: Any) -> None:
             target[k].int64_param = v
         elif isinstance(v, float) and math.isfinite(v):
             target[k].int64_param = int(v)
-
-
-def response_to_request(resp: ModelInferResponse) -> ModelInferRequest:
-    """Outputs become inputs (the model gateway accepts a response as a request, spec 6)."""
-    req = ModelInferRequest(model_name=resp.model_name, model_version=resp.model_version, id=resp.id)
-    for k, v in resp.parameters.items():
-        req.parameters[k].CopyFrom(v)
-    for t in resp.outputs:
-        i = req.inputs.add(name=t.name, datatype=t.datatype, shape=t.shape)
-        for k, v in t.parameters.items():
-            i.parameters[k].CopyFrom(v)
-        if t.HasField("contents"):
-            i.contents.CopyFrom(t.contents)
-    req.raw_input_contents.extend(resp.raw_output_contents)
-    return req
