@@ -14,7 +14,8 @@ The raw-contents rule (the same for reading and writing, engine and gateways)
 -----------------------------------------------------------------------------
 * Alignment: ``raw_*_contents[i]`` belongs to tensor ``i``, as Triton and MLServer read it and
   as Seldon's dataflow copies it. A tensor without a raw entry (fewer entries than tensors) keeps
-  its typed contents; more entries than tensors is an error. (Seldon's REST gateway instead gives
+  its typed contents; a message with more entries than tensors is refused where messages are
+  checked (``check_tensors``, REST output). (Seldon's REST gateway instead gives
   the entries to the tensors *without* typed contents, in order; the two agree on every message
   the protocol allows, where raw contents are given for all tensors or none.)
 * Widths written: always the datatype's native little-endian width -- BOOL 1 byte, INT8/UINT8 1,
@@ -68,32 +69,32 @@ from dataflow.oip.tensors import (
 )
 
 __all__ = [
-    "CodecError",
-    "DATATYPES",
     "CONTENTS_FIELD",
+    "DATATYPES",
     "NUMPY_DTYPE",
-    "strip_schema_prefix",
-    "parse_request",
-    "parse_response",
-    "datatype_of",
-    "tensor_to_array",
+    "CodecError",
     "check_tensors",
-    "make_request",
-    "make_response",
-    "request_arrays",
-    "response_arrays",
-    "request_tensors",
-    "response_tensors",
     "convert_to_request",
+    "convert_to_response",
+    "datatype_of",
     "filter_request",
     "filter_response",
-    "convert_to_response",
-    "response_as_request",
     "has_tensors",
     "join_values",
+    "make_parameter",
+    "make_request",
+    "make_response",
+    "merge_batch",
+    "parameter_value",
+    "parse_request",
+    "parse_response",
+    "request_arrays",
+    "request_tensors",
+    "response_arrays",
+    "response_as_request",
+    "response_tensors",
+    "strip_schema_prefix",
+    "tensor_to_array",
     "to_raw",
     "to_typed",
-    "merge_batch",
-    "make_parameter",
-    "parameter_value",
 ]

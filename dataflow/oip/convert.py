@@ -11,7 +11,13 @@ from typing import Any, TypeVar
 from tritonclient.grpc.service_pb2 import ModelInferRequest, ModelInferResponse
 
 from dataflow.oip.datatypes import CONTENTS_FIELD, CodecError
-from dataflow.oip.tensors import InferMessage, check_datatype, parts, to_raw, typed_as_raw
+from dataflow.oip.tensors import (
+    InferMessage,
+    check_datatype,
+    parts,
+    to_raw,
+    typed_as_raw,
+)
 
 _Out = TypeVar("_Out", ModelInferRequest, ModelInferResponse)
 

@@ -1,4 +1,4 @@
-"""Open Inference Protocol REST JSON <-> protobuf (spec 5.5), as the reference pipeline gateway does it.
+"""Open Inference Protocol REST JSON <-> protobuf, as the reference pipeline gateway does it.
 
 Pure functions over ``tritonclient.grpc.service_pb2`` messages; no I/O.
 
@@ -6,16 +6,16 @@ Request JSON -> ``ModelInferRequest`` (``request_from_json``):
   * ``data`` may be flat or nested; it is flattened depth-first and must hold exactly
     ``product(shape)`` values (BYTES: ``shape[0]`` or ``product(shape)`` strings, each -> UTF-8
     bytes). The reference zero-pads a short ``data`` to the claimed shape; we refuse it
-    (``OipJsonError``), because a 90-byte body claiming ``[1,20000000]`` would otherwise cost
+    (``OipJsonError``, a ``CodecError``), because a 90-byte body claiming ``[1,20000000]`` would otherwise cost
     hundreds of MB. A count mismatch or a value of the wrong JSON type names the tensor and index.
-  * parameters: string -> string_param, number -> int64_param (truncated toward zero, quirk
-    9.2 #13), bool -> bool_param; anything else (null, list, object) -> ``OipJsonError``.
+  * parameters: string -> string_param, number -> int64_param (truncated toward zero, a
+    reference quirk), bool -> bool_param; anything else (null, list, object) -> ``OipJsonError``.
   * ``model_name``/``model_version`` are "" and the JSON ``id`` is dropped, like the reference
-    (quirk 9.2 #13). Pass ``keep_id=True`` to keep it instead.
+    (a reference quirk). Pass ``keep_id=True`` to keep it instead.
 
 ``ModelInferResponse`` -> JSON (``response_to_json``):
-  * ``raw_output_contents`` are decoded into typed contents first (assigned in order to outputs
-    that have no typed contents);
+  * ``raw_output_contents`` are decoded into typed contents first, by the package's raw-contents
+    rule (entry i belongs to output i; see ``dataflow.oip``);
   * ``{"model_name", "model_version"?, "id"?, "parameters"?, "outputs"}`` with each output written
     ``data`` first; BYTES are strings when the output parameter ``content_type`` is ``str`` or
     ``datetime``, otherwise base64 strings (Go's encoding of ``[]byte``). Empty data / shape are
@@ -41,19 +41,26 @@ import json
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from decimal import Decimal
 from typing import Any
 
 import numpy as np
-from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc.service_pb2 import ModelInferRequest, ModelInferResponse
 
-from dataflow.oip.datatypes import CONTENTS_FIELD, DATATYPES, TYPED_FIELD_RANGE, CodecError
-from dataflow.oip.parameters import INT64_MAX, INT64_MIN, make_parameter, parameters_dict
-from dataflow.oip.tensors import join_bytes, raw_count, raw_into_typed, typed_as_raw
-
-ModelInferRequest = pb.ModelInferRequest
-ModelInferResponse = pb.ModelInferResponse
+from dataflow.oip.datatypes import (
+    CONTENTS_FIELD,
+    TYPED_FIELD_RANGE,
+    CodecError,
+)
+from dataflow.oip.parameters import (
+    INT64_MAX,
+    INT64_MIN,
+    make_parameter,
+    parameters_dict,
+)
+from dataflow.oip.tensors import raw_count, raw_into_typed, typed_as_raw
 
 
 class OipJsonError(CodecError):
@@ -74,7 +81,7 @@ def _negative_zero_aware_int(text: str) -> int | float:
     return -0.0 if text == "-0" else int(text)
 
 
-def load_object(body: bytes | str | dict, **json_options) -> dict:
+def load_object(body: bytes | str | dict[str, Any], **json_options: Any) -> dict[str, Any]:
     """A JSON body as a dict (a dict is returned as it is); OipJsonError unless it is a JSON object."""
     if isinstance(body, dict):
         return body
@@ -89,7 +96,7 @@ def load_object(body: bytes | str | dict, **json_options) -> dict:
     return obj
 
 
-def _flatten(data: Any, out: list) -> None:
+def _flatten(data: Any, out: list[Any]) -> None:
     """Depth-first flatten of nested JSON lists (the reference ``copyToTensor`` order).
 
     Iterative: any nesting the JSON parser accepted is flattened without recursion."""
@@ -125,14 +132,14 @@ def _set_parameters(target: Any, params: Any, where: str) -> None:
 
 
 def _tensor_values(name: str, datatype: str, shape: list[int], data: Any, where: str,
-                   *, exact: bool = True) -> tuple[str, list]:
+                   *, exact: bool = True) -> tuple[str, list[Any]]:
     """Flattened, type-checked element list for one JSON tensor, sized like the reference.
 
     ``exact=False`` (server responses) keeps every value whatever the shape says."""
     if datatype not in CONTENTS_FIELD:
         raise OipJsonError(f"{where}: unknown datatype {datatype!r} for tensor {name!r}")
     field = CONTENTS_FIELD[datatype]
-    flat: list = []
+    flat: list[Any] = []
     if data is not None:
         _flatten(data, flat)
     if exact:
@@ -209,7 +216,7 @@ def _binary_count(name: str, datatype: str, raw: bytes, shape: list[int], where:
         return raw_count(raw, datatype, math.prod(shape), f"{where}: tensor {name!r} binary data")
 
 
-def _fill_tensor(t, spec: Any, where: str, binary: _BinarySection | None = None) -> bytes | None:
+def _fill_tensor(t: Any, spec: Any, where: str, binary: _BinarySection | None = None) -> bytes | None:
     """One JSON input -> ``t``; returns its binary data (then ``t`` has no contents) or None."""
     if not isinstance(spec, dict):
         raise OipJsonError(f"{where} must be a JSON object")
@@ -227,7 +234,7 @@ def _fill_tensor(t, spec: Any, where: str, binary: _BinarySection | None = None)
     t.shape.extend(shape)
     params = spec.get("parameters")
     size = params.get(BINARY_DATA_SIZE) if isinstance(params, dict) else None
-    if size is not None:
+    if size is not None and isinstance(params, dict):
         params = {k: v for k, v in params.items() if k != BINARY_DATA_SIZE}
     _set_parameters(t.parameters, params, f"{where} ({name})")
     if size is None:
@@ -269,7 +276,7 @@ def _typed_from_raw(tensors: Any, raws: Any) -> None:
             raw_into_typed(t, raw)
 
 
-def _json_data(t, string_bytes: bool) -> list | None:
+def _json_data(t: Any, string_bytes: bool) -> list[Any] | None:
     if not t.HasField("contents"):
         return None
     field = CONTENTS_FIELD.get(t.datatype)
@@ -288,7 +295,7 @@ def _json_data(t, string_bytes: bool) -> list | None:
     return list(values)
 
 
-def _output_to_json(t, *, bytes_as_strings: bool = False) -> dict:
+def _output_to_json(t: Any, *, bytes_as_strings: bool = False) -> dict[str, Any]:
     params = parameters_dict(t.parameters)
     string_bytes = bytes_as_strings or (
         CONTENT_TYPE in t.parameters
@@ -305,9 +312,9 @@ def _output_to_json(t, *, bytes_as_strings: bool = False) -> dict:
 # ------------------------------------------------------------------------------------------------
 
 
-def request_from_json(body: bytes | str | dict, *, model_name: str = "", model_version: str = "",
+def request_from_json(body: bytes | str | dict[str, Any], *, model_name: str = "", model_version: str = "",
                       keep_id: bool = False) -> ModelInferRequest:
-    """REST request body -> ``ModelInferRequest`` (spec 5.5). Raises ``OipJsonError``."""
+    """REST request body -> ``ModelInferRequest``. Raises ``OipJsonError``."""
     return _request(load_object(body), None, model_name, model_version, keep_id)[0]
 
 
@@ -368,14 +375,14 @@ def request_from_http(body: bytes, header_length: str | int | None) -> tuple[Mod
     return req, fmt
 
 
-def _truthy(p) -> bool:
+def _truthy(p: Any) -> bool:
     """A flag parameter as clients send it: ``true``, or a number / string standing for one."""
     which = p.WhichOneof("parameter_choice")
     value = getattr(p, which) if which else False
     return value.lower() in ("true", "1") if isinstance(value, str) else bool(value)
 
 
-def _request(obj: dict, binary: _BinarySection | None, model_name: str, model_version: str,
+def _request(obj: dict[str, Any], binary: _BinarySection | None, model_name: str, model_version: str,
              keep_id: bool) -> tuple[ModelInferRequest, list[bytes | None]]:
     req = ModelInferRequest(model_name=model_name, model_version=model_version)
     if keep_id and isinstance(obj.get("id"), str):
@@ -396,8 +403,8 @@ def _request(obj: dict, binary: _BinarySection | None, model_name: str, model_ve
     return req, raws
 
 
-def response_to_json(resp: ModelInferResponse | bytes) -> dict:
-    """``ModelInferResponse`` (message or serialized bytes) -> JSON object (spec 5.5)."""
+def response_to_json(resp: ModelInferResponse | bytes) -> dict[str, Any]:
+    """``ModelInferResponse`` (message or serialized bytes) -> JSON object."""
     parsed = _parse_response(resp)
     if parsed is resp and resp.raw_output_contents:  # the caller's message: fill a copy, not it
         parsed = ModelInferResponse()
@@ -406,7 +413,7 @@ def response_to_json(resp: ModelInferResponse | bytes) -> dict:
     if resp.raw_output_contents:
         _typed_from_raw(resp.outputs, resp.raw_output_contents)
         del resp.raw_output_contents[:]
-    out: dict = {"model_name": resp.model_name}
+    out: dict[str, Any] = {"model_name": resp.model_name}
     if resp.model_version:
         out["model_version"] = resp.model_version
     if resp.id:
@@ -482,19 +489,18 @@ def response_to_http(resp: ModelInferResponse | bytes, fmt: OutputFormat | None)
 def go_float(f: float) -> str:
     """A float64 as Go's ``encoding/json`` writes it: shortest digits, ``10`` not ``10.0``, plain
     decimals for 1e-6 <= |f| < 1e21 and ``1e-7`` / ``1e+21`` style exponents outside."""
-    if f != f or f in (math.inf, -math.inf):
+    if not math.isfinite(f):
         return json.dumps(f)  # Go refuses these; keep Python's NaN / Infinity
     s = repr(f)
     a = abs(f)
     if a != 0 and (a < 1e-6 or a >= 1e21):
         mantissa, exp = s.split("e")
-        if mantissa.endswith(".0"):
-            mantissa = mantissa[:-2]
+        mantissa = mantissa.removesuffix(".0")
         sign, digits = exp[0], exp[1:].lstrip("0") or "0"
         return f"{mantissa}e{sign}{digits.zfill(2) if sign == '+' else digits}"
     if "e" in s:
         s = format(Decimal(s), "f")
-    return s[:-2] if s.endswith(".0") else s
+    return s.removesuffix(".0")
 
 
 def dumps(obj: Any) -> str:
@@ -512,7 +518,7 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"))
 
 
-def request_to_json(req: ModelInferRequest | bytes) -> dict:
+def request_to_json(req: ModelInferRequest | bytes) -> dict[str, Any]:
     """``ModelInferRequest`` -> REST request body (raw input contents decoded; BYTES as strings).
 
     Used by the model gateway's REST mode: an OIP server expects BYTES request data as strings.
@@ -527,7 +533,7 @@ def request_to_json(req: ModelInferRequest | bytes) -> dict:
         req = copy
         _typed_from_raw(req.inputs, req.raw_input_contents)
         del req.raw_input_contents[:]
-    out: dict = {}
+    out: dict[str, Any] = {}
     if req.id:
         out["id"] = req.id
     params = parameters_dict(req.parameters)
@@ -554,7 +560,7 @@ def request_to_json(req: ModelInferRequest | bytes) -> dict:
     return out
 
 
-def response_from_json(body: bytes | str | dict, *, bytes_are_base64: bool = False) -> ModelInferResponse:
+def response_from_json(body: bytes | str | dict[str, Any], *, bytes_are_base64: bool = False) -> ModelInferResponse:
     """REST response body (e.g. MLServer's) -> ``ModelInferResponse``.
 
     BYTES data are strings. An OIP server writes them as text; with ``bytes_are_base64`` (our own
@@ -583,7 +589,7 @@ def response_from_json(body: bytes | str | dict, *, bytes_are_base64: bool = Fal
         _set_parameters_lenient(t.parameters, spec.get("parameters"))
         data = spec.get("data")
         if t.datatype == "BYTES" and data is not None:
-            flat: list = []
+            flat: list[Any] = []
             _flatten(data, flat)
             text = (CONTENT_TYPE in t.parameters
                     and t.parameters[CONTENT_TYPE].string_param in _STRING_CONTENT_TYPES)
@@ -599,7 +605,7 @@ def response_from_json(body: bytes | str | dict, *, bytes_are_base64: bool = Fal
     return resp
 
 
-def _set_parameters_lenient(target, params: Any) -> None:
+def _set_parameters_lenient(target: Any, params: Any) -> None:
     """Response parameters from an OIP server: keep what maps onto InferParameter, skip the rest."""
     if not isinstance(params, dict):
         return

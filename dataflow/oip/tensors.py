@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Union
+from typing import Any, TypeAlias
 
 import numpy as np
 from tritonclient.grpc.service_pb2 import ModelInferRequest, ModelInferResponse
@@ -23,8 +23,8 @@ from dataflow.oip.datatypes import (
 )
 from dataflow.oip.parameters import set_parameters
 
-InferMessage = Union[ModelInferRequest, ModelInferResponse]
-Tensors = Union[Mapping[str, Any], Sequence[tuple[str, Any]]]
+InferMessage: TypeAlias = "ModelInferRequest | ModelInferResponse"
+Tensors: TypeAlias = "Mapping[str, Any] | Sequence[tuple[str, Any]]"
 
 _LENGTH_PREFIX = struct.Struct("<I")
 
@@ -42,7 +42,7 @@ def parts(msg: InferMessage) -> tuple[Any, Any]:
 
 def split_bytes(raw: bytes, where: str) -> list[bytes]:
     """Raw BYTES: each element is a 4-byte little-endian length then that many bytes."""
-    out = []
+    out: list[bytes] = []
     pos, end = 0, len(raw)
     unpack = _LENGTH_PREFIX.unpack_from
     while pos < end:
@@ -87,7 +87,8 @@ def decode_raw(raw: bytes, datatype: str, count: int | None, where: str) -> np.n
         raise CodecError(f"{where}: raw contents of {size} bytes are not a multiple of the "
                          f"{itemsize}-byte {datatype} element size")
     if datatype == "BOOL":
-        return np.frombuffer(raw, dtype=np.uint8) != 0
+        flags: np.ndarray = np.frombuffer(raw, dtype=np.uint8) != 0
+        return flags
     return np.frombuffer(raw, dtype=NUMPY_DTYPE[datatype])
 
 

@@ -204,6 +204,6 @@ def test_response_proto_json_proto_round_trip(tensors, as_strings):
         else:
             getattr(t.contents, CONTENTS_FIELD[spec["datatype"]]).extend(values)
     text = oj.response_to_json_bytes(resp)
-    assert list(json.loads(text)["outputs"][0])[0] == "data"
+    assert next(iter(json.loads(text)["outputs"][0])) == "data"
     back = oj.response_from_json(text, bytes_are_base64=True)  # text: Go's "-0" is -0.0
     assert back == resp

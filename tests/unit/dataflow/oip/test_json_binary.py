@@ -9,10 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2 as pb
 
-from dataflow import oip
 from dataflow.oip import json as oj
-from dataflow.oip.datatypes import CONTENTS_FIELD
-from dataflow.oip.tensors import join_bytes
 
 
 def _body(inputs: list[dict], binary: bytes, **extra) -> tuple[bytes, int]:
