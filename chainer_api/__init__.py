@@ -14,22 +14,16 @@ Batch = chainer_pb2.Batch
 PipelineUpdateStatusMessage = chainer_pb2.PipelineUpdateStatusMessage
 PipelineSubscriptionRequest = chainer_pb2.PipelineSubscriptionRequest
 
-# Operations and join types as plain ints, named as in the proto.
+# Operations as plain ints, named as in the proto (join types: dataflow.joins.JoinType).
 OP_UNKNOWN = PipelineUpdateMessage.Unknown
 OP_CREATE = PipelineUpdateMessage.Create
 OP_DELETE = PipelineUpdateMessage.Delete
 OP_REBALANCE = PipelineUpdateMessage.Rebalance
 OP_READY = PipelineUpdateMessage.Ready
 
-JOIN_UNKNOWN = PipelineStepUpdate.Unknown
-JOIN_INNER = PipelineStepUpdate.Inner
-JOIN_OUTER = PipelineStepUpdate.Outer
-JOIN_ANY = PipelineStepUpdate.Any
-
 __all__ = [
     "chainer_pb2", "chainer_pb2_grpc", "scheduler_pb2", "scheduler_pb2_grpc",
     "PipelineUpdateMessage", "PipelineStepUpdate", "PipelineTopic", "PipelineTensorMapping",
     "Batch", "PipelineUpdateStatusMessage", "PipelineSubscriptionRequest",
     "OP_UNKNOWN", "OP_CREATE", "OP_DELETE", "OP_REBALANCE", "OP_READY",
-    "JOIN_UNKNOWN", "JOIN_INNER", "JOIN_OUTER", "JOIN_ANY",
 ]

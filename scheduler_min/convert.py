@@ -13,22 +13,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from chainer_api import chainer_pb2, scheduler_pb2
+from dataflow.joins.types import JoinType
 from dataflow.kafka import TopicNamer
 from scheduler_min.ids import new_uid
 from scheduler_min.manifest import pipeline_from_manifest, pipelines_from_yaml  # noqa: F401 (re-export)
 from scheduler_min.validation import (INPUTS, OUTPUTS, SEP, STEP, PipelineValidationError,  # noqa: F401
                                       step_of, validate)
 
-# Internal join types equal the scheduler proto's JoinOp values (INNER/OUTER/ANY = 0/1/2);
-# the Chainer enum is shifted by one (Unknown=0, Inner=1, Outer=2, Any=3).
-JOIN_INNER, JOIN_OUTER, JOIN_ANY = 0, 1, 2
-
-
 def chainer_join(join: int) -> int:
-    """Scheduler/internal join (0/1/2) -> Chainer ``PipelineJoinType`` (1/2/3)."""
-    return {JOIN_INNER: chainer_pb2.PipelineStepUpdate.Inner,
-            JOIN_OUTER: chainer_pb2.PipelineStepUpdate.Outer,
-            JOIN_ANY: chainer_pb2.PipelineStepUpdate.Any}.get(join, chainer_pb2.PipelineStepUpdate.Inner)
+    """Scheduler ``JoinOp`` -> Chainer ``PipelineJoinType``; a value outside the enum is inner."""
+    try:
+        return JoinType.from_scheduler(join).chainer
+    except KeyError:
+        return JoinType.INNER.chainer
 
 
 @dataclass
@@ -38,8 +35,8 @@ class Step:
     triggers: list[str] = field(default_factory=list)
     tensor_map: dict[str, str] = field(default_factory=dict)
     join_window_ms: int | None = None
-    inputs_join: int = JOIN_INNER
-    triggers_join: int = JOIN_INNER
+    inputs_join: int = JoinType.INNER.scheduler  # join types are kept as scheduler JoinOp values
+    triggers_join: int = JoinType.INNER.scheduler
     batch_size: int | None = None
     batch_window_ms: int | None = None
     batch_rolling: bool = False
@@ -52,8 +49,8 @@ class Input:
     external_inputs: list[str] = field(default_factory=list)
     external_triggers: list[str] = field(default_factory=list)
     join_window_ms: int | None = None
-    inputs_join: int = JOIN_INNER
-    triggers_join: int = JOIN_INNER
+    inputs_join: int = JoinType.INNER.scheduler
+    triggers_join: int = JoinType.INNER.scheduler
     tensor_map: dict[str, str] = field(default_factory=dict)
 
 
@@ -61,7 +58,7 @@ class Input:
 class Output:
     steps: list[str] = field(default_factory=list)
     join_window_ms: int = 0
-    steps_join: int = JOIN_INNER
+    steps_join: int = JoinType.INNER.scheduler
     tensor_map: dict[str, str] = field(default_factory=dict)
 
 
