@@ -198,6 +198,7 @@ class Scenario:
         from confluent_kafka import Consumer, OFFSET_BEGINNING, TopicPartition
 
         from dataflow import oip
+        from dataflow.kafka_produce import produce
 
         env, args = self.env, self.args
         topics = set(self.sources) | {self.sink}
@@ -211,12 +212,7 @@ class Scenario:
         producer = env.producer()
         for i in range(args.n):
             for src in self.sources:
-                while True:
-                    try:
-                        producer.produce(src, value=value, key=f"0.bench.r{i}", partition=0, headers=HEADERS)
-                        break
-                    except BufferError:  # local queue full: let deliveries drain
-                        producer.poll(0.05)
+                produce(producer, src, value=value, key=f"0.bench.r{i}", partition=0, headers=HEADERS)
             if i % 5000 == 0:
                 producer.poll(0)
         producer.flush(120)

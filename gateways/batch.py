@@ -35,6 +35,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from dataflow import headers as H
 from dataflow.kafka import KafkaSettings, TopicNamer
+from dataflow.kafka_produce import produce
 from dataflow.oip import json as oip_json
 
 from gateways import routing
@@ -417,13 +418,8 @@ class BatchRun:
                         continue
                     headers = [(H.PIPELINE, job.pipeline.encode()),
                                (H.REQUEST_ID, f"{run_id}-{line.index}".encode())]
-                    while True:
-                        try:
-                            producer.produce(in_topic, req.SerializeToString(), key=key,
-                                             partition=line.index % partitions, headers=headers)
-                            break
-                        except BufferError:
-                            producer.poll(0.05)
+                    produce(producer, in_topic, req.SerializeToString(), key=key,
+                            partition=line.index % partitions, headers=headers)
                     inflight[line.index] = time.monotonic()
                     summary.resent += 1
                 producer.poll(0)

@@ -452,9 +452,9 @@ class ModelGateway:
                     series.error.inc()
                 if self.framer is not None:  # outputs only: the errors topic's text stays raw
                     out_value = await self.framer.aframe(out_topic, out_value)
-                self._producer.produce_cb(out_topic, out_value, key=call.rec[3], partition=call.rec[1],
-                                          headers=out_headers,
-                                          on_delivery=lambda err, _m, g=call.group, r=call.rec: self._delivered(g, r, err))
+                await self._producer.produce_cb(
+                    out_topic, out_value, key=call.rec[3], partition=call.rec[1], headers=out_headers,
+                    on_delivery=lambda err, _m, g=call.group, r=call.rec: self._delivered(g, r, err))
         finally:
             if not settled:   # cancelled before an outcome
                 series.in_flight.dec(len(items))

@@ -43,6 +43,7 @@ from dataflow import kafka_parking, schema_registry
 from dataflow.kafka import (
     GroupJoin, KafkaSettings, dataflow_group_id, ensure_topics, partition_for_key, poll_batch,
 )
+from dataflow.kafka_produce import produce
 from dataflow.records import Record
 from dataflow.runtime import changelog as cl
 from dataflow.runtime import poll_loops, producers
@@ -573,19 +574,14 @@ class _Loop:
         self._begin()
         self.dirty = True
         topic = self.changelog_topic
-        produce = self.producer.produce
+        producer = self.producer
         on_delivery = self._on_delivery
         for partition, key, value in entries:
-            while True:
-                try:
-                    produce(topic, value, key, partition, on_delivery=on_delivery)
-                    break
-                except BufferError:
-                    self.producer.poll(0.05)
+            produce(producer, topic, value, key, partition, on_delivery=on_delivery)
 
     def _produce(self, records: list[Record]) -> None:
         self._begin()
-        produce = self.producer.produce
+        producer = self.producer
         on_delivery = self._on_delivery
         counts = self.partitions
         frame = self.frame
@@ -593,13 +589,8 @@ class _Loop:
             n = counts.get(r.topic) or self._partition_count(r.topic)
             partition = partition_for_key(r.key, n)
             value = r.value if frame is None else frame(r.topic, r.value)
-            while True:
-                try:
-                    produce(r.topic, value, r.key, partition, on_delivery=on_delivery, timestamp=r.timestamp,
-                            headers=r.headers or None)
-                    break
-                except BufferError:
-                    self.producer.poll(0.05)
+            produce(producer, r.topic, value, r.key, partition, on_delivery=on_delivery, timestamp=r.timestamp,
+                    headers=r.headers or None)
         self.runner.stats["produced"] += len(records)
 
     def _partition_count(self, topic: str) -> int:
