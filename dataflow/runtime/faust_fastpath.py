@@ -31,9 +31,8 @@ import logging
 import time
 from typing import Awaitable, Callable, Iterable
 
-from dataflow.headers import normalise
 from dataflow.kafka import partition_for_key
-from dataflow.records import Record
+from dataflow.records import Record, record_from_event
 
 log = logging.getLogger("dataflow.runtime.faust_worker")
 
@@ -210,13 +209,7 @@ class BatchProcessor:
                 continue
             handled.append(message)
             try:
-                key = message.key
-                timestamp = message.timestamp
-                record = Record(message.topic,
-                                key.decode("utf-8", "replace") if key is not None else None,
-                                message.value, normalise(message.headers),
-                                int(round(timestamp * 1000)) if timestamp else 0, message.partition)
-                produced = task.process(record, now_ms)
+                produced = task.process(record_from_event(message), now_ms)
                 if produced:
                     outputs.setdefault(message.partition if by_source else None, []).extend(produced)
             except Exception:  # noqa: BLE001 - a bad record must not stop the pipeline

@@ -346,8 +346,7 @@ class PipelineWorker:
             log.error("produce failed: %s", fut.exception())
 
     async def _agent(self, stream) -> None:
-        from dataflow.headers import normalise
-        from dataflow.records import Record
+        from dataflow.records import record_from_event
 
         tasks, lock = self.tasks.tasks, self.driver.lock
         async for event in stream.events():
@@ -359,14 +358,7 @@ class PipelineWorker:
                                 message.topic, message.partition, message.offset)
                     continue
                 try:
-                    key = message.key
-                    record = Record(topic=message.topic,
-                                    key=key.decode("utf-8", "replace") if key is not None else None,
-                                    value=message.value,
-                                    headers=normalise(message.headers),
-                                    timestamp=int(round(message.timestamp * 1000)) if message.timestamp else 0,
-                                    partition=message.partition)
-                    outputs = task.process(record, int(time.time() * 1000))
+                    outputs = task.process(record_from_event(message), int(time.time() * 1000))
                 except Exception:  # noqa: BLE001 - a bad record must not stop the pipeline
                     self.errors += 1
                     log.exception("record %s[%s]@%s failed; skipped", message.topic, message.partition,

@@ -38,13 +38,12 @@ import time
 from typing import Callable
 
 from chainer_api import chainer_pb2
-from dataflow import headers as hdrs
 from dataflow import kafka_parking, schema_registry
 from dataflow.kafka import (
     GroupJoin, KafkaSettings, dataflow_group_id, ensure_topics, partition_for_key, poll_batch,
 )
 from dataflow.kafka_produce import produce
-from dataflow.records import Record
+from dataflow.records import Record, record_from_message
 from dataflow.runtime import changelog as cl
 from dataflow.runtime import poll_loops, producers
 from dataflow.runtime.base import PipelineRunner, RunnerError, RunnerState, RuntimeConfig, StateCallback
@@ -530,10 +529,7 @@ class _Loop:
             if task is None:  # not ours (any more): its new owner processes it
                 continue
             offsets[(topic, partition)] = offset + 1
-            key = m.key()
-            record = Record(topic=topic, key=key.decode("utf-8", "replace") if key is not None else None,
-                            value=m.value(), headers=hdrs.normalise(m.headers()),
-                            timestamp=m.timestamp()[1], partition=partition)
+            record = record_from_message(m)
             try:
                 out.extend(task.process(record, now_ms))
             except Exception as exc:  # bad input: log where it was, keep going (reference: log & continue)
