@@ -54,4 +54,4 @@ def record_from_event(message: Any) -> Record:
     """A Faust / aiokafka consumer message (attributes; timestamp in float seconds) as a Record."""
     timestamp = message.timestamp
     return record_from_kafka(message.topic, message.partition, message.key, message.value, message.headers,
-                             int(round(timestamp * 1000)) if timestamp else 0)
+                             round(timestamp * 1000) if timestamp else 0)
