@@ -7,6 +7,9 @@ Two ways to wait, one per kind of caller:
   (which delivers, and so frees the queue);
 * ``produce_async``: on an event loop, for a producer polled by another thread, waiting means
   yielding to the loop -- never sleeping on it.
+
+A loop where a function call per message counts may call ``producer.produce`` itself and hand
+only a message refused with ``BufferError`` to ``produce``.
 """
 from __future__ import annotations
 

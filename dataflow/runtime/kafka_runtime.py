@@ -578,6 +578,7 @@ class _Loop:
     def _produce(self, records: list[Record]) -> None:
         self._begin()
         producer = self.producer
+        queue = producer.produce
         on_delivery = self._on_delivery
         counts = self.partitions
         frame = self.frame
@@ -585,8 +586,12 @@ class _Loop:
             n = counts.get(r.topic) or self._partition_count(r.topic)
             partition = partition_for_key(r.key, n)
             value = r.value if frame is None else frame(r.topic, r.value)
-            produce(producer, r.topic, value, r.key, partition, on_delivery=on_delivery, timestamp=r.timestamp,
-                    headers=r.headers or None)
+            headers = r.headers or None
+            try:  # the hot path queues directly; only a full queue goes through the waiting helper
+                queue(r.topic, value, r.key, partition, on_delivery=on_delivery, timestamp=r.timestamp, headers=headers)
+            except BufferError:
+                produce(producer, r.topic, value, r.key, partition, on_delivery=on_delivery, timestamp=r.timestamp,
+                        headers=headers)
         self.runner.stats["produced"] += len(records)
 
     def _partition_count(self, topic: str) -> int:
