@@ -137,6 +137,18 @@ def test_raw_output_contents_are_decoded_in_order():
     assert resp.raw_output_contents  # the caller's message is not modified
 
 
+def test_raw_entry_i_belongs_to_output_i_like_the_binary_side():
+    """The package's one rule, also for a (malformed) message mixing raw and typed contents."""
+    resp = pb.ModelInferResponse(outputs=[
+        pb.ModelInferResponse.InferOutputTensor(name="A", datatype="INT32", shape=[1],
+                                                contents=pb.InferTensorContents(int_contents=[7])),
+        pb.ModelInferResponse.InferOutputTensor(name="B", datatype="INT32", shape=[1]),
+    ], raw_output_contents=[np.array([5], "<i4").tobytes()])
+    outputs = {o["name"]: o["data"] for o in oj.response_to_json(resp)["outputs"]}
+    assert outputs == {"A": [5], "B": None}
+    assert oip.tensor_to_array(resp.outputs[0], resp.raw_output_contents[0]).tolist() == [5]
+
+
 def test_too_many_raw_contents_is_an_error():
     resp = pb.ModelInferResponse(raw_output_contents=[b"\x00\x00\x00\x00"])
     with pytest.raises(oj.OipJsonError, match="Ran out of output contents"):
