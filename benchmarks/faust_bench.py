@@ -34,7 +34,7 @@ def cpu_seconds(pid: int) -> float:
 async def run(args) -> dict:
     from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-    from dataflow import codec
+    from dataflow import oip
     from dataflow.kafka import TopicNamer
     from dataflow.runtime.base import RuntimeConfig
     from dataflow.runtime.faust_runtime import FaustRunner
@@ -57,7 +57,7 @@ async def run(args) -> dict:
         runner = FaustRunner(msg, config, pipeline_factory=factory, processing_path=args.path)
         await runner.start()
         source, sink = namer.model_outputs("m1"), namer.model_inputs("m2")
-        value = codec.make_response({"OUTPUT0": np.zeros((1, 250), dtype=np.float32)}, raw=True,
+        value = oip.make_response({"OUTPUT0": np.zeros((1, 250), dtype=np.float32)}, raw=True,
                                     id="r").SerializeToString()
         consumer = env.consumer()
         consumer.assign([TopicPartition(sink, p, OFFSET_BEGINNING) for p in range(args.partitions)])

@@ -197,7 +197,8 @@ class Scenario:
     def run(self) -> Result:
         from confluent_kafka import Consumer, OFFSET_BEGINNING, TopicPartition
 
-        from dataflow import codec
+        from dataflow import oip
+        from dataflow.kafka_produce import produce
 
         env, args = self.env, self.args
         topics = set(self.sources) | {self.sink}
@@ -206,17 +207,12 @@ class Scenario:
             from dataflow.state import MemoryStore
             topics |= set(compile_pipeline(self.msg, store_factory=MemoryStore).all_topics)
         env.create_topics(*sorted(topics), partitions=1)
-        value = codec.make_response({"OUTPUT0": np.zeros((1, 250), dtype=np.float32)}, raw=True,
+        value = oip.make_response({"OUTPUT0": np.zeros((1, 250), dtype=np.float32)}, raw=True,
                                     id="r").SerializeToString()
         producer = env.producer()
         for i in range(args.n):
             for src in self.sources:
-                while True:
-                    try:
-                        producer.produce(src, value=value, key=f"0.bench.r{i}", partition=0, headers=HEADERS)
-                        break
-                    except BufferError:  # local queue full: let deliveries drain
-                        producer.poll(0.05)
+                produce(producer, src, value=value, key=f"0.bench.r{i}", partition=0, headers=HEADERS)
             if i % 5000 == 0:
                 producer.poll(0)
         producer.flush(120)

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+from dataflow.headers import normalise
 
 
 @dataclass(slots=True)
@@ -20,7 +23,7 @@ class Record:
     timestamp: int = 0
     partition: int = 0
 
-    def evolve(self, **changes) -> "Record":
+    def evolve(self, **changes: Any) -> Record:
         """A copy with some fields changed (``dataclasses.replace`` without its per-call cost:
         this runs several times per record on the hot path)."""
         if not changes.keys() <= _FIELDS:
@@ -32,3 +35,23 @@ class Record:
 
 
 _FIELDS = frozenset(Record.__dataclass_fields__)
+
+
+def record_from_kafka(topic: str, partition: int, key: bytes | None, value: bytes | None, headers: Any,
+                      timestamp_ms: int) -> Record:
+    """A consumed message as a Record: the key decoded as UTF-8 (undecodable bytes replaced, so a
+    foreign key still routes), headers in the one shape steps see."""
+    return Record(topic, key.decode("utf-8", "replace") if key is not None else None, value,
+                  normalise(headers), timestamp_ms, partition)
+
+
+def record_from_message(m: Any) -> Record:
+    """A confluent-kafka ``Message`` as a Record."""
+    return record_from_kafka(m.topic(), m.partition(), m.key(), m.value(), m.headers(), m.timestamp()[1])
+
+
+def record_from_event(message: Any) -> Record:
+    """A Faust / aiokafka consumer message (attributes; timestamp in float seconds) as a Record."""
+    timestamp = message.timestamp
+    return record_from_kafka(message.topic, message.partition, message.key, message.value, message.headers,
+                             round(timestamp * 1000) if timestamp else 0)

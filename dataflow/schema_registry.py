@@ -10,7 +10,7 @@ with the Confluent wire framing::
 The message indexes locate the message type in the registered ``.proto``; both schemas here
 declare one top-level message, whose index list ``[0]`` is encoded as the single byte ``0x00``.
 So a framed value carries exactly 6 bytes more, which is what every reader here and in the
-reference strips (:func:`dataflow.codec.strip_schema_prefix`: drop 6 bytes when the first is 0;
+reference strips (:func:`dataflow.oip.strip_schema_prefix`: drop 6 bytes when the first is 0;
 a protobuf message never starts with byte 0, so readers need no configuration).
 
 Turned on, like the reference, only when a config file is given: a directory holding

@@ -4,7 +4,7 @@ Topics are lists, the clock is manual, fake models stand in for the model gatewa
 
     from dataflow_testing.driver import PipelineTestDriver
     from scheduler_min.convert import pipeline_message
-    from dataflow import codec
+    from dataflow import oip
 
     msg = pipeline_message({"name": "tfsimples",
                             "steps": [{"name": "tfsimple1"},
@@ -15,7 +15,7 @@ Topics are lists, the clock is manual, fake models stand in for the model gatewa
     driver = PipelineTestDriver(msg)
     driver.model("tfsimple1", lambda req: ...)        # ModelInferRequest -> ModelInferResponse
     driver.model("tfsimple2", lambda req: ...)
-    driver.pipe(driver.inputs_topic, codec.make_request({"INPUT0": ..., "INPUT1": ...}), key="0.tfsimples.r1")
+    driver.pipe(driver.inputs_topic, oip.make_request({"INPUT0": ..., "INPUT1": ...}), key="0.tfsimples.r1")
     [out] = driver.read(driver.outputs_topic)         # Records: key, headers, value, timestamp
 
 Behaviour:
@@ -40,7 +40,7 @@ from collections import defaultdict, deque
 from typing import Callable, Iterable
 
 from chainer_api import chainer_pb2
-from dataflow import codec
+from dataflow import oip
 from dataflow.headers import PIPELINE, PIPELINE_ERRORS, normalise
 from dataflow.kafka import partition_for_key
 from dataflow.records import Record
@@ -187,9 +187,9 @@ class PipelineTestDriver:
         name, fn = self._models[record.topic]
         try:
             try:
-                request = codec.parse_request(record.value)
-            except codec.CodecError:   # the model gateway also accepts a response as a request
-                request = codec.convert_to_request(codec.parse_response(record.value))
+                request = oip.parse_request(record.value)
+            except oip.CodecError:   # the model gateway also accepts a response as a request
+                request = oip.response_as_request(oip.parse_response(record.value))
             response = fn(request)
             value = response if isinstance(response, (bytes, bytearray)) else response.SerializeToString()
         except Exception as exc:   # noqa: BLE001 - any model failure becomes an error record

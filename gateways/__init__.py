@@ -2,8 +2,6 @@
 
 Modules (one concern each):
 
-* ``oip_json``        REST JSON <-> ``ModelInferRequest`` / ``ModelInferResponse`` (as the reference), the
-                      binary tensor extension, Go-style JSON numbers.
 * ``oip_meta``        server and model metadata the pipeline gateway answers (REST and gRPC).
 * ``pipeline_signature`` a pipeline's tensor metadata from its first and last steps' models (pure).
 * ``model_metadata``  models' metadata asked of their servers, cached briefly.

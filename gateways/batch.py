@@ -37,7 +37,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from dataflow import headers as H
 from dataflow.kafka import KafkaSettings, TopicNamer
-from gateways import oip_json, routing
+from dataflow.kafka_produce import produce
+from dataflow.oip import json as oip_json
+from gateways import routing
 from gateways.kafka_io import poll_batch
 
 INPUT_SCHEMA = {
@@ -393,13 +395,8 @@ class RequestSender:
     def send(self, index: int, request: bytes) -> None:
         headers = [(H.PIPELINE, self.pipeline.encode()),
                    (H.REQUEST_ID, f"{self.run_id}-{index}".encode())]
-        while True:
-            try:
-                self.producer.produce(self.topic, request, key=self.key_of(index),
-                                      partition=index % self.partitions, headers=headers)
-                return
-            except BufferError:
-                self.producer.poll(0.05)
+        produce(self.producer, self.topic, request, key=self.key_of(index),
+                partition=index % self.partitions, headers=headers)
 
 
 class AnswerWriter:

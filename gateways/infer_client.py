@@ -2,7 +2,7 @@
 
 REST: ``POST /v2/models/<name>/infer`` with ``seldon-model: <name>.pipeline`` (pipelines) or
 ``<name>`` (models), like the seldon CLI. gRPC: ``ModelInfer`` with the same ``seldon-model``
-metadata; the JSON request is converted with ``oip_json`` and the answer converted back to OIP
+metadata; the JSON request is converted with ``dataflow.oip.json`` and the answer converted back to OIP
 JSON so both modes print the same shape.
 """
 from __future__ import annotations
@@ -16,8 +16,7 @@ import grpc
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from dataflow import headers as H
-
-from gateways import oip_json
+from dataflow.oip import json as oip_json
 
 
 class InferCallError(RuntimeError):

@@ -19,6 +19,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 
 from dataflow.kafka import GroupJoin, KafkaSettings, poll_batch  # noqa: F401  (poll_batch re-exported)
 from dataflow.kafka_parking import parking_lot
+from dataflow.kafka_produce import produce_async
 
 log = logging.getLogger(__name__)
 
@@ -90,18 +91,14 @@ class AsyncProducer:
         finally:
             self._exited.fire()
 
-    def produce_cb(self, topic: str, value: bytes | None, *, key: str | None, partition: int | None,
-                   headers: list[tuple[str, bytes]] | None, on_delivery: Callable) -> None:
-        """Thread-safe produce with a plain delivery callback ``on_delivery(err, msg)``."""
+    async def produce_cb(self, topic: str, value: bytes | None, *, key: str | None, partition: int | None,
+                         headers: list[tuple[str, bytes]] | None, on_delivery: Callable) -> None:
+        """Queue a message with a plain delivery callback ``on_delivery(err, msg)`` (run on the
+        poll thread); returns once queued."""
         kwargs: dict[str, Any] = {"key": key, "value": value, "headers": headers or None, "on_delivery": on_delivery}
         if partition is not None:
             kwargs["partition"] = partition
-        while True:
-            try:
-                self._producer.produce(topic, **kwargs)
-                return
-            except BufferError:  # local queue full: let deliveries drain
-                time.sleep(0.01)
+        await produce_async(self._producer, topic, **kwargs)
 
     async def produce(self, topic: str, value: bytes | None, *, key: str | None = None,
                       partition: int | None = None, headers: list[tuple[str, bytes]] | None = None) -> None:
@@ -121,16 +118,12 @@ class AsyncProducer:
         kwargs: dict[str, Any] = {"key": key, "value": value, "headers": headers or None, "on_delivery": done}
         if partition is not None:
             kwargs["partition"] = partition
-        while True:
-            try:
-                self._producer.produce(topic, **kwargs)
-                break
-            except BufferError:  # local queue full: yield to the loop while deliveries drain
-                await asyncio.sleep(0.01)
-            except KafkaException as exc:  # refused before queueing, e.g. MSG_SIZE_TOO_LARGE
-                err = exc.args[0] if exc.args else None
-                code = err.code() if isinstance(err, KafkaError) else None
-                raise ProduceError(f"produce to {topic} failed: {err}", code) from None
+        try:
+            await produce_async(self._producer, topic, **kwargs)
+        except KafkaException as exc:  # refused before queueing, e.g. MSG_SIZE_TOO_LARGE
+            err = exc.args[0] if exc.args else None
+            code = err.code() if isinstance(err, KafkaError) else None
+            raise ProduceError(f"produce to {topic} failed: {err}", code) from None
         await fut
 
     def flush(self, timeout_s: float = 10.0) -> int:

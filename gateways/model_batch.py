@@ -18,15 +18,12 @@ import math
 import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 
-# datatype -> (numpy dtype of its raw bytes, the typed ``contents`` field holding it)
-FIXED = {
-    "BOOL": (np.bool_, "bool_contents"),
-    "INT8": (np.int8, "int_contents"), "INT16": (np.int16, "int_contents"), "INT32": (np.int32, "int_contents"),
-    "INT64": (np.int64, "int64_contents"),
-    "UINT8": (np.uint8, "uint_contents"), "UINT16": (np.uint16, "uint_contents"),
-    "UINT32": (np.uint32, "uint_contents"), "UINT64": (np.uint64, "uint64_contents"),
-    "FP16": (np.float16, None), "FP32": (np.float32, "fp32_contents"), "FP64": (np.float64, "fp64_contents"),
-}
+from dataflow.oip.datatypes import CONTENTS_FIELD, NUMPY_DTYPE
+
+# Fixed-width datatype -> (numpy dtype of its raw bytes, the typed field that holds its values
+# exactly; None for FP16, whose typed values travel as fp32). BYTES is never batched.
+FIXED = {datatype: (dtype, None if datatype == "FP16" else CONTENTS_FIELD[datatype])
+         for datatype, dtype in NUMPY_DTYPE.items() if datatype != "BYTES"}
 
 
 def _raw_of(tensor, raw: list, index: int) -> bytes | None:

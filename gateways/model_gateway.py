@@ -34,9 +34,11 @@ from tritonclient.grpc import service_pb2 as pb
 
 from dataflow import headers as H
 from dataflow.kafka import KafkaSettings, TopicNamer, ensure_topics, modelgateway_group_id
+from dataflow.oip import json as oip_json
+from dataflow.oip import response_as_request, strip_schema_prefix
 from dataflow.schema_registry import Framer
 
-from gateways import model_batch, oip_json
+from gateways import model_batch
 from gateways.kafka_io import AsyncProducer, TopicSetConsumer
 from gateways.metrics import ModelMetrics, ModelSeries
 from gateways.oip_client import ClientPool, InferError, OipClient
@@ -47,14 +49,6 @@ DEFAULT_WORKERS = 8  # MODELGATEWAY_NUM_WORKERS
 DEFAULT_TIMEOUT_S = 120.0  # MODELGATEWAY_WORKER_TIMEOUT_MS
 MAX_NUM_CONSUMERS = 100  # MODELGATEWAY_MAX_NUM_CONSUMERS
 COMMIT_INTERVAL_S = 1.0  # as the engine's runtimes (Kafka Streams: 30 s at-least-once)
-SCHEMA_MAGIC = 0
-
-
-def strip_schema_prefix(value: bytes) -> bytes:
-    """Drop Confluent schema-registry framing (0x00 + 4-byte id + 1 index byte) if present."""
-    if len(value) >= 6 and value[0] == SCHEMA_MAGIC:
-        return value[6:]
-    return value
 
 
 INFER_TYPE_JSON_REQUEST = "json/inferModelRequest"
@@ -72,12 +66,12 @@ def _parse_proto_request(value: bytes) -> pb.ModelInferRequest:
 def _parse_proto_response(value: bytes) -> pb.ModelInferRequest:
     resp = pb.ModelInferResponse()
     resp.ParseFromString(value)
-    return oip_json.response_to_request(resp)
+    return response_as_request(resp)
 
 
 def _parse_json(value: bytes) -> pb.ModelInferRequest:
     try:
-        body = oip_json._load(value)
+        body = oip_json.load_object(value)
     except oip_json.OipJsonError:
         raise InferError("value is neither an OIP protobuf message nor OIP JSON") from None
     if "inputs" not in body and "outputs" in body:  # a JSON response used as a request
@@ -459,9 +453,9 @@ class ModelGateway:
                     series.error.inc()
                 if self.framer is not None:  # outputs only: the errors topic's text stays raw
                     out_value = await self.framer.aframe(out_topic, out_value)
-                self._producer.produce_cb(out_topic, out_value, key=call.rec[3], partition=call.rec[1],
-                                          headers=out_headers,
-                                          on_delivery=lambda err, _m, g=call.group, r=call.rec: self._delivered(g, r, err))
+                await self._producer.produce_cb(
+                    out_topic, out_value, key=call.rec[3], partition=call.rec[1], headers=out_headers,
+                    on_delivery=lambda err, _m, g=call.group, r=call.rec: self._delivered(g, r, err))
         finally:
             if not settled:   # cancelled before an outcome
                 series.in_flight.dec(len(items))

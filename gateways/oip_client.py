@@ -30,8 +30,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from dataflow import headers as H
-
-from gateways import oip_json
+from dataflow.oip import json as oip_json
 
 MAX_MESSAGE = 1000 * 1024 * 1024
 # The reference retries UNAVAILABLE 5 times, exponentially from 100 ms (1.5 s per request): with 8

@@ -51,8 +51,8 @@ from typing import TYPE_CHECKING
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient
 
-from dataflow import codec
-from dataflow.codec import strip_schema_prefix
+from dataflow import oip
+from dataflow.oip import strip_schema_prefix
 from dataflow.kafka import KafkaSettings, TopicNamer, pipelinegateway_group_id
 from dataflow.schema_registry import Framer
 from gateways import pipeline_signature, pipeline_timeouts, routing
@@ -143,8 +143,8 @@ def check_request(req) -> None:
     if not req.inputs:
         raise BadRequest("request has no inputs")
     try:
-        codec.check_tensors(req)
-    except codec.CodecError as exc:
+        oip.check_tensors(req)
+    except oip.CodecError as exc:
         raise BadRequest(str(exc)) from None
 
 

@@ -26,13 +26,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 import grpc
 
 from chainer_api import chainer_pb2, scheduler_pb2, scheduler_pb2_grpc
+from dataflow.backoff import doubling_delays, jittered_delay
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,8 @@ _PIPELINE_ACK_OP: dict[int, chainer_pb2.PipelineUpdateMessage.PipelineOperation]
 _MODEL_ACK_OP: dict[int, scheduler_pb2.ModelUpdateMessage.ModelOperation] = {_MSR.ModelCreate: scheduler_pb2.ModelUpdateMessage.Create,
                  _MSR.ModelDelete: scheduler_pb2.ModelUpdateMessage.Delete}
 ACK_ATTEMPTS = 5
-ACK_BACKOFF_S = 0.1
+ACK_BACKOFF_MIN_S, ACK_BACKOFF_MAX_S = 0.1, 3.2
+RECONNECT_MIN_S, RECONNECT_MAX_S = 0.2, 5.0
 ACK_DRAIN_S = 5.0  # how long a closing stream waits for its acks still in flight
 
 
@@ -182,14 +183,14 @@ async def _send_ack(send: Callable[[], Awaitable[object]], what: str) -> None:
             if attempt == ACK_ATTEMPTS - 1:
                 log.error("cannot send %s to the scheduler: %s %s", what, exc.code().name, exc.details())
                 return
-        await asyncio.sleep(ACK_BACKOFF_S * (2 ** attempt) * (0.5 + random.random()))
+        await asyncio.sleep(jittered_delay(attempt, ACK_BACKOFF_MIN_S, ACK_BACKOFF_MAX_S))
 
 
 async def _follow(target: str, open_stream: Callable, handle: Callable[[object], Awaitable | object],
                   stop: asyncio.Event, what: str, ack: Callable | None = None) -> None:
     """Follow one status stream; ``ack(stub, msg, result)``, if given, returns a coroutine sending
     the ack for what ``handle(msg)`` returned, or None when there is nothing to ack."""
-    backoff = 0.2
+    delays = doubling_delays(RECONNECT_MIN_S, RECONNECT_MAX_S)
     while not stop.is_set():
         channel = grpc.aio.insecure_channel(target, options=KEEPALIVE_OPTIONS)
         acks: set[asyncio.Task] = set()
@@ -197,7 +198,7 @@ async def _follow(target: str, open_stream: Callable, handle: Callable[[object],
             stub = scheduler_pb2_grpc.SchedulerStub(channel)
             call = open_stream(stub)
             async for msg in call:
-                backoff = 0.2
+                delays = doubling_delays(RECONNECT_MIN_S, RECONNECT_MAX_S)  # connected: start again
                 res = handle(msg)
                 if asyncio.iscoroutine(res):
                     res = await res
@@ -220,10 +221,9 @@ async def _follow(target: str, open_stream: Callable, handle: Callable[[object],
                 await asyncio.wait(list(acks), timeout=ACK_DRAIN_S)
             await channel.close()
         try:
-            await asyncio.wait_for(stop.wait(), timeout=backoff)
+            await asyncio.wait_for(stop.wait(), timeout=next(delays))
         except asyncio.TimeoutError:
             pass
-        backoff = min(backoff * 2, 5.0)
 
 
 async def follow_models(target: str, subscriber: str, handle: Callable[[ModelEvent], Awaitable | object],

@@ -16,20 +16,22 @@ from __future__ import annotations
 from typing import Mapping
 
 from chainer_api import chainer_pb2, scheduler_pb2
+from dataflow.joins.types import JoinType
 from dataflow.kafka import TopicNamer
 from scheduler_min.ids import new_uid
 from scheduler_min.manifest import pipeline_from_manifest, pipelines_from_yaml  # noqa: F401 (re-export)
-from scheduler_min.pipeline_version import (JOIN_ANY, JOIN_INNER, JOIN_OUTER, Input, Output,  # noqa: F401 (re-export)
+from scheduler_min.pipeline_version import (Input, Output,  # noqa: F401 (re-export)
                                             PipelineVersion, Step)
 from scheduler_min.validation import (INPUTS, OUTPUTS, SEP, STEP, PipelineValidationError,  # noqa: F401
                                       step_of, validate)
 
 
 def chainer_join(join: int) -> int:
-    """Scheduler/internal join (0/1/2) -> Chainer ``PipelineJoinType`` (1/2/3)."""
-    return {JOIN_INNER: chainer_pb2.PipelineStepUpdate.Inner,
-            JOIN_OUTER: chainer_pb2.PipelineStepUpdate.Outer,
-            JOIN_ANY: chainer_pb2.PipelineStepUpdate.Any}.get(join, chainer_pb2.PipelineStepUpdate.Inner)
+    """Scheduler ``JoinOp`` -> Chainer ``PipelineJoinType``; a value outside the enum is inner."""
+    try:
+        return JoinType.from_scheduler(join).chainer
+    except KeyError:
+        return JoinType.INNER.chainer
 
 
 # ------------------------------------------------------------------------------------------

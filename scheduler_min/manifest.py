@@ -18,11 +18,11 @@ from typing import Any, Iterable
 import yaml
 
 from chainer_api import scheduler_pb2
+from dataflow.joins.types import JoinType
 from scheduler_min.models import ENDPOINT_PARAMETER
 from scheduler_min.validation import PipelineValidationError
 
 API_VERSION = "mlops.seldon.io/v1alpha1"
-JOIN_TYPES = {"inner": 0, "outer": 1, "any": 2}
 # Pipeline and Model manifests nest about six levels deep. The bound is far above any real
 # manifest and far below Python's recursion limit, so a hostile file (20,000 nested "[") is
 # refused with one line instead of a RecursionError from the composer's recursion.
@@ -235,11 +235,13 @@ def _bool(value: Any, path: str, name: str | None) -> bool:
 
 def _join(value: Any, path: str, name: str | None) -> int:
     if value is None:
-        return 0
-    key = str(value).lower() if isinstance(value, str) else None
-    if key not in JOIN_TYPES:
-        raise ManifestError(f"{_where(path, name)} must be one of inner, outer, any; got {_show(value)}")
-    return JOIN_TYPES[key]
+        return JoinType.INNER.scheduler
+    try:
+        if not isinstance(value, str) or not value:
+            raise ValueError(value)
+        return JoinType.from_name(value).scheduler
+    except ValueError:
+        raise ManifestError(f"{_where(path, name)} must be one of inner, outer, any; got {_show(value)}") from None
 
 
 def _metadata(doc: dict, kind: str) -> tuple[str, dict]:

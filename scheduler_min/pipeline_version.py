@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Internal join types equal the scheduler proto's JoinOp values (INNER/OUTER/ANY = 0/1/2);
-# the Chainer enum is shifted by one (Unknown=0, Inner=1, Outer=2, Any=3).
-JOIN_INNER, JOIN_OUTER, JOIN_ANY = 0, 1, 2
+from dataflow.joins.types import JoinType
 
 
 @dataclass
@@ -17,8 +15,8 @@ class Step:
     triggers: list[str] = field(default_factory=list)
     tensor_map: dict[str, str] = field(default_factory=dict)
     join_window_ms: int | None = None
-    inputs_join: int = JOIN_INNER
-    triggers_join: int = JOIN_INNER
+    inputs_join: int = JoinType.INNER.scheduler  # join types are kept as scheduler JoinOp values
+    triggers_join: int = JoinType.INNER.scheduler
     batch_size: int | None = None
     batch_window_ms: int | None = None
     batch_rolling: bool = False
@@ -31,8 +29,8 @@ class Input:
     external_inputs: list[str] = field(default_factory=list)
     external_triggers: list[str] = field(default_factory=list)
     join_window_ms: int | None = None
-    inputs_join: int = JOIN_INNER
-    triggers_join: int = JOIN_INNER
+    inputs_join: int = JoinType.INNER.scheduler
+    triggers_join: int = JoinType.INNER.scheduler
     tensor_map: dict[str, str] = field(default_factory=dict)
 
 
@@ -40,7 +38,7 @@ class Input:
 class Output:
     steps: list[str] = field(default_factory=list)
     join_window_ms: int = 0
-    steps_join: int = JOIN_INNER
+    steps_join: int = JoinType.INNER.scheduler
     tensor_map: dict[str, str] = field(default_factory=dict)
 
 

@@ -16,7 +16,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from google.protobuf import json_format
 
 from chainer_api import scheduler_pb2
-from dataflow import codec
+from dataflow import oip
 from dataflow.headers import PIPELINE
 
 INPUTS, OUTPUTS = "inputs", "outputs"
@@ -108,8 +108,8 @@ def _to_json(msg) -> str:
 
 def _expand(msg):
     try:
-        return codec.to_typed(msg)
-    except codec.CodecError:
+        return oip.to_typed(msg)
+    except oip.CodecError:
         return msg  # raw contents that do not match the declared shape: show them as they are
 
 
@@ -120,8 +120,8 @@ def render_value(topic: str, value: bytes | None, tensor: str, truncate: bool) -
         return data.decode("utf-8", "replace"), False
     is_output = topic.endswith(OUTPUTS)
     try:
-        msg = codec.parse_response(data) if is_output else codec.parse_request(data)
-    except codec.CodecError:
+        msg = oip.parse_response(data) if is_output else oip.parse_request(data)
+    except oip.CodecError:
         return data.decode("utf-8", "replace"), False
     msg = _expand(msg)
     tensors = msg.outputs if is_output else msg.inputs

@@ -2,7 +2,7 @@
 
 One pending batch per partition, kept in the step's ``StateStore`` so a persistent store carries it
 across restarts (the reference keeps it in memory and loses it). Each record's value is a serialized
-``ModelInferRequest``; batches are merged with :func:`dataflow.codec.merge_batch`.
+``ModelInferRequest``; batches are merged with :func:`dataflow.oip.merge_batch`.
 
 Rows. A batch's size is ``shape[0]`` of its merged *first* input -- the tensor name that appears first
 across the pending requests -- exactly as the reference measures it.
@@ -26,7 +26,7 @@ Modes:
 Emitted records: topic/partition/key/headers of the record that completed the batch (for a time-based
 flush: the batch's last record), ``timestamp`` = the largest timestamp in the batch, value = the merged
 request. Bad input (undecodable value, a tensor without dimensions, a tensor whose datatype or
-non-batch dimensions differ from the pending batch) raises :class:`dataflow.codec.CodecError` *before*
+non-batch dimensions differ from the pending batch) raises :class:`dataflow.oip.CodecError` *before*
 the state changes, so one bad record never poisons or loses a pending batch.
 """
 from __future__ import annotations
@@ -38,8 +38,8 @@ from typing import Any, cast
 
 from tritonclient.grpc.service_pb2 import ModelInferRequest
 
-from dataflow.codec import CodecError, merge_batch, parse_request, strip_schema_prefix
 from dataflow.headers import Headers
+from dataflow.oip import CodecError, merge_batch, parse_request, strip_schema_prefix
 from dataflow.records import Record
 from dataflow.state.base import StateStore
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-from typing import Callable, Iterator
+from collections.abc import Iterator
+from typing import Callable
 
 import grpc
 
 from chainer_api import chainer_pb2, chainer_pb2_grpc
+from dataflow.backoff import doubling_delays, jittered_delay
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +39,14 @@ OnMessage = Callable[[chainer_pb2.PipelineUpdateMessage], None]
 Op = chainer_pb2.PipelineUpdateMessage.PipelineOperation
 
 
-def reconnect_delays(minimum: float = RECONNECT_MIN_S, maximum: float = RECONNECT_MAX_S) -> Iterator[float]:
+def reconnect_delays() -> Iterator[float]:
     """50 ms, 100 ms, 200 ms ... capped at 5 s (binary exponential, as the reference)."""
-    delay = minimum
-    while True:
-        yield delay
-        delay = min(delay * 2, maximum)
+    return doubling_delays(RECONNECT_MIN_S, RECONNECT_MAX_S)
 
 
 def ack_delay(attempt: int) -> float:
-    """Full jitter: uniform in [0, min(cap, base * 2**attempt)], never below the base."""
-    cap = min(ACK_BACKOFF_MAX_S, ACK_BACKOFF_MIN_S * (2 ** attempt))
-    return max(ACK_BACKOFF_MIN_S, random.uniform(0, cap))
+    """Between 100 ms and 3.2 s, growing with the attempt."""
+    return jittered_delay(attempt, ACK_BACKOFF_MIN_S, ACK_BACKOFF_MAX_S)
 
 
 def status_message(answered: chainer_pb2.PipelineUpdateMessage, op: Op, stream: str, success: bool,

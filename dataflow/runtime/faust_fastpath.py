@@ -32,9 +32,8 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, cast
 
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
 
-from dataflow.headers import normalise
 from dataflow.kafka import partition_for_key
-from dataflow.records import Record
+from dataflow.records import Record, record_from_event
 
 if TYPE_CHECKING:  # faust is imported where the worker builds its app
     import faust
@@ -185,13 +184,7 @@ class BatchProcessor:
                 continue
             handled.append(message)
             try:
-                key = message.key
-                timestamp = message.timestamp
-                record = Record(message.topic,
-                                key.decode("utf-8", "replace") if key is not None else None,
-                                message.value, normalise(message.headers),  # type: ignore[arg-type]  # faust: any Mapping; aiokafka: pairs
-                                int(round(timestamp * 1000)) if timestamp else 0, message.partition)
-                produced = task.process(record, now_ms)
+                produced = task.process(record_from_event(message), now_ms)
                 if produced:
                     outputs.extend(produced)
             except Exception:  # noqa: BLE001 - a bad record must not stop the pipeline

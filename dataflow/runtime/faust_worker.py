@@ -44,9 +44,8 @@ from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from chainer_api import chainer_pb2
 from dataflow import processes
-from dataflow.headers import normalise
 from dataflow.kafka import KafkaSettings, partition_for_key
-from dataflow.records import Record
+from dataflow.records import Record, record_from_event
 from dataflow.runtime.base import RuntimeConfig
 from dataflow.runtime.tasks import PartitionTasks, probe
 from dataflow.schema_registry import framer_for
@@ -361,14 +360,7 @@ class PipelineWorker:
                                 message.topic, message.partition, message.offset)
                     continue
                 try:
-                    key = message.key
-                    record = Record(topic=message.topic,
-                                    key=key.decode("utf-8", "replace") if key is not None else None,
-                                    value=message.value,
-                                    headers=normalise(message.headers),
-                                    timestamp=int(round(message.timestamp * 1000)) if message.timestamp else 0,
-                                    partition=message.partition)
-                    outputs = task.process(record, int(time.time() * 1000))
+                    outputs = task.process(record_from_event(message), int(time.time() * 1000))
                 except Exception:  # noqa: BLE001 - a bad record must not stop the pipeline
                     log.exception("record %s[%s]@%s failed; skipped", message.topic, message.partition,
                                   message.offset)

@@ -41,10 +41,10 @@ from typing import TYPE_CHECKING, Callable
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, Producer, TopicPartition
 
 from chainer_api import chainer_pb2
-from dataflow import headers as hdrs
 from dataflow import kafka_parking, schema_registry
 from dataflow.kafka import GroupJoin, KafkaSettings, dataflow_group_id, ensure_topics, partition_for_key, poll_batch
-from dataflow.records import Record
+from dataflow.kafka_produce import produce
+from dataflow.records import Record, record_from_message
 from dataflow.runtime import changelog as cl
 from dataflow.runtime import poll_loops, producers
 from dataflow.runtime.base import PipelineRunner, RunnerError, RunnerState, RuntimeConfig, StateCallback
@@ -530,10 +530,7 @@ class _Loop:
             if task is None:  # not ours (any more): its new owner processes it
                 continue
             offsets[(topic, partition)] = offset + 1
-            key = m.key()
-            record = Record(topic=topic, key=key.decode("utf-8", "replace") if key is not None else None,
-                            value=m.value(), headers=hdrs.normalise(m.headers()),
-                            timestamp=m.timestamp()[1], partition=partition)
+            record = record_from_message(m)
             try:
                 out.extend(task.process(record, now_ms))
             except Exception as exc:  # bad input: log where it was, keep going (reference: log & continue)
@@ -576,20 +573,16 @@ class _Loop:
         assert self.producer is not None  # between open() and close()
         self.dirty = True
         topic = self.changelog_topic
-        produce = self.producer.produce
+        producer = self.producer
         on_delivery = self._on_delivery
         for partition, key, value in entries:
-            while True:
-                try:
-                    produce(topic, value, key, partition, on_delivery=on_delivery)
-                    break
-                except BufferError:
-                    self.producer.poll(0.05)
+            produce(producer, topic, value, key, partition, on_delivery=on_delivery)
 
     def _produce(self, records: list[Record]) -> None:
         self._begin()
         assert self.producer is not None  # between open() and close()
-        produce = self.producer.produce
+        producer = self.producer
+        queue = producer.produce
         on_delivery = self._on_delivery
         counts = self.partitions
         frame = self.frame
@@ -597,13 +590,13 @@ class _Loop:
             n = counts.get(r.topic) or self._partition_count(r.topic)
             partition = partition_for_key(r.key, n)
             value = r.value if frame is None else frame(r.topic, r.value)
-            while True:
-                try:
-                    produce(r.topic, value, r.key, partition, on_delivery=on_delivery, timestamp=r.timestamp,
-                            headers=r.headers or None)  # type: ignore[arg-type]  # the stub's list of str | bytes | None is invariant
-                    break
-                except BufferError:
-                    self.producer.poll(0.05)
+            headers = r.headers or None
+            try:  # the hot path queues directly; only a full queue goes through the waiting helper
+                queue(r.topic, value, r.key, partition, on_delivery=on_delivery, timestamp=r.timestamp,
+                      headers=headers)  # type: ignore[arg-type]  # the stub's list of str | bytes | None is invariant
+            except BufferError:
+                produce(producer, r.topic, value, r.key, partition, on_delivery=on_delivery, timestamp=r.timestamp,
+                        headers=headers)
         self.runner.stats["produced"] += len(records)
 
     def _partition_count(self, topic: str) -> int:

@@ -10,20 +10,17 @@ import uuid
 from typing import Iterable, Mapping, Sequence, cast
 
 from chainer_api import chainer_pb2
+from dataflow.joins.types import JoinType
 from dataflow.kafka import TopicNamer
 
 Step = chainer_pb2.PipelineStepUpdate
-_JOINS = {None: Step.Inner, "": Step.Inner, "inner": Step.Inner, "outer": Step.Outer, "any": Step.Any}
 
 
 def join_type(name: str | int | None) -> Step.PipelineJoinType:
     """``"inner"|"outer"|"any"`` (or a proto enum int) -> PipelineJoinType; missing -> Inner."""
     if isinstance(name, int):
         return cast(Step.PipelineJoinType, name)  # protobuf enum values are plain ints at run time
-    try:
-        return _JOINS[name.lower() if isinstance(name, str) else name]
-    except KeyError:
-        raise ValueError(f"unknown join type {name!r} (expected inner, outer or any)") from None
+    return JoinType.from_name(name).chainer  # type: ignore[return-value]  # protobuf enum values are plain ints
 
 
 def topic(topic_name: str, pipeline: str, tensor: str | None = None) -> chainer_pb2.PipelineTopic:

@@ -21,13 +21,6 @@ from dataflow.topology.settings import TopologySettings
 
 log = logging.getLogger(__name__)
 
-_Step = chainer_pb2.PipelineStepUpdate
-_JOIN_TYPES: dict[int, JoinType] = {
-    _Step.Unknown: JoinType.INNER,   # the operator defaults missing join types to inner
-    _Step.Inner: JoinType.INNER,
-    _Step.Outer: JoinType.OUTER,
-    _Step.Any: JoinType.ANY,
-}
 _DATA_TOPIC = re.compile(r"^(?P<base>.+)\.(?P<kind>model|pipeline)\.(?P<name>[^.]+)\.(?P<suffix>inputs|outputs)$")
 
 
@@ -68,7 +61,7 @@ def build_topology(msg: chainer_pb2.PipelineUpdateMessage,
 
 def _join_type(sink: str, value: int, field: str) -> JoinType:
     try:
-        return _JOIN_TYPES[value]
+        return JoinType.from_chainer(value)
     except KeyError:
         raise TopologyError(sink, f"unknown {field} value {value} (expected 0-3: Unknown/Inner/Outer/Any)") from None
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from dataflow import codec
+from dataflow import oip
 from dataflow.batching import Batcher
 from dataflow.headers import PIPELINE_ERRORS, rewrite_for_sink
 from dataflow.joins import JoinResult, StreamJoin, TriggerGate
@@ -52,7 +52,7 @@ class StepProcessor:
         source = self.step.sources[index]
         try:
             result = apply_chain(source, record.value)
-        except codec.CodecError as exc:
+        except oip.CodecError as exc:
             return self._malformed(record, source.topic, exc)
         if is_empty(result) and not self.step.pass_empty:
             self.stats.empty_dropped += 1
@@ -61,13 +61,13 @@ class StepProcessor:
         if self.join is not None:
             try:
                 joined = self._joined(self.join.add(index, data, now_ms))
-            except codec.CodecError as exc:   # cannot happen for values we serialised; be safe
+            except oip.CodecError as exc:   # cannot happen for values we serialised; be safe
                 return self._malformed(record, source.topic, exc)
             return self._after_join(joined, now_ms)
         if self.batcher is not None:
             try:
                 batched = self.batcher.add(data, now_ms)
-            except codec.CodecError as exc:   # e.g. a tensor whose shape cannot join the pending batch
+            except oip.CodecError as exc:   # e.g. a tensor whose shape cannot join the pending batch
                 return self._malformed(record, source.topic, exc)
             return self._after_join(batched, now_ms)
         return self._after_join([data], now_ms)
@@ -76,7 +76,7 @@ class StepProcessor:
         trigger = self.step.triggers[index]
         try:
             fires = trigger_fires(trigger, record.value)
-        except codec.CodecError as exc:
+        except oip.CodecError as exc:
             return self._malformed(record, trigger.topic, exc)
         if not fires:
             self.stats.trigger_ignored += 1

@@ -16,7 +16,7 @@ import pytest
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from dataflow.kafka import KafkaSettings, TopicNamer
-from gateways import oip_json
+from dataflow.oip import json as oip_json
 from gateways.batch import BatchJob, BatchRun
 
 pytestmark = pytest.mark.e2e

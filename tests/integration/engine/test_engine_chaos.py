@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-from dataflow import codec
+from dataflow import oip
 from dataflow_testing.fake_chainer import FakeChainer
 from dataflow.kafka import partition_for_key
 from tests.integration.engine.harness import EngineProcess, Msg, create_message, new_namer, step
@@ -25,11 +25,11 @@ COMMIT_INTERVAL_S = 1.0    # the engine's default checkpoint interval
 
 
 def response(name: str, i: int) -> bytes:
-    return codec.make_response({name: np.asarray([i], dtype=np.int32)}).SerializeToString()
+    return oip.make_response({name: np.asarray([i], dtype=np.int32)}).SerializeToString()
 
 
 def request(i: int) -> bytes:
-    return codec.make_request({"X": np.asarray([[i]], dtype=np.int32)}).SerializeToString()
+    return oip.make_request({"X": np.asarray([[i]], dtype=np.int32)}).SerializeToString()
 
 
 class Sink:
@@ -184,16 +184,16 @@ def test_join_and_batch_lose_nothing_while_replicas_are_stopped_killed_and_resta
         def answered_ids() -> set[int]:
             out: set[int] = set()
             for _, value in sink.snapshot(batch_sink):
-                out.update(int(x) for x in codec.request_arrays(codec.parse_request(value))["X"].ravel())
+                out.update(int(x) for x in oip.request_arrays(oip.parse_request(value))["X"].ravel())
             return out
 
         wait_until(lambda: {k for k, _ in sink.snapshot(join_sink)} >= keys and answered_ids() >= ids, 120,
                    "every request to be answered", logs)
         joined = Counter(k for k, _ in sink.snapshot(join_sink))
         batched = Counter(int(x) for _, v in sink.snapshot(batch_sink)
-                          for x in codec.request_arrays(codec.parse_request(v))["X"].ravel())
+                          for x in oip.request_arrays(oip.parse_request(v))["X"].ravel())
         for _, v in sink.snapshot(join_sink):
-            assert list(codec.request_arrays(codec.parse_request(v))) == ["A", "B"]
+            assert list(oip.request_arrays(oip.parse_request(v))) == ["A", "B"]
         duplicates = {"join": sum(joined.values()) - len(keys), "batch": sum(batched.values()) - len(ids)}
         print(f"requests: {len(keys)} joins, {len(ids)} batch rows; duplicates: {duplicates}")
         # Two SIGKILLs, each redoing at most what was processed since the last checkpoint (plus

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from dataflow import codec
+from dataflow import oip
 from dataflow_testing.fake_chainer import FakeChainer, ack_for
 from dataflow.kafka import dataflow_group_id
 from tests.integration.engine.harness import (
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(240)
 
 
 def resp(name: str, value: int) -> bytes:
-    return codec.make_response({name: np.asarray([value], dtype=np.int32)}).SerializeToString()
+    return oip.make_response({name: np.asarray([value], dtype=np.int32)}).SerializeToString()
 
 
 
@@ -60,7 +60,7 @@ def test_pending_joins_survive_sigkill_and_restart(kafka, tmp_path):
         got = collect(kafka, sink, 20, timeout_s=60)
         assert {m.key().decode() for m in got} == set(keys), second.log_tail()
         for m in got:
-            tensors = codec.request_arrays(codec.parse_request(m.value()))
+            tensors = oip.request_arrays(oip.parse_request(m.value()))
             assert list(tensors) == ["A", "B"]
     finally:
         first.kill()

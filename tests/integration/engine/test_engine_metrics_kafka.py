@@ -10,7 +10,7 @@ import numpy as np
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from dataflow import codec
+from dataflow import oip
 from dataflow.engine.metrics import engine_registry
 from dataflow.runtime.base import RuntimeConfig
 from dataflow.runtime.kafka_runtime import KafkaRunner
@@ -32,7 +32,7 @@ def test_join_waiting_for_a_branch_shows_its_buffer(kafka, tmp_path):
     msg = pipeline_message({"name": "jm", "steps": [{"name": "a"}, {"name": "b"},
                                                    {"name": "j", "inputs": ["a", "b"]}]}, namer=namer)
     a_out = namer.model_outputs("a")
-    value = codec.make_response({"OUTPUT0": np.array([[1.0]], np.float32)}).SerializeToString()
+    value = oip.make_response({"OUTPUT0": np.array([[1.0]], np.float32)}).SerializeToString()
 
     async def main():
         runner = KafkaRunner(msg, RuntimeConfig(kafka=kafka.settings, state_dir=str(tmp_path), start_timeout_s=30,

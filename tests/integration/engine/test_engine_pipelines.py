@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from dataflow import codec
+from dataflow import oip
 from dataflow_testing.fake_chainer import FakeChainer, ack_for
 from tests.integration.engine.harness import (
     EngineProcess, Msg, Step, collect, create_message, delete_message, deploy, header, new_namer, produce, step,
@@ -38,19 +38,19 @@ def env(kafka, tmp_path_factory):
 
 
 def req(**tensors) -> bytes:
-    return codec.make_request({k: np.asarray(v, dtype=np.int32) for k, v in tensors.items()}).SerializeToString()
+    return oip.make_request({k: np.asarray(v, dtype=np.int32) for k, v in tensors.items()}).SerializeToString()
 
 
 def resp(**tensors) -> bytes:
-    return codec.make_response({k: np.asarray(v, dtype=np.int32) for k, v in tensors.items()}).SerializeToString()
+    return oip.make_response({k: np.asarray(v, dtype=np.int32) for k, v in tensors.items()}).SerializeToString()
 
 
 def request_of(msg) -> dict:
-    return {k: v.tolist() for k, v in codec.request_arrays(codec.parse_request(msg.value())).items()}
+    return {k: v.tolist() for k, v in oip.request_arrays(oip.parse_request(msg.value())).items()}
 
 
 def response_of(msg) -> dict:
-    return {k: v.tolist() for k, v in codec.response_arrays(codec.parse_response(msg.value())).items()}
+    return {k: v.tolist() for k, v in oip.response_arrays(oip.parse_response(msg.value())).items()}
 
 
 def test_two_step_chain_with_tensor_map(env, kafka):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dataflow import codec
+from dataflow import oip
 
 from dataflow_testing.fake_chainer import FakeChainer
 from tests.integration.engine.harness import EngineProcess, Msg, collect, create_message, new_namer, produce, step
@@ -37,7 +37,7 @@ def test_second_replica_triggers_rebalance_and_ready_acks(kafka, tmp_path):
         assert rebalance.update.timestamp == ready.update.timestamp == 11
 
         keys = [f"{i % 2}.shared.r{i}" for i in range(20)]
-        value = codec.make_request({"X": np.asarray([1], dtype=np.int32)}).SerializeToString()
+        value = oip.make_request({"X": np.asarray([1], dtype=np.int32)}).SerializeToString()
         produce(kafka, n.pipeline_inputs(p), [(k, value) for k in keys], pipeline=p)
         got = collect(kafka, n.model_inputs("m"), 20, settle_s=1.0)
         assert sorted(m.key().decode() for m in got) == sorted(keys)

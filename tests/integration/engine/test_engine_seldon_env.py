@@ -13,7 +13,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from dataflow import codec
+from dataflow import oip
 from dataflow.broker import free_port
 from dataflow_testing.fake_chainer import FakeChainer
 from dataflow.kafka import dataflow_group_id
@@ -55,7 +55,7 @@ class EnvEngine:
 
 
 def req(**tensors) -> bytes:
-    return codec.make_request({k: np.asarray(v, dtype=np.int32) for k, v in tensors.items()}).SerializeToString()
+    return oip.make_request({k: np.asarray(v, dtype=np.int32) for k, v in tensors.items()}).SerializeToString()
 
 
 def test_engine_runs_from_a_reference_style_environment_alone(kafka, tmp_path):

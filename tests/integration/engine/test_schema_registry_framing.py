@@ -7,7 +7,7 @@ import asyncio
 from tritonclient.grpc import service_pb2 as pb
 
 from dataflow import schema_registry as sr
-from dataflow.codec import parse_request
+from dataflow.oip import parse_request
 from dataflow.runtime.base import RuntimeConfig
 from dataflow.runtime.kafka_runtime import KafkaRunner
 from tests.fake_schema_registry import FakeSchemaRegistry

@@ -13,7 +13,7 @@ from aiohttp import web
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from gateways import oip_json
+from dataflow.oip import json as oip_json
 
 NUMERIC_FIELDS = ("int_contents", "int64_contents", "fp32_contents", "fp64_contents", "uint_contents")
 

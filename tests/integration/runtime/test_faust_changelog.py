@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from dataflow import codec
+from dataflow import oip
 from dataflow.runtime import changelog as cl
 from dataflow.runtime.base import RunnerError, RunnerState, RuntimeConfig
 from dataflow.runtime.faust_runtime import FaustRunner
@@ -76,7 +76,7 @@ def test_pending_join_is_restored_from_the_changelog_after_the_state_dir_is_lost
 
 
 def batch_request(value: int) -> bytes:
-    return codec.make_request({"X": np.asarray([[value, value]], dtype=np.int32)}).SerializeToString()
+    return oip.make_request({"X": np.asarray([[value, value]], dtype=np.int32)}).SerializeToString()
 
 
 def test_pending_batch_follows_its_partition_to_another_runner(kafka, tmp_path):
@@ -109,7 +109,7 @@ def test_pending_batch_follows_its_partition_to_another_runner(kafka, tmp_path):
     assert len(got) == 1
     [batch] = got
     assert batch.key() == b"0.fbt.r2"  # the record that completed the batch
-    arrays = codec.request_arrays(codec.parse_request(batch.value()))
+    arrays = oip.request_arrays(oip.parse_request(batch.value()))
     assert {k: v.tolist() for k, v in arrays.items()} == {"X": [[1, 1], [2, 2]]}
 
 

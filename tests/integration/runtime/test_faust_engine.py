@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from dataflow import codec
+from dataflow import oip
 from dataflow_testing.fake_chainer import FakeChainer, ack_for
 from dataflow.kafka import dataflow_group_id
 from dataflow.runtime.changelog import changelog_topic
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(240)
 
 
 def resp(name: str, value: int) -> bytes:
-    return codec.make_response({name: np.asarray([value], dtype=np.int32)}).SerializeToString()
+    return oip.make_response({name: np.asarray([value], dtype=np.int32)}).SerializeToString()
 
 
 def faust_workers_of(engine: EngineProcess) -> list[int]:
@@ -96,7 +96,7 @@ def test_faust_engine_pending_joins_survive_sigkill_and_delete_stops_worker(kafk
         got = collect(kafka, sink, 10, timeout_s=60)
         assert {m.key().decode() for m in got} == set(keys), second.log_tail()
         for m in got:
-            assert list(codec.request_arrays(codec.parse_request(m.value()))) == ["A", "B"]
+            assert list(oip.request_arrays(oip.parse_request(m.value()))) == ["A", "B"]
 
         workers = faust_workers_of(second)
         assert len(workers) == 1, workers

@@ -413,7 +413,7 @@ class ModelLoop:
         self.producer = kafka.producer()
 
     def serve(self, n, timeout_s=30.0):
-        from dataflow import codec
+        from dataflow import oip
 
         served, deadline = [], time.monotonic() + timeout_s
         while len(served) < n and time.monotonic() < deadline:
@@ -421,7 +421,7 @@ class ModelLoop:
             if msg is None or msg.error():
                 continue
             model = msg.topic().split(".")[-2]
-            response = self.models[model](codec.parse_request(msg.value()))
+            response = self.models[model](oip.parse_request(msg.value()))
             self.producer.produce(self.namer.model_outputs(model), key=msg.key(), value=response.SerializeToString(),
                                   partition=msg.partition(), headers=msg.headers())
             self.producer.flush(10)
@@ -437,7 +437,7 @@ def test_compiled_chain_and_join_pipeline(kafka, tmp_path):
     tasks with a changelog topic), output from m3."""
     import numpy as np
 
-    from dataflow import codec
+    from dataflow import oip
     from dataflow.kafka import TopicNamer
     from scheduler_min.convert import pipeline_message
 
@@ -451,11 +451,11 @@ def test_compiled_chain_and_join_pipeline(kafka, tmp_path):
         "output": {"steps": ["m3"]}}, version=3, uid=kafka.unique("uid-chain"), namer=namer)
 
     def add_sub(req):
-        a = codec.request_arrays(req)
+        a = oip.request_arrays(req)
         x, y = a.get("INPUT0"), a.get("INPUT1")
         if x is None or y is None:
             x, y = list(a.values())
-        return codec.make_response({"OUTPUT0": x + y, "OUTPUT1": x - y}, raw=True, id=req.id)
+        return oip.make_response({"OUTPUT0": x + y, "OUTPUT1": x - y}, raw=True, id=req.id)
 
     runner = FaustRunner(msg, config_for(kafka, tmp_path, partitions=1))  # default factory: compile_pipeline
     x = np.arange(4, dtype=np.int32).reshape(1, 4)
@@ -466,7 +466,7 @@ def test_compiled_chain_and_join_pipeline(kafka, tmp_path):
         loop = await asyncio.to_thread(ModelLoop, kafka, namer, {"m1": add_sub, "m2": add_sub, "m3": add_sub})
         try:
             producer = kafka.producer()
-            request = codec.make_request({"INPUT0": x, "INPUT1": y}, id="r1")
+            request = oip.make_request({"INPUT0": x, "INPUT1": y}, id="r1")
             producer.produce(namer.pipeline_inputs("chain"), key="0.chain.r1", value=request.SerializeToString(),
                              headers=[("pipeline", b"chain"), ("x-request-id", b"r1")])
             producer.flush(10)
@@ -485,7 +485,7 @@ def test_compiled_chain_and_join_pipeline(kafka, tmp_path):
     assert out.key() == b"0.chain.r1"
     assert out.headers() == [("x-request-id", b"r1"), ("pipeline", b"chain"), ("x-pipeline-version", b"3")]
     # m1: (x+y, x-y); m2: (2x, 2y); m3 joins m1.OUTPUT0 = x+y and m2.OUTPUT1 = 2y
-    arrays = codec.response_arrays(codec.parse_response(out.value()))
+    arrays = oip.response_arrays(oip.parse_response(out.value()))
     np.testing.assert_array_equal(arrays["OUTPUT0"], x + 3 * y)
     np.testing.assert_array_equal(arrays["OUTPUT1"], x - y)
 

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from dataflow import codec
+from dataflow import oip
 from dataflow_cli import main
 from scheduler_min.server import SchedulerConfig, run_in_thread
 from dataflow_testing.fake_engine import FakeEngine
@@ -49,10 +49,10 @@ def setup(kafka, tmp_path, monkeypatch):
     for rid in ("req1", "req2"):
         key = f"0.insp.{rid}"
         hdrs = [("pipeline", b"insp"), ("x-request-id", rid.encode())]
-        req = codec.make_request({"INPUT": np.array([[1.0, 2.0]], dtype=np.float32)}, id=rid)
+        req = oip.make_request({"INPUT": np.array([[1.0, 2.0]], dtype=np.float32)}, id=rid)
         prod.produce(topics["in"], key=key, value=req.SerializeToString(), headers=hdrs)
         prod.flush(10)
-        resp = codec.to_raw(codec.make_response({"OUTPUT0": np.array([[3, 4]], dtype=np.int64)}, id=rid))
+        resp = oip.to_raw(oip.make_response({"OUTPUT0": np.array([[3, 4]], dtype=np.int64)}, id=rid))
         prod.produce(topics["m_out"], key=key, value=resp.SerializeToString(), headers=hdrs)
         prod.flush(10)
     # a record of another pipeline on the shared model topic is filtered out

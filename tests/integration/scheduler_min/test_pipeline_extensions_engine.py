@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from dataflow import codec
+from dataflow import oip
 from dataflow_cli import main
 from scheduler_min.server import SchedulerConfig, run_in_thread
 from tests.integration.scheduler_min.test_real_engine import engine_process, pytestmark  # noqa: F401
@@ -90,7 +90,7 @@ def test_rolling_batch_and_pass_empty_responses_reach_the_engine(stack, kafka, t
         assert time.monotonic() < deadline, f"engine output so far: {got}; engine log:\n" + \
             (tmp_path / "engine.log").read_text()[-3000:]
         i += 1
-        req = codec.make_request({"INPUT": np.array([[float(i)]], dtype=np.float32)}, id=f"r{i}")
+        req = oip.make_request({"INPUT": np.array([[float(i)]], dtype=np.float32)}, id=f"r{i}")
         prod.produce(f"seldon.{ns}.pipeline.ext.inputs", key=f"0.ext.r{i}", value=req.SerializeToString(),
                      headers=[("pipeline", b"ext"), ("x-request-id", f"r{i}".encode())])
         prod.flush(10)
@@ -98,12 +98,12 @@ def test_rolling_batch_and_pass_empty_responses_reach_the_engine(stack, kafka, t
         while time.monotonic() < end:
             msg = consumer.poll(0.1)
             if msg is not None and msg.error() is None:
-                got[by_topic[msg.topic()]].append(codec.parse_request(msg.value()))
+                got[by_topic[msg.topic()]].append(oip.parse_request(msg.value()))
     consumer.close()
 
-    rows = [[float(v) for _, arr in codec.request_tensors(r) for v in arr.ravel()] for r in got["roll"]]
+    rows = [[float(v) for _, arr in oip.request_tensors(r) for v in arr.ravel()] for r in got["roll"]]
     first, second = rows[0], rows[1]
     assert len(first) == len(second) == 3, rows
     assert second[:2] == first[1:], f"not a sliding batch: {rows}"  # disjoint batches would not overlap
-    assert all(not codec.has_tensors(r) for r in got["pass"])
+    assert all(not oip.has_tensors(r) for r in got["pass"])
     assert got["drop"] == [], "a step without passEmptyResponses forwarded an empty message"

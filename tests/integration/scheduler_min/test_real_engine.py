@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from dataflow import codec
+from dataflow import oip
 from dataflow_cli import main
 from scheduler_min.server import SchedulerConfig, run_in_thread
 from tests.manifests import models_yaml
@@ -105,7 +105,7 @@ def test_cli_load_ready_and_inspect_through_real_engine(stack, kafka, tmp_path, 
     }
     key = "0.e2e-chain.req-1"
     headers = [("pipeline", b"e2e-chain"), ("x-request-id", b"req-1")]
-    request = codec.make_request({"INPUT": np.array([[1.0, 2.0, 3.0]], dtype=np.float32)}, id="req-1")
+    request = oip.make_request({"INPUT": np.array([[1.0, 2.0, 3.0]], dtype=np.float32)}, id="req-1")
     prod = kafka.producer()
 
     def seen(doc, name):
@@ -121,7 +121,7 @@ def test_cli_load_ready_and_inspect_through_real_engine(stack, kafka, tmp_path, 
             break
         assert time.monotonic() < deadline, "the engine never forwarded the request to the model topic"
     # Play the model: answer on its output topic; the engine's output step forwards it.
-    response = codec.make_response({"OUTPUT": np.array([[2.0, 4.0, 6.0]], dtype=np.float32)}, id="req-1")
+    response = oip.make_response({"OUTPUT": np.array([[2.0, 4.0, 6.0]], dtype=np.float32)}, id="req-1")
     prod.produce(topic["m_out"], key=key, value=response.SerializeToString(), headers=headers)
     prod.flush(10)
     deadline = time.monotonic() + 60

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from dataflow import codec
+from dataflow import oip
 from dataflow_testing.driver import PipelineTestDriver
 from scheduler_min.convert import pipeline_message   # Pipeline YAML spec -> Create message
 
@@ -18,8 +18,8 @@ TFSIMPLES_YAML = Path(__file__).resolve().parents[3] / "examples" / "pipelines" 
 
 def fake_tfsimple(req):
     """Triton's ``simple`` model: OUTPUT0 = INPUT0 + INPUT1, OUTPUT1 = INPUT0 - INPUT1 (INT32)."""
-    a = codec.request_arrays(req)
-    return codec.make_response({"OUTPUT0": a["INPUT0"] + a["INPUT1"], "OUTPUT1": a["INPUT0"] - a["INPUT1"]},
+    a = oip.request_arrays(req)
+    return oip.make_response({"OUTPUT0": a["INPUT0"] + a["INPUT1"], "OUTPUT1": a["INPUT0"] - a["INPUT1"]},
                                id=req.id)
 
 
@@ -30,7 +30,7 @@ def test_readme_driver_example_on_tfsimples():
     driver.model("tfsimple2", lambda req: fake_tfsimple(req))
     x = np.arange(1, 17, dtype=np.int32).reshape(1, 16)
     y = np.full((1, 16), 3, dtype=np.int32)
-    driver.pipe("seldon.default.pipeline.tfsimples.inputs", codec.make_request({"INPUT0": x, "INPUT1": y}, id="r1"),
+    driver.pipe("seldon.default.pipeline.tfsimples.inputs", oip.make_request({"INPUT0": x, "INPUT1": y}, id="r1"),
                 key="0.tfsimples.r1", headers=[("pipeline", b"tfsimples")])
     driver.advance(1000)                                       # manual clock: window expiry, batch flush
     out = driver.read("seldon.default.pipeline.tfsimples.outputs")
@@ -39,9 +39,9 @@ def test_readme_driver_example_on_tfsimples():
     [record] = out
     assert record.key == "0.tfsimples.r1"
     assert ("pipeline", b"tfsimples") in record.headers
-    resp = codec.parse_response(record.value)
+    resp = oip.parse_response(record.value)
     assert resp.id == "r1"
-    arrays = codec.response_arrays(resp)
+    arrays = oip.response_arrays(resp)
     assert sorted(arrays) == ["OUTPUT0", "OUTPUT1"]
     # tfsimple1 gives (x + y, x - y); tfsimple2 adds and subtracts those again: (2x, 2y).
     np.testing.assert_array_equal(arrays["OUTPUT0"], 2 * x)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2 as pb
 
 from dataflow import schema_registry as sr
-from dataflow.codec import parse_request, strip_schema_prefix
+from dataflow.oip import parse_request, strip_schema_prefix
 from tests.fake_schema_registry import FakeSchemaRegistry
 
 

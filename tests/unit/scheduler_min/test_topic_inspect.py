@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from chainer_api import scheduler_pb2
-from dataflow import codec
+from dataflow import oip
 from scheduler_min import topic_inspect as ti
 
 
@@ -50,7 +50,7 @@ def test_namespace_and_prefix():
 
 
 def test_render_response_expands_raw_contents_and_selects_tensor():
-    resp = codec.to_raw(codec.make_response({"OUTPUT0": np.array([[1, 2]], dtype=np.int32),
+    resp = oip.to_raw(oip.make_response({"OUTPUT0": np.array([[1, 2]], dtype=np.int32),
                                              "OUTPUT1": np.array([[0.5]], dtype=np.float32)}, id="r1"))
     data = resp.SerializeToString()
     text, is_json = ti.render_value("seldon.default.model.m.outputs", data, "", False)
@@ -66,7 +66,7 @@ def test_render_response_expands_raw_contents_and_selects_tensor():
 
 
 def test_render_request_and_error_text():
-    req = codec.make_request({"INPUT": np.array([[1.0, 2.0]])}, id="q")
+    req = oip.make_request({"INPUT": np.array([[1.0, 2.0]])}, id="q")
     text, is_json = ti.render_value("seldon.default.pipeline.p.inputs", req.SerializeToString(), "", False)
     assert is_json and json.loads(text)["inputs"][0]["name"] == "INPUT"
     assert ti.render_value("seldon.default.errors.errors", b"model m failed: boom", "", False) == (
@@ -92,7 +92,7 @@ def test_consumer_config_line():
 
 
 def test_absent_tensor_renders_as_null_or_empty():
-    resp = codec.make_response({"OUTPUT0": np.array([[1]], dtype=np.int32)})
+    resp = oip.make_response({"OUTPUT0": np.array([[1]], dtype=np.int32)})
     assert ti.render_value("seldon.default.model.m.outputs", resp.SerializeToString(), "NOPE", False) == (None, False)
     topics = [ti.InspectTopic("t", [ti.InspectMessage("k", None, False)])]
     assert ti.format_raw(topics, False).splitlines()[1] == "k\t"

@@ -3,23 +3,24 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tritonclient.grpc.service_pb2 import ModelInferRequest
 
-from dataflow import codec
+from dataflow import oip
 from dataflow.batching import Batcher
-from dataflow.codec import CodecError
+from dataflow.oip import CodecError
 from dataflow.records import Record
 from dataflow.state import MemoryStore
 
 
 def rec(values, *, rid="r", partition=0, ts=0, key=None, raw=False, name="x", dtype=np.int32):
     arr = np.asarray(values, dtype=dtype).reshape(len(values), -1) if len(values) else np.zeros((0, 1), dtype)
-    req = codec.make_request({name: arr}, id=rid, raw=raw)
+    req = oip.make_request({name: arr}, id=rid, raw=raw)
     return Record(topic="t", key=key or f"{partition}.p.{rid}", value=req.SerializeToString(),
                   headers=[("x-request-id", rid.encode())], timestamp=ts, partition=partition)
 
 
 def rows(record: Record) -> list:
-    return codec.request_arrays(codec.parse_request(record.value))["x"].reshape(-1).tolist()
+    return oip.request_arrays(oip.parse_request(record.value))["x"].reshape(-1).tolist()
 
 
 def test_size_emits_when_first_input_reaches_size_with_completing_record_metadata():
@@ -30,7 +31,7 @@ def test_size_emits_when_first_input_reaches_size_with_completing_record_metadat
     assert rows(out) == [1, 2, 3]
     assert out.key == "0.p.c" and out.headers == [("x-request-id", b"c")]
     assert out.timestamp == 70
-    merged = codec.parse_request(out.value)
+    merged = oip.parse_request(out.value)
     assert merged.id == "c" and list(merged.inputs[0].shape) == [3, 1]
     assert b.pending_partitions() == [] and len(b.store) == 0
 
@@ -92,7 +93,7 @@ def test_pending_batch_survives_restart_on_same_store():
     restarted = Batcher(store, size=3, window_ms=1000)
     assert restarted.pending_partitions() == [2]
     assert restarted.next_deadline() == 1100
-    assert codec.request_arrays(restarted.pending_batch(2))["x"].reshape(-1).tolist() == [1, 2]
+    assert oip.request_arrays(restarted.pending_batch(2))["x"].reshape(-1).tolist() == [1, 2]
     [out] = restarted.add(rec([3], partition=2), 200)
     assert rows(out) == [1, 2, 3] and len(store) == 0
 
@@ -111,7 +112,7 @@ def test_raw_requests_batch_to_raw():
     b = Batcher(MemoryStore(), size=2, window_ms=None)
     b.add(rec([1], raw=True), 0)
     [out] = b.add(rec([2]), 0)
-    merged = codec.parse_request(out.value)
+    merged = oip.parse_request(out.value)
     assert len(merged.raw_input_contents) == 1
     assert rows(out) == [1, 2]
 
@@ -128,7 +129,7 @@ def test_schema_prefixed_values_are_accepted():
     Record(topic="t", key="k", value=b"\xff\xff"),
     Record(topic="t", key="k", value=None),
     rec([1.5], dtype=np.float32),
-    Record(topic="t", key="k", value=codec.make_request({"x": np.zeros((1, 3), np.int32)}).SerializeToString()),
+    Record(topic="t", key="k", value=oip.make_request({"x": np.zeros((1, 3), np.int32)}).SerializeToString()),
 ])
 def test_bad_record_raises_and_loses_nothing(bad):
     store = MemoryStore()
@@ -144,7 +145,7 @@ def test_bad_record_raises_and_loses_nothing(bad):
 
 
 def test_scalar_tensor_is_rejected():
-    req = codec.ModelInferRequest()
+    req = ModelInferRequest()
     req.inputs.add(name="s", datatype="INT32").contents.int_contents.append(1)
     with pytest.raises(CodecError, match="no dimensions"):
         Batcher(MemoryStore(), size=2, window_ms=None).add(Record("t", "k", req.SerializeToString()), 0)

@@ -5,7 +5,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dataflow import codec
+from dataflow import oip
 from dataflow.batching import Batcher
 from dataflow.records import Record
 from dataflow.state import MemoryStore
@@ -19,7 +19,7 @@ ops = st.lists(st.one_of(
 
 
 def _rows(record: Record) -> list[int]:
-    return codec.request_arrays(codec.parse_request(record.value))["x"][:, 0].tolist()
+    return oip.request_arrays(oip.parse_request(record.value))["x"][:, 0].tolist()
 
 
 def _run(batcher_args, operations):
@@ -35,7 +35,7 @@ def _run(batcher_args, operations):
             now += advance
             values = list(range(counter, counter + n))
             counter += n
-            req = codec.make_request({"x": np.array(values, np.int64).reshape(n, 1)}, id=str(counter))
+            req = oip.make_request({"x": np.array(values, np.int64).reshape(n, 1)}, id=str(counter))
             record = Record("t", f"{partition}.p.{counter}", req.SerializeToString(),
                             timestamp=now, partition=partition)
             sent.setdefault(partition, []).append(values)
@@ -56,7 +56,7 @@ def test_batching_conserves_rows_in_order_and_respects_size(operations, size, wi
         got = [v for _, r, _ in emitted if r.partition == partition for v in _rows(r)]
         pending = batcher.pending_batch(partition)
         if pending is not None:
-            got += codec.request_arrays(pending)["x"][:, 0].tolist()
+            got += oip.request_arrays(pending)["x"][:, 0].tolist()
         assert got == [v for values in inputs for v in values]
     for reason, record, last_values in emitted:
         n = len(_rows(record))

@@ -13,7 +13,7 @@ import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client import generate_latest
 
-from dataflow import codec
+from dataflow import oip
 from dataflow.broker import free_port
 from dataflow.engine.metrics import METRICS, engine_registry
 from dataflow.records import Record
@@ -48,7 +48,7 @@ class FakeRunner:
 
 
 def response(key, pipeline="j", ok=True):
-    value = codec.make_response({"OUTPUT0": np.array([[1.0]], np.float32)}).SerializeToString() if ok else b"\xff\x00"
+    value = oip.make_response({"OUTPUT0": np.array([[1.0]], np.float32)}).SerializeToString() if ok else b"\xff\x00"
     return Record(topic="", key=key, value=value, headers=[("pipeline", pipeline.encode())], partition=0)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dataflow import codec
+from dataflow import oip
 from dataflow.headers import PIPELINE_ERRORS
 from dataflow.records import Record
 from dataflow.runtime.tasks import PartitionTasks, probe
@@ -30,7 +30,7 @@ def record(topic, value, key, pipeline, partition=0, ts=0):
 
 
 def row(i):
-    return codec.make_request({"INPUT": np.array([[i, i]], np.float32)}, id=f"r{i}")
+    return oip.make_request({"INPUT": np.array([[i, i]], np.float32)}, id=f"r{i}")
 
 
 class Replica:
@@ -68,7 +68,7 @@ def test_a_pending_batch_restored_on_another_replica_completes():
     b = Replica(builder(msg), changelog)
     b.assign(0)
     [out] = b.process(record(src, row(1), "0.p.r1", "p"))
-    arrays = codec.request_arrays(codec.parse_request(out.value))
+    arrays = oip.request_arrays(oip.parse_request(out.value))
     np.testing.assert_allclose(arrays["INPUT"], [[0, 0], [1, 1]])
 
 
@@ -80,7 +80,7 @@ def test_a_restored_outer_join_partial_fires_when_its_window_closes():
     changelog = []
     first = Replica(builder(msg), changelog)
     first.assign(0)
-    assert first.process(record(a_out, codec.make_response({"A": V}), "0.p.r1", "p"), now_ms=1000) == []
+    assert first.process(record(a_out, oip.make_response({"A": V}), "0.p.r1", "p"), now_ms=1000) == []
     first.checkpoint()
     first.tasks.revoke([0])
 
@@ -89,7 +89,7 @@ def test_a_restored_outer_join_partial_fires_when_its_window_closes():
     assert second.tasks.punctuate(1499) == []
     [partial] = second.tasks.punctuate(1500)
     assert partial.topic == f"{NS}.model.j.inputs" and partial.key == "0.p.r1"
-    assert [t.name for t in codec.parse_request(partial.value).inputs] == ["A"]
+    assert [t.name for t in oip.parse_request(partial.value).inputs] == ["A"]
 
 
 def test_cycle_counters_follow_the_partition():
@@ -99,11 +99,11 @@ def test_cycle_counters_follow_the_partition():
         step_update(inc_in, [(inc_out, "loop")], pipeline="loop", tensor_map=[("loop", f"{inc_out}.OUTPUT", "INPUT")]),
         step_update(f"{NS}.pipeline.loop.outputs", [(f"{NS}.errors.errors", "loop")], pipeline="loop"),
     ], allow_cycles=True, max_step_revisits=2)
-    response = codec.make_response({"OUTPUT": V})
+    response = oip.make_response({"OUTPUT": V})
     changelog = []
     a = Replica(builder(msg), changelog)
     a.assign(0)
-    a.process(record(f"{NS}.pipeline.loop.inputs", codec.make_request({"INPUT": V}), "0.loop.r1", "loop"))
+    a.process(record(f"{NS}.pipeline.loop.inputs", oip.make_request({"INPUT": V}), "0.loop.r1", "loop"))
     a.process(record(inc_out, response, "0.loop.r1", "loop"))          # second visit of inc
     a.checkpoint()
     a.tasks.revoke([0])
@@ -161,7 +161,7 @@ def test_rollback_rebuilds_processors_over_the_last_checkpoint():
     r.process(record(src, row(1), "0.p.r1", "p"))     # completes a batch: not checkpointed
     r.tasks.rollback()
     [out] = r.process(record(src, row(1), "0.p.r1", "p"))  # processed again after a rewind
-    assert codec.request_arrays(codec.parse_request(out.value))["INPUT"].shape == (2, 2)
+    assert oip.request_arrays(oip.parse_request(out.value))["INPUT"].shape == (2, 2)
 
 
 def test_stateless_pipelines_open_no_state():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dataflow import codec
+from dataflow import oip
 from dataflow.state import MemoryStore, rocks_partition_state
 from dataflow_testing.driver import PipelineTestDriver
 from dataflow.topology import compile_pipeline
@@ -47,12 +47,12 @@ def test_a_pending_join_in_partition_state_survives_a_restart(tmp_path):
     v = np.array([1.0], np.float32)
     state = rocks_partition_state(str(tmp_path / "u1"), 0)
     d = PipelineTestDriver(compile_pipeline(msg, store_factory=state.store))
-    d.pipe(d.model_outputs("a"), codec.make_response({"A": v}), key="k")
+    d.pipe(d.model_outputs("a"), oip.make_response({"A": v}), key="k")
     state.commit()
     state.close()
     state = rocks_partition_state(str(tmp_path / "u1"), 0)
     d = PipelineTestDriver(compile_pipeline(msg, store_factory=state.store))
-    d.pipe(d.model_outputs("b"), codec.make_response({"B": v}), key="k")
+    d.pipe(d.model_outputs("b"), oip.make_response({"B": v}), key="k")
     [out] = d.read(d.outputs_topic)
-    assert [t.name for t in codec.parse_response(out.value).outputs] == ["A", "B"]
+    assert [t.name for t in oip.parse_response(out.value).outputs] == ["A", "B"]
     state.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dataflow import codec
+from dataflow import oip
 from dataflow_testing.driver import PipelineTestDriver
 from dataflow.topology import TopologyError, build_topology
 from dataflow.topology.builders import create_message, step_update
@@ -14,7 +14,7 @@ NS = "seldon.default"
 
 
 def row(i):
-    return codec.make_request({"INPUT": np.array([[i, i]], np.float32)}, id=f"r{i}")
+    return oip.make_request({"INPUT": np.array([[i, i]], np.float32)}, id=f"r{i}")
 
 
 def batched(size=None, window=None):
@@ -30,9 +30,9 @@ def test_batch_size_three_merges_rows_and_uses_the_completing_record():
     d.pipe(d.inputs_topic, row(2), key="k2", timestamp=5)
     [out] = d.read(d.model_inputs("m"))
     assert out.key == "k2"
-    req = codec.parse_request(out.value)
+    req = oip.parse_request(out.value)
     assert req.id == "r2"
-    np.testing.assert_allclose(codec.request_arrays(req)["INPUT"], [[0, 0], [1, 1], [2, 2]])
+    np.testing.assert_allclose(oip.request_arrays(req)["INPUT"], [[0, 0], [1, 1], [2, 2]])
     assert out.headers[-2:] == [("pipeline", b"p"), ("x-pipeline-version", b"1")]
 
 
@@ -44,13 +44,13 @@ def test_batch_window_flushes_partial_batch_on_wall_clock():
     assert d.read(d.model_inputs("m")) == []
     d.advance(1)
     [out] = d.read(d.model_inputs("m"))
-    assert codec.request_arrays(codec.parse_request(out.value))["INPUT"].shape == (2, 2)
+    assert oip.request_arrays(oip.parse_request(out.value))["INPUT"].shape == (2, 2)
 
 
 def test_bad_batch_input_is_an_error_record_not_fatal():
     d = batched(size=2)
     d.pipe(d.inputs_topic, row(0), key="a")
-    d.pipe(d.inputs_topic, codec.make_request({"INPUT": np.array([1, 2, 3], np.int64)}), key="bad")
+    d.pipe(d.inputs_topic, oip.make_request({"INPUT": np.array([1, 2, 3], np.int64)}), key="bad")
     d.pipe(d.inputs_topic, row(1), key="b")
     assert [r.key for r in d.read(d.model_inputs("m"))] == ["b"]
     assert d.stats().malformed == 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dataflow import codec
+from dataflow import oip
 from dataflow.headers import PIPELINE_ERRORS
 from dataflow_testing.driver import PipelineTestDriver
 from dataflow.topology.builders import create_message, step_update
@@ -18,21 +18,21 @@ Y = np.full((1, 4), 10, dtype=np.int32)
 
 
 def tfsimple(req):
-    a = codec.request_arrays(req)
-    return codec.make_response({"OUTPUT0": a["INPUT0"] + a["INPUT1"], "OUTPUT1": a["INPUT0"] - a["INPUT1"]},
+    a = oip.request_arrays(req)
+    return oip.make_response({"OUTPUT0": a["INPUT0"] + a["INPUT1"], "OUTPUT1": a["INPUT0"] - a["INPUT1"]},
                                raw=True, id=req.id, model_name="tfsimple", model_version="1")
 
 
 def request(**tensors):
-    return codec.make_request(tensors or {"INPUT0": X, "INPUT1": Y}, id="rid", parameters={"p": "v"})
+    return oip.make_request(tensors or {"INPUT0": X, "INPUT1": Y}, id="rid", parameters={"p": "v"})
 
 
 def outputs_of(record):
-    return codec.response_arrays(codec.parse_response(record.value))
+    return oip.response_arrays(oip.parse_response(record.value))
 
 
 def inputs_of(record):
-    return codec.request_arrays(codec.parse_request(record.value))
+    return oip.request_arrays(oip.parse_request(record.value))
 
 
 def tfsimples():
@@ -51,7 +51,7 @@ def test_chain_end_to_end_with_renames():
     d = tfsimples()
     d.pipe(d.inputs_topic, request(), key="0.tfsimples.r1")
     [m1_in] = d.read(d.model_inputs("tfsimple1"))
-    req = codec.parse_request(m1_in.value)
+    req = oip.parse_request(m1_in.value)
     # INPUT_INPUT keeps only id, parameters and tensors (model_name/version/outputs dropped)
     assert req.id == "rid" and req.parameters["p"].string_param == "v" and req.model_name == ""
     [m2_in] = d.read(d.model_inputs("tfsimple2"))
@@ -59,7 +59,7 @@ def test_chain_end_to_end_with_renames():
     np.testing.assert_array_equal(inputs_of(m2_in)["INPUT1"], X - Y)
     [out] = d.read(d.outputs_topic)
     assert out.key == "0.tfsimples.r1"
-    resp = codec.parse_response(out.value)
+    resp = oip.parse_response(out.value)
     assert resp.model_name == "" and resp.id == "rid"          # OUTPUT_OUTPUT drops model_name
     np.testing.assert_array_equal(outputs_of(out)["OUTPUT0"], 2 * X)
     np.testing.assert_array_equal(outputs_of(out)["OUTPUT1"], 2 * Y)
@@ -102,7 +102,7 @@ def single(sink_ref, source, *, tensors=(), tensor_map=(), pass_empty=False, pip
 def test_four_chain_types_select_and_convert(source_suffix, sink_suffix, parse_out):
     source, sink = f"{NS}.model.a.{source_suffix}", f"{NS}.model.b.{sink_suffix}"
     d = single(sink, source, tensors=["T2"], tensor_map=[("p", f"{source}.T2", "R2")])
-    make = codec.make_request if source_suffix == "inputs" else codec.make_response
+    make = oip.make_request if source_suffix == "inputs" else oip.make_response
     d.pipe(source, make({"T1": X, "T2": Y, "T3": X}, id="i"), key="k")
     [rec] = d.read(sink)
     arrays = parse_out(rec)
@@ -129,10 +129,10 @@ def test_tensors_override_plain_topic_end_to_end():
 def test_raw_contents_stay_aligned_with_kept_tensors():
     source, sink = f"{NS}.model.a.outputs", f"{NS}.model.b.inputs"
     d = single(sink, source, tensors=["B"])
-    resp = codec.make_response({"A": X, "B": Y, "C": X + 1}, raw=True)
+    resp = oip.make_response({"A": X, "B": Y, "C": X + 1}, raw=True)
     d.pipe(source, resp, key="k")
     [rec] = d.read(sink)
-    req = codec.parse_request(rec.value)
+    req = oip.parse_request(rec.value)
     assert [t.name for t in req.inputs] == ["B"]
     assert list(req.raw_input_contents) == [resp.raw_output_contents[1]]
     assert not req.inputs[0].HasField("contents")
@@ -141,7 +141,7 @@ def test_raw_contents_stay_aligned_with_kept_tensors():
 def test_empty_results_are_dropped_and_counted():
     source, sink = f"{NS}.model.a.outputs", f"{NS}.model.b.inputs"
     d = single(sink, source, tensors=["MISSING"])
-    d.pipe(source, codec.make_response({"A": X}), key="k")
+    d.pipe(source, oip.make_response({"A": X}), key="k")
     assert d.read(sink) == []
     assert d.stats().empty_dropped == 1
 
@@ -149,9 +149,9 @@ def test_empty_results_are_dropped_and_counted():
 def test_pass_empty_responses_forwards_the_empty_message():
     source, sink = f"{NS}.model.a.outputs", f"{NS}.model.b.inputs"
     d = single(sink, source, tensors=["MISSING"], pass_empty=True)
-    d.pipe(source, codec.make_response({"A": X}, id="i7"), key="k")
+    d.pipe(source, oip.make_response({"A": X}, id="i7"), key="k")
     [rec] = d.read(sink)
-    req = codec.parse_request(rec.value)
+    req = oip.parse_request(rec.value)
     assert req.id == "i7" and len(req.inputs) == 0
 
 

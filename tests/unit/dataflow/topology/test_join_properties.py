@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from dataflow import codec
+from dataflow import oip
 from dataflow_testing.driver import PipelineTestDriver
 from scheduler_min.convert import pipeline_message
 
@@ -21,7 +21,7 @@ def driver(join):
 
 
 def names(record):
-    return [t.name for t in codec.parse_response(record.value).outputs]
+    return [t.name for t in oip.parse_response(record.value).outputs]
 
 
 @settings(max_examples=40, deadline=None)
@@ -30,7 +30,7 @@ def test_inner_output_join_one_record_per_complete_key_in_step_order(events, gap
     d = driver("inner")
     for (key, step), gap in zip(events, gaps):
         d.advance(gap)
-        d.pipe(d.model_outputs(step), codec.make_response({step.upper(): V}), key=key)
+        d.pipe(d.model_outputs(step), oip.make_response({step.upper(): V}), key=key)
     outs = d.read(d.outputs_topic)
     complete = {k for k, _ in events if {s for kk, s in events if kk == k} == set(STEPS)}
     # every arrival lies within 12 * 80 ms < the 1 s window, so every complete key joins, once
@@ -43,7 +43,7 @@ def test_inner_output_join_one_record_per_complete_key_in_step_order(events, gap
 def test_outer_output_join_exactly_one_record_per_key(events):
     d = driver("outer")
     for key, step in events:
-        d.pipe(d.model_outputs(step), codec.make_response({step.upper(): V}), key=key)
+        d.pipe(d.model_outputs(step), oip.make_response({step.upper(): V}), key=key)
     d.advance(1000)
     outs = d.read(d.outputs_topic)
     assert sorted(o.key for o in outs) == sorted({k for k, _ in events})

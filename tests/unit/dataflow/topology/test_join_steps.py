@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dataflow import codec
+from dataflow import oip
 from dataflow.headers import PIPELINE_ERRORS
 from dataflow_testing.driver import PipelineTestDriver
 from dataflow.topology.builders import create_message, step_update
@@ -14,21 +14,21 @@ V = np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32)
 
 
 def add10(req):
-    return codec.make_response({"OUTPUT": codec.request_arrays(req)["INPUT"] + 10}, id=req.id)
+    return oip.make_response({"OUTPUT": oip.request_arrays(req)["INPUT"] + 10}, id=req.id)
 
 
 def mul10(req):
-    return codec.make_response({"OUTPUT": codec.request_arrays(req)["INPUT"] * 10}, id=req.id)
+    return oip.make_response({"OUTPUT": oip.request_arrays(req)["INPUT"] * 10}, id=req.id)
 
 
 def identity(name):
     def model(req):
-        return codec.make_response({f"{name}": a for a in codec.request_arrays(req).values()}, id=req.id)
+        return oip.make_response({f"{name}": a for a in oip.request_arrays(req).values()}, id=req.id)
     return model
 
 
 def outputs(record):
-    return codec.parse_response(record.value)
+    return oip.parse_response(record.value)
 
 
 def join_pipeline(join="inner", window=None, steps=("mul10", "add10")):
@@ -44,11 +44,11 @@ def join_pipeline(join="inner", window=None, steps=("mul10", "add10")):
 
 def test_two_way_inner_join_merges_in_output_steps_order():
     d = join_pipeline()
-    d.pipe(d.inputs_topic, codec.make_request({"INPUT": V}), key="0.p.r1", timestamp=5)
+    d.pipe(d.inputs_topic, oip.make_request({"INPUT": V}), key="0.p.r1", timestamp=5)
     [out] = d.read(d.outputs_topic)
     resp = outputs(out)
     assert [t.name for t in resp.outputs] == ["OUTPUT", "OUTPUT"]        # duplicates kept
-    arrays = codec.response_tensors(resp)
+    arrays = oip.response_tensors(resp)
     np.testing.assert_allclose(arrays[0][1], V * 10)                       # mul10 first (output.steps order)
     np.testing.assert_allclose(arrays[1][1], V + 10)
     assert out.headers[-2:] == [("pipeline", b"p"), ("x-pipeline-version", b"1")]
@@ -57,8 +57,8 @@ def test_two_way_inner_join_merges_in_output_steps_order():
 def test_join_result_timestamp_is_the_max_of_its_inputs():
     d = PipelineTestDriver(create_message("p", [step_update(
         f"{NS}.pipeline.p.outputs", [(f"{NS}.model.a.outputs", "p"), (f"{NS}.model.b.outputs", "p")], pipeline="p")]))
-    d.pipe(f"{NS}.model.a.outputs", codec.make_response({"A": V}), key="k", timestamp=40)
-    d.pipe(f"{NS}.model.b.outputs", codec.make_response({"B": V}), key="k", timestamp=25,
+    d.pipe(f"{NS}.model.a.outputs", oip.make_response({"A": V}), key="k", timestamp=40)
+    d.pipe(f"{NS}.model.b.outputs", oip.make_response({"B": V}), key="k", timestamp=25,
            headers=[("pipeline", b"p"), ("x-last", b"b")])
     [out] = d.read(d.outputs_topic)
     assert out.timestamp == 40
@@ -70,19 +70,19 @@ def test_three_way_inner_join_waits_for_all_branches():
     source = lambda m: f"{NS}.model.{m}.outputs"   # noqa: E731
     d = PipelineTestDriver(create_message("p", [step_update(
         f"{NS}.model.j.inputs", [(source("a"), "p"), (source("b"), "p"), (source("c"), "p")], pipeline="p")]))
-    d.pipe(source("c"), codec.make_response({"C": V}), key="k")
-    d.pipe(source("a"), codec.make_response({"A": V}), key="k")
-    d.pipe(source("b"), codec.make_response({"B": V}), key="other")
+    d.pipe(source("c"), oip.make_response({"C": V}), key="k")
+    d.pipe(source("a"), oip.make_response({"A": V}), key="k")
+    d.pipe(source("b"), oip.make_response({"B": V}), key="other")
     assert d.read(f"{NS}.model.j.inputs") == []
-    d.pipe(source("b"), codec.make_response({"B": V}), key="k")
+    d.pipe(source("b"), oip.make_response({"B": V}), key="k")
     [out] = d.read(f"{NS}.model.j.inputs")
-    assert [t.name for t in codec.parse_request(out.value).inputs] == ["A", "B", "C"]   # source order
+    assert [t.name for t in oip.parse_request(out.value).inputs] == ["A", "B", "C"]   # source order
 
 
 def test_inner_join_with_a_failed_branch_emits_nothing_but_the_error():
     d = join_pipeline()
     d.model("add10", lambda req: (_ for _ in ()).throw(RuntimeError("add10 down")))
-    d.pipe(d.inputs_topic, codec.make_request({"INPUT": V}), key="k")
+    d.pipe(d.inputs_topic, oip.make_request({"INPUT": V}), key="k")
     [out] = d.read(d.outputs_topic)
     assert out.value == b"add10 down" and (PIPELINE_ERRORS, b"add10") in out.headers
     d.advance(120_000)
@@ -92,7 +92,7 @@ def test_inner_join_with_a_failed_branch_emits_nothing_but_the_error():
 def test_outer_join_answers_missing_branch_at_window_close_by_wall_clock():
     d = join_pipeline(join="outer", window=500)
     d.model("add10", lambda req: (_ for _ in ()).throw(RuntimeError("add10 down")))
-    d.pipe(d.inputs_topic, codec.make_request({"INPUT": V}), key="k")
+    d.pipe(d.inputs_topic, oip.make_request({"INPUT": V}), key="k")
     d.read(d.outputs_topic)                                   # the error record
     d.advance(499)
     assert d.read(d.outputs_topic) == []
@@ -100,14 +100,14 @@ def test_outer_join_answers_missing_branch_at_window_close_by_wall_clock():
     [out] = d.read(d.outputs_topic)
     resp = outputs(out)
     assert [t.name for t in resp.outputs] == ["OUTPUT"]
-    np.testing.assert_allclose(codec.response_arrays(resp)["OUTPUT"], V * 10)
+    np.testing.assert_allclose(oip.response_arrays(resp)["OUTPUT"], V * 10)
     d.advance(10_000)
     assert d.read(d.outputs_topic) == []                      # once
 
 
 def test_outer_join_with_all_branches_emits_once_and_no_partial_later():
     d = join_pipeline(join="outer", window=500)
-    d.pipe(d.inputs_topic, codec.make_request({"INPUT": V}), key="k")
+    d.pipe(d.inputs_topic, oip.make_request({"INPUT": V}), key="k")
     assert len(d.read(d.outputs_topic)) == 1
     d.advance(1000)
     assert d.read(d.outputs_topic) == []
@@ -115,7 +115,7 @@ def test_outer_join_with_all_branches_emits_once_and_no_partial_later():
 
 def test_any_join_forwards_each_branch_without_a_merged_record():
     d = join_pipeline(join="any")
-    d.pipe(d.inputs_topic, codec.make_request({"INPUT": V}), key="k")
+    d.pipe(d.inputs_topic, oip.make_request({"INPUT": V}), key="k")
     outs = d.read(d.outputs_topic)
     assert len(outs) == 2
     assert all(len(outputs(o).outputs) == 1 for o in outs)
@@ -125,10 +125,10 @@ def test_any_join_forwards_each_branch_without_a_merged_record():
 
 def test_conditional_routing_with_any_output_join():
     def conditional(req):
-        a = codec.request_arrays(req)
+        a = oip.request_arrays(req)
         if int(a["CHOICE"][0]) == 0:
-            return codec.make_response({"OUTPUT0": a["INPUT0"]})
-        return codec.make_response({"OUTPUT1": a["INPUT1"]})
+            return oip.make_response({"OUTPUT0": a["INPUT0"]})
+        return oip.make_response({"OUTPUT1": a["INPUT1"]})
     d = PipelineTestDriver(pipeline_message({
         "name": "tfsimple-conditional",
         "steps": [{"name": "conditional"},
@@ -137,10 +137,10 @@ def test_conditional_routing_with_any_output_join():
         "output": {"steps": ["mul10", "add10"], "stepsJoin": "any"}}))
     for name, fn in (("conditional", conditional), ("mul10", mul10), ("add10", add10)):
         d.model(name, fn)
-    d.pipe(d.inputs_topic, codec.make_request({"CHOICE": np.array([1], np.int32), "INPUT0": V, "INPUT1": V}), key="k")
+    d.pipe(d.inputs_topic, oip.make_request({"CHOICE": np.array([1], np.int32), "INPUT0": V, "INPUT1": V}), key="k")
     assert d.read(d.model_inputs("mul10")) == []             # empty selection dropped
     [out] = d.read(d.outputs_topic)
-    np.testing.assert_allclose(codec.response_arrays(outputs(out))["OUTPUT"], V + 10)
+    np.testing.assert_allclose(oip.response_arrays(outputs(out))["OUTPUT"], V + 10)
 
 
 def trigger_joins_pipeline():
@@ -159,14 +159,14 @@ def trigger_joins_pipeline():
 def test_triggers_gate_steps_by_trigger_tensor_presence():
     d = trigger_joins_pipeline()
     ok = np.array([1], np.int32)
-    d.pipe(d.inputs_topic, codec.make_request({"ok2": ok, "INPUT": V}), key="a")
+    d.pipe(d.inputs_topic, oip.make_request({"ok2": ok, "INPUT": V}), key="a")
     [out] = d.read(d.outputs_topic)
-    np.testing.assert_allclose(codec.response_arrays(outputs(out))["OUTPUT"], V * 10)
+    np.testing.assert_allclose(oip.response_arrays(outputs(out))["OUTPUT"], V * 10)
     assert d.read(d.model_inputs("add10")) == []
-    d.pipe(d.inputs_topic, codec.make_request({"ok3": ok, "INPUT": V}), key="b")
+    d.pipe(d.inputs_topic, oip.make_request({"ok3": ok, "INPUT": V}), key="b")
     [out] = d.read(d.outputs_topic)
-    np.testing.assert_allclose(codec.response_arrays(outputs(out))["OUTPUT"], V + 10)
-    d.pipe(d.inputs_topic, codec.make_request({"INPUT": V}), key="c")
+    np.testing.assert_allclose(oip.response_arrays(outputs(out))["OUTPUT"], V + 10)
+    d.pipe(d.inputs_topic, oip.make_request({"INPUT": V}), key="c")
     assert d.read(d.outputs_topic) == []
     assert d.stats().trigger_ignored == 4       # a: add10; b: mul10; c: both (ok1+ok2 is one trigger stream)
 
@@ -176,15 +176,15 @@ def test_triggers_combined_by_inner_join_need_every_trigger():
                           f"{NS}.model.c2.outputs")
     d = PipelineTestDriver(create_message("p", [step_update(
         sink, [(data, "p")], pipeline="p", triggers=[(t1, "p", "OK"), (t2, "p")], triggers_join="inner")]))
-    d.pipe(data, codec.make_request({"INPUT": V}), key="k")
-    d.pipe(t1, codec.make_response({"OK": V}), key="k")
+    d.pipe(data, oip.make_request({"INPUT": V}), key="k")
+    d.pipe(t1, oip.make_response({"OK": V}), key="k")
     assert d.read(sink) == []
-    d.pipe(t2, codec.make_response({"ANYTHING": V}), key="k")
+    d.pipe(t2, oip.make_response({"ANYTHING": V}), key="k")
     [out] = d.read(sink)
-    assert [t.name for t in codec.parse_request(out.value).inputs] == ["INPUT"]   # data value kept
-    d.pipe(t1, codec.make_response({"NOT_OK": V}), key="j")                        # wrong tensor: ignored
-    d.pipe(t2, codec.make_response({"X": V}), key="j")
-    d.pipe(data, codec.make_request({"INPUT": V}), key="j")
+    assert [t.name for t in oip.parse_request(out.value).inputs] == ["INPUT"]   # data value kept
+    d.pipe(t1, oip.make_response({"NOT_OK": V}), key="j")                        # wrong tensor: ignored
+    d.pipe(t2, oip.make_response({"X": V}), key="j")
+    d.pipe(data, oip.make_request({"INPUT": V}), key="j")
     assert d.read(sink) == []
 
 
@@ -192,9 +192,9 @@ def test_trigger_outside_the_window_does_not_fire():
     sink, data, trig = f"{NS}.model.m.inputs", f"{NS}.pipeline.p.inputs", f"{NS}.model.c.outputs"
     d = PipelineTestDriver(create_message("p", [step_update(
         sink, [(data, "p")], pipeline="p", triggers=[(trig, "p")], window_ms=100)]))
-    d.pipe(data, codec.make_request({"INPUT": V}), key="k")
+    d.pipe(data, oip.make_request({"INPUT": V}), key="k")
     d.advance(100)
-    d.pipe(trig, codec.make_response({"OK": V}), key="k")
+    d.pipe(trig, oip.make_response({"OK": V}), key="k")
     assert d.read(sink) == []
 
 
@@ -209,9 +209,9 @@ def test_cycle_stops_after_max_step_revisits_with_the_reference_error_text():
 
     def inc(req):
         calls.append(1)
-        return codec.make_response({"OUTPUT": codec.request_arrays(req)["INPUT"] + 1})
+        return oip.make_response({"OUTPUT": oip.request_arrays(req)["INPUT"] + 1})
     d.model("inc", inc)
-    d.pipe(d.inputs_topic, codec.make_request({"INPUT": V}), key="0.loop.r1")
+    d.pipe(d.inputs_topic, oip.make_request({"INPUT": V}), key="0.loop.r1")
     assert len(calls) == 3                                # first visit + maxStepRevisits revisits
     [err] = d.read(d.errors_topic)
     text = ("ERROR: Max step revisits (2) exceeded for request 0.loop.r1 in topic "
@@ -223,7 +223,7 @@ def test_cycle_stops_after_max_step_revisits_with_the_reference_error_text():
     assert d.stats().revisits_exceeded == 1
     # reaching the output topic cleared the counters: the same key may loop again
     calls.clear()
-    d.pipe(d.inputs_topic, codec.make_request({"INPUT": V}), key="0.loop.r1")
+    d.pipe(d.inputs_topic, oip.make_request({"INPUT": V}), key="0.loop.r1")
     assert len(calls) == 3
 
 
@@ -239,13 +239,13 @@ def test_cycle_with_exit_clears_counters_on_output():
     ], allow_cycles=True, max_step_revisits=5))
 
     def inc(req):
-        x = codec.request_arrays(req)["INPUT"] + 1
-        return codec.make_response({"DONE" if x[0] >= 4 else "AGAIN": x})
+        x = oip.request_arrays(req)["INPUT"] + 1
+        return oip.make_response({"DONE" if x[0] >= 4 else "AGAIN": x})
     d.model("inc", inc)
     for _ in range(3):
-        d.pipe(d.inputs_topic, codec.make_request({"INPUT": np.array([0.0], np.float32)}), key="k")
+        d.pipe(d.inputs_topic, oip.make_request({"INPUT": np.array([0.0], np.float32)}), key="k")
         [out] = d.read(d.outputs_topic)
-        np.testing.assert_allclose(codec.response_arrays(outputs(out))["DONE"], [4.0])
+        np.testing.assert_allclose(oip.response_arrays(outputs(out))["DONE"], [4.0])
     assert d.read(d.errors_topic) == []
     assert len(d.stores[("loop", "visiting-counter-store")]) == 0
 
@@ -253,8 +253,8 @@ def test_cycle_with_exit_clears_counters_on_output():
 def test_join_mixing_a_steps_inputs_and_outputs_tensors():
     """samples/pipelines/tfsimples-input.yaml: INPUT_INPUT and OUTPUT_INPUT branches joined."""
     def tfsimple(req):
-        a = codec.request_arrays(req)
-        return codec.make_response({"OUTPUT0": a["INPUT0"] + a["INPUT1"], "OUTPUT1": a["INPUT0"] - a["INPUT1"]}, raw=True)
+        a = oip.request_arrays(req)
+        return oip.make_response({"OUTPUT0": a["INPUT0"] + a["INPUT1"], "OUTPUT1": a["INPUT0"] - a["INPUT1"]}, raw=True)
     d = PipelineTestDriver(pipeline_message({
         "name": "tfsimples-input",
         "steps": [{"name": "tfsimple1"},
@@ -265,15 +265,15 @@ def test_join_mixing_a_steps_inputs_and_outputs_tensors():
     d.model("tfsimple2", tfsimple)
     x = np.arange(16, dtype=np.int32).reshape(1, 16)
     y = np.ones((1, 16), np.int32)
-    d.pipe(d.inputs_topic, codec.make_request({"INPUT0": x, "INPUT1": y}), key="k")
+    d.pipe(d.inputs_topic, oip.make_request({"INPUT0": x, "INPUT1": y}), key="k")
     [m2_in] = d.read(d.model_inputs("tfsimple2"))
-    req = codec.parse_request(m2_in.value)
+    req = oip.parse_request(m2_in.value)
     assert [t.name for t in req.inputs] == ["INPUT0", "INPUT1"]
-    arrays = codec.request_arrays(req)
+    arrays = oip.request_arrays(req)
     np.testing.assert_array_equal(arrays["INPUT0"], x)          # typed branch converted to raw to merge
     np.testing.assert_array_equal(arrays["INPUT1"], x - y)
     [out] = d.read(d.outputs_topic)
-    np.testing.assert_array_equal(codec.response_arrays(outputs(out))["OUTPUT0"], 2 * x - y)
+    np.testing.assert_array_equal(oip.response_arrays(outputs(out))["OUTPUT0"], 2 * x - y)
 
 
 def test_cycle_counters_of_requests_that_never_finish_expire():
@@ -284,7 +284,7 @@ def test_cycle_counters_of_requests_that_never_finish_expire():
         step_update(f"{NS}.pipeline.loop.outputs", [(f"{NS}.errors.errors", "loop")], pipeline="loop"),
     ], allow_cycles=True, max_step_revisits=1)
     d = PipelineTestDriver(msg, settings=TopologySettings(cycle_counter_ttl_ms=1000))
-    d.pipe(d.inputs_topic, codec.make_request({"INPUT": V}), key="k")    # no model: never reaches output
+    d.pipe(d.inputs_topic, oip.make_request({"INPUT": V}), key="k")    # no model: never reaches output
     counters = d.stores[("loop", "visiting-counter-store")]
     assert len(counters) == 1
     d.advance(999)

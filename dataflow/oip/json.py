@@ -6,7 +6,7 @@ Request JSON -> ``ModelInferRequest`` (``request_from_json``):
   * ``data`` may be flat or nested; it is flattened depth-first and must hold exactly
     ``product(shape)`` values (BYTES: ``shape[0]`` or ``product(shape)`` strings, each -> UTF-8
     bytes). The reference zero-pads a short ``data`` to the claimed shape; we refuse it
-    (``OipJsonError``), because a 90-byte body claiming ``[1,20000000]`` would otherwise cost
+    (``OipJsonError``, a ``CodecError``), because a 90-byte body claiming ``[1,20000000]`` would otherwise cost
     hundreds of MB. A count mismatch or a value of the wrong JSON type names the tensor and index.
   * parameters: string -> string_param, number -> int64_param (truncated toward zero,
     like the reference), bool -> bool_param; anything else (null, list, object) -> ``OipJsonError``.
@@ -14,8 +14,8 @@ Request JSON -> ``ModelInferRequest`` (``request_from_json``):
     Pass ``keep_id=True`` to keep it instead.
 
 ``ModelInferResponse`` -> JSON (``response_to_json``):
-  * ``raw_output_contents`` are decoded into typed contents first (assigned in order to outputs
-    that have no typed contents);
+  * ``raw_output_contents`` are decoded into typed contents first, by the package's raw-contents
+    rule (entry i belongs to output i; see ``dataflow.oip``);
   * ``{"model_name", "model_version"?, "id"?, "parameters"?, "outputs"}`` with each output written
     ``data`` first; BYTES are strings when the output parameter ``content_type`` is ``str`` or
     ``datetime``, otherwise base64 strings (Go's encoding of ``[]byte``). Empty data / shape are
@@ -39,48 +39,36 @@ from __future__ import annotations
 import base64
 import json
 import math
-from dataclasses import dataclass, field as dc_field
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
-from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc.service_pb2 import ModelInferRequest, ModelInferResponse
 
-ModelInferRequest = pb.ModelInferRequest
-ModelInferResponse = pb.ModelInferResponse
+from dataflow.oip.datatypes import (
+    CONTENTS_FIELD,
+    TYPED_FIELD_RANGE,
+    CodecError,
+)
+from dataflow.oip.parameters import (
+    INT64_MAX,
+    INT64_MIN,
+    make_parameter,
+    parameters_dict,
+)
+from dataflow.oip.tensors import raw_count, raw_into_typed, typed_as_raw
 
 
-class OipJsonError(ValueError):
+class OipJsonError(CodecError):
     """The JSON body (or protobuf message) cannot be converted; the message says what and where."""
 
 
-# datatype -> (InferTensorContents field, numpy dtype of one element in raw contents)
-_CONTENTS: dict[str, tuple[str, np.dtype]] = {
-    "BOOL": ("bool_contents", np.dtype("bool")),
-    "UINT8": ("uint_contents", np.dtype("<u1")),
-    "UINT16": ("uint_contents", np.dtype("<u2")),
-    "UINT32": ("uint_contents", np.dtype("<u4")),
-    "UINT64": ("uint64_contents", np.dtype("<u8")),
-    "INT8": ("int_contents", np.dtype("<i1")),
-    "INT16": ("int_contents", np.dtype("<i2")),
-    "INT32": ("int_contents", np.dtype("<i4")),
-    "INT64": ("int64_contents", np.dtype("<i8")),
-    "FP16": ("fp32_contents", np.dtype("<f2")),
-    "FP32": ("fp32_contents", np.dtype("<f4")),
-    "FP64": ("fp64_contents", np.dtype("<f8")),
-    "BYTES": ("bytes_contents", np.dtype("O")),
-}
-# Wide fallbacks: the reference writes/reads some narrow types as 4-byte values.
-_WIDE = {"UINT8": "<u4", "UINT16": "<u4", "INT8": "<i4", "INT16": "<i4", "FP16": "<f4"}
-_INT_RANGES = {
-    "UINT8": (0, 2**32 - 1), "UINT16": (0, 2**32 - 1), "UINT32": (0, 2**32 - 1),
-    "UINT64": (0, 2**64 - 1),
-    "INT8": (-(2**31), 2**31 - 1), "INT16": (-(2**31), 2**31 - 1), "INT32": (-(2**31), 2**31 - 1),
-    "INT64": (-(2**63), 2**63 - 1),
-}
 CONTENT_TYPE = "content_type"
 _STRING_CONTENT_TYPES = ("str", "datetime")
-DATATYPES = tuple(_CONTENTS)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -93,7 +81,8 @@ def _negative_zero_aware_int(text: str) -> int | float:
     return -0.0 if text == "-0" else int(text)
 
 
-def _load(body: bytes | str | dict, **json_options) -> dict:
+def load_object(body: bytes | str | dict[str, Any], **json_options: Any) -> dict[str, Any]:
+    """A JSON body as a dict (a dict is returned as it is); OipJsonError unless it is a JSON object."""
     if isinstance(body, dict):
         return body
     try:
@@ -107,14 +96,7 @@ def _load(body: bytes | str | dict, **json_options) -> dict:
     return obj
 
 
-def _num_elements(shape: Iterable[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
-
-
-def _flatten(data: Any, out: list) -> None:
+def _flatten(data: Any, out: list[Any]) -> None:
     """Depth-first flatten of nested JSON lists (the reference ``copyToTensor`` order).
 
     Iterative: any nesting the JSON parser accepted is flattened without recursion."""
@@ -132,53 +114,32 @@ def _flatten(data: Any, out: list) -> None:
             stack.pop()
 
 
-def _set_parameters(target, params: Any, where: str) -> None:
+def _set_parameters(target: Any, params: Any, where: str) -> None:
+    """JSON parameters: string -> string_param, bool -> bool_param, number -> int64_param
+    (truncated toward zero, like Go's ``int64(float64)``); anything else is refused."""
     if params is None:
         return
     if not isinstance(params, dict):
         raise OipJsonError(f"{where}: parameters must be a JSON object, got {type(params).__name__}")
     for k, v in params.items():
-        p = target[k]
-        if isinstance(v, bool):
-            p.bool_param = v
-        elif isinstance(v, str):
-            p.string_param = v
-        elif isinstance(v, (int, float)) and not (isinstance(v, float) and not math.isfinite(v)):
-            iv = int(v)  # truncation toward zero, like Go's int64(float64)
-            if not -(2**63) <= iv < 2**63:
-                raise OipJsonError(f"{where}: parameter {k!r} is out of int64 range: {v}")
-            p.int64_param = iv
-        else:
+        if isinstance(v, float) and math.isfinite(v):
+            v = int(v)
+        if isinstance(v, int) and not isinstance(v, bool) and not INT64_MIN <= v <= INT64_MAX:
+            raise OipJsonError(f"{where}: parameter {k!r} is out of int64 range: {params[k]}")
+        if not isinstance(v, (bool, int, str)):
             raise OipJsonError(f"{where}: unknown type for parameter {k!r}: {json.dumps(v)}")
-
-
-def _params_to_json(params) -> dict:
-    out = {}
-    for k in sorted(params):
-        p = params[k]
-        which = p.WhichOneof("parameter_choice")
-        if which == "bool_param":
-            out[k] = p.bool_param
-        elif which == "string_param":
-            out[k] = p.string_param
-        elif which == "int64_param":
-            out[k] = p.int64_param
-        elif which == "double_param":  # not in Seldon's proto; tolerate tritonclient's extension
-            out[k] = p.double_param
-        elif which == "uint64_param":
-            out[k] = p.uint64_param
-    return out
+        target[k].CopyFrom(make_parameter(v))
 
 
 def _tensor_values(name: str, datatype: str, shape: list[int], data: Any, where: str,
-                   *, exact: bool = True) -> tuple[str, list]:
+                   *, exact: bool = True) -> tuple[str, list[Any]]:
     """Flattened, type-checked element list for one JSON tensor, sized like the reference.
 
     ``exact=False`` (server responses) keeps every value whatever the shape says."""
-    if datatype not in _CONTENTS:
+    if datatype not in CONTENTS_FIELD:
         raise OipJsonError(f"{where}: unknown datatype {datatype!r} for tensor {name!r}")
-    field, _ = _CONTENTS[datatype]
-    flat: list = []
+    field = CONTENTS_FIELD[datatype]
+    flat: list[Any] = []
     if data is not None:
         _flatten(data, flat)
     if exact:
@@ -194,12 +155,12 @@ def _tensor_values(name: str, datatype: str, shape: list[int], data: Any, where:
         else:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise OipJsonError(f"{where}: tensor {name!r} value {i} must be a number, got {json.dumps(v)}")
-            if datatype in _INT_RANGES:
+            if datatype in TYPED_FIELD_RANGE:
                 if isinstance(v, float):
                     if not math.isfinite(v):
                         raise OipJsonError(f"{where}: tensor {name!r} value {i} is not finite")
                     v = int(v)
-                lo, hi = _INT_RANGES[datatype]
+                lo, hi = TYPED_FIELD_RANGE[datatype]
                 if not lo <= v <= hi:
                     raise OipJsonError(f"{where}: tensor {name!r} value {i} ({v}) is out of range for {datatype}")
                 flat[i] = v
@@ -211,7 +172,7 @@ def _tensor_values(name: str, datatype: str, shape: list[int], data: Any, where:
 def _check_count(name: str, datatype: str, shape: list[int], count: int, what: str, where: str) -> None:
     """``count`` elements must fill ``shape`` (BYTES may also give one per row, the reference's
     ``shape[0]`` rule). The claimed size is only multiplied, never allocated."""
-    slots = _num_elements(shape)
+    slots = math.prod(shape)
     if count == slots or (datatype == "BYTES" and shape and count == shape[0]):
         return
     raise OipJsonError(f"{where}: tensor {name!r} has {count} {what} but shape {shape} holds {slots}")
@@ -249,26 +210,13 @@ class _BinarySection:
         return chunk
 
 
-def _binary_count(name: str, datatype: str, raw: bytes, where: str) -> int:
+def _binary_count(name: str, datatype: str, raw: bytes, shape: list[int], where: str) -> int:
     """Elements in one tensor's binary data (BYTES: walk the length prefixes; nothing is copied)."""
-    if datatype == "BYTES":
-        count, off = 0, 0
-        while off < len(raw):
-            if off + 4 > len(raw):
-                raise OipJsonError(f"{where}: tensor {name!r} binary BYTES data end in a truncated length prefix")
-            off += 4 + int.from_bytes(raw[off:off + 4], "little")
-            if off > len(raw):
-                raise OipJsonError(f"{where}: tensor {name!r} binary BYTES element overruns the data")
-            count += 1
-        return count
-    size = _CONTENTS[datatype][1].itemsize
-    if len(raw) % size:
-        raise OipJsonError(f"{where}: tensor {name!r} has {len(raw)} bytes of binary data, "
-                           f"not a multiple of the {size}-byte {datatype} element")
-    return len(raw) // size
+    with _as_json_error():
+        return raw_count(raw, datatype, math.prod(shape), f"{where}: tensor {name!r} binary data")
 
 
-def _fill_tensor(t, spec: Any, where: str, binary: _BinarySection | None = None) -> bytes | None:
+def _fill_tensor(t: Any, spec: Any, where: str, binary: _BinarySection | None = None) -> bytes | None:
     """One JSON input -> ``t``; returns its binary data (then ``t`` has no contents) or None."""
     if not isinstance(spec, dict):
         raise OipJsonError(f"{where} must be a JSON object")
@@ -278,7 +226,7 @@ def _fill_tensor(t, spec: Any, where: str, binary: _BinarySection | None = None)
     datatype = spec.get("datatype")
     if not isinstance(datatype, str):
         raise OipJsonError(f"{where}: tensor {name!r} datatype must be a string")
-    if datatype not in _CONTENTS:
+    if datatype not in CONTENTS_FIELD:
         raise OipJsonError(f"{where}: unknown datatype {datatype!r} for tensor {name!r}")
     shape = _shape(spec.get("shape"), name, where)
     t.name = name
@@ -286,7 +234,7 @@ def _fill_tensor(t, spec: Any, where: str, binary: _BinarySection | None = None)
     t.shape.extend(shape)
     params = spec.get("parameters")
     size = params.get(BINARY_DATA_SIZE) if isinstance(params, dict) else None
-    if size is not None:
+    if size is not None and isinstance(params, dict):
         params = {k: v for k, v in params.items() if k != BINARY_DATA_SIZE}
     _set_parameters(t.parameters, params, f"{where} ({name})")
     if size is None:
@@ -299,7 +247,7 @@ def _fill_tensor(t, spec: Any, where: str, binary: _BinarySection | None = None)
     if spec.get("data") is not None:
         raise OipJsonError(f"{where}: tensor {name!r} has both data and {BINARY_DATA_SIZE}")
     raw = binary.take(size, name, where)
-    _check_count(name, datatype, shape, _binary_count(name, datatype, raw, where), "binary elements", where)
+    _check_count(name, datatype, shape, _binary_count(name, datatype, raw, shape, where), "binary elements", where)
     return raw
 
 
@@ -308,61 +256,30 @@ def _fill_tensor(t, spec: Any, where: str, binary: _BinarySection | None = None)
 # ------------------------------------------------------------------------------------------------
 
 
-def decode_bytes_raw(raw: bytes) -> list[bytes]:
-    """BYTES raw contents: each element prefixed with a 4-byte little-endian length."""
-    out, off = [], 0
-    while off < len(raw):
-        if off + 4 > len(raw):
-            raise OipJsonError("truncated BYTES raw contents (length prefix)")
-        n = int.from_bytes(raw[off:off + 4], "little")
-        off += 4
-        if off + n > len(raw):
-            raise OipJsonError("truncated BYTES raw contents (element)")
-        out.append(raw[off:off + n])
-        off += n
-    return out
+@contextmanager
+def _as_json_error() -> Iterator[None]:
+    """A tensor-level CodecError, raised as the JSON side's error type."""
+    try:
+        yield
+    except OipJsonError:
+        raise
+    except CodecError as exc:
+        raise OipJsonError(str(exc)) from None
 
 
-def encode_bytes_raw(values: Iterable[bytes]) -> bytes:
-    return b"".join(len(v).to_bytes(4, "little") + v for v in values)
+def _typed_from_raw(tensors: Any, raws: Any) -> None:
+    """Decode raw entries into typed contents; entry i belongs to tensor i (the package rule)."""
+    if len(raws) > len(tensors):
+        raise OipJsonError(f"Ran out of output contents to fill raw contents of length {len(raws)}")
+    with _as_json_error():
+        for t, raw in zip(tensors, raws):
+            raw_into_typed(t, raw)
 
 
-def _decode_raw(datatype: str, shape, raw: bytes) -> tuple[str, list]:
-    if datatype not in _CONTENTS:
-        raise OipJsonError(f"cannot decode raw contents of unknown datatype {datatype!r}")
-    field, dtype = _CONTENTS[datatype]
-    if datatype == "BYTES":
-        return field, decode_bytes_raw(raw)
-    n = _num_elements(shape)
-    if len(raw) != n * dtype.itemsize and datatype in _WIDE and len(raw) == n * 4:
-        dtype = np.dtype(_WIDE[datatype])
-    if len(raw) % dtype.itemsize:
-        raise OipJsonError(f"raw contents of {len(raw)} bytes do not fit datatype {datatype}")
-    arr = np.frombuffer(raw, dtype=dtype)
-    if datatype in ("FP16", "FP32"):
-        arr = arr.astype(np.float32)
-    return field, arr.tolist()
-
-
-def fill_from_raw(tensors, raws) -> None:
-    """Decode raw contents into typed contents of tensors lacking contents, in order (reference rule)."""
-    idx = 0
-    for raw in raws:
-        while idx < len(tensors) and tensors[idx].HasField("contents"):
-            idx += 1
-        if idx == len(tensors):
-            raise OipJsonError(f"Ran out of output contents to fill raw contents of length {len(raws)}")
-        t = tensors[idx]
-        field, values = _decode_raw(t.datatype, t.shape, raw)
-        t.contents.SetInParent()
-        getattr(t.contents, field).extend(values)
-        idx += 1
-
-
-def _json_data(t, string_bytes: bool) -> list | None:
+def _json_data(t: Any, string_bytes: bool) -> list[Any] | None:
     if not t.HasField("contents"):
         return None
-    field = _CONTENTS.get(t.datatype, (None,))[0]
+    field = CONTENTS_FIELD.get(t.datatype)
     if field is None:
         raise OipJsonError(f"Unknown type {t.datatype}")
     values = getattr(t.contents, field)
@@ -378,8 +295,8 @@ def _json_data(t, string_bytes: bool) -> list | None:
     return list(values)
 
 
-def _output_to_json(t, *, bytes_as_strings: bool = False) -> dict:
-    params = _params_to_json(t.parameters)
+def _output_to_json(t: Any, *, bytes_as_strings: bool = False) -> dict[str, Any]:
+    params = parameters_dict(t.parameters)
     string_bytes = bytes_as_strings or (
         CONTENT_TYPE in t.parameters
         and t.parameters[CONTENT_TYPE].string_param in _STRING_CONTENT_TYPES)
@@ -395,10 +312,10 @@ def _output_to_json(t, *, bytes_as_strings: bool = False) -> dict:
 # ------------------------------------------------------------------------------------------------
 
 
-def request_from_json(body: bytes | str | dict, *, model_name: str = "", model_version: str = "",
+def request_from_json(body: bytes | str | dict[str, Any], *, model_name: str = "", model_version: str = "",
                       keep_id: bool = False) -> ModelInferRequest:
     """REST request body -> ``ModelInferRequest``. Raises ``OipJsonError``."""
-    return _request(_load(body), None, model_name, model_version, keep_id)[0]
+    return _request(load_object(body), None, model_name, model_version, keep_id)[0]
 
 
 @dataclass
@@ -431,7 +348,7 @@ def request_from_http(body: bytes, header_length: str | int | None) -> tuple[Mod
         binary = _BinarySection(memoryview(body)[n:])
         body = bytes(memoryview(body)[:n])
     try:
-        obj = _load(body)
+        obj = load_object(body)
     except OipJsonError as exc:
         if binary is None and "Extra data" in str(exc):  # what a binary body looks like without the header
             raise OipJsonError(f"{exc} (binary tensor data needs the Inference-Header-Content-Length header)") from None
@@ -445,9 +362,8 @@ def request_from_http(body: bytes, header_length: str | int | None) -> tuple[Mod
         else:
             for t, raw in zip(req.inputs, raws):
                 if raw is not None:
-                    field, values = _decode_raw(t.datatype, t.shape, raw)
-                    t.contents.SetInParent()
-                    getattr(t.contents, field).extend(values)
+                    with _as_json_error():
+                        raw_into_typed(t, raw)
     fmt = OutputFormat()
     if BINARY_DATA_OUTPUT in req.parameters:
         fmt.binary_default = _truthy(req.parameters[BINARY_DATA_OUTPUT])
@@ -459,14 +375,14 @@ def request_from_http(body: bytes, header_length: str | int | None) -> tuple[Mod
     return req, fmt
 
 
-def _truthy(p) -> bool:
+def _truthy(p: Any) -> bool:
     """A flag parameter as clients send it: ``true``, or a number / string standing for one."""
     which = p.WhichOneof("parameter_choice")
     value = getattr(p, which) if which else False
     return value.lower() in ("true", "1") if isinstance(value, str) else bool(value)
 
 
-def _request(obj: dict, binary: _BinarySection | None, model_name: str, model_version: str,
+def _request(obj: dict[str, Any], binary: _BinarySection | None, model_name: str, model_version: str,
              keep_id: bool) -> tuple[ModelInferRequest, list[bytes | None]]:
     req = ModelInferRequest(model_name=model_name, model_version=model_version)
     if keep_id and isinstance(obj.get("id"), str):
@@ -487,7 +403,7 @@ def _request(obj: dict, binary: _BinarySection | None, model_name: str, model_ve
     return req, raws
 
 
-def response_to_json(resp: ModelInferResponse | bytes) -> dict:
+def response_to_json(resp: ModelInferResponse | bytes) -> dict[str, Any]:
     """``ModelInferResponse`` (message or serialized bytes) -> JSON object."""
     parsed = _parse_response(resp)
     if parsed is resp and resp.raw_output_contents:  # the caller's message: fill a copy, not it
@@ -495,14 +411,14 @@ def response_to_json(resp: ModelInferResponse | bytes) -> dict:
         parsed.CopyFrom(resp)
     resp = parsed
     if resp.raw_output_contents:
-        fill_from_raw(resp.outputs, resp.raw_output_contents)
+        _typed_from_raw(resp.outputs, resp.raw_output_contents)
         del resp.raw_output_contents[:]
-    out: dict = {"model_name": resp.model_name}
+    out: dict[str, Any] = {"model_name": resp.model_name}
     if resp.model_version:
         out["model_version"] = resp.model_version
     if resp.id:
         out["id"] = resp.id
-    params = _params_to_json(resp.parameters)
+    params = parameters_dict(resp.parameters)
     if params:
         out["parameters"] = params
     outputs = [_output_to_json(t) for t in resp.outputs]
@@ -526,15 +442,12 @@ def _parse_response(resp: ModelInferResponse | bytes) -> ModelInferResponse:
     return resp
 
 
-def _raw_bytes(t, raw: bytes | None) -> bytes:
+def _raw_bytes(t: Any, raw: bytes | None) -> bytes:
     """One output's data as binary-extension bytes (raw contents as they are, typed ones encoded)."""
     if raw is not None:
         return raw
-    field, dtype = _CONTENTS[t.datatype]
-    values = getattr(t.contents, field)
-    if t.datatype == "BYTES":
-        return encode_bytes_raw(values)
-    return np.asarray(values).astype(dtype).tobytes()
+    with _as_json_error():
+        return typed_as_raw(t)
 
 
 def response_to_http(resp: ModelInferResponse | bytes, fmt: OutputFormat | None) -> tuple[bytes, int | None]:
@@ -545,7 +458,7 @@ def response_to_http(resp: ModelInferResponse | bytes, fmt: OutputFormat | None)
     msg = _parse_response(resp)
     if fmt is None or not any(fmt.is_binary(t.name) for t in msg.outputs):
         return response_to_json_bytes(msg), None
-    unknown = [t.datatype for t in msg.outputs if t.datatype not in _CONTENTS]
+    unknown = [t.datatype for t in msg.outputs if t.datatype not in CONTENTS_FIELD]
     if unknown:
         raise OipJsonError(f"Unknown type {unknown[0]}")
     raws = list(msg.raw_output_contents)
@@ -560,9 +473,8 @@ def response_to_http(resp: ModelInferResponse | bytes, fmt: OutputFormat | None)
             t.ClearField("contents")
             t.parameters[BINARY_DATA_SIZE].int64_param = len(data)
         elif i < len(raws):  # a JSON output of a raw response: decode its bytes into typed contents
-            field, values = _decode_raw(t.datatype, t.shape, raws[i])
-            t.contents.SetInParent()
-            getattr(t.contents, field).extend(values)
+            with _as_json_error():
+                raw_into_typed(t, raws[i])
     obj = response_to_json(keep)
     for o in obj.get("outputs", ()):
         if BINARY_DATA_SIZE in o.get("parameters", {}):
@@ -577,19 +489,18 @@ def response_to_http(resp: ModelInferResponse | bytes, fmt: OutputFormat | None)
 def go_float(f: float) -> str:
     """A float64 as Go's ``encoding/json`` writes it: shortest digits, ``10`` not ``10.0``, plain
     decimals for 1e-6 <= |f| < 1e21 and ``1e-7`` / ``1e+21`` style exponents outside."""
-    if f != f or f in (math.inf, -math.inf):
+    if not math.isfinite(f):
         return json.dumps(f)  # Go refuses these; keep Python's NaN / Infinity
     s = repr(f)
     a = abs(f)
     if a != 0 and (a < 1e-6 or a >= 1e21):
         mantissa, exp = s.split("e")
-        if mantissa.endswith(".0"):
-            mantissa = mantissa[:-2]
+        mantissa = mantissa.removesuffix(".0")
         sign, digits = exp[0], exp[1:].lstrip("0") or "0"
         return f"{mantissa}e{sign}{digits.zfill(2) if sign == '+' else digits}"
     if "e" in s:
         s = format(Decimal(s), "f")
-    return s[:-2] if s.endswith(".0") else s
+    return s.removesuffix(".0")
 
 
 def dumps(obj: Any) -> str:
@@ -607,7 +518,7 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"))
 
 
-def request_to_json(req: ModelInferRequest | bytes) -> dict:
+def request_to_json(req: ModelInferRequest | bytes) -> dict[str, Any]:
     """``ModelInferRequest`` -> REST request body (raw input contents decoded; BYTES as strings).
 
     Used by the model gateway's REST mode: an OIP server expects BYTES request data as strings.
@@ -620,18 +531,18 @@ def request_to_json(req: ModelInferRequest | bytes) -> dict:
         copy = ModelInferRequest()
         copy.CopyFrom(req)
         req = copy
-        fill_from_raw(req.inputs, req.raw_input_contents)
+        _typed_from_raw(req.inputs, req.raw_input_contents)
         del req.raw_input_contents[:]
-    out: dict = {}
+    out: dict[str, Any] = {}
     if req.id:
         out["id"] = req.id
-    params = _params_to_json(req.parameters)
+    params = parameters_dict(req.parameters)
     if params:
         out["parameters"] = params
     inputs = []
     for t in req.inputs:
         d = {"name": t.name, "shape": list(t.shape), "datatype": t.datatype}
-        p = _params_to_json(t.parameters)
+        p = parameters_dict(t.parameters)
         if p:
             d["parameters"] = p
         d["data"] = _json_data(t, string_bytes=True) or []
@@ -641,7 +552,7 @@ def request_to_json(req: ModelInferRequest | bytes) -> dict:
         outs = []
         for o in req.outputs:
             d = {"name": o.name}
-            p = _params_to_json(o.parameters)
+            p = parameters_dict(o.parameters)
             if p:
                 d["parameters"] = p
             outs.append(d)
@@ -649,13 +560,13 @@ def request_to_json(req: ModelInferRequest | bytes) -> dict:
     return out
 
 
-def response_from_json(body: bytes | str | dict, *, bytes_are_base64: bool = False) -> ModelInferResponse:
+def response_from_json(body: bytes | str | dict[str, Any], *, bytes_are_base64: bool = False) -> ModelInferResponse:
     """REST response body (e.g. MLServer's) -> ``ModelInferResponse``.
 
     BYTES data are strings. An OIP server writes them as text; with ``bytes_are_base64`` (our own
     gateway's JSON for outputs without a string content_type) they are base64-decoded.
     """
-    obj = _load(body, parse_int=_negative_zero_aware_int)
+    obj = load_object(body, parse_int=_negative_zero_aware_int)
     resp = ModelInferResponse()
     for field in ("model_name", "model_version", "id"):
         v = obj.get(field)
@@ -678,7 +589,7 @@ def response_from_json(body: bytes | str | dict, *, bytes_are_base64: bool = Fal
         _set_parameters_lenient(t.parameters, spec.get("parameters"))
         data = spec.get("data")
         if t.datatype == "BYTES" and data is not None:
-            flat: list = []
+            flat: list[Any] = []
             _flatten(data, flat)
             text = (CONTENT_TYPE in t.parameters
                     and t.parameters[CONTENT_TYPE].string_param in _STRING_CONTENT_TYPES)
@@ -694,7 +605,7 @@ def response_from_json(body: bytes | str | dict, *, bytes_are_base64: bool = Fal
     return resp
 
 
-def _set_parameters_lenient(target, params: Any) -> None:
+def _set_parameters_lenient(target: Any, params: Any) -> None:
     """Response parameters from an OIP server: keep what maps onto InferParameter, skip the rest."""
     if not isinstance(params, dict):
         return
@@ -707,18 +618,3 @@ def _set_parameters_lenient(target, params: Any) -> None:
             target[k].int64_param = v
         elif isinstance(v, float) and math.isfinite(v):
             target[k].int64_param = int(v)
-
-
-def response_to_request(resp: ModelInferResponse) -> ModelInferRequest:
-    """Outputs become inputs (the model gateway accepts a response as a request)."""
-    req = ModelInferRequest(model_name=resp.model_name, model_version=resp.model_version, id=resp.id)
-    for k, v in resp.parameters.items():
-        req.parameters[k].CopyFrom(v)
-    for t in resp.outputs:
-        i = req.inputs.add(name=t.name, datatype=t.datatype, shape=t.shape)
-        for k, v in t.parameters.items():
-            i.parameters[k].CopyFrom(v)
-        if t.HasField("contents"):
-            i.contents.CopyFrom(t.contents)
-    req.raw_input_contents.extend(resp.raw_output_contents)
-    return req

@@ -1,4 +1,4 @@
-"""The KServe v2 binary tensor extension and Go-style JSON numbers (gateways.oip_json)."""
+"""The KServe v2 binary tensor extension and Go-style JSON numbers (dataflow.oip.json)."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2 as pb
 
-from gateways import oip_json as oj
+from dataflow.oip import json as oj
 
 
 def _body(inputs: list[dict], binary: bytes, **extra) -> tuple[bytes, int]:

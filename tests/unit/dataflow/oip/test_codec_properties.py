@@ -1,4 +1,4 @@
-"""Hypothesis properties of dataflow.codec: round trips, raw/typed equivalence, selection and renaming laws."""
+"""Hypothesis properties of dataflow.oip: round trips, raw/typed equivalence, selection and renaming laws."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from dataflow import codec
+from dataflow import oip
 
 NUMERIC = {
     "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
@@ -52,7 +52,7 @@ def _assert_tensors_equal(got, expected):
 
 
 def _build(items, raw, response=False):
-    make = codec.make_response if response else codec.make_request
+    make = oip.make_response if response else oip.make_request
     return make([(n, a) for n, (_, a) in items], raw=raw, datatypes={n: d for n, (d, _) in items},
                 id="some-id", parameters={"k": "v"})
 
@@ -61,8 +61,8 @@ def _build(items, raw, response=False):
 @given(named_arrays, st.booleans(), st.booleans())
 def test_round_trip_through_bytes(items, raw, response):
     msg = _build(items, raw, response)
-    parse = codec.parse_response if response else codec.parse_request
-    tensors = codec.response_tensors if response else codec.request_tensors
+    parse = oip.parse_response if response else oip.parse_request
+    tensors = oip.response_tensors if response else oip.request_tensors
     back = parse(msg.SerializeToString())
     _assert_tensors_equal(tensors(back), _expected(items))
     assert [t.datatype for t in (back.outputs if response else back.inputs)] == [d for _, (d, _) in items]
@@ -72,43 +72,43 @@ def test_round_trip_through_bytes(items, raw, response):
 @given(named_arrays, st.booleans())
 def test_raw_and_typed_are_equivalent(items, start_raw):
     msg = _build(items, start_raw)
-    raw = codec.to_raw(msg)
-    typed = codec.to_typed(msg)
+    raw = oip.to_raw(msg)
+    typed = oip.to_typed(msg)
     assert len(raw.raw_input_contents) == len(items) and not any(t.HasField("contents") for t in raw.inputs)
     assert len(typed.raw_input_contents) == 0
-    for variant in (raw, typed, codec.to_typed(raw), codec.to_raw(typed)):
-        _assert_tensors_equal(codec.request_tensors(variant), _expected(items))
-    assert codec.to_typed(raw) == _build(items, False)
-    assert codec.to_raw(typed) == _build(items, True)
+    for variant in (raw, typed, oip.to_typed(raw), oip.to_raw(typed)):
+        _assert_tensors_equal(oip.request_tensors(variant), _expected(items))
+    assert oip.to_typed(raw) == _build(items, False)
+    assert oip.to_raw(typed) == _build(items, True)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(named_arrays, st.booleans(), st.lists(names, max_size=4))
 def test_selection_keeps_order_and_is_idempotent(items, raw, subset):
     msg = _build(items, raw, response=True)
-    once = codec.filter_response(msg, subset)
-    twice = codec.filter_response(once, subset)
+    once = oip.filter_response(msg, subset)
+    twice = oip.filter_response(once, subset)
     assert once == twice
     expected = [(n, a) for n, a in _expected(items) if not subset or n in subset]
-    _assert_tensors_equal(codec.response_tensors(once), expected)
-    assert codec.has_tensors(once) == bool(expected)
+    _assert_tensors_equal(oip.response_tensors(once), expected)
+    assert oip.has_tensors(once) == bool(expected)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(named_arrays, st.booleans())
 def test_empty_renames_and_full_selection_are_identity(items, raw):
     req = _build(items, raw)
-    assert codec.filter_request(req, None, {}) == req
-    assert codec.filter_request(req, [n for n, _ in items], None) == req
+    assert oip.filter_request(req, None, {}) == req
+    assert oip.filter_request(req, [n for n, _ in items], None) == req
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(named_arrays, st.booleans(), st.dictionaries(names, names, max_size=3))
 def test_convert_there_and_back_preserves_tensors(items, raw, renames):
     resp = _build(items, raw, response=True)
-    back = codec.convert_to_response(codec.convert_to_request(resp, None, renames))
+    back = oip.convert_to_response(oip.convert_to_request(resp, None, renames))
     expected = [(renames.get(n, n), a) for n, a in _expected(items)]
-    _assert_tensors_equal(codec.response_tensors(back), expected)
+    _assert_tensors_equal(oip.response_tensors(back), expected)
     assert back.id == resp.id and back.parameters == resp.parameters
 
 
@@ -116,8 +116,8 @@ def test_convert_there_and_back_preserves_tensors(items, raw, renames):
 @given(named_arrays, named_arrays, st.booleans(), st.booleans())
 def test_join_concatenates_tensors_for_any_raw_mix(left_items, right_items, left_raw, right_raw):
     left, right = _build(left_items, left_raw), _build(right_items, right_raw)
-    out = codec.join_values(left, right)
-    _assert_tensors_equal(codec.request_tensors(out), _expected(left_items) + _expected(right_items))
+    out = oip.join_values(left, right)
+    _assert_tensors_equal(oip.request_tensors(out), _expected(left_items) + _expected(right_items))
 
 
 @st.composite
@@ -130,7 +130,7 @@ def batches(draw):
     for _ in range(draw(st.integers(1, 4))):
         rows = draw(st.integers(0, 3))
         items = [(name, (dt, draw(hnp.arrays(NUMERIC[dt], (rows,) + tails[name],
-                                             elements=st.integers(0, 100).map(lambda v: v % 2 if dt == "BOOL" else v)))))
+                                             elements=st.integers(0, 100).map(lambda v, dt=dt: v % 2 if dt == "BOOL" else v)))))
                  for name, dt in schema]
         requests.append((items, draw(st.booleans())))
     return requests
@@ -140,10 +140,10 @@ def batches(draw):
 @given(batches())
 def test_merge_batch_concatenates_rows(requests):
     msgs = [_build(items, raw) for items, raw in requests]
-    out = codec.merge_batch(msgs)
+    out = oip.merge_batch(msgs)
     any_raw = any(raw for _, raw in requests)
     assert (len(out.raw_input_contents) > 0) == any_raw
-    merged = codec.request_arrays(out)
+    merged = oip.request_arrays(out)
     for name, (_, _) in requests[0][0]:
         parts = [dict(_expected(items))[name] for items, _ in requests]
         assert _same(merged[name], np.concatenate(parts))

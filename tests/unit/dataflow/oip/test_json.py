@@ -9,7 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2 as pb
 
-from gateways import oip_json as oj
+from dataflow import oip
+from dataflow.oip import json as oj
+from dataflow.oip.datatypes import CONTENTS_FIELD
+from dataflow.oip.tensors import join_bytes
 
 
 def _req(body: dict) -> pb.ModelInferRequest:
@@ -127,11 +130,23 @@ def test_raw_output_contents_are_decoded_in_order():
     resp = pb.ModelInferResponse(model_name="tfsimple1", outputs=[
         pb.ModelInferResponse.InferOutputTensor(name="OUTPUT0", datatype="INT32", shape=[1, 4]),
         pb.ModelInferResponse.InferOutputTensor(name="OUTPUT1", datatype="BYTES", shape=[2]),
-    ], raw_output_contents=[np.arange(4, dtype="<i4").tobytes(), oj.encode_bytes_raw([b"a", b"bc"])])
+    ], raw_output_contents=[np.arange(4, dtype="<i4").tobytes(), join_bytes([b"a", b"bc"])])
     body = oj.response_to_json(resp.SerializeToString())
     assert body["outputs"][0]["data"] == [0, 1, 2, 3]
     assert body["outputs"][1]["data"] == ["YQ==", "YmM="]
     assert resp.raw_output_contents  # the caller's message is not modified
+
+
+def test_raw_entry_i_belongs_to_output_i_like_the_binary_side():
+    """The package's one rule, also for a (malformed) message mixing raw and typed contents."""
+    resp = pb.ModelInferResponse(outputs=[
+        pb.ModelInferResponse.InferOutputTensor(name="A", datatype="INT32", shape=[1],
+                                                contents=pb.InferTensorContents(int_contents=[7])),
+        pb.ModelInferResponse.InferOutputTensor(name="B", datatype="INT32", shape=[1]),
+    ], raw_output_contents=[np.array([5], "<i4").tobytes()])
+    outputs = {o["name"]: o["data"] for o in oj.response_to_json(resp)["outputs"]}
+    assert outputs == {"A": [5], "B": None}
+    assert oip.tensor_to_array(resp.outputs[0], resp.raw_output_contents[0]).tolist() == [5]
 
 
 def test_too_many_raw_contents_is_an_error():
@@ -140,9 +155,9 @@ def test_too_many_raw_contents_is_an_error():
         oj.response_to_json(resp)
 
 
-def test_response_to_request_keeps_tensors():
+def test_response_as_request_keeps_tensors():
     resp = pb.ModelInferResponse(model_name="m", outputs=[_out("INT32", "int_contents", [1, 2], shape=(2,))])
-    req = oj.response_to_request(resp)
+    req = oip.response_as_request(resp)
     assert req.inputs[0].name == "out1" and list(req.inputs[0].contents.int_contents) == [1, 2]
 
 
@@ -199,8 +214,8 @@ def test_response_proto_json_proto_round_trip(tensors, as_strings):
             if as_strings:
                 t.parameters["content_type"].string_param = "str"
         else:
-            getattr(t.contents, oj._CONTENTS[spec["datatype"]][0]).extend(values)
+            getattr(t.contents, CONTENTS_FIELD[spec["datatype"]]).extend(values)
     text = oj.response_to_json_bytes(resp)
-    assert list(json.loads(text)["outputs"][0])[0] == "data"
+    assert next(iter(json.loads(text)["outputs"][0])) == "data"
     back = oj.response_from_json(text, bytes_are_base64=True)  # text: Go's "-0" is -0.0
     assert back == resp
