@@ -14,14 +14,7 @@ from dataflow import codec
 from dataflow.runtime import changelog as cl
 from dataflow.runtime.base import RunnerError, RunnerState, RuntimeConfig
 from dataflow.runtime.faust_runtime import FaustRunner
-from tests.integration.engine.harness import (
-    collect,
-    create_message,
-    join_message,
-    new_namer,
-    produce,
-    step,
-)
+from tests.integration.engine.harness import collect, create_message, join_message, new_namer, produce, step
 from tests.waiting import wait_until_async
 
 FAKE_JOIN = "tests.integration.engine.fakes:make_fake_pipeline"

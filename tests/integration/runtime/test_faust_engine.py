@@ -13,14 +13,7 @@ from dataflow.engine.fake_scheduler import FakeChainer, ack_for
 from dataflow.kafka import dataflow_group_id
 from dataflow.runtime.changelog import changelog_topic
 from tests.integration.engine.harness import (
-    EngineProcess,
-    Msg,
-    collect,
-    create_message,
-    delete_message,
-    new_namer,
-    produce,
-    step,
+    EngineProcess, Msg, collect, create_message, delete_message, new_namer, produce, step,
 )
 from tests.waiting import wait_until
 
