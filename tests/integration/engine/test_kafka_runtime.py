@@ -10,7 +10,9 @@ from dataflow.kafka import partition_for_key
 from dataflow.runtime.base import RunnerError, RunnerState, RuntimeConfig
 from dataflow.runtime.kafka_runtime import KafkaRunner
 from tests.integration.engine.fakes import make_fake_pipeline
-from tests.integration.engine.harness import collect, committed_offset, create_message, header, new_namer, produce, step
+from tests.integration.engine.harness import (
+    collect, committed_offset, create_message, header, new_namer, produce, step,
+)
 from tests.waiting import wait_until, wait_until_async
 
 
