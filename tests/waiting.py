@@ -34,8 +34,7 @@ def wait_until(predicate: Callable[[], T], timeout: float = 30.0, what: str = "c
             return value
         if time.monotonic() > deadline:
             raise _timed_out(timeout, what, detail)
-        # The one accepted sleep: the pause between two checks of a condition nothing signals.
-        time.sleep(interval)
+        time.sleep(interval)  # the one accepted sleep: between two checks of a condition nothing signals
 
 
 async def wait_until_async(predicate: Callable[[], T], timeout: float = 30.0, what: str = "condition", *,
@@ -48,5 +47,4 @@ async def wait_until_async(predicate: Callable[[], T], timeout: float = 30.0, wh
             return value
         if time.monotonic() > deadline:
             raise _timed_out(timeout, what, detail)
-        # The one accepted sleep: the pause between two checks of a condition nothing signals.
-        await asyncio.sleep(interval)
+        await asyncio.sleep(interval)  # the one accepted sleep: between two checks, as above

@@ -214,9 +214,9 @@ def test_pipeline_announced_before_its_topics_exist(kafka, env):
     async def load():
         env["svc"].gateway.load_pipeline("later", 1)
     env["bg"].run(load())
-    # The thing under test: the topics appear only after the gateway has looked for them and
-    # found none (it looks once a second), and nothing tells when it looked, so time must pass.
-    time.sleep(1.5)
+    # The topics appear only after the gateway has looked for them and found none (it looks once
+    # a second); nothing tells when it looked, so time must pass.
+    time.sleep(1.5)  # the spell without topics is what is under test
     kafka.create_topics(namer.pipeline_inputs("later"), namer.pipeline_outputs("later"), partitions=PARTITIONS)
     with SimulatedPipeline(kafka, namer.pipeline_inputs("later"), namer.pipeline_outputs("later")):
         status, _, body = _post(env, BODY, {"seldon-model": "later.pipeline"})
