@@ -74,6 +74,7 @@ def test_exactly_once_outputs_survive_sigkill_without_duplicates(kafka, tmp_path
     read_committed consumers (environment notes #2), so exactly-once cannot be verified there."""
     from confluent_kafka import OFFSET_BEGINNING
 
+    assert kafka.broker is None, "needs a real Apache Kafka: set DATAFLOW_TEST_KAFKA"
     fake = FakeChainer().start()
     n, p = new_namer(kafka), "eos"
     src, sink = n.pipeline_inputs(p), n.model_inputs("m")
