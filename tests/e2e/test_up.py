@@ -10,15 +10,15 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from dataflow_cli.up import READY_LINE
 from dataflow_cli.demo.stack import PROBE_EXPECTED
+from dataflow_cli.up import READY_LINE
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -37,26 +37,38 @@ class UpProcess:
             [sys.executable, "-m", "dataflow_cli", "up", *FREE_PORTS, *args], cwd=str(ROOT),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
         self.lines: list[str] = []
+        self._output_ended = False
+        self._changed = threading.Condition()  # a line was read, or the output ended
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
         for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._output_ended = True
+            self._changed.notify_all()
 
     @property
     def output(self) -> str:
         return "\n".join(self.lines)
 
     def wait_for_line(self, text: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(text in line for line in self.lines):
+        def printed() -> bool:
+            return any(text in line for line in self.lines)
+
+        with self._changed:
+            self._changed.wait_for(lambda: printed() or self._output_ended, timeout)
+            if printed():
                 return
-            if self.proc.poll() is not None:
-                self._reader.join(5)
-                pytest.fail(f"dataflow up exited with {self.proc.returncode}:\n{self.output}")
-            time.sleep(0.2)
+        if self._output_ended:
+            try:
+                code = self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                code = None
+            pytest.fail(f"dataflow up exited with {code}:\n{self.output}")
         pytest.fail(f"no {text!r} within {timeout}s:\n{self.output}")
 
     def child_pids(self) -> dict[str, int]:
@@ -88,20 +100,11 @@ def _gone(pid: int) -> bool:
 
 
 def _assert_all_gone(pids: dict[str, int]) -> None:
-    deadline = time.monotonic() + 10
-    alive = pids
-    while alive and time.monotonic() < deadline:
-        alive = {n: p for n, p in alive.items() if not _gone(p)}
-        time.sleep(0.2)
-    assert not alive, f"children still running after dataflow up stopped: {alive}"
+    def alive() -> dict[str, int]:
+        return {n: p for n, p in pids.items() if not _gone(p)}
 
-
-def _has_pipeline_infer() -> bool:
-    try:
-        import dataflow_cli.pipeline_data  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    wait_until(lambda: not alive(), 10, "the children to end after dataflow up stopped",
+               detail=lambda: f"still running: {alive()}")
 
 
 def _curl_request(output: str) -> urllib.request.Request:
@@ -208,15 +211,15 @@ def test_up_serves_the_printed_request_then_stops_everything():
             body = json.loads(response.read())
         outputs = {o["name"]: o["data"] for o in body["outputs"]}
         assert outputs == PROBE_EXPECTED
-        if _has_pipeline_infer():  # the printed CLI command gives the same answer
-            printed = next(line.strip() for line in up.lines
-                           if line.strip().startswith("dataflow pipeline infer"))
-            words = shlex.split(printed)
-            done = subprocess.run([sys.executable, "-m", "dataflow_cli", *words[1:]], cwd=str(ROOT),
-                                  capture_output=True, text=True, timeout=120)
-            assert done.returncode == 0, done.stderr
-            cli_body = json.loads(done.stdout)
-            assert {o["name"]: o["data"] for o in cli_body["outputs"]} == PROBE_EXPECTED
+        # the printed CLI command gives the same answer
+        printed = next(line.strip() for line in up.lines
+                       if line.strip().startswith("dataflow pipeline infer"))
+        words = shlex.split(printed)
+        done = subprocess.run([sys.executable, "-m", "dataflow_cli", *words[1:]], cwd=str(ROOT),
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        cli_body = json.loads(done.stdout)
+        assert {o["name"]: o["data"] for o in cli_body["outputs"]} == PROBE_EXPECTED
         _check_printed_metrics_describe_and_top(up)
         assert up.interrupt() == 0, up.output
     finally:

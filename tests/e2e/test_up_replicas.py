@@ -17,6 +17,7 @@ import pytest
 from dataflow_cli.up import READY_LINE
 from dataflow_cli.demo.stack import PROBE_EXPECTED, PROBE_PIPELINE, PROBE_REQUEST
 from tests.e2e.test_up import UpProcess
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -56,17 +57,6 @@ def running_partitions(logs: Path, engine: str) -> list[int] | None:
     return json.loads(lines[-1].group(1)) if lines else None
 
 
-def wait_for(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.5)
-
-
 def test_two_engine_replicas_share_partitions_and_survive_losing_one(tmp_path):
     up = UpProcess("--engines", "2", "--partitions", "4", "--ready-timeout", "150",
                    "--state-dir", str(tmp_path), "--component-log-level", "INFO")
@@ -83,14 +73,14 @@ def test_two_engine_replicas_share_partitions_and_survive_losing_one(tmp_path):
             return parts if all(parts) else None
 
         # both replicas run the pipeline, each a disjoint share of its partitions
-        first, second = wait_for(shares, 60, "both replicas to run partitions")
+        first, second = wait_until(shares, 60, "both replicas to run partitions")
         assert sorted(first + second) == [0, 1, 2, 3], (first, second)
         two = load(url)
 
         os.kill(pids["engine-2"], signal.SIGTERM)     # its partitions move to engine-1 ...
         load(url)                                     # ... while requests keep coming: all answered
-        wait_for(lambda: running_partitions(logs, "engine-1") == [0, 1, 2, 3], 60,
-                 "engine-1 to take every partition")
+        wait_until(lambda: running_partitions(logs, "engine-1") == [0, 1, 2, 3], 60,
+                   "engine-1 to take every partition")
         one = load(url)
         print(f"\n{PROBE_PIPELINE}: {two:.0f} req/s with 2 engine replicas, {one:.0f} req/s with 1 "
               f"({REQUESTS} requests, {CLIENTS} clients, REST)")

@@ -7,13 +7,7 @@ from confluent_kafka import OFFSET_END, TopicPartition
 
 from dataflow.kafka import EMBEDDED_PROFILE, detect_profile
 from dataflow.kafka_parking import parking_lot
-
-
-def wait_for(condition, timeout_s: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
+from tests.waiting import wait_until
 
 
 def test_the_embedded_broker_is_recognised(kafka):
@@ -52,7 +46,7 @@ def test_idle_consumer_parks_and_wakes_on_its_next_record(kafka):
                 assert poll_until(consumer, spot, lambda got: len(got) == 3, 10) == [b"old0", b"old1", b"old2"]
             poll_until(consumer, spot, lambda got: spot.parked, 10)
             checks = lot.checks
-            wait_for(lambda: lot.checks >= checks + 3, what="the watcher to look")
+            wait_until(lambda: lot.checks >= checks + 3, what="the watcher to look")
             assert spot.parked and not spot.woken  # nothing new: stays parked
             producer.produce(topic, b"new")
             producer.flush(10)

@@ -16,6 +16,7 @@ from dataflow import oip
 from dataflow_testing.fake_chainer import FakeChainer
 from dataflow.kafka import partition_for_key
 from tests.integration.engine.harness import EngineProcess, Msg, create_message, new_namer, step
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -99,20 +100,12 @@ class Load:
                 i += 1
             self.producer.poll(0)
             next_at += tick
-            time.sleep(max(0.0, next_at - time.monotonic()))
+            self._stop.wait(max(0.0, next_at - time.monotonic()))  # paces the load; ends at once on stop
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)
         assert self.producer.flush(30) == 0
-
-
-def wait_until(predicate, timeout_s: float, what: str, logs=lambda: "") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}\n{logs()}")
-        time.sleep(0.1)
 
 
 def test_join_and_batch_lose_nothing_while_replicas_are_stopped_killed_and_restarted(kafka, tmp_path):
@@ -146,7 +139,7 @@ def test_join_and_batch_lose_nothing_while_replicas_are_stopped_killed_and_resta
     def start_and_wait(i: int) -> None:
         before = creates_acked(i)
         start(i)
-        wait_until(lambda: creates_acked(i) >= before + 2, 90, f"{names[i]} to run both pipelines", logs)
+        wait_until(lambda: creates_acked(i) >= before + 2, 90, f"{names[i]} to run both pipelines", detail=logs)
 
     sink = Sink(kafka, [join_sink, batch_sink])
     load = None
@@ -158,12 +151,12 @@ def test_join_and_batch_lose_nothing_while_replicas_are_stopped_killed_and_resta
         fake.send(join_msg)
         fake.send(batch_msg)
         for i in range(3):
-            wait_until(lambda: creates_acked(i) >= 2, 90, f"{names[i]} to run both pipelines", logs)
+            wait_until(lambda: creates_acked(i) >= 2, 90, f"{names[i]} to run both pipelines", detail=logs)
         load = Load(kafka, join_name, a, b, batch_name, batch_src).start()
 
         def progress(count: int = 300) -> None:
             target = sink.count(join_sink) + count
-            wait_until(lambda: sink.count(join_sink) >= target, 120, f"{count} more join outputs", logs)
+            wait_until(lambda: sink.count(join_sink) >= target, 120, f"{count} more join outputs", detail=logs)
 
         progress()
         engines[0].stop()                 # clean stop: its partitions move with their state
@@ -188,7 +181,7 @@ def test_join_and_batch_lose_nothing_while_replicas_are_stopped_killed_and_resta
             return out
 
         wait_until(lambda: {k for k, _ in sink.snapshot(join_sink)} >= keys and answered_ids() >= ids, 120,
-                   "every request to be answered", logs)
+                   "every request to be answered", detail=logs)
         joined = Counter(k for k, _ in sink.snapshot(join_sink))
         batched = Counter(int(x) for _, v in sink.snapshot(batch_sink)
                           for x in oip.request_arrays(oip.parse_request(v))["X"].ravel())

@@ -15,6 +15,7 @@ from dataflow.kafka import dataflow_group_id
 from tests.integration.engine.harness import (
     EngineProcess, Msg, collect, committed_offset, create_message, new_namer, produce, step,
 )
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -43,10 +44,8 @@ def test_pending_joins_survive_sigkill_and_restart(kafka, tmp_path):
         keys = [f"0.crash.k{i}" for i in range(20)]
         produce(kafka, a, [(k, resp("A", i)) for i, k in enumerate(keys[:10])], pipeline=p)
         group = dataflow_group_id(msg.uid)
-        deadline = time.monotonic() + 30
-        while committed_offset(kafka, group, a) < 10 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert committed_offset(kafka, group, a) >= 10, first.log_tail()
+        wait_until(lambda: committed_offset(kafka, group, a) >= 10, 30, "the first ten records committed",
+                   detail=first.log_tail, interval=0.2)
         # More of branch a that the engine may or may not have processed or committed, then SIGKILL.
         produce(kafka, a, [(k, resp("A", i + 10)) for i, k in enumerate(keys[10:])], pipeline=p)
         first.kill()
@@ -75,6 +74,7 @@ def test_exactly_once_outputs_survive_sigkill_without_duplicates(kafka, tmp_path
     read_committed consumers (docs/embedded-broker.md), so exactly-once cannot be verified there."""
     from confluent_kafka import OFFSET_BEGINNING
 
+    assert kafka.broker is None, "needs a real Apache Kafka: set DATAFLOW_TEST_KAFKA"
     fake = FakeChainer().start()
     n, p = new_namer(kafka), "eos"
     src, sink = n.pipeline_inputs(p), n.model_inputs("m")
@@ -91,7 +91,9 @@ def test_exactly_once_outputs_survive_sigkill_without_duplicates(kafka, tmp_path
         assert fake.wait_ack(ack_for(msg.uid, Msg.Create), 60).success
         keys = [f"0.eos.k{i}" for i in range(2000)]
         produce(kafka, src, [(k, resp("A", i)) for i, k in enumerate(keys)], pipeline=p)
-        time.sleep(0.5)
+        group = dataflow_group_id(msg.uid)  # killed mid-stream: after its first transaction
+        wait_until(lambda: committed_offset(kafka, group, src) > 0, 30, "a first committed transaction",
+                   detail=first.log_tail, interval=0.1)
         first.kill()
         second = engine_process("second.log")
         fake.wait_subscribed(name, 60, count=2)

@@ -2,8 +2,6 @@
 Create / Delete lifecycle and acks as the default kafka runtime."""
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 
@@ -13,9 +11,7 @@ from tests.integration.engine.harness import (
     EngineProcess, Msg, collect, create_message, delete_message, deploy, new_namer, produce, step,
 )
 
-pytestmark = [pytest.mark.timeout(180),
-              pytest.mark.skipif(importlib.util.find_spec("dataflow.runtime.faust_runtime") is None,
-                                 reason="Faust runtime not available")]
+pytestmark = pytest.mark.timeout(180)
 
 
 def test_engine_with_faust_runtime_runs_and_deletes_a_pipeline(kafka, tmp_path):

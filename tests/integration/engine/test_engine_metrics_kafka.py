@@ -4,7 +4,6 @@ partition is 0, and the records that came through were timed."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import numpy as np
 from prometheus_client import generate_latest
@@ -16,6 +15,7 @@ from dataflow.runtime.base import RuntimeConfig
 from dataflow.runtime.kafka_runtime import KafkaRunner
 from scheduler_min.convert import pipeline_message
 from tests.integration.engine.harness import new_namer, produce
+from tests.waiting import wait_until_async
 
 N = 20
 
@@ -40,10 +40,8 @@ def test_join_waiting_for_a_branch_shows_its_buffer(kafka, tmp_path):
         await runner.start()
         try:
             await asyncio.to_thread(produce, kafka, a_out, [(f"0.jm.r{i}", value) for i in range(N)], pipeline="jm")
-            deadline = time.monotonic() + 20
-            while samples(runner).get(("dataflow_step_records_consumed_total", "j", ""), 0) < N:
-                assert time.monotonic() < deadline, "the join step never saw the records"
-                await asyncio.sleep(0.05)
+            await wait_until_async(lambda: samples(runner).get(("dataflow_step_records_consumed_total", "j", ""), 0)
+                                   >= N, 20, "the join step to see the records", interval=0.05)
             return samples(runner)
         finally:
             await runner.stop()

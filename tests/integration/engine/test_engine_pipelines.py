@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from dataflow_testing.fake_chainer import FakeChainer, ack_for
 from tests.integration.engine.harness import (
     EngineProcess, Msg, Step, collect, create_message, delete_message, deploy, header, new_namer, produce, step,
 )
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -214,7 +214,7 @@ def test_creating_and_deleting_another_pipeline_does_not_stall_a_running_one(env
             sent.append(i)
             i += 1
             producer.poll(0)
-            time.sleep(0.005)
+            stop.wait(0.005)  # paces the load; ends at once on stop
         producer.flush(10)
 
     loader = threading.Thread(target=load)
@@ -232,7 +232,8 @@ def test_creating_and_deleting_another_pipeline_does_not_stall_a_running_one(env
         remaining = AdminClient(kafka.settings.common()).list_topics(timeout=10).topics
         assert n.pipeline_inputs(b) not in remaining and n.pipeline_outputs(b) not in remaining
         assert n.model_inputs("mb") in remaining  # model topics are never deleted by the engine
-        time.sleep(0.5)
+        sent_by_delete = len(sent)
+        wait_until(lambda: len(sent) >= sent_by_delete + 100, 30, "more load on a after b was deleted")
     finally:
         stop.set()
         loader.join()

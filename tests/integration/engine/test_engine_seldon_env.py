@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 
 import numpy as np
@@ -20,6 +19,7 @@ from dataflow.kafka import dataflow_group_id
 from tests.integration.engine.harness import (
     REPO_ROOT, collect, committed_offset, create_message, deploy, new_namer, produce, step,
 )
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -97,9 +97,8 @@ def test_engine_runs_from_a_reference_style_environment_alone(kafka, tmp_path):
 
         group = dataflow_group_id(msg.uid, prefix, n.namespace)
         assert group.startswith(f"{prefix}-{n.namespace}-seldon-dataflow-")
-        deadline = time.monotonic() + 30
-        while committed_offset(kafka, group, n.pipeline_inputs(p)) < 3 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: committed_offset(kafka, group, n.pipeline_inputs(p)) >= 3, 30, "three records committed",
+                   detail=engine.log_tail, interval=0.2)
         assert committed_offset(kafka, group, n.pipeline_inputs(p)) == 3, engine.log_tail()
         assert committed_offset(kafka, dataflow_group_id(msg.uid), n.pipeline_inputs(p)) < 0  # nothing unprefixed
     finally:

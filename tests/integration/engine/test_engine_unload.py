@@ -13,6 +13,7 @@ from dataflow_testing.fake_chainer import FakeChainer
 from dataflow.kafka import TopicNamer
 from scheduler_min.convert import pipeline_message
 from tests.integration.engine.harness import EngineProcess, Msg
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -38,12 +39,17 @@ def messages(count: int, stem: str) -> list[Msg]:
 def wait_acks(fake, uids: set[str], op: int, timeout_s: float) -> tuple[float, int]:
     """Seconds until every uid has an ack for ``op``; and how many failed."""
     start = time.monotonic()
-    while True:
-        acked = {a.update.uid: a.success for a in list(fake.acks) if a.update.op == op and a.update.uid in uids}
-        if len(acked) == len(uids):
-            return time.monotonic() - start, sum(1 for ok in acked.values() if not ok)
-        assert time.monotonic() - start < timeout_s, f"only {len(acked)} of {len(uids)} acks for op {op}"
-        time.sleep(0.1)
+
+    def acked() -> dict[str, bool]:
+        return {a.update.uid: a.success for a in list(fake.acks) if a.update.op == op and a.update.uid in uids}
+
+    def all_acked() -> dict[str, bool] | None:
+        got = acked()
+        return got if len(got) == len(uids) else None
+
+    acks = wait_until(all_acked, timeout_s, f"acks for op {op}",
+                      detail=lambda: f"only {len(acked())} of {len(uids)}", interval=0.1)
+    return time.monotonic() - start, sum(1 for ok in acks.values() if not ok)
 
 
 def load_and_unload(fake, msgs: list[Msg], engine) -> None:
@@ -85,9 +91,8 @@ def test_unloading_every_pipeline_releases_clients_and_threads(kafka, tmp_path):
         # Kafka clients go at once; the shared poll threads and the parking watcher shortly after
         # their last pipeline.
         transient = ("rdk:", "poll-loop", "kafka-parking")
-        deadline = time.monotonic() + 30
-        while any(n.startswith(transient) for n in thread_names(engine.proc.pid)) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: not any(n.startswith(transient) for n in thread_names(engine.proc.pid)), 30,
+                   "the Kafka client threads to end", detail=lambda: str(thread_names(engine.proc.pid)), interval=0.2)
         rss_after, after, _ = proc_figures(engine.proc.pid)
         names = thread_names(engine.proc.pid)
         assert not [n for n in names if n.startswith(transient)], names     # no Kafka client is left

@@ -11,20 +11,12 @@ from dataflow.runtime.base import RunnerError, RunnerState, RuntimeConfig
 from dataflow.runtime.kafka_runtime import KafkaRunner
 from tests.integration.engine.fakes import make_fake_pipeline
 from tests.integration.engine.harness import collect, join_message, produce
+from tests.waiting import wait_until_async
 
 
 def config(kafka, state_dir, **kw) -> RuntimeConfig:
     return RuntimeConfig(kafka=kafka.settings, state_dir=str(state_dir), start_timeout_s=30,
                          commit_interval_ms=200, **kw)
-
-
-
-async def wait_for(predicate, timeout_s=20.0):
-    for _ in range(int(timeout_s / 0.1)):
-        if predicate():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("condition not reached")
 
 
 def test_pending_join_is_restored_from_the_changelog_after_the_state_dir_is_lost(kafka, tmp_path):
@@ -34,7 +26,7 @@ def test_pending_join_is_restored_from_the_changelog_after_the_state_dir_is_lost
         runner = KafkaRunner(msg, config(kafka, state_dir), pipeline_factory=make_fake_pipeline)
         await runner.start()
         await asyncio.to_thread(produce, kafka, topic, records, pipeline="cl")
-        await wait_for(lambda: runner.stats["consumed"] >= len(records) and runner.stats["commits"] >= 1)
+        await wait_until_async(lambda: runner.stats["consumed"] >= len(records) and runner.stats["commits"] >= 1)
         await runner.stop()
         return runner
 
@@ -52,14 +44,14 @@ def test_partition_moving_to_another_replica_brings_its_pending_join(kafka, tmp_
         first = KafkaRunner(msg, config(kafka, tmp_path / "a"), pipeline_factory=make_fake_pipeline)
         await first.start()
         await asyncio.to_thread(produce, kafka, a, [("0.k1", b"A1")], pipeline="mv")
-        await wait_for(lambda: first.stats["consumed"] >= 1 and first.stats["commits"] >= 1)
+        await wait_until_async(lambda: first.stats["consumed"] >= 1 and first.stats["commits"] >= 1)
         states = []
         second = KafkaRunner(msg, config(kafka, tmp_path / "b"), lambda s, r: states.append(s),
                              pipeline_factory=make_fake_pipeline)
         await second.start()  # one partition: it stays with one replica of the two
         seen = len(states)
         await first.stop()    # ... and ends up with the second one, which restores its state
-        await wait_for(lambda: RunnerState.REBALANCING in states[seen:] and states[-1] == RunnerState.RUNNING)
+        await wait_until_async(lambda: RunnerState.REBALANCING in states[seen:] and states[-1] == RunnerState.RUNNING)
         await asyncio.to_thread(produce, kafka, b, [("0.k1", b"B1")], pipeline="mv")
         got = await asyncio.to_thread(collect, kafka, sink, 1)
         stats = dict(second.stats)

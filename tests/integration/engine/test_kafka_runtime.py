@@ -10,8 +10,10 @@ from dataflow.kafka import partition_for_key
 from dataflow.runtime.base import RunnerError, RunnerState, RuntimeConfig
 from dataflow.runtime.kafka_runtime import KafkaRunner
 from tests.integration.engine.fakes import make_fake_pipeline
-from tests.integration.engine.harness import collect, create_message, header, new_namer, produce, step
-
+from tests.integration.engine.harness import (
+    collect, committed_offset, create_message, header, new_namer, produce, step,
+)
+from tests.waiting import wait_until, wait_until_async
 
 
 def config(kafka, tmp_path, **kw) -> RuntimeConfig:
@@ -131,7 +133,9 @@ def test_pending_join_survives_a_restart_with_the_same_state_dir(kafka, tmp_path
         runner = KafkaRunner(msg, config(kafka, tmp_path), pipeline_factory=make_fake_pipeline)
         await runner.start()
         await asyncio.to_thread(produce, kafka, records_topic, records, pipeline="j")
-        await asyncio.sleep(1.0)  # let the loop consume, write state and commit
+        # a commit comes after the state it covers is written
+        await asyncio.to_thread(wait_until, lambda: committed_offset(kafka, runner.group_id, records_topic)
+                                >= len(records), 30, "the records' offsets committed", interval=0.1)
         await runner.stop()
 
     asyncio.run(run_once(a, [("0.k1", b"A1"), ("0.k2", b"A2")]))
@@ -151,10 +155,8 @@ def test_second_replica_splits_partitions_and_first_reports_rebalancing(kafka, t
         await first.start()
         second = KafkaRunner(msg, cfg, pipeline_factory=make_fake_pipeline, memory_state=True)
         await second.start()
-        for _ in range(100):  # until the first replica is back from its rebalance
-            if states[-1] == RunnerState.RUNNING and RunnerState.REBALANCING in states:
-                break
-            await asyncio.sleep(0.1)
+        await wait_until_async(lambda: states[-1] == RunnerState.RUNNING and RunnerState.REBALANCING in states,
+                               10, "the first replica back from its rebalance")
         records = [(f"{i % 2}.split.r{i}", b"v") for i in range(20)]
         await asyncio.to_thread(produce, kafka, src, records, pipeline="split")
         got = await asyncio.to_thread(collect, kafka, sink, 20)

@@ -8,7 +8,6 @@ import http.client
 import json
 import logging
 import threading
-import time
 
 import grpc
 import numpy as np
@@ -18,6 +17,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from dataflow.kafka import TopicNamer
 from gateways.pipeline_service import PipelineGatewayConfig, PipelineGatewayService
+from tests.waiting import wait_until
 
 from .harness import BackgroundLoop, free_port
 from .simulated import SimulatedPipeline
@@ -138,13 +138,6 @@ def _in_flight(gw) -> set:
     return gw["bg"].run(check())
 
 
-def _wait_for(cond, timeout=10.0):
-    end = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < end, "condition not reached"
-        time.sleep(0.01)
-
-
 def _grpc_req(shape=(1, 4), values=(1, 2, 3, 4), datatype="INT32", raw: bytes | None = None):
     req = pb.ModelInferRequest()
     t = req.inputs.add(name="INPUT0", datatype=datatype, shape=list(shape))
@@ -201,7 +194,7 @@ def test_duplicate_in_flight_request_id_is_409_and_already_exists(gw):
         dropped_g = _grpc_req()
         dropped_g.parameters["drop"].bool_param = True
         first_g = stub.ModelInfer.future(dropped_g, metadata=md, timeout=30)
-        _wait_for(lambda: len(_in_flight(gw)) == 2)
+        wait_until(lambda: len(_in_flight(gw)) == 2)
         status, text = post(gw, VALID, {"X-Request-Id": "dup-1"})
         assert status == 409 and "a request with id dup-1 for bad.pipeline is already in flight" in text, text
         with pytest.raises(grpc.RpcError) as err:

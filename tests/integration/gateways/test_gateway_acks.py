@@ -6,7 +6,6 @@ not the point here), the pipeline / model gateways are the real services on the 
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 
@@ -21,6 +20,7 @@ from scheduler_min import convert
 from scheduler_min.client import SchedulerClient
 from scheduler_min.server import SchedulerConfig, run_in_thread
 from dataflow_testing.fake_engine import FakeEngine
+from tests.waiting import wait_until
 
 from . import fake_oip
 from .harness import BackgroundLoop, free_port
@@ -28,15 +28,6 @@ from .simulated import SimulatedPipeline
 
 S = scheduler_pb2.PipelineVersionState
 M = scheduler_pb2.ModelStatus
-
-
-def _wait(cond, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 @pytest.fixture
@@ -79,12 +70,12 @@ def test_pipeline_gateway_ack_reaches_scheduler_and_cli_shows_it(kafka, sched, c
         # loaded before any gateway: the gateway status says nobody serves it
         client.load_pipeline(convert.pipelines_from_yaml(
             f"kind: Pipeline\nmetadata: {{name: {name}}}\nspec:\n  steps:\n    - name: m1\n")[0])
-        assert _wait(lambda: _latest(client, name).status == S.PipelineReady)
+        wait_until(lambda: _latest(client, name).status == S.PipelineReady)
         st = _latest(client, name)
         assert (st.pipelineGwStatus, st.pipelineGwReason) == (S.PipelineCreate, "No pipeline gateway available to handle pipeline")
 
         bg.run(svc.start())  # subscribing triggers a Create, which the gateway acks
-        assert _wait(lambda: _latest(client, name).pipelineGwStatus == S.PipelineReady)
+        wait_until(lambda: _latest(client, name).pipelineGwStatus == S.PipelineReady)
         assert _latest(client, name).pipelineGwReason == "1/1 ready "
         assert svc.gateway.pipelines() == [name]
 
@@ -107,7 +98,7 @@ def test_pipeline_gateway_ack_reaches_scheduler_and_cli_shows_it(kafka, sched, c
         assert any(line.split()[:3] == [name, "PipelineReady", "PipelineReady"] for line in listing[2:])
 
         client.unload_pipeline(name)  # Delete to the gateway, acked: it stops serving the name
-        assert _wait(lambda: _latest(client, name).pipelineGwStatus == S.PipelineTerminated)
+        wait_until(lambda: _latest(client, name).pipelineGwStatus == S.PipelineTerminated)
         assert svc.gateway.pipelines() == []
         req = urllib.request.Request(url, data=body, method="POST", headers={"seldon-model": f"{name}.pipeline"})
         with pytest.raises(urllib.error.HTTPError) as info:
@@ -137,14 +128,14 @@ def test_model_gateway_ack_reaches_scheduler(kafka, sched, cli_env, capsys):
         def gw_state():
             return client.model_status(name)[0].versions[-1].state
 
-        assert _wait(lambda: gw_state().modelGwState == M.ModelAvailable)
+        wait_until(lambda: gw_state().modelGwState == M.ModelAvailable)
         assert gw_state().modelGwReason == "1/1 ready "
         assert name in svc.gateway.models()
         doc = json.loads(_cli(capsys, "model", "status", name))
         assert doc["versions"][0]["state"]["modelGwState"] == "ModelAvailable"
 
         client.unload_model(name)
-        assert _wait(lambda: gw_state().modelGwState == M.ModelTerminated)
+        wait_until(lambda: gw_state().modelGwState == M.ModelTerminated)
         assert name not in svc.gateway.models()
     finally:
         bg.run(svc.stop())

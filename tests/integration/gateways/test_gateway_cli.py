@@ -4,8 +4,9 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
+
+from tests.waiting import wait_until
 
 from .harness import free_port
 
@@ -20,15 +21,15 @@ def test_pipeline_gateway_process_serves_and_stops_on_sigterm(kafka):
                                       "--http-port", str(http), "--grpc-port", str(grpc_port), "--host", "127.0.0.1"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        ready = False
-        while time.monotonic() < deadline and not ready:
+        def ready() -> bool:
+            assert proc.poll() is None, proc.stderr.read()
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{http}/ready", timeout=1) as r:
-                    ready = r.status == 200
+                    return r.status == 200
             except OSError:
-                time.sleep(0.2)
-        assert ready, proc.stderr.read() if proc.poll() is not None else "not ready"
+                return False
+
+        wait_until(ready, 60, "the pipeline gateway to be ready", interval=0.2)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:

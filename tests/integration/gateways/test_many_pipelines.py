@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +28,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from chainer_api import scheduler_pb2
 from dataflow.kafka import TopicNamer
 from gateways.pipeline_service import PipelineGatewayConfig, PipelineGatewayService
+from tests.waiting import wait_until
 
 from .fake_scheduler import model_status, pipeline_status, start_fake_scheduler
 from .harness import BackgroundLoop, free_port
@@ -53,13 +53,6 @@ def rdkafka_threads() -> int:
 
 def gateway_threads() -> int:
     return sum(1 for t in threading.enumerate() if t.name.startswith("pipelinegw-"))
-
-
-def wait_for(cond, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 class Gateway:
@@ -136,7 +129,7 @@ def _load_serve_unload(g: Gateway, names: list[str]) -> dict:
     _warm_up(g)
     base_rdk, base_py = rdkafka_threads(), gateway_threads()
     g.announce(names)
-    wait_for(lambda: g.gw.pipelines() == sorted(names), what="pipelines announced")
+    wait_until(lambda: g.gw.pipelines() == sorted(names), what="pipelines announced")
     groups = {g.gw.group_id(n) for n in names}
     assert set(g.gw.consumers()) == groups  # one consumer per bucket in use, none per pipeline
     for n in names[:3]:
@@ -146,9 +139,9 @@ def _load_serve_unload(g: Gateway, names: list[str]) -> dict:
     loaded = {"consumers": len(g.gw.consumers()), "rdk": rdkafka_threads() - base_rdk,
               "py": gateway_threads() - base_py}
     g.announce(names, TERMINATED)
-    wait_for(lambda: g.gw.pipelines() == [], what="pipelines unloaded")
-    wait_for(g.settled, what="consumers stopped")
-    wait_for(lambda: rdkafka_threads() <= base_rdk and gateway_threads() <= base_py, what="threads released")
+    wait_until(lambda: g.gw.pipelines() == [], what="pipelines unloaded")
+    wait_until(g.settled, what="consumers stopped")
+    wait_until(lambda: rdkafka_threads() <= base_rdk and gateway_threads() <= base_py, what="threads released")
     assert g.post(f"{names[0]}.pipeline", timeout=10)[0] == 404
     return loaded
 
@@ -186,7 +179,7 @@ def served(kafka, pipelines):
     g = Gateway(kafka, namer)
     g.announce(names[:1])
     g.scheduler.models.put(model_status("known-model", "grpc://127.0.0.1:1", scheduler_pb2.ModelStatus.ModelAvailable))
-    wait_for(lambda: g.gw.pipelines() == names[:1] and "known-model" in g.gw._known_models, what="announcements")
+    wait_until(lambda: g.gw.pipelines() == names[:1] and "known-model" in g.gw._known_models, what="announcements")
     assert g.post(f"{names[0]}.pipeline")[0] == 200
     try:
         yield g, names[0]
@@ -226,7 +219,7 @@ def test_model_call_served_only_once_announced(served):
     assert status == 200, body
     assert json.loads(body)["outputs"][0]["data"] == [1, 2]
     g.scheduler.models.put(model_status("known-model", "grpc://127.0.0.1:1", scheduler_pb2.ModelStatus.ModelTerminated))
-    wait_for(lambda: "known-model" not in g.gw._known_models, what="model removed")
+    wait_until(lambda: "known-model" not in g.gw._known_models, what="model removed")
     assert g.post("known-model.model", timeout=5)[0] == 404
     assert all(g.cfg.namer.model_outputs("known-model") not in c.topics for c in g.gw.consumers().values())
 

@@ -13,6 +13,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from dataflow.kafka import TopicNamer
 from gateways.pipeline_service import PipelineGatewayConfig, PipelineGatewayService
+from tests.waiting import wait_until
 
 from .harness import BackgroundLoop, free_port
 from .simulated import SimulatedPipeline
@@ -193,9 +194,7 @@ def test_two_replicas_split_partitions_and_both_answer(kafka):
 
             # The group rebalances incrementally: the first replica gives up one partition, then
             # the second takes it (two rounds of the group protocol).
-            deadline = time.monotonic() + 60
-            while not all(owned()) and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_until(lambda: all(owned()), 60, "both replicas owning a partition")
             split = owned()
             assert split[0].isdisjoint(split[1]) and split[0] | split[1] == {0, 1}, split
             for _ in range(3):
@@ -215,7 +214,9 @@ def test_pipeline_announced_before_its_topics_exist(kafka, env):
     async def load():
         env["svc"].gateway.load_pipeline("later", 1)
     env["bg"].run(load())
-    time.sleep(1.5)
+    # The topics appear only after the gateway has looked for them and found none (it looks once
+    # a second); nothing tells when it looked, so time must pass.
+    time.sleep(1.5)  # the spell without topics is what is under test
     kafka.create_topics(namer.pipeline_inputs("later"), namer.pipeline_outputs("later"), partitions=PARTITIONS)
     with SimulatedPipeline(kafka, namer.pipeline_inputs("later"), namer.pipeline_outputs("later")):
         status, _, body = _post(env, BODY, {"seldon-model": "later.pipeline"})
@@ -239,15 +240,6 @@ def test_without_scheduler_unknown_names_are_404_and_not_subscribed(env):
     assert not any(r.name == "bogus" for r in gw._loaded)
 
 
-def _wait_for(cond, timeout=30.0):
-    import time
-
-    end = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < end, "condition not reached"
-        time.sleep(0.05)
-
-
 def test_tritonclient_http_unmodified(env):
     """The standard HTTP client, as a user points it at an OIP server: health, metadata, infer with
     the binary tensor extension (its default) and without, async infer."""
@@ -260,7 +252,7 @@ def test_tritonclient_http_unmodified(env):
         meta = client.get_server_metadata()
         assert meta["name"] == "dataflow-pipeline-gateway" and "binary_tensor_data" in meta["extensions"]
         assert client.get_model_metadata(env["pipeline"])["platform"] == "seldon-pipeline"
-        _wait_for(lambda: client.is_model_ready(env["pipeline"]))  # served from the first call on
+        wait_until(lambda: client.is_model_ready(env["pipeline"]))  # served from the first call on
         a = np.arange(16, dtype=np.int32).reshape(1, 16)
         s = np.array([b"hi", b"\xffraw"], dtype=object)
         for binary in (True, False):
@@ -293,7 +285,7 @@ def test_tritonclient_grpc_unmodified(env):
         assert client.is_server_live() and client.is_server_ready()
         assert client.get_server_metadata().name == "dataflow-pipeline-gateway"
         assert client.get_model_metadata(env["pipeline"]).platform == "seldon-pipeline"
-        _wait_for(lambda: client.is_model_ready(env["pipeline"]))
+        wait_until(lambda: client.is_model_ready(env["pipeline"]))
         a = np.arange(16, dtype=np.int32).reshape(1, 16)
         x = grpcclient.InferInput("INPUT0", [1, 16], "INT32")
         x.set_data_from_numpy(a)

@@ -25,20 +25,12 @@ from scheduler_min import convert
 from scheduler_min.client import SchedulerClient
 from scheduler_min.server import SchedulerConfig, run_in_thread
 from dataflow_testing.fake_engine import FakeEngine
+from tests.waiting import wait_until
 
 from .harness import BackgroundLoop, free_port
 from .simulated import SimulatedPipeline
 
 S = scheduler_pb2.PipelineVersionState
-
-
-def _wait(cond, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -78,7 +70,7 @@ def _load(client, kafka, namer, yaml_text: str) -> str:
     p = convert.pipelines_from_yaml(yaml_text)[0]
     kafka.create_topics(namer.pipeline_inputs(p.name), namer.pipeline_outputs(p.name))
     client.load_pipeline(p)
-    assert _wait(lambda: client.pipeline_status(p.name)[0].versions[-1].state.pipelineGwStatus == S.PipelineReady)
+    wait_until(lambda: client.pipeline_status(p.name)[0].versions[-1].state.pipelineGwStatus == S.PipelineReady)
     return p.name
 
 
@@ -93,7 +85,8 @@ def test_a_pipeline_is_not_ready_until_its_models_are(kafka, stack, capsys):
 
     base = f"http://127.0.0.1:{cfg.http_port}/v2"
     # once the output partition is assigned, the only thing missing is the model, and it is named
-    assert _wait(lambda: model in _get(f"{base}/pipelines/{name}/ready")[1]), _get(f"{base}/pipelines/{name}/ready")
+    wait_until(lambda: model in _get(f"{base}/pipelines/{name}/ready")[1], what="the model named as missing",
+               detail=lambda: str(_get(f"{base}/pipelines/{name}/ready")))
     assert _get(f"{base}/pipelines/{name}/ready") == (
         424, f"{name}.pipeline: 1/1 ready; models not ready: {model} (not loaded)")
     assert _get(f"{base}/models/{name}/ready")[0] == 424
@@ -108,7 +101,7 @@ def test_a_pipeline_is_not_ready_until_its_models_are(kafka, stack, capsys):
     loaded.modelSpec.parameters.add(name="endpoint", value="grpc://127.0.0.1:1")
     client.load_model(loaded)  # the pipeline is not reloaded: its readiness follows the model
     assert main(["pipeline", "status", name, "-w", "PipelineReady", "-t", "10"]) == 0
-    assert _wait(lambda: _get(f"{base}/pipelines/{name}/ready")[0] == 200)
+    wait_until(lambda: _get(f"{base}/pipelines/{name}/ready")[0] == 200)
     assert _get(f"{base}/models/{name}/ready")[0] == 200
     with grpc.insecure_channel(f"127.0.0.1:{cfg.grpc_port}") as ch:
         assert pb_grpc.GRPCInferenceServiceStub(ch).ModelReady(pb.ModelReadyRequest(name=name), timeout=10).ready
@@ -116,7 +109,7 @@ def test_a_pipeline_is_not_ready_until_its_models_are(kafka, stack, capsys):
     assert (state.pipelineVersion, state.modelsReady, state.reason) == (1, True, "1/1 ready ")
 
     client.unload_model(model)
-    assert _wait(lambda: _get(f"{base}/pipelines/{name}/ready")[0] == 424)
+    wait_until(lambda: _get(f"{base}/pipelines/{name}/ready")[0] == 424)
 
 
 OUTER = """
@@ -139,8 +132,8 @@ def test_an_outer_join_partial_answer_is_not_timed_out(kafka, stack):
     client, svc, cfg, namer = stack
     name = _load(client, kafka, namer, OUTER.format(name=kafka.unique("oj").replace("-", "")))
     pipeline = Resource(name, False)
-    assert _wait(lambda: svc.gateway.default_timeout(pipeline) == MODEL_TIMEOUT_S + 2.0)  # branches side by side, then the window
-    assert _wait(lambda: svc.gateway.ready(pipeline) or "models" in (svc.gateway.not_ready_reason(pipeline) or ""))
+    wait_until(lambda: svc.gateway.default_timeout(pipeline) == MODEL_TIMEOUT_S + 2.0)  # branches side by side, then the window
+    wait_until(lambda: svc.gateway.ready(pipeline) or "models" in (svc.gateway.not_ready_reason(pipeline) or ""))
 
     url = f"http://127.0.0.1:{cfg.http_port}/v2/pipelines/{name}/infer"
 
@@ -165,7 +158,7 @@ def test_an_outer_join_partial_answer_is_not_timed_out(kafka, stack):
         # the caller may say otherwise: a shorter wait is a 504, and its pending entry goes
         status, text, took = post({"drop": True}, {"Seldon-Request-Timeout": "0.3"})
         assert (status, took < 1.5) == (504, True) and "within 0.3s" in text, text
-        assert _wait(lambda: not svc.gateway._pending and not svc.gateway._pending_where, 5)
+        wait_until(lambda: not svc.gateway._pending and not svc.gateway._pending_where, 5)
         status, text, _ = post(headers={"Seldon-Request-Timeout": "soon"})
         assert status == 400 and "seldon-request-timeout must be a number of seconds" in text, text
         # the same over gRPC, as metadata
@@ -180,4 +173,4 @@ def test_an_outer_join_partial_answer_is_not_timed_out(kafka, stack):
             with pytest.raises(grpc.RpcError) as info:
                 stub.ModelInfer(req, metadata=[("seldon-request-timeout", "-1")], timeout=10)
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert _wait(lambda: not svc.gateway._pending and not svc.gateway._pending_where, 5)
+        wait_until(lambda: not svc.gateway._pending and not svc.gateway._pending_where, 5)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 
@@ -12,6 +11,7 @@ from chainer_api import chainer_pb2, scheduler_pb2
 from dataflow.kafka import TopicNamer
 from gateways.model_service import ModelGatewayConfig, ModelGatewayService
 from gateways.pipeline_service import PipelineGatewayConfig, PipelineGatewayService
+from tests.waiting import wait_until
 
 from . import fake_oip
 from .fake_scheduler import model_status, pipeline_status, start_fake_scheduler
@@ -27,15 +27,6 @@ def scheduler():
     server.stop(0)
 
 
-def _wait(cond, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def test_models_follow_the_scheduler(kafka, scheduler):
     address, fake = scheduler
     oip_port = free_port()
@@ -48,11 +39,11 @@ def test_models_follow_the_scheduler(kafka, scheduler):
     try:
         avail = scheduler_pb2.ModelStatus.ModelAvailable
         fake.models.put(model_status("add10", f"grpc://127.0.0.1:{oip_port}", avail))
-        assert _wait(lambda: "add10" in svc.gateway.models())
+        wait_until(lambda: "add10" in svc.gateway.models())
         assert kafka.create_topics(namer.model_inputs("add10"))  # created by the gateway already
         fake.models.put(model_status("add10", f"grpc://127.0.0.1:{oip_port}",
                                      scheduler_pb2.ModelStatus.ModelTerminated))
-        assert _wait(lambda: "add10" not in svc.gateway.models())
+        wait_until(lambda: "add10" not in svc.gateway.models())
     finally:
         bg.run(svc.stop())
         bg.close()
@@ -82,13 +73,13 @@ def test_pipelines_follow_the_scheduler(kafka, scheduler):
     try:
         assert post() == 404  # not announced: "pipeline p not found"
         fake.pipelines.put(pipeline_status("p", scheduler_pb2.PipelineVersionState.PipelineReady))
-        assert _wait(lambda: svc.gateway.pipelines() == ["p"])
+        wait_until(lambda: svc.gateway.pipelines() == ["p"])
         with SimulatedPipeline(kafka, namer.pipeline_inputs("p"), namer.pipeline_outputs("p")):
             assert post() == 200
         fake.pipelines.put(pipeline_status("p", scheduler_pb2.PipelineVersionState.PipelineTerminated))
-        assert _wait(lambda: svc.gateway.pipelines() == [])
+        wait_until(lambda: svc.gateway.pipelines() == [])
         assert post() == 404
-        assert _wait(lambda: not svc.gateway.consumers())  # the last pipeline took its consumer along
+        wait_until(lambda: not svc.gateway.consumers())  # the last pipeline took its consumer along
     finally:
         bg.run(svc.stop())
         bg.close()
@@ -119,14 +110,14 @@ def test_pipeline_instructions_are_followed_and_acked(kafka, own_scheduler):
     op = chainer_pb2.PipelineUpdateMessage
     try:
         fake.pipelines.put(pipeline_status("q", ready, ops.PipelineCreate, timestamp=5, uid="uq"))
-        assert _wait(lambda: svc.gateway.pipelines() == ["q"])
+        wait_until(lambda: svc.gateway.pipelines() == ["q"])
         a = fake.acks.get(timeout=10)
         assert a.update == op(op=op.Create, pipeline="q", version=1, uid="uq", stream="pgw-i", timestamp=5)
         assert (a.success, a.reason) == (True, "Pipeline q loaded")
         assert any(getattr(s, "isPipelineGateway", False) and s.subscriberName == "pgw-i" for s in fake.subscriptions)
 
         fake.pipelines.put(pipeline_status("q", ready, ops.PipelineDelete, timestamp=6, uid="uq"))
-        assert _wait(lambda: svc.gateway.pipelines() == [])
+        wait_until(lambda: svc.gateway.pipelines() == [])
         a = fake.acks.get(timeout=10)
         assert (a.update.op, a.update.timestamp, a.success, a.reason) == (op.Delete, 6, True, "Pipeline q deleted")
     finally:

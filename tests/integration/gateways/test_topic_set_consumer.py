@@ -6,13 +6,7 @@ import time
 import pytest
 
 from gateways.kafka_io import TopicSetConsumer
-
-
-def wait_for(cond, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+from tests.waiting import wait_until
 
 
 @pytest.mark.timeout(120)
@@ -28,7 +22,7 @@ def test_group_serves_a_new_consumer_after_one_left_while_topics_were_changing(k
     try:
         for t in first:
             c1.add_topic(t)
-        wait_for(lambda: all(c1.partitions(t) for t in first), what="first topics assigned")
+        wait_until(lambda: all(c1.partitions(t) for t in first), what="first topics assigned")
         for t in first[:-1]:  # each removal changes the subscription, the next comes mid-join
             c1.remove_topic(t)
             time.sleep(0.05)  # the pace of unloads is what is under test
@@ -38,6 +32,6 @@ def test_group_serves_a_new_consumer_after_one_left_while_topics_were_changing(k
     try:
         for t in second:
             c2.add_topic(t)
-        wait_for(lambda: all(c2.partitions(t) for t in second), timeout=60, what="second consumer assigned")
+        wait_until(lambda: all(c2.partitions(t) for t in second), timeout=60, what="second consumer assigned")
     finally:
         c2.close()

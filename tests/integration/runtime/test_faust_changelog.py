@@ -15,6 +15,7 @@ from dataflow.runtime import changelog as cl
 from dataflow.runtime.base import RunnerError, RunnerState, RuntimeConfig
 from dataflow.runtime.faust_runtime import FaustRunner
 from tests.integration.engine.harness import collect, create_message, join_message, new_namer, produce, step
+from tests.waiting import wait_until_async
 
 FAKE_JOIN = "tests.integration.engine.fakes:make_fake_pipeline"
 BROKEN_RESTORE = "tests.integration.runtime.faust_factories:counting_with_broken_restore"
@@ -27,21 +28,12 @@ def config(kafka, state_dir, **kw) -> RuntimeConfig:
                          commit_interval_ms=200, **kw)
 
 
-
 def topics_of(kafka) -> set[str]:
     consumer = kafka.consumer()
     try:
         return set(consumer.list_topics(timeout=10).topics)
     finally:
         consumer.close()
-
-
-async def wait_for(predicate, timeout_s=30.0):
-    for _ in range(int(timeout_s / 0.1)):
-        if predicate():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("condition not reached")
 
 
 async def changelog_holds(kafka, topic, n):
@@ -99,7 +91,7 @@ def test_pending_batch_follows_its_partition_to_another_runner(kafka, tmp_path):
         await second.start()  # one partition: it stays with one of the two runners
         seen = len(states)
         await first.stop()    # ... and ends up with the second one, which restores its state
-        await wait_for(lambda: RunnerState.REBALANCING in states[seen:] and states[-1] == RunnerState.RUNNING)
+        await wait_until_async(lambda: RunnerState.REBALANCING in states[seen:] and states[-1] == RunnerState.RUNNING)
         await asyncio.to_thread(produce, kafka, src, [("0.fbt.r2", batch_request(2))], pipeline="fbt")
         got = await asyncio.to_thread(collect, kafka, sink, 1, 30, settle_s=0.5)
         await second.stop()

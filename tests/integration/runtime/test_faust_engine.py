@@ -4,7 +4,6 @@ same name and state dir, and a Delete that stops the worker."""
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from dataflow.runtime.changelog import changelog_topic
 from tests.integration.engine.harness import (
     EngineProcess, Msg, collect, create_message, delete_message, new_namer, produce, step,
 )
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -42,13 +42,9 @@ def faust_workers_of(engine: EngineProcess) -> list[int]:
     return pids
 
 
-def wait_gone(pids: list[int], timeout_s: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not any(os.path.exists(f"/proc/{pid}") and _not_zombie(pid) for pid in pids):
-            return True
-        time.sleep(0.1)
-    return False
+def wait_gone(pids: list[int], what: str, timeout_s: float = 15.0) -> None:
+    wait_until(lambda: not any(os.path.exists(f"/proc/{pid}") and _not_zombie(pid) for pid in pids),
+               timeout_s, what)
 
 
 def _not_zombie(pid: int) -> bool:
@@ -85,7 +81,7 @@ def test_faust_engine_pending_joins_survive_sigkill_and_delete_stops_worker(kafk
         changelog = changelog_topic(dataflow_group_id(msg.uid))
         assert len(collect(kafka, changelog, 10, timeout_s=60)) >= 10, first.log_tail()
         first.kill()
-        assert wait_gone(workers), "the Faust worker outlived its engine"
+        wait_gone(workers, "the Faust worker to end with its engine")
 
         second = engine_process("second.log")
         fake.wait_subscribed(name, 60, count=2)
@@ -103,7 +99,7 @@ def test_faust_engine_pending_joins_survive_sigkill_and_delete_stops_worker(kafk
         delete = delete_message(msg)
         fake.send(delete)
         assert fake.wait_ack(ack_for(msg.uid, Msg.Delete), 60).success, second.log_tail()
-        assert wait_gone(workers), "Delete did not stop the Faust worker"
+        wait_gone(workers, "Delete to stop the Faust worker")
     finally:
         first.kill()
         if second is not None:

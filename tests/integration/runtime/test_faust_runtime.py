@@ -20,6 +20,7 @@ from chainer_api import chainer_pb2
 from dataflow.kafka import dataflow_group_id
 from dataflow.runtime.base import RunnerError, RunnerState, RuntimeConfig
 from dataflow.runtime.faust_runtime import FaustRunner
+from tests.waiting import wait_until, wait_until_async
 
 PASSTHROUGH = "dataflow_testing.faust_factories:passthrough"
 COUNTING = "dataflow_testing.faust_factories:counting"
@@ -80,13 +81,8 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-def wait_dead(pid: int, timeout_s: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            return True
-        time.sleep(0.1)
-    return False
+def wait_dead(pid: int, timeout_s: float = 20.0) -> None:
+    wait_until(lambda: not pid_alive(pid), timeout_s, f"process {pid} to end")
 
 
 @pytest.mark.parametrize("path", ["batch", "agent"])
@@ -134,7 +130,7 @@ def test_passthrough_keeps_key_headers_timestamp_and_partition_rule(kafka, tmp_p
         assert m.timestamp()[1] == 1_700_000_000_000 + i
         assert m.headers() == [("x-request-id", key.encode()), ("pipeline", b"p"), ("x-pipeline-version", b"1")]
     # stop() ended the worker and reported STOPPING -> STOPPED
-    assert wait_dead(pid, 5)
+    wait_dead(pid, 5)
     assert [s for s, _ in recorder.states] == [RunnerState.RUNNING, RunnerState.STOPPING, RunnerState.STOPPED]
 
 
@@ -296,8 +292,9 @@ def test_exactly_once_with_state(kafka, tmp_path, restart):
 def test_exactly_once_survives_sigkill_without_duplicates(kafka, tmp_path):
     """On a real Kafka: kill the worker mid-stream, restart; a read_committed reader sees every
     count exactly once."""
-    if kafka.broker is not None:
-        pytest.skip("the embedded broker keeps aborted records visible (docs/embedded-broker.md)")
+    assert kafka.broker is None, ("needs a real Apache Kafka (set DATAFLOW_TEST_KAFKA): the embedded "
+                                  "broker keeps aborted records visible to read_committed readers "
+                                  "(docs/embedded-broker.md)")
     source, sink = kafka.unique("fa-eos-kill-src"), kafka.unique("fa-eos-kill-sink")
     uid = kafka.unique("uid-eos-kill")
     config = config_for(kafka, tmp_path, partitions=1, exactly_once=True)
@@ -340,7 +337,7 @@ _ENGINE_SCRIPT = textwrap.dedent("""
         runner = FaustRunner(msg, config, pipeline_factory="dataflow_testing.faust_factories:passthrough")
         await runner.start()
         print(runner.pid, flush=True)
-        await asyncio.sleep(3600)
+        await asyncio.Event().wait()  # runs until the test kills it
 
     asyncio.run(main())
 """)
@@ -358,7 +355,7 @@ def test_worker_dies_when_the_engine_is_killed(kafka, tmp_path):
     finally:
         engine.send_signal(signal.SIGKILL)
         engine.wait(10)
-    assert wait_dead(worker_pid, 15)
+    wait_dead(worker_pid, 15)
 
 
 @pytest.mark.slow
@@ -381,10 +378,8 @@ def test_state_survives_sigkill_of_the_worker(kafka, tmp_path):
         await asyncio.to_thread(wait_changelog, kafka, first.changelog_topic,  # checkpointed
                                 lambda got: any(m.value() == b"3" for m in got))
         os.kill(first.pid, signal.SIGKILL)
-        for _ in range(100):
-            if recorder.states[-1][0] == RunnerState.ERROR:
-                break
-            await asyncio.sleep(0.1)
+        await wait_until_async(lambda: recorder.states[-1][0] == RunnerState.ERROR, 10,
+                               "the runner to report ERROR")
         await first.stop()
         second = FaustRunner(pipeline_msg(uid, source, sink), config, pipeline_factory=COUNTING)
         await second.start()
@@ -504,10 +499,9 @@ def test_replicas_of_one_version_share_the_group_and_split_partitions(kafka, tmp
     async def run():
         await first.start()
         await second.start()
-        for _ in range(200):  # the first replica settles after the second joined
-            if first_states.states[-1][0] == RunnerState.RUNNING and len(first_states.states) >= 3:
-                break
-            await asyncio.sleep(0.1)
+        await wait_until_async(lambda: first_states.states[-1][0] == RunnerState.RUNNING
+                               and len(first_states.states) >= 3, 20,
+                               "the first replica to settle after the second joined")
         producer = kafka.producer()
         for i in range(10):
             producer.produce(source, key=f"{i % 2}.p.r{i}", value=f"v{i}".encode(), partition=i % 2)

@@ -5,7 +5,6 @@ topic, play the model by answering on its output topic, then `dataflow pipeline 
 the request's records on every topic, in raw and json formats.
 """
 import contextlib
-import importlib.util
 import json
 import os
 import signal
@@ -20,10 +19,7 @@ from dataflow import oip
 from dataflow_cli import main
 from scheduler_min.server import SchedulerConfig, run_in_thread
 from tests.manifests import models_yaml
-
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("dataflow.engine") is None
-                                or importlib.util.find_spec("dataflow_cli.engine") is None,
-                                reason="the dataflow engine is not in this build")
+from tests.waiting import wait_until
 
 PIPE = """
 apiVersion: mlops.seldon.io/v1alpha1
@@ -124,10 +120,9 @@ def test_cli_load_ready_and_inspect_through_real_engine(stack, kafka, tmp_path, 
     response = oip.make_response({"OUTPUT": np.array([[2.0, 4.0, 6.0]], dtype=np.float32)}, id="req-1")
     prod.produce(topic["m_out"], key=key, value=response.SerializeToString(), headers=headers)
     prod.flush(10)
-    deadline = time.monotonic() + 60
-    while not seen(inspect_json(capsys, "e2e-chain.outputs", "--request-id", key, "--offset", "20"), topic["out"]):
-        assert time.monotonic() < deadline, "the engine never forwarded the model output to the pipeline output"
-        time.sleep(0.5)
+    wait_until(lambda: seen(inspect_json(capsys, "e2e-chain.outputs", "--request-id", key, "--offset", "20"),
+                            topic["out"]), 60, "the engine to forward the model output to the pipeline output",
+               interval=0.5)
 
     doc = inspect_json(capsys, "e2e-chain", "--request-id", key, "--offset", "20", "-v")
     names = [t["name"] for t in doc["topics"]]
@@ -186,15 +181,15 @@ def test_version_upgrade_with_real_engine(stack, tmp_path, capsys):
     assert main(["pipeline", "status", "e2e-chain", "-w", "PipelineReady", "-t", "90"]) == 0
     f.write_text(PIPE.replace("    - name: e2e-m1\n", "    - name: e2e-m1\n      joinWindowMs: 500\n", 1))
     assert main(["pipeline", "load", "-f", str(f)]) == 0
-    deadline = time.monotonic() + 90
-    while True:
+    last: dict = {}
+
+    def settled() -> dict | None:
         capsys.readouterr()
         assert main(["pipeline", "status", "e2e-chain", "--all-versions"]) == 0
-        doc = json.loads(capsys.readouterr().out)
-        states = [(v["state"].get("pipelineVersion"), v["state"]["status"]) for v in doc["versions"]]
-        if states == [(1, "PipelineTerminated"), (2, "PipelineReady")]:
-            break
-        assert time.monotonic() < deadline, f"upgrade did not settle: {states}; engine log:\n" + \
-            (tmp_path / "engine.log").read_text()[-3000:]
-        time.sleep(0.3)
+        last["doc"] = doc = json.loads(capsys.readouterr().out)
+        last["states"] = [(v["state"].get("pipelineVersion"), v["state"]["status"]) for v in doc["versions"]]
+        return doc if last["states"] == [(1, "PipelineTerminated"), (2, "PipelineReady")] else None
+
+    doc = wait_until(settled, 90, "the upgrade to settle", interval=0.3, detail=lambda: f"{last.get('states')}; "
+                     "engine log:\n" + (tmp_path / "engine.log").read_text()[-3000:])
     assert doc["versions"][1]["pipeline"]["steps"][0]["joinWindowMs"] == 500

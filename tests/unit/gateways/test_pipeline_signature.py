@@ -54,7 +54,7 @@ def test_cache_shares_calls_keeps_answers_and_retries_failures():
 
     async def fetcher(endpoint, model, timeout_s):
         calls.append((endpoint, model))
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # under test: a second get arrives while this call is in flight, and shares it
         if model == "down":
             raise ConnectionError("refused")
         return ADDSUB

@@ -13,13 +13,14 @@ from dataflow.engine import Engine, EngineConfig
 from dataflow.engine import chainer_client
 from dataflow_testing.fake_chainer import FakeChainer, ack_for
 from dataflow.runtime.base import PipelineRunner, RunnerError, RunnerState
+from tests.waiting import wait_until_async
 
 Msg = chainer_pb2.PipelineUpdateMessage
 
 
 class FakeRunner(PipelineRunner):
     instances: list["FakeRunner"] = []
-    start_delay: dict[str, float] = {}
+    held: dict[str, asyncio.Event] = {}   # pipeline -> its starts finish once the test sets this
     fail_with: dict[str, str] = {}
 
     def __init__(self, msg, config, on_state):
@@ -28,7 +29,8 @@ class FakeRunner(PipelineRunner):
         FakeRunner.instances.append(self)
 
     async def start(self):
-        await asyncio.sleep(FakeRunner.start_delay.get(self.msg.pipeline, 0))
+        if self.msg.pipeline in FakeRunner.held:
+            await FakeRunner.held[self.msg.pipeline].wait()
         if self.msg.pipeline in FakeRunner.fail_with:
             raise RunnerError(FakeRunner.fail_with[self.msg.pipeline])
         self.started = True
@@ -41,7 +43,7 @@ class FakeRunner(PipelineRunner):
 
 @pytest.fixture
 def fake():
-    FakeRunner.instances, FakeRunner.start_delay, FakeRunner.fail_with = [], {}, {}
+    FakeRunner.instances, FakeRunner.held, FakeRunner.fail_with = [], {}, {}
     server = FakeChainer().start()
     yield server
     server.stop()
@@ -100,30 +102,36 @@ def test_repeated_create_is_idempotent_and_echoes_the_new_timestamp(fake, tmp_pa
 
 
 def test_queue_per_uid_is_conflated_latest_wins(fake, tmp_path):
-    FakeRunner.start_delay["slow"] = 0.5
+    start = FakeRunner.held["slow"] = asyncio.Event()
 
     async def body(engine):
         fake.send(create("slow", "u", ts=1))
-        await asyncio.sleep(0.1)  # ts=1 is starting; the next three arrive while it runs
-        fake.send(delete("slow", "u", ts=2))
+        await wait_until_async(lambda: FakeRunner.instances, 10, "ts=1 starting")
+        fake.send(delete("slow", "u", ts=2))   # the next three arrive while ts=1 is starting
         fake.send(create("slow", "u", ts=3))
         fake.send(delete("slow", "u", ts=4))
+        fake.send(create("fast", "probe"))     # updates arrive in order: once this one is
+        await wait_ack(fake, "probe", Msg.Create)  # answered, the three above are queued
+        start.set()
         await wait_ack(fake, "u", Msg.Delete, 4)
-        await asyncio.sleep(0.2)
+        fake.send(create("slow", "u", ts=5))   # one queue per uid: an ack left over from ts=2 or
+        await wait_ack(fake, "u", Msg.Create, 5)  # ts=3 would come before this one
         return [(a.update.op, a.update.timestamp) for a in fake.acks_for("u")]
 
     acks = run_with_engine(fake, body, tmp_path)
-    assert acks == [(Msg.Create, 1), (Msg.Delete, 4)]
+    assert acks == [(Msg.Create, 1), (Msg.Delete, 4), (Msg.Create, 5)]
 
 
 def test_uids_are_handled_in_parallel(fake, tmp_path):
-    FakeRunner.start_delay["slow"] = 2.0
+    start = FakeRunner.held["slow"] = asyncio.Event()
 
     async def body(engine):
         fake.send(create("slow", "a"))
         fake.send(create("fast", "b"))
         await wait_ack(fake, "b", Msg.Create)
-        return fake.acks_for("a")
+        acks = fake.acks_for("a")
+        start.set()
+        return acks
 
     assert run_with_engine(fake, body, tmp_path) == []  # b answered while a was still starting
 

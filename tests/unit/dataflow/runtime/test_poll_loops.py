@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import threading
-import time
 
 from dataflow.runtime import poll_loops
 from dataflow.runtime.poll_loops import PollLoops
+from tests.waiting import wait_until
 
 
 class FakeDriver:
@@ -40,25 +40,18 @@ class FakeDriver:
         self.closed.set()
 
 
-def wait_for(condition, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-
-
 def test_many_drivers_share_a_few_threads():
     pool = PollLoops(size=2)
     drivers = [FakeDriver(f"d{i}") for i in range(50)]
     before = threading.active_count()
     for d in drivers:
         pool.add(d)
-    wait_for(lambda: all(d.cycles >= 3 for d in drivers))
+    wait_until(lambda: all(d.cycles >= 3 for d in drivers))
     assert threading.active_count() <= before + 2
     assert len({name for d in drivers for name in d.threads}) == 2
     for d in drivers:
         d.stop.set()
-    wait_for(lambda: all(d.closed.is_set() for d in drivers))
+    wait_until(lambda: all(d.closed.is_set() for d in drivers))
     assert all(d.error is None for d in drivers)
 
 
@@ -67,12 +60,12 @@ def test_a_failing_driver_is_closed_with_its_error_and_the_others_go_on():
     bad, good = FakeDriver("bad", fail_after=2), FakeDriver("good")
     pool.add(bad)
     pool.add(good)
-    wait_for(bad.closed.is_set)
+    wait_until(bad.closed.is_set)
     assert isinstance(bad.error, RuntimeError)
     seen = good.cycles
-    wait_for(lambda: good.cycles > seen + 5)
+    wait_until(lambda: good.cycles > seen + 5)
     good.stop.set()
-    wait_for(good.closed.is_set)
+    wait_until(good.closed.is_set)
 
 
 def test_threads_go_when_no_driver_is_left(monkeypatch):
@@ -80,6 +73,6 @@ def test_threads_go_when_no_driver_is_left(monkeypatch):
     pool = PollLoops(size=2)
     d = FakeDriver("d")
     pool.add(d)
-    wait_for(lambda: d.cycles > 0)
+    wait_until(lambda: d.cycles > 0)
     d.stop.set()
-    wait_for(lambda: not pool.threads)
+    wait_until(lambda: not pool.threads)
