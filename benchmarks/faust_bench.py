@@ -15,8 +15,8 @@ output, and msg/s per core of the worker process (its user+sys CPU time over the
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import asyncio
+import dataclasses
 import os
 import time
 

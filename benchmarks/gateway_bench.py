@@ -90,7 +90,7 @@ def _run(make, requests: int, threads: int) -> tuple[float, list[float], list[Ba
         try:
             for _ in range(5):  # warm-up: connection open, code paths hot
                 call()
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+        except BaseException as exc:
             errors.append(exc)
         ready.wait()
         go.wait()
@@ -99,7 +99,7 @@ def _run(make, requests: int, threads: int) -> tuple[float, list[float], list[Ba
                 t0 = time.perf_counter()
                 try:
                     call()
-                except Exception as exc:  # noqa: BLE001 - counted, the run goes on
+                except Exception as exc:
                     failed.append(exc)
                     continue
                 mine.append((time.perf_counter() - t0) * 1000)
@@ -135,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
                                                           "(default 2); --requests and --sequential are per round")
     args = ap.parse_args(argv)
 
-    from dataflow_cli.demo.stack import Stack, UpOptions
     import tempfile
+
+    from dataflow_cli.demo.stack import Stack, UpOptions
 
     state = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     opts = UpOptions(kafka_port=0, scheduler_port=0, chainer_port=0, http_port=0, grpc_port=0,

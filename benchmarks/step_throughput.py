@@ -195,7 +195,7 @@ class Scenario:
         return spec
 
     def run(self) -> Result:
-        from confluent_kafka import Consumer, OFFSET_BEGINNING, TopicPartition
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
         from dataflow import oip
         from dataflow.kafka_produce import produce
@@ -203,8 +203,8 @@ class Scenario:
         env, args = self.env, self.args
         topics = set(self.sources) | {self.sink}
         if self.kind != "raw":
-            from dataflow.topology import compile_pipeline
             from dataflow.state import MemoryStore
+            from dataflow.topology import compile_pipeline
             topics |= set(compile_pipeline(self.msg, store_factory=MemoryStore).all_topics)
         env.create_topics(*sorted(topics), partitions=1)
         value = oip.make_response({"OUTPUT0": np.zeros((1, 250), dtype=np.float32)}, raw=True,

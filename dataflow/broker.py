@@ -66,7 +66,7 @@ class EmbeddedBroker:
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def start(self, timeout_s: float = 15.0) -> "EmbeddedBroker":
+    def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
         if self._proc is not None:
             return self
         url = f"tcp://{self.host}:{self.port}"
@@ -101,7 +101,7 @@ class EmbeddedBroker:
             self._log.close()
         self._log = None
 
-    def __enter__(self) -> "EmbeddedBroker":
+    def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

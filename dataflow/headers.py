@@ -1,7 +1,8 @@
 """Kafka record header names: one place for the header wire contract."""
 from __future__ import annotations
 
-from typing import Iterable, Union
+from collections.abc import Iterable
+from typing import Union
 
 PIPELINE = "pipeline"
 PIPELINE_VERSION = "x-pipeline-version"
@@ -23,7 +24,7 @@ SELDON_INTERNAL_MODEL = "seldon-internal-model"
 
 Headers = list[tuple[str, bytes]]
 # What client libraries hand over: None, a dict, or pairs whose names and values may be str or bytes.
-RawHeaders = Union[dict[str, Union[str, bytes, None]], Iterable[tuple[Union[str, bytes], Union[str, bytes, None]]], None]
+RawHeaders = Union[dict[str, str | bytes | None], Iterable[tuple[str | bytes, str | bytes | None]], None]
 
 
 def values(headers: Iterable[tuple[str, bytes]] | None, name: str) -> list[bytes]:

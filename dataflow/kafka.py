@@ -11,8 +11,9 @@ import logging
 import os
 import re
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # not in its stub's exports
@@ -195,7 +196,7 @@ EMBEDDED_PROFILE = BrokerProfile("embedded", fetch_wait_max_ms=10, session_timeo
 _profiles: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[BrokerProfile, float | None]] = {}  # -> (profile, retry after)
 
 
-def detect_profile(settings: "KafkaSettings", timeout_s: float = 3.0) -> BrokerProfile:
+def detect_profile(settings: KafkaSettings, timeout_s: float = 3.0) -> BrokerProfile:
     """The profile of the cluster ``settings`` point at (asked once per process and cluster).
 
     If the cluster cannot be reached the answer is not remembered and the ``cluster`` profile is
@@ -207,7 +208,7 @@ def detect_profile(settings: "KafkaSettings", timeout_s: float = 3.0) -> BrokerP
 
     try:
         cluster_id = AdminClient(settings.common()).list_topics(timeout=timeout_s).cluster_id
-    except Exception as exc:  # noqa: BLE001 - KafkaException, or a bad setting
+    except Exception as exc:
         log.debug("cannot read the cluster id of %s: %s", settings.bootstrap_servers, exc)
         # Asked again later, but not by every client made meanwhile (each would wait timeout_s).
         _profiles[key] = (CLUSTER_PROFILE, time.monotonic() + 10.0)
@@ -246,7 +247,7 @@ class KafkaSettings:
 
     @classmethod
     def from_env(cls, bootstrap: str | None = None, config_path: str | None = None,
-                 security: Mapping[str, str] | None = None) -> "KafkaSettings":
+                 security: Mapping[str, str] | None = None) -> KafkaSettings:
         """Bootstrap: ``bootstrap`` > env > the config file's (reference layout) > 127.0.0.1:9092.
         ``security`` (settings derived from reference-style env vars) is overridden by the file."""
         extra: dict[str, str] = dict(security or {})
@@ -423,6 +424,6 @@ class GroupJoin:
         try:
             while self.pending:
                 consumer.poll(0.1)
-        except Exception as exc:  # noqa: BLE001 - leaving anyway
+        except Exception as exc:
             log.debug("waiting for a group join failed: %s", exc)
         self._since = None

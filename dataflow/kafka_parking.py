@@ -27,7 +27,8 @@ import logging
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Callable, Iterable, cast
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, cast
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -69,7 +70,7 @@ READ_TIMEOUT_S = 0.5
 class Spot:
     """One consumer's place in the lot; every method but ``woken`` is for the owner's thread."""
 
-    def __init__(self, lot: "ParkingLot", consumer: Consumer, park_after_s: float,
+    def __init__(self, lot: ParkingLot, consumer: Consumer, park_after_s: float,
                  on_wake: Callable[[], None] | None,
                  interest: dict[str, frozenset[bytes]] | None = None) -> None:
         self._lot = lot
@@ -136,7 +137,7 @@ class Spot:
                 consumer.seek(positions[0])
             else:
                 consumer.get_watermark_offsets(assignment[0], timeout=1, cached=False)
-        except Exception as exc:  # noqa: BLE001 - e.g. the consumer is closing
+        except Exception as exc:
             log.debug("resume failed: %s", exc)
 
     def _park(self) -> None:
@@ -156,7 +157,7 @@ class Spot:
                     offset = high
                 positions.append((tp.topic, tp.partition, offset))
             consumer.pause(assignment)
-        except Exception as exc:  # noqa: BLE001 - stay awake rather than risk a missed record
+        except Exception as exc:
             log.debug("cannot park a consumer: %s", exc)
             self._last_active = time.monotonic()
             return
@@ -171,7 +172,7 @@ class Spot:
         if self._on_wake is not None:
             try:
                 self._on_wake()
-            except Exception:  # noqa: BLE001 - the owner may be shutting down
+            except Exception:
                 log.debug("wake callback failed", exc_info=True)
 
     def close(self) -> None:
@@ -191,7 +192,7 @@ class ParkingLot:
         self._client: Consumer | None = None
         self._reader: Consumer | None = None
         self._woke_at = 0.0
-        self._spots: "weakref.WeakSet[Spot]" = weakref.WeakSet()
+        self._spots: weakref.WeakSet[Spot] = weakref.WeakSet()
         self._reported_at = 0.0
         self.checks = 0  # watch requests sent (for tests and benchmarks)
 
@@ -260,7 +261,7 @@ class ParkingLot:
                 self._client = self._new_client()
             ends = self._client.offsets_for_times([TopicPartition(t, p, -1) for t, p in wanted], timeout=5)
             self.checks += 1
-        except Exception as exc:  # noqa: BLE001 - wake everyone: a parked consumer must not go deaf
+        except Exception as exc:
             log.warning("cannot read end offsets of parked partitions (%s): resuming their consumers", exc)
             return {}, set(wanted)
         return ({(tp.topic, tp.partition): tp.offset for tp in ends if tp.error is None},
@@ -348,7 +349,7 @@ class ParkingLot:
                     if offset + 1 >= end.get(key, 0):
                         waiting.discard(key)
             reader.unassign()
-        except Exception as exc:  # noqa: BLE001 - what was not read is simply not skipped
+        except Exception as exc:
             log.debug("reading parked partitions failed: %s", exc)
             self._reader = None
         return seen

@@ -9,8 +9,9 @@ import subprocess
 import sys
 import threading
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:  # pragma: no cover - runs in the forked child
@@ -83,5 +84,5 @@ def tail(path: Path | None, lines: int = 30) -> str:
     """The last ``lines`` lines of a child's log file ("" if there is none)."""
     if path is None or not path.exists():
         return ""
-    with open(path, "r", errors="replace") as handle:
+    with open(path, errors="replace") as handle:
         return "".join(deque(handle, maxlen=lines))

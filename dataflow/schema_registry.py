@@ -45,9 +45,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence, overload
+from typing import Any, overload
 
 import yaml
 
@@ -326,7 +327,7 @@ class Framer:
             try:
                 if message_type is not None:
                     self._validators[message_type](bytes(payload))
-            except Exception:  # noqa: BLE001 - DecodeError and friends: not this message type
+            except Exception:
                 log.debug("value for %s is not a %s: written raw", topic, message_type)
                 return value
         if prefix is None:

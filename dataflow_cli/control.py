@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from google.protobuf import json_format
 

@@ -37,7 +37,7 @@ Behaviour:
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from chainer_api import chainer_pb2
 from dataflow import oip
@@ -71,8 +71,8 @@ class PipelineTestDriver:
         self._seq = 0
         first = self.pipelines[0]
         self.pipeline = first.pipeline
-        self.outputs_topic = getattr(first, "topology").output_topic if hasattr(first, "topology") else ""
-        self.errors_topic = getattr(first, "topology").error_topic if hasattr(first, "topology") else ""
+        self.outputs_topic = first.topology.output_topic if hasattr(first, "topology") else ""
+        self.errors_topic = first.topology.error_topic if hasattr(first, "topology") else ""
         suffix = f".pipeline.{self.pipeline}.outputs"
         self._base = self.outputs_topic[: -len(suffix)] if self.outputs_topic.endswith(suffix) else "seldon.default"
         self.inputs_topic = f"{self._base}.pipeline.{self.pipeline}.inputs"
@@ -192,7 +192,7 @@ class PipelineTestDriver:
                 request = oip.response_as_request(oip.parse_response(record.value))
             response = fn(request)
             value = response if isinstance(response, (bytes, bytearray)) else response.SerializeToString()
-        except Exception as exc:   # noqa: BLE001 - any model failure becomes an error record
+        except Exception as exc:
             return record.evolve(topic=self.errors_topic, value=str(exc).encode("utf-8"),
                                  headers=list(record.headers) + [(PIPELINE_ERRORS, name.encode())],
                                  timestamp=self.now_ms)

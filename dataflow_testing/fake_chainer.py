@@ -10,8 +10,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent import futures
-from typing import Callable
 
 import grpc
 
@@ -65,7 +65,7 @@ class FakeChainer(chainer_pb2_grpc.ChainerServicer):
 
     # ------------------------------------------------------------ test side
 
-    def start(self, port: int = 0, host: str = "127.0.0.1") -> "FakeChainer":
+    def start(self, port: int = 0, host: str = "127.0.0.1") -> FakeChainer:
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
         chainer_pb2_grpc.add_ChainerServicer_to_server(self, self._server)
         self.port = self._server.add_insecure_port(f"{host}:{port}")
@@ -103,7 +103,7 @@ class FakeChainer(chainer_pb2_grpc.ChainerServicer):
     def wait_subscribed(self, name: str | None = None, timeout_s: float = 30.0, count: int = 1) -> None:
         def ok():
             return sum(1 for n in self.subscriptions if name is None or n == name) >= count and (
-                name is None and any(self._streams.values()) or bool(self._streams.get(name)))
+                (name is None and any(self._streams.values())) or bool(self._streams.get(name)))
         self._wait(ok, timeout_s, f"no subscription from {name or 'any engine'}")
 
     def wait_ack(self, match: Callable[[Ack], bool], timeout_s: float = 30.0) -> Ack:

@@ -28,9 +28,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Callable, Iterable, Iterator
 
 import fastavro
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -297,7 +297,7 @@ class ResultWriter:
             with open(self.path, "rb") as f:
                 for rec in fastavro.reader(f):
                     kept.append(rec)
-        except Exception:  # noqa: BLE001 - a torn block: keep what was readable
+        except Exception:
             pass
         self.existing = AnsweredSet(int(r["index"]) for r in kept)
         tmp = self.path + ".tmp"
@@ -567,7 +567,7 @@ class BatchRun:
             errors.close()
             try:
                 consumer.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
 
     def _score(self, window: InputWindow, sender: RequestSender, consumer: Consumer,

@@ -13,11 +13,12 @@ import asyncio
 import logging
 import threading
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from dataflow.kafka import GroupJoin, KafkaSettings, poll_batch  # noqa: F401  (poll_batch re-exported)
+from dataflow.kafka import GroupJoin, KafkaSettings, poll_batch
 from dataflow.kafka_parking import parking_lot
 from dataflow.kafka_produce import produce_async
 
@@ -53,7 +54,7 @@ class _ExitSignal:
         for cb in callbacks:
             try:
                 cb()
-            except Exception:  # noqa: BLE001 - e.g. the waiting loop already closed
+            except Exception:
                 log.debug("exit callback failed", exc_info=True)
 
     async def wait(self) -> None:
@@ -252,7 +253,7 @@ class TopicSetConsumer:
                 try:
                     _, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
                     tp.offset = high
-                except Exception as exc:  # noqa: BLE001 - fall back to the reset policy
+                except Exception as exc:
                     log.warning("cannot read end offset of %s[%d]: %s", tp.topic, tp.partition, exc)
                     tp.offset = OFFSET_INVALID
                 self._positions[(tp.topic, tp.partition)] = tp.offset
@@ -270,7 +271,7 @@ class TopicSetConsumer:
         if self._on_assign:
             try:
                 self._on_assign(partitions)
-            except Exception:  # noqa: BLE001 - e.g. the owner's event loop already closed
+            except Exception:
                 log.debug("on_assign hook failed", exc_info=True)
 
     def _revoke_cb(self, consumer, partitions: list[TopicPartition]) -> None:
@@ -281,7 +282,7 @@ class TopicSetConsumer:
         if self._on_revoke:
             try:
                 self._on_revoke(partitions)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.debug("on_revoke hook failed", exc_info=True)
         if self._start_at_end:
             if self._cooperative:
@@ -305,13 +306,13 @@ class TopicSetConsumer:
         try:
             self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in latest.items()],
                                   asynchronous=not sync)  # type: ignore[call-overload]  # the stub takes literals only
-        except Exception as exc:  # noqa: BLE001 - e.g. no longer assigned after a rebalance
+        except Exception as exc:
             log.debug("commit failed: %s", exc)
 
     def _existing(self, topics) -> frozenset[str]:
         try:
             md = self._consumer.list_topics(timeout=2)
-        except Exception as exc:  # noqa: BLE001 - retried on the next round
+        except Exception as exc:
             log.debug("list_topics failed: %s", exc)
             return frozenset()
         return frozenset(t for t in topics if t in md.topics and md.topics[t].error is None)
@@ -368,7 +369,7 @@ class TopicSetConsumer:
                 if good:
                     try:
                         self._on_records(good)
-                    except Exception:  # noqa: BLE001 - a handler bug must not kill the consumer
+                    except Exception:
                         log.exception("record handler failed in group %s", self.group_id)
                 self._flush_commits()
         finally:
@@ -378,7 +379,7 @@ class TopicSetConsumer:
                 self._spot.close()
             try:
                 self._consumer.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
             with self._lock:
                 self._assigned.clear()

@@ -68,7 +68,7 @@ class ModelMetrics:
         self.in_flight = Gauge("dataflow_model_gateway_in_flight", "Model calls awaiting an answer",
                                ["model"], registry=self.registry)
 
-    def model(self, name: str) -> "ModelSeries":
+    def model(self, name: str) -> ModelSeries:
         return ModelSeries(self.calls.labels(name, "ok"), self.calls.labels(name, "error"),
                            self.seconds.labels(name), self.in_flight.labels(name))
 
@@ -86,7 +86,7 @@ class ModelMetrics:
 
 
 class ModelSeries:
-    __slots__ = ("ok", "error", "seconds", "in_flight")
+    __slots__ = ("error", "in_flight", "ok", "seconds")
 
     def __init__(self, ok, error, seconds, in_flight) -> None:
         self.ok, self.error, self.seconds, self.in_flight = ok, error, seconds, in_flight

@@ -121,7 +121,7 @@ class MLServerProcess:
         return self._proc.pid if self._proc else None
 
     # Lifecycle -------------------------------------------------------------------------------
-    def start(self, timeout: float = 60.0) -> "MLServerProcess":
+    def start(self, timeout: float = 60.0) -> MLServerProcess:
         if self._proc is not None:
             return self
         selected = self._select_models()
@@ -162,7 +162,7 @@ class MLServerProcess:
     def log_tail(self, lines: int = 30) -> str:
         return tail(getattr(self, "_log_target", None), lines)
 
-    def __enter__(self) -> "MLServerProcess":
+    def __enter__(self) -> MLServerProcess:
         return self.start()
 
     def __exit__(self, *exc) -> None:

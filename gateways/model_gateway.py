@@ -37,7 +37,6 @@ from dataflow.kafka import KafkaSettings, TopicNamer, ensure_topics, modelgatewa
 from dataflow.oip import json as oip_json
 from dataflow.oip import response_as_request, strip_schema_prefix
 from dataflow.schema_registry import Framer
-
 from gateways import model_batch
 from gateways.kafka_io import AsyncProducer, TopicSetConsumer
 from gateways.metrics import ModelMetrics, ModelSeries
@@ -225,7 +224,7 @@ class ModelGateway:
         self.expired = 0  # records answered with an error because their caller had given up
         self._closing = False
 
-    async def start(self) -> "ModelGateway":
+    async def start(self) -> ModelGateway:
         self._loop = asyncio.get_running_loop()
         self._producer = AsyncProducer(self.settings)
         return self
@@ -375,7 +374,7 @@ class ModelGateway:
             req.model_name = served.name
             req.model_version = self.model_version
             call.req, call.metadata = req, outgoing_metadata(headers, served.name)
-        except Exception as exc:  # noqa: BLE001 - settled as this record's error
+        except Exception as exc:
             self._settle_error(served, call, exc)
 
     def _settle_error(self, served: _Served, call: _Call, exc: Exception) -> None:
@@ -393,7 +392,7 @@ class ModelGateway:
         try:
             resp, resp_headers = await served.client.infer(call.req, call.metadata, call.timeout_s)
             self._settle(served, call, resp, resp_headers)
-        except Exception as exc:  # noqa: BLE001 - a bug must still answer the request
+        except Exception as exc:
             self._settle_error(served, call, exc)
 
     async def _call_batch(self, served: _Served, calls: list[_Call]) -> None:
@@ -409,7 +408,7 @@ class ModelGateway:
                     for c in calls:
                         self._settle_error(served, c, exc)
                     return
-            except Exception:  # noqa: BLE001 - a bug in the batched path: the members alone
+            except Exception:
                 log.exception("model %s: batched call failed; calling one by one", served.name)
             else:
                 parts = model_batch.split(resp, [c.req for c in calls])
@@ -435,7 +434,7 @@ class ModelGateway:
                     await self._call_one(served, todo[0])
                 elif todo:
                     await self._call_batch(served, todo)
-            except Exception as exc:  # noqa: BLE001 - every record must still get an answer
+            except Exception as exc:
                 for c in todo:
                     if c.outcome is None:
                         self._settle_error(served, c, exc)

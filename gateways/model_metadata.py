@@ -87,7 +87,7 @@ class ModelMetadataCache:
         try:
             meta = await self._fetch(endpoint, model, self.timeout_s)
             expiry = time.monotonic() + self.ttl_s
-        except Exception as exc:  # noqa: BLE001 - metadata is best effort: unknown, asked again soon
+        except Exception as exc:
             log.info("no metadata for model %s from %s: %s", model, endpoint, exc)
             meta, expiry = None, time.monotonic() + self.retry_s
         if self._endpoints.get(model) == endpoint:

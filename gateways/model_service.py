@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 from dataflow.kafka import KafkaSettings, TopicNamer
 from dataflow.schema_registry import framer_for
-
 from gateways import scheduler_watch
 from gateways.model_gateway import DEFAULT_TIMEOUT_S, DEFAULT_WORKERS, ModelGateway
 from gateways.service import GatewayService, subscriber_name
@@ -52,7 +51,7 @@ class ModelGatewayService(GatewayService):
                                     framer=framer_for(config.schema_registry_config))
         self._metrics = None
 
-    async def start(self) -> "ModelGatewayService":
+    async def start(self) -> ModelGatewayService:
         c = self.config
         await self.gateway.start()
         if c.metrics_port:
@@ -84,13 +83,13 @@ class ModelGatewayService(GatewayService):
                 return Ack(True, f"Model consumer {ev.name} already exists")
             try:
                 await self.gateway.add_model(ev.name, endpoint)
-            except Exception as exc:  # noqa: BLE001 - one bad model must not stop the others
+            except Exception as exc:
                 log.exception("cannot serve model %s", ev.name)
                 return Ack(False, f"Failed to add model {ev.name}: {exc}")
             return Ack(True, f"Model {ev.name} added")
         try:
             await self.gateway.remove_model(ev.name)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.exception("cannot stop serving model %s", ev.name)
             return Ack(False, f"Failed to remove model {ev.name}: {exc}")
         return Ack(True, f"Model {ev.name} removed")

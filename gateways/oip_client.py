@@ -276,7 +276,7 @@ class RestOipClient:
                 except oip_json.OipJsonError as exc:
                     raise InferError(f"invalid response from {url}: {exc}") from None
                 return resp, _x_headers(r.headers.items())
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise InferError(f'Post "{url}": context deadline exceeded', whole_batch=True) from None
         except aiohttp.ClientConnectorError as exc:
             raise _Unreachable(f'Post "{url}": {exc}', str(exc)) from None

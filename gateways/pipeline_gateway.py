@@ -45,15 +45,14 @@ import asyncio
 import logging
 import random
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
 
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient
 
 from dataflow import oip
-from dataflow.oip import strip_schema_prefix
 from dataflow.kafka import KafkaSettings, TopicNamer, pipelinegateway_group_id
+from dataflow.oip import strip_schema_prefix
 from dataflow.schema_registry import Framer
 from gateways import pipeline_signature, pipeline_timeouts, routing
 from gateways.kafka_io import AsyncProducer, ProduceError, TopicSetConsumer
@@ -199,7 +198,7 @@ class PipelineGateway:
         self._topic_checks: dict[str, asyncio.Future] = {}
 
     # ---- lifecycle ------------------------------------------------------------------------------
-    async def start(self) -> "PipelineGateway":
+    async def start(self) -> PipelineGateway:
         self._loop = asyncio.get_running_loop()
         overrides = {} if "message.max.bytes" in dict(self.settings.extra) else \
             {"message.max.bytes": min(self.max_request_bytes + 65536, MAX_REQUEST_BYTES)}
@@ -487,7 +486,7 @@ class PipelineGateway:
                 self._assign_waiter = self._loop.create_future()
             try:
                 await asyncio.wait_for(asyncio.shield(self._assign_waiter), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _publish_and_wait(self, resource: Resource, request: bytes, headers, request_id: str,
@@ -519,7 +518,7 @@ class PipelineGateway:
             left = None if deadline is None else max(0.0, deadline - self._loop.time())
             try:
                 return await asyncio.wait_for(fut, timeout=left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise GatewayTimeout(f"no response for {key} within {wait:g}s") from None
         finally:
             self._pending.pop(key, None)

@@ -27,11 +27,10 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from dataflow import headers as H
-
 from gateways import pipeline_timeouts, routing
 from gateways.metrics import METHOD_GRPC
-from gateways.pipeline_gateway import GatewayError, PipelineGateway, check_request
 from gateways.oip_meta import EXTENSIONS, SERVER_NAME, model_metadata, server_version
+from gateways.pipeline_gateway import GatewayError, PipelineGateway, check_request
 from gateways.routing import Resource, RoutingError
 
 log = logging.getLogger(__name__)
@@ -90,7 +89,7 @@ class PipelineInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             resp = pb.ModelInferResponse()
             try:
                 resp.ParseFromString(result.value)
-            except Exception as exc:  # noqa: BLE001 - protobuf DecodeError
+            except Exception as exc:
                 await context.abort(code, f"output is not a ModelInferResponse: {exc}")
             code = grpc.StatusCode.OK
             return resp

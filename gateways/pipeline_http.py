@@ -25,10 +25,9 @@ from multidict import CIMultiDict
 
 from dataflow import headers as H
 from dataflow.oip import json as oip_json
-
 from gateways import pipeline_timeouts, routing
-from gateways.oip_meta import EXTENSIONS, SERVER_NAME, model_metadata, server_version
 from gateways.metrics import METHOD_REST
+from gateways.oip_meta import EXTENSIONS, SERVER_NAME, model_metadata, server_version
 from gateways.pipeline_gateway import BadRequest, GatewayError, PipelineGateway, RequestTooLarge, check_request
 from gateways.routing import Resource, RoutingError
 

@@ -20,7 +20,6 @@ from aiohttp import web
 
 from dataflow.kafka import KafkaSettings, TopicNamer
 from dataflow.schema_registry import framer_for
-
 from gateways import pipeline_grpc, pipeline_http, pipeline_timeouts, scheduler_watch
 from gateways.model_metadata import ModelMetadataCache
 from gateways.pipeline_gateway import DEFAULT_TIMEOUT_S, MAX_NUM_CONSUMERS, MAX_REQUEST_BYTES, PipelineGateway
@@ -70,7 +69,7 @@ class PipelineGatewayService(GatewayService):
         self._grpc: grpc.aio.Server | None = None
         self._metrics = None
 
-    async def start(self) -> "PipelineGatewayService":
+    async def start(self) -> PipelineGatewayService:
         c = self.config
         await self.gateway.start()
         self._http = await pipeline_http.serve(self.gateway, c.http_port, c.host)
@@ -112,14 +111,14 @@ class PipelineGatewayService(GatewayService):
                                               only_if_unknown=True)
                 if ev.spec is not None:
                     self.gateway.set_pipeline_spec(ev.name, ev.spec)
-            except Exception as exc:  # noqa: BLE001 - reported to the scheduler, then the next event
+            except Exception as exc:
                 log.exception("cannot serve pipeline %s", ev.name)
                 return scheduler_watch.Ack(False, f"Failed to load/store pipeline {ev.name}: {exc}")
             log.info("serving pipeline %s v%d", ev.name, ev.version)
             return scheduler_watch.Ack(True, f"Pipeline {ev.name} loaded")
         try:
             self.gateway.unload_pipeline(ev.name)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.exception("cannot stop serving pipeline %s", ev.name)
             return scheduler_watch.Ack(False, f"Failed to delete pipeline {ev.name}: {exc}")
         log.info("dropping pipeline %s", ev.name)

@@ -13,7 +13,7 @@ models' metadata already fetched (``gateways.model_metadata``).
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 Tensor = dict  # {"name": str, "datatype": str, "shape": [int]}
 

@@ -8,8 +8,8 @@ import os
 import random
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 from dataflow import headers as H
 from dataflow.kafka import TopicNamer

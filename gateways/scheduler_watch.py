@@ -26,8 +26,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
 
 import grpc
 
@@ -214,7 +214,7 @@ async def _follow(target: str, open_stream: Callable, handle: Callable[[object],
             raise
         except grpc.aio.AioRpcError as exc:
             log.warning("scheduler %s stream to %s ended: %s %s", what, target, exc.code().name, exc.details())
-        except Exception:  # noqa: BLE001 - keep following whatever a handler did
+        except Exception:
             log.exception("scheduler %s stream handler failed", what)
         finally:
             if acks:  # let acks in flight reach the scheduler before the channel goes
@@ -222,7 +222,7 @@ async def _follow(target: str, open_stream: Callable, handle: Callable[[object],
             await channel.close()
         try:
             await asyncio.wait_for(stop.wait(), timeout=next(delays))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
 

@@ -26,7 +26,7 @@ class SchedulerClient:
     def close(self) -> None:
         self._channel.close()
 
-    def __enter__(self) -> "SchedulerClient":
+    def __enter__(self) -> SchedulerClient:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -13,17 +13,15 @@ The three shapes a pipeline takes here:
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from chainer_api import chainer_pb2, scheduler_pb2
 from dataflow.joins.types import JoinType
 from dataflow.kafka import TopicNamer
 from scheduler_min.ids import new_uid
 from scheduler_min.manifest import pipeline_from_manifest, pipelines_from_yaml  # noqa: F401 (re-export)
-from scheduler_min.pipeline_version import (Input, Output,  # noqa: F401 (re-export)
-                                            PipelineVersion, Step)
-from scheduler_min.validation import (INPUTS, OUTPUTS, SEP, STEP, PipelineValidationError,  # noqa: F401
-                                      step_of, validate)
+from scheduler_min.pipeline_version import Input, Output, PipelineVersion, Step
+from scheduler_min.validation import INPUTS, OUTPUTS, SEP, STEP, PipelineValidationError, step_of, validate
 
 
 def chainer_join(join: int) -> int:

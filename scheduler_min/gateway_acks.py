@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from chainer_api import chainer_pb2, scheduler_pb2
 from scheduler_min.conflicts import ConflictResolver, model_ack_state

@@ -71,7 +71,7 @@ class SchedulerApp:
         self.port = 0
         self.chainer_port = 0
 
-    async def start(self) -> "SchedulerApp":
+    async def start(self) -> SchedulerApp:
         c = self.config
         self.store = Store(c.state_dir)
         self.chainer = ChainerService(self.store, self.namer, c.max_shard_count_multiplier)

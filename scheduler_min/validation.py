@@ -42,7 +42,7 @@ def step_of(ref: str) -> str:
     return ref.split(SEP)[0]
 
 
-def validate(pv: "PipelineVersion") -> None:
+def validate(pv: PipelineVersion) -> None:
     for check in (_check_name, _check_steps_exist, _check_step_name_not_pipeline, _check_step_inputs,
                   _check_step_triggers, _check_references_exist, _check_outputs, _check_cycles,
                   _check_inputs_and_triggers_differ, _check_pipeline_input, _check_batch):
@@ -210,7 +210,7 @@ def _abbrev(name: str) -> str:
     return name if len(name) <= 40 else f"{name[:32]}...({len(name)} characters)"
 
 
-def check_topic_names(namer: "TopicNamer", *, pipeline: str | None = None, steps=(),
+def check_topic_names(namer: TopicNamer, *, pipeline: str | None = None, steps=(),
                       model: str | None = None) -> None:
     """Refuse names whose Kafka topics would pass Kafka's length limit under ``namer``'s prefix
     and namespace: such a pipeline would be accepted and then fail in every engine (or, for a

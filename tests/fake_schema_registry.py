@@ -92,7 +92,7 @@ class FakeSchemaRegistry:
         (directory / ".confluent-schema.yaml").write_text("\n".join(lines) + "\n")
         return str(directory)
 
-    def start(self) -> "FakeSchemaRegistry":
+    def start(self) -> FakeSchemaRegistry:
         self._thread.start()
         return self
 
@@ -100,7 +100,7 @@ class FakeSchemaRegistry:
         self.server.shutdown()
         self.server.server_close()
 
-    def __enter__(self) -> "FakeSchemaRegistry":
+    def __enter__(self) -> FakeSchemaRegistry:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -60,7 +60,7 @@ class _Entry:
         return [self.seq, self.arrived_ms, self.timestamp, [list(r) for r in self.rows]]
 
     @classmethod
-    def from_json(cls, data: list[Any]) -> "_Entry":
+    def from_json(cls, data: list[Any]) -> _Entry:
         return cls(data[0], data[1], data[2], [(n, r) for n, r in data[3]])
 
 
@@ -85,7 +85,7 @@ class _Pending:
         }, separators=(",", ":")).encode()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "_Pending":
+    def from_bytes(cls, data: bytes) -> _Pending:
         d = json.loads(data)
         return cls(d["opened"], d["next"], [_Entry.from_json(e) for e in d["entries"]], d["schema"], d["last"])
 

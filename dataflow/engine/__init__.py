@@ -8,4 +8,4 @@ from dataflow.engine.chainer_client import ChainerClient
 from dataflow.engine.config import ConfigError, EngineConfig
 from dataflow.engine.lifecycle import PipelineManager
 
-__all__ = ["Engine", "EngineConfig", "ConfigError", "ChainerClient", "PipelineManager"]
+__all__ = ["ChainerClient", "ConfigError", "Engine", "EngineConfig", "PipelineManager"]

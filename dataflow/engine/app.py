@@ -4,7 +4,8 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from chainer_api import chainer_pb2
 from dataflow.engine.chainer_client import ChainerClient
@@ -39,7 +40,7 @@ def make_runner_factory(config: EngineConfig) -> RunnerFactory:
             return KafkaRunner(msg, rc, on_state, pipeline_factory=pipeline_factory)
         return kafka_runner
     # imported here: the CLI loads this package for its flags, and a runtime adds ~150 ms to every command
-    from dataflow.runtime.faust_runtime import FaustRunner  # noqa: WPS433 - optional runtime
+    from dataflow.runtime.faust_runtime import FaustRunner
 
     return lambda msg, rc, on_state: FaustRunner(msg, rc, on_state)
 

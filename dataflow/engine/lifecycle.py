@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Coroutine
+from typing import Any
 
 from chainer_api import chainer_pb2
 from dataflow.kafka import delete_topics

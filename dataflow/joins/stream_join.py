@@ -31,11 +31,16 @@ import logging
 from dataclasses import dataclass
 
 from dataflow.joins.entries import (
-    GROUP_PREFIX, Entry, decode_entries, encode_entries, group_key, key_of_group,
+    GROUP_PREFIX,
+    Entry,
+    decode_entries,
+    encode_entries,
+    group_key,
+    key_of_group,
 )
+from dataflow.joins.types import JoinType
 from dataflow.records import Record
 from dataflow.state.base import StateStore
-from dataflow.joins.types import JoinType
 
 log = logging.getLogger(__name__)
 

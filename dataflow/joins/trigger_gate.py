@@ -8,9 +8,9 @@ value. Only the presence of a trigger matters, so trigger values are not buffere
 from __future__ import annotations
 
 from dataflow.joins.stream_join import JoinResult, StreamJoin
+from dataflow.joins.types import JoinType
 from dataflow.records import Record
 from dataflow.state.base import StateStore
-from dataflow.joins.types import JoinType
 
 DATA, TRIGGER = 0, 1
 

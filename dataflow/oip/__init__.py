@@ -71,10 +71,10 @@ from dataflow.oip.tensors import (
 
 __all__ = [
     "CONTENTS_FIELD",
-    "InferMessage",
     "DATATYPES",
     "NUMPY_DTYPE",
     "CodecError",
+    "InferMessage",
     "check_tensors",
     "convert_to_request",
     "convert_to_response",

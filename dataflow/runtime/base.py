@@ -10,8 +10,8 @@ from __future__ import annotations
 import enum
 import socket
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from chainer_api import chainer_pb2
 from dataflow.kafka import KafkaSettings

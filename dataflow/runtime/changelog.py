@@ -21,7 +21,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Iterable, cast
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, cast
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 

@@ -28,7 +28,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, cast
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
 
@@ -187,7 +188,7 @@ class BatchProcessor:
                 produced = task.process(record_from_event(message), now_ms)
                 if produced:
                     outputs.extend(produced)
-            except Exception:  # noqa: BLE001 - a bad record must not stop the pipeline
+            except Exception:
                 log.exception("record %s[%s]@%s failed; skipped", message.topic, message.partition,
                               message.offset)
         if outputs:

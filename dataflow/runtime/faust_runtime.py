@@ -67,7 +67,11 @@ from dataflow.kafka import dataflow_group_id, ensure_topics
 from dataflow.runtime import changelog as cl
 from dataflow.runtime.base import PipelineRunner, RunnerError, RunnerState, RuntimeConfig, StateCallback
 from dataflow.runtime.faust_worker import (
-    DEFAULT_FACTORY, WorkerSpec, kafka_settings_to_dict, load_factory, runtime_config_to_dict,
+    DEFAULT_FACTORY,
+    WorkerSpec,
+    kafka_settings_to_dict,
+    load_factory,
+    runtime_config_to_dict,
 )
 from dataflow.runtime.tasks import probe
 
@@ -138,7 +142,7 @@ class FaustRunner(PipelineRunner):
                                 if stateful and self.config.state_changelog else None)
         try:
             self.partitions = await asyncio.to_thread(self._ensure_topics, topics)
-        except Exception as exc:  # noqa: BLE001 - any admin failure (KafkaSetupError, ...) is a reason
+        except Exception as exc:
             self._fail(_with_exception(REASON_TOPICS_FAILED, exc))
         loop = asyncio.get_running_loop()
         self._first_state = loop.create_future()
@@ -160,7 +164,7 @@ class FaustRunner(PipelineRunner):
         try:
             state, reason = await asyncio.wait_for(asyncio.shield(self._first_state),
                                                    self.config.start_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self._terminate()
             self._fail(_with_exception(REASON_START_FAILED,
                                        f"worker not running after {self.config.start_timeout_s}s"))
@@ -177,7 +181,7 @@ class FaustRunner(PipelineRunner):
             factory = load_factory(self.pipeline_factory)
             probed, stateful = probe(lambda store_factory: factory(self.msg, self.config, store_factory))
             topics = sorted(probed.all_topics)
-        except Exception as exc:  # noqa: BLE001 - compile errors become the ack reason
+        except Exception as exc:
             self._fail(_with_exception(REASON_INIT_FAILED, exc))
         if not topics:
             self._fail(_with_exception(REASON_INIT_FAILED, "pipeline has no topics"))
@@ -257,7 +261,7 @@ class FaustRunner(PipelineRunner):
                 await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
             except ProcessLookupError:
                 pass
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("faust worker %s did not stop in %ss; killing it", self.uid, STOP_GRACE_S)
                 try:
                     proc.kill()
@@ -267,5 +271,5 @@ class FaustRunner(PipelineRunner):
         if self._reader is not None:
             try:
                 await asyncio.wait_for(self._reader, 5)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 self._reader.cancel()

@@ -41,7 +41,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import TYPE_CHECKING, AbstractSet, Any, Awaitable, Callable, Iterable, MutableMapping, cast
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import TYPE_CHECKING, AbstractSet, Any, cast
 
 from confluent_kafka import Consumer
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
@@ -130,7 +131,7 @@ class TaskDriver:
         """Awaited by Faust before it resumes the assigned partitions: build the missing tasks."""
         try:
             assignment = self.app.consumer.assignment()
-        except Exception as exc:  # noqa: BLE001 - consumer stopping
+        except Exception as exc:
             log.debug("no assignment to build tasks for: %s", exc)
             return
         assigned = {tp.partition for tp in assignment if tp.topic in self.sources}
@@ -146,7 +147,7 @@ class TaskDriver:
             restore = self._restore if self.changelog_topic else None
             try:
                 await asyncio.to_thread(self.tasks.assign, new, restore)
-            except Exception as exc:  # noqa: BLE001 - never process a partition without its state
+            except Exception as exc:
                 await self._fail(f"{REASON_RESTORE_FAILED} Exception: {exc}", exc)
 
     def _restore(self, states: list[PartitionState]) -> None:
@@ -173,7 +174,7 @@ class TaskDriver:
             try:
                 await self._checkpoint(commit_offsets, True)
                 checkpointed = True
-            except Exception:  # noqa: BLE001 - the new owner reprocesses from the committed offsets
+            except Exception:
                 log.exception("checkpoint on revoke failed")
                 checkpointed = False
             for p in gone:
@@ -287,7 +288,7 @@ class TaskDriver:
                         task.commit(position)
                 else:
                     task.state.rollback()  # not in the changelog: never applied locally
-        except Exception:  # noqa: BLE001 - positions are an optimisation; restore replays more
+        except Exception:
             log.exception("could not store changelog positions")
         finally:
             self.tasks.close()

@@ -97,7 +97,7 @@ class WorkerSpec:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "WorkerSpec":
+    def from_json(cls, text: str) -> WorkerSpec:
         return cls(**json.loads(text))
 
 
@@ -296,7 +296,7 @@ class PipelineWorker:
                 await producer.partitions_for(topic)
         except asyncio.CancelledError:
             return
-        except Exception as exc:  # noqa: BLE001 - position is best effort
+        except Exception as exc:
             log.warning("could not resolve start positions: %s", exc)
         if not self.app.rebalancing and self.driver.fatal_reason is None:
             self._running_once = True
@@ -361,7 +361,7 @@ class PipelineWorker:
                     continue
                 try:
                     outputs = task.process(record_from_event(message), int(time.time() * 1000))
-                except Exception:  # noqa: BLE001 - a bad record must not stop the pipeline
+                except Exception:
                     log.exception("record %s[%s]@%s failed; skipped", message.topic, message.partition,
                                   message.offset)
                     outputs = []
@@ -377,7 +377,7 @@ class PipelineWorker:
             for task in list(self.tasks.tasks.values()):
                 try:
                     outputs = task.punctuate(now_ms)
-                except Exception:  # noqa: BLE001 - steps are isolated inside; this guards a custom pipeline
+                except Exception:
                     log.exception("punctuate of partition %d failed; will retry on the next tick", task.partition)
                     continue
                 if outputs:
@@ -430,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s faust-worker[%(process)d] %(name)s: %(message)s")
     try:
         worker = PipelineWorker(spec, report)
-    except Exception as exc:  # noqa: BLE001 - reported to the parent as the failure reason
+    except Exception as exc:
         log.exception("cannot build the pipeline")
         report("ERROR", f"failed to initialize faust worker for pipeline Exception: {exc}")
         return 3

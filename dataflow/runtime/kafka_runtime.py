@@ -36,7 +36,8 @@ import os
 import shutil
 import threading
 import time
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, Producer, TopicPartition
 
@@ -130,7 +131,7 @@ class KafkaRunner(PipelineRunner):
                 _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
                 if high >= 0 and position >= 0:
                     out[(topic, partition)] = max(0, high - position)
-        except Exception:  # noqa: BLE001 - closed meanwhile (RuntimeError): no lag to report
+        except Exception:
             return {}
         return out
 
@@ -162,7 +163,7 @@ class KafkaRunner(PipelineRunner):
         assert self._started is not None  # set by launch()
         try:
             await asyncio.wait_for(asyncio.shield(self._started), self.config.start_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self.stop()
             raise RunnerError(f"{REASON_START_FAILED} Exception: no partitions assigned within "
                               f"{self.config.start_timeout_s:g}s") from None
@@ -175,7 +176,7 @@ class KafkaRunner(PipelineRunner):
         if self._stopped is not None and driver is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._stopped), STOP_TIMEOUT_S)
-            except asyncio.TimeoutError:  # e.g. a client close stuck on a wedged group: do not hang the engine
+            except TimeoutError:  # e.g. a client close stuck on a wedged group: do not hang the engine
                 log.error("pipeline %s (%s) did not stop within %ss; abandoning it",
                           self.msg.pipeline, self.uid, STOP_TIMEOUT_S)
 
@@ -378,7 +379,7 @@ class _Loop:
                     RunnerError(with_exception(REASON_START_FAILED, error))
                 runner._report(RunnerState.ERROR, str(failure))
                 runner._resolve(runner._started, failure)
-        except Exception:  # noqa: BLE001 - the final checkpoint failed: inputs are replayed
+        except Exception:
             log.exception("pipeline %s: final checkpoint failed", runner.msg.pipeline)
         finally:
             try:
@@ -392,7 +393,7 @@ class _Loop:
                     if self.join is not None and self.assigned_once:
                         self.join.finish(self.consumer)
                     self.consumer.close()  # a final revoke (checkpoint) while still on this thread
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("pipeline %s: consumer close failed", runner.msg.pipeline)
             finally:
                 if self.producer is not None:

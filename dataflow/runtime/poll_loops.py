@@ -48,7 +48,7 @@ class Driver(Protocol):
 
 
 class PollThread:
-    def __init__(self, pool: "PollLoops", index: int) -> None:
+    def __init__(self, pool: PollLoops, index: int) -> None:
         self.pool = pool
         self.index = index
         self.drivers: list[Driver] = []
@@ -67,7 +67,7 @@ class PollThread:
         for driver in incoming:
             try:
                 driver.open(self.wake)
-            except Exception as exc:  # noqa: BLE001 - the driver reports it
+            except Exception as exc:
                 self._close(driver, exc)
                 continue
             self.drivers.append(driver)
@@ -75,7 +75,7 @@ class PollThread:
     def _close(self, driver: Driver, error: BaseException | None) -> None:
         try:
             driver.close(error)
-        except Exception:  # noqa: BLE001 - never take the thread (and its other drivers) down
+        except Exception:
             log.exception("closing %s failed", driver.name)
 
     def _run(self) -> None:
@@ -104,7 +104,7 @@ class PollThread:
                     continue
                 try:
                     handled += driver.cycle(0)
-                except Exception as exc:  # noqa: BLE001 - a fatal error of this version only
+                except Exception as exc:
                     self.drivers.remove(driver)
                     self._close(driver, exc)
                     continue
@@ -117,7 +117,7 @@ class PollThread:
             if len(hot) == 1 and len(self.drivers) == 1:
                 try:  # one version, busy lately: wait on its consumer (no added latency)
                     hot[0].cycle(QUIET_WAIT_S)
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     self.drivers.remove(hot[0])
                     self._close(hot[0], exc)
                 continue

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from dataflow.records import Record
 from dataflow.state.base import StateStore, StoreFactory
@@ -62,7 +62,7 @@ class PartitionTask:
     """One partition: its state (None for a stateless version) and its processors."""
 
     def __init__(self, partition: int, state: PartitionState | None, build: BuildPipeline,
-                 replace: Callable[["PartitionTask", CompiledPipeline], None] | None = None):
+                 replace: Callable[[PartitionTask, CompiledPipeline], None] | None = None):
         self.partition = partition
         self.state = state
         self._build = build

@@ -4,5 +4,11 @@ from dataflow.state.base import StateStore, StoreFactory
 from dataflow.state.memory import MemoryStore
 from dataflow.state.partition import PartitionState, memory_partition_state, rocks_partition_state
 
-__all__ = ["StateStore", "StoreFactory", "MemoryStore", "PartitionState", "memory_partition_state",
-           "rocks_partition_state"]
+__all__ = [
+           "MemoryStore",
+           "PartitionState",
+           "StateStore",
+           "StoreFactory",
+           "memory_partition_state",
+           "rocks_partition_state",
+]

@@ -1,7 +1,7 @@
 """In-memory ``StateStore`` for tests and the in-memory driver."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from dataflow.state.base import StateStore
 

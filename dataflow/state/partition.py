@@ -19,7 +19,8 @@ lives under ``\\xff``-prefixed keys, which no store name produces.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Iterator, Protocol, cast
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Protocol, cast
 
 from dataflow.state.base import StateStore
 
@@ -176,7 +177,7 @@ class PartitionState:
                     merged[k] = v
         return sorted(merged.items())
 
-    def store(self, name: str) -> "PartitionStore":
+    def store(self, name: str) -> PartitionStore:
         return PartitionStore(self, name)
 
     # -- checkpoints --------------------------------------------------------------------------

@@ -33,7 +33,13 @@ from dataflow.topology.compiled import CompiledPipeline
 from dataflow.topology.compiler import build_topology
 from dataflow.topology.errors import TopologyError
 from dataflow.topology.model import (
-    BatchSpec, ChainType, JoinType, SourceNode, StepKind, StepNode, Topology,
+    BatchSpec,
+    ChainType,
+    JoinType,
+    SourceNode,
+    StepKind,
+    StepNode,
+    Topology,
 )
 from dataflow.topology.pipeline import Pipeline
 from dataflow.topology.settings import TopologySettings
@@ -48,7 +54,18 @@ def compile_pipeline(msg: chainer_pb2.PipelineUpdateMessage, *, store_factory: S
 
 
 __all__ = [
-    "compile_pipeline", "build_topology", "Pipeline", "CompiledPipeline", "Topology", "TopologyError",
-    "TopologySettings", "PipelineStats", "StepNode", "SourceNode", "StepKind", "ChainType", "JoinType",
     "BatchSpec",
+    "ChainType",
+    "CompiledPipeline",
+    "JoinType",
+    "Pipeline",
+    "PipelineStats",
+    "SourceNode",
+    "StepKind",
+    "StepNode",
+    "Topology",
+    "TopologyError",
+    "TopologySettings",
+    "build_topology",
+    "compile_pipeline",
 ]

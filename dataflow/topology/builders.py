@@ -7,7 +7,8 @@ Pipeline resource spec (the YAML users write) the way the scheduler does, use
 from __future__ import annotations
 
 import uuid
-from typing import Iterable, Mapping, Sequence, cast
+from collections.abc import Iterable, Mapping, Sequence
+from typing import cast
 
 from chainer_api import chainer_pb2
 from dataflow.joins.types import JoinType

@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import replace
-from typing import Iterable
 
 from chainer_api import chainer_pb2
 from dataflow.kafka import ERRORS, topic_suffix
 from dataflow.topology.errors import TopologyError
 from dataflow.topology.model import (
-    BatchSpec, ChainType, JoinType, SourceNode, StepKind, StepNode, Topology,
+    BatchSpec,
+    ChainType,
+    JoinType,
+    SourceNode,
+    StepKind,
+    StepNode,
+    Topology,
 )
 from dataflow.topology.settings import TopologySettings
 

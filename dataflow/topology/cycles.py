@@ -67,7 +67,7 @@ class VisitCounter:
             for k, _ in list(self.store.items(key.encode("utf-8"))):
                 self.store.delete(k)
             return record.evolve(topic=sink)
-        counter_key = f"{key}:{sink}".encode("utf-8")
+        counter_key = f"{key}:{sink}".encode()
         visits = self._decode(self.store.get(counter_key))[0]
         if visits > self.max_revisits:
             self.exceeded += 1

@@ -7,14 +7,15 @@ a pipeline without touching state.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from dataflow.joins.types import JoinType
 from dataflow.kafka import INPUTS, OUTPUTS, topic_suffix
 from dataflow.topology.render import as_dict, describe, mermaid
 
-__all__ = ["ChainType", "JoinType", "StepKind", "SourceNode", "BatchSpec", "StepNode", "Topology"]
+__all__ = ["BatchSpec", "ChainType", "JoinType", "SourceNode", "StepKind", "StepNode", "Topology"]
 
 
 class ChainType(str, enum.Enum):
@@ -27,7 +28,7 @@ class ChainType(str, enum.Enum):
     PASSTHROUGH = "PASSTHROUGH"        # bytes unchanged (e.g. errors -> outputs)
 
     @classmethod
-    def between(cls, source_topic: str, sink_topic: str) -> "ChainType":
+    def between(cls, source_topic: str, sink_topic: str) -> ChainType:
         pair = (topic_suffix(source_topic), topic_suffix(sink_topic))
         return {
             (INPUTS, INPUTS): cls.INPUT_INPUT,

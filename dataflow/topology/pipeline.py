@@ -9,7 +9,8 @@ from time import perf_counter
 from dataflow.headers import PIPELINE, has_value, normalise
 from dataflow.records import Record
 from dataflow.state.base import StoreFactory
-from dataflow.topology.cycles import STORE_NAME as COUNTER_STORE, VisitCounter
+from dataflow.topology.cycles import STORE_NAME as COUNTER_STORE
+from dataflow.topology.cycles import VisitCounter
 from dataflow.topology.model import Topology
 from dataflow.topology.stats import PipelineStats, StepSnapshot
 from dataflow.topology.steps import StepProcessor
@@ -110,7 +111,7 @@ class Pipeline:
         for proc in self.steps:
             try:
                 out.extend(proc.punctuate(now_ms))
-            except Exception as exc:  # noqa: BLE001 - isolate one step's failure from the others
+            except Exception as exc:
                 proc.stats.punctuate_errors += 1
                 self._punctuate_failed(proc.step.name, exc)
             else:
@@ -118,7 +119,7 @@ class Pipeline:
         if self.counter is not None:
             try:
                 self.counter.punctuate(now_ms)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self.own_stats.punctuate_errors += 1
                 self._punctuate_failed("cycle counter", exc)
         return out

@@ -22,7 +22,7 @@ class TopologySettings:
     step_latency: bool = True
 
     @classmethod
-    def coerce(cls, settings: object) -> "TopologySettings":
+    def coerce(cls, settings: object) -> TopologySettings:
         """``TopologySettings`` from None, itself, or a runtime config carrying ``join_window_ms``
         (``dataflow.runtime.RuntimeConfig``), so runtimes may pass their own config object."""
         if settings is None:

@@ -25,7 +25,7 @@ class PipelineStats:
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
 
-    def add(self, other: "PipelineStats") -> None:
+    def add(self, other: PipelineStats) -> None:
         for f in fields(self):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
@@ -50,7 +50,7 @@ class StepLatency:
         self.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
         self.total += seconds
 
-    def add(self, other: "StepLatency") -> None:
+    def add(self, other: StepLatency) -> None:
         self.counts = [a + b for a, b in zip(self.counts, other.counts)]
         self.total += other.total
 
@@ -67,10 +67,10 @@ class StepSnapshot:
     batch_rows: int = 0
 
     @classmethod
-    def empty(cls) -> "StepSnapshot":
+    def empty(cls) -> StepSnapshot:
         return cls(PipelineStats(), StepLatency())
 
-    def add(self, other: "StepSnapshot", *, gauges: bool = True) -> None:
+    def add(self, other: StepSnapshot, *, gauges: bool = True) -> None:
         self.stats.add(other.stats)
         self.latency.add(other.latency)
         self.join_expired += other.join_expired

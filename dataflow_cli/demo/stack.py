@@ -150,7 +150,7 @@ class Stack:
         return f"{self.opt.host}:{self.grpc_port}"
 
     # Lifecycle -------------------------------------------------------------------------------
-    def start(self) -> "Stack":
+    def start(self) -> Stack:
         self._parse_manifests()  # bad YAML fails before anything starts
         self._check_ports_free()
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -201,7 +201,7 @@ class Stack:
             return child
         return None
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -157,8 +157,9 @@ def test_tfsimple_rejects_wrong_shape_like_triton(mlserver):
 def test_tfsimple_answers_grpc_in_raw_contents_as_triton(mlserver):
     """Whichever encoding the request used; other models keep MLServer's choice (raw only for a
     raw request), and REST answers stay JSON."""
-    from tritonclient.grpc import service_pb2 as pb, service_pb2_grpc as pb_grpc
     import grpc
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
     typed = pb.ModelInferRequest(model_name="tfsimple1")
     for name, value in (("INPUT0", IN16_A), ("INPUT1", IN16_B)):

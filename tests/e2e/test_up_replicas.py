@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from dataflow_cli.up import READY_LINE
 from dataflow_cli.demo.stack import PROBE_EXPECTED, PROBE_PIPELINE, PROBE_REQUEST
+from dataflow_cli.up import READY_LINE
 from tests.e2e.test_up import UpProcess
 from tests.waiting import wait_until
 

@@ -163,7 +163,7 @@ class EngineProcess:
         self.name = name
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "EngineProcess":
+    def start(self) -> EngineProcess:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.cmd, cwd=REPO_ROOT, stdout=log, stderr=log, start_new_session=True)
         log.close()

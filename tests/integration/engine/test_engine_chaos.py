@@ -13,8 +13,8 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from dataflow import oip
-from dataflow_testing.fake_chainer import FakeChainer
 from dataflow.kafka import partition_for_key
+from dataflow_testing.fake_chainer import FakeChainer
 from tests.integration.engine.harness import EngineProcess, Msg, create_message, new_namer, step
 from tests.waiting import wait_until
 
@@ -77,7 +77,7 @@ class Load:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def start(self) -> "Load":
+    def start(self) -> Load:
         self._thread.start()
         return self
 

@@ -10,10 +10,17 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from dataflow import oip
-from dataflow_testing.fake_chainer import FakeChainer, ack_for
 from dataflow.kafka import dataflow_group_id
+from dataflow_testing.fake_chainer import FakeChainer, ack_for
 from tests.integration.engine.harness import (
-    EngineProcess, Msg, collect, committed_offset, create_message, new_namer, produce, step,
+    EngineProcess,
+    Msg,
+    collect,
+    committed_offset,
+    create_message,
+    new_namer,
+    produce,
+    step,
 )
 from tests.waiting import wait_until
 

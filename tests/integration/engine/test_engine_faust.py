@@ -8,7 +8,15 @@ import pytest
 from dataflow import oip
 from dataflow_testing.fake_chainer import FakeChainer, ack_for
 from tests.integration.engine.harness import (
-    EngineProcess, Msg, collect, create_message, delete_message, deploy, new_namer, produce, step,
+    EngineProcess,
+    Msg,
+    collect,
+    create_message,
+    delete_message,
+    deploy,
+    new_namer,
+    produce,
+    step,
 )
 
 pytestmark = pytest.mark.timeout(180)

@@ -14,7 +14,17 @@ from confluent_kafka.admin import AdminClient
 from dataflow import oip
 from dataflow_testing.fake_chainer import FakeChainer, ack_for
 from tests.integration.engine.harness import (
-    EngineProcess, Msg, Step, collect, create_message, delete_message, deploy, header, new_namer, produce, step,
+    EngineProcess,
+    Msg,
+    Step,
+    collect,
+    create_message,
+    delete_message,
+    deploy,
+    header,
+    new_namer,
+    produce,
+    step,
 )
 from tests.waiting import wait_until
 

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from dataflow import oip
-
 from dataflow_testing.fake_chainer import FakeChainer
 from tests.integration.engine.harness import EngineProcess, Msg, collect, create_message, new_namer, produce, step
 

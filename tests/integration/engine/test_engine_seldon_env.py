@@ -14,10 +14,17 @@ import pytest
 
 from dataflow import oip
 from dataflow.broker import free_port
-from dataflow_testing.fake_chainer import FakeChainer
 from dataflow.kafka import dataflow_group_id
+from dataflow_testing.fake_chainer import FakeChainer
 from tests.integration.engine.harness import (
-    REPO_ROOT, collect, committed_offset, create_message, deploy, new_namer, produce, step,
+    REPO_ROOT,
+    collect,
+    committed_offset,
+    create_message,
+    deploy,
+    new_namer,
+    produce,
+    step,
 )
 from tests.waiting import wait_until
 
@@ -32,7 +39,7 @@ class EnvEngine:
     def __init__(self, env: dict[str, str], log_path: str):
         self.env, self.log_path, self.proc = env, log_path, None
 
-    def start(self) -> "EnvEngine":
+    def start(self) -> EnvEngine:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "dataflow_cli", "engine"], cwd=REPO_ROOT,
                                          env=self.env, stdout=log, stderr=log, start_new_session=True)

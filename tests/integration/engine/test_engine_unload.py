@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks.pipelines import proc_figures
-from dataflow_testing.fake_chainer import FakeChainer
 from dataflow.kafka import TopicNamer
+from dataflow_testing.fake_chainer import FakeChainer
 from scheduler_min.convert import pipeline_message
 from tests.integration.engine.harness import EngineProcess, Msg
 from tests.waiting import wait_until

@@ -66,7 +66,7 @@ def test_partition_moving_to_another_replica_brings_its_pending_join(kafka, tmp_
 def test_a_failed_restore_fails_start_with_a_clear_reason(kafka, tmp_path, monkeypatch):
     from dataflow.runtime import changelog
 
-    msg, a, b, sink = join_message(kafka, "rf")
+    msg, _a, _b, _sink = join_message(kafka, "rf")
 
     def broken(*args, **kw):
         raise changelog.RestoreError("changelog unreadable (test)")
@@ -87,7 +87,7 @@ def test_a_failed_restore_fails_start_with_a_clear_reason(kafka, tmp_path, monke
 
 
 def test_changelog_with_another_partition_count_is_a_topic_creation_error(kafka, tmp_path):
-    msg, a, b, sink = join_message(kafka, "pc")
+    msg, _a, _b, _sink = join_message(kafka, "pc")
     runner = KafkaRunner(msg, config(kafka, tmp_path, partitions=2), pipeline_factory=make_fake_pipeline)
     kafka.create_topics(runner.changelog_topic, partitions=1)
 

@@ -11,7 +11,13 @@ from dataflow.runtime.base import RunnerError, RunnerState, RuntimeConfig
 from dataflow.runtime.kafka_runtime import KafkaRunner
 from tests.integration.engine.fakes import make_fake_pipeline
 from tests.integration.engine.harness import (
-    collect, committed_offset, create_message, header, new_namer, produce, step,
+    collect,
+    committed_offset,
+    create_message,
+    header,
+    new_namer,
+    produce,
+    step,
 )
 from tests.waiting import wait_until, wait_until_async
 
@@ -28,7 +34,7 @@ def chain_message(kafka, name="chain", partitions=1):
 
 
 def test_passthrough_keeps_key_partition_timestamp_and_rewrites_headers(kafka, tmp_path):
-    namer, msg, src, sink = chain_message(kafka)
+    _namer, msg, src, sink = chain_message(kafka)
     states = []
 
     async def main():
@@ -57,7 +63,7 @@ def test_passthrough_keeps_key_partition_timestamp_and_rewrites_headers(kafka, t
 
 
 def test_bad_record_is_skipped_and_the_loop_keeps_going(kafka, tmp_path):
-    namer, msg, src, sink = chain_message(kafka)
+    _namer, msg, src, sink = chain_message(kafka)
 
     async def main():
         runner = KafkaRunner(msg, config(kafka, tmp_path), pipeline_factory=make_fake_pipeline,
@@ -91,7 +97,7 @@ def test_compile_failure_reason(kafka, tmp_path):
 
 
 def test_unequal_partitions_is_a_topic_creation_error(kafka, tmp_path):
-    namer, msg, src, sink = chain_message(kafka)
+    _namer, msg, src, sink = chain_message(kafka)
     kafka.create_topics(src, partitions=2)
     kafka.create_topics(sink, partitions=1)
 
@@ -108,7 +114,7 @@ def test_unequal_partitions_is_a_topic_creation_error(kafka, tmp_path):
 
 
 def test_exactly_once_happy_path(kafka, tmp_path):
-    namer, msg, src, sink = chain_message(kafka, name="eos")
+    _namer, msg, src, sink = chain_message(kafka, name="eos")
 
     async def main():
         runner = KafkaRunner(msg, config(kafka, tmp_path, exactly_once=True),
@@ -145,7 +151,7 @@ def test_pending_join_survives_a_restart_with_the_same_state_dir(kafka, tmp_path
 
 
 def test_second_replica_splits_partitions_and_first_reports_rebalancing(kafka, tmp_path):
-    namer, msg, src, sink = chain_message(kafka, name="split")
+    _namer, msg, src, sink = chain_message(kafka, name="split")
     states = []
 
     async def main():
@@ -174,7 +180,7 @@ def test_a_partition_first_used_after_its_owner_left_is_read_from_where_the_vers
     """"Start at latest" is the rule for a new version, not for every later owner: the start
     position of every assigned partition is committed at once, so records produced while no
     replica owned the partition are processed by the next owner instead of skipped."""
-    namer, msg, src, sink = chain_message(kafka, name="later")
+    _namer, msg, src, sink = chain_message(kafka, name="later")
     cfg = config(kafka, tmp_path, partitions=2)
 
     async def main():

@@ -64,7 +64,7 @@ def test_registry_down_falls_back_to_raw_values(kafka, tmp_path):
     registry = FakeSchemaRegistry()
     path = registry.write_config(tmp_path)  # its port, never served: connection refused
     registry.server.server_close()
-    sink, got, stats = run_chain(kafka, tmp_path, path, "srdown")
+    _sink, got, stats = run_chain(kafka, tmp_path, path, "srdown")
     assert len(got) == 10 and stats["failed"] == 0
     for m in got:
         i = int(m.key().decode().rsplit("req", 1)[1])

@@ -48,7 +48,7 @@ class SimulatedPipeline:
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "SimulatedPipeline":
+    def __enter__(self) -> SimulatedPipeline:
         self._thread.start()
         assert self._ready.wait(30), "simulated pipeline consumer got no assignment"
         return self
@@ -84,7 +84,7 @@ class SimulatedPipeline:
                                   key=m.key(), partition=m.partition(), headers=headers)
                     self._due.append((time.monotonic() + self.delay_s, answer))
                 now = time.monotonic()
-                for when, answer in [d for d in self._due if d[0] <= now]:
+                for _when, answer in [d for d in self._due if d[0] <= now]:
                     producer.produce(**answer)
                 self._due = [d for d in self._due if d[0] > now]
                 producer.poll(0)

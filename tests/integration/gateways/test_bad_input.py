@@ -231,7 +231,7 @@ def _rss_bytes() -> int:
 def test_rss_stays_flat_across_a_thousand_hostile_requests(gw):
     """The gateway runs in this process: its memory must not grow with refused requests."""
     cases = [c for c in REST_CASES if c[3] in (400, 404, 413)]
-    for case, body, headers, *_ in cases:  # warm up allocator pools and caches
+    for _case, body, headers, *_ in cases:  # warm up allocator pools and caches
         post(gw, body, headers)
     before = _rss_bytes()
     for i in range(1000):

@@ -54,7 +54,7 @@ def _write_requests(path, n):
 
 
 def test_jsonl_interrupted_run_resumes_without_duplicates(kafka, pipeline, tmp_path):
-    namer, name, sim = pipeline
+    namer, name, _sim = pipeline
     n = 600
     src = _write_requests(tmp_path / "in.jsonl", n)
     out = tmp_path / "out.jsonl"

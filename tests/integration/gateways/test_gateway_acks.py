@@ -12,14 +12,14 @@ import urllib.request
 import pytest
 
 from chainer_api import scheduler_pb2
-from dataflow_cli import main
 from dataflow.kafka import TopicNamer
+from dataflow_cli import main
+from dataflow_testing.fake_engine import FakeEngine
 from gateways.model_service import ModelGatewayConfig, ModelGatewayService
 from gateways.pipeline_service import PipelineGatewayConfig, PipelineGatewayService
 from scheduler_min import convert
 from scheduler_min.client import SchedulerClient
 from scheduler_min.server import SchedulerConfig, run_in_thread
-from dataflow_testing.fake_engine import FakeEngine
 from tests.waiting import wait_until
 
 from . import fake_oip

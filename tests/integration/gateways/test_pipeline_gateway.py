@@ -63,7 +63,7 @@ def test_rest_success_returns_json_and_headers(env):
     out = json.loads(body)
     assert [o["name"] for o in out["outputs"]] == ["OUT_INPUT0", "OUT_S"]
     assert out["outputs"][0]["data"] == [1, 2, 3, 4]
-    assert list(out["outputs"][0])[0] == "data"
+    assert next(iter(out["outputs"][0])) == "data"
     assert out["outputs"][1]["data"] == ["hi"]
     ids = headers.get_all("X-Request-Id")
     p, name, rid = ids[0].split(".", 2)

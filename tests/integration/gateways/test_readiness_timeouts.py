@@ -16,15 +16,15 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from chainer_api import scheduler_pb2
-from dataflow_cli import main
 from dataflow.kafka import TopicNamer
+from dataflow_cli import main
+from dataflow_testing.fake_engine import FakeEngine
 from gateways.pipeline_service import PipelineGatewayConfig, PipelineGatewayService
 from gateways.pipeline_timeouts import MODEL_TIMEOUT_S
 from gateways.routing import Resource
 from scheduler_min import convert
 from scheduler_min.client import SchedulerClient
 from scheduler_min.server import SchedulerConfig, run_in_thread
-from dataflow_testing.fake_engine import FakeEngine
 from tests.waiting import wait_until
 
 from .harness import BackgroundLoop, free_port
@@ -75,7 +75,7 @@ def _load(client, kafka, namer, yaml_text: str) -> str:
 
 
 def test_a_pipeline_is_not_ready_until_its_models_are(kafka, stack, capsys):
-    client, svc, cfg, namer = stack
+    client, _svc, cfg, namer = stack
     name = kafka.unique("rdyp").replace("-", "")
     model = f"{name}m"
     _load(client, kafka, namer, f"kind: Pipeline\nmetadata: {{name: {name}}}\nspec:\n  steps:\n    - name: {model}\n")

@@ -126,7 +126,7 @@ def test_stateless_pipeline_has_no_changelog_topic(kafka, tmp_path):
 
 
 def test_a_failed_restore_fails_start_with_a_clear_reason(kafka, tmp_path):
-    msg, a, b, sink = join_message(kafka, "frf")
+    msg, _a, _b, _sink = join_message(kafka, "frf")
     runner = FaustRunner(msg, config(kafka, tmp_path, partitions=1), pipeline_factory=BROKEN_RESTORE)
 
     async def main():

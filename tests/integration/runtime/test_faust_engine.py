@@ -9,11 +9,18 @@ import numpy as np
 import pytest
 
 from dataflow import oip
-from dataflow_testing.fake_chainer import FakeChainer, ack_for
 from dataflow.kafka import dataflow_group_id
 from dataflow.runtime.changelog import changelog_topic
+from dataflow_testing.fake_chainer import FakeChainer, ack_for
 from tests.integration.engine.harness import (
-    EngineProcess, Msg, collect, create_message, delete_message, new_namer, produce, step,
+    EngineProcess,
+    Msg,
+    collect,
+    create_message,
+    delete_message,
+    new_namer,
+    produce,
+    step,
 )
 from tests.waiting import wait_until
 

@@ -6,8 +6,8 @@ import pytest
 
 from dataflow import oip
 from dataflow_cli import main
-from scheduler_min.server import SchedulerConfig, run_in_thread
 from dataflow_testing.fake_engine import FakeEngine
+from scheduler_min.server import SchedulerConfig, run_in_thread
 from tests.manifests import models_yaml
 
 PIPE = """

@@ -3,9 +3,9 @@ import grpc
 import pytest
 
 from chainer_api import chainer_pb2, scheduler_pb2, scheduler_pb2_grpc
+from dataflow_testing.fake_engine import FakeEngine, wait_for
 from scheduler_min import convert
 from scheduler_min.server import SchedulerConfig, run_in_thread
-from dataflow_testing.fake_engine import FakeEngine, wait_for
 
 S = scheduler_pb2.PipelineVersionState
 

@@ -5,8 +5,8 @@ import pytest
 
 from dataflow_cli import main
 from dataflow_cli.config import resolve
-from scheduler_min.server import SchedulerConfig, run_in_thread
 from dataflow_testing.fake_engine import FakeEngine
+from scheduler_min.server import SchedulerConfig, run_in_thread
 from tests import manifests
 
 TFSIMPLES = manifests.TFSIMPLES + """---
@@ -106,7 +106,7 @@ def test_load_wait_ready_status_list_unload(sched, host, tmp_path, capsys):
     (("pipeline", "inspect", "ghost"), None),
 ])
 def test_bad_input_is_one_line(sched, host, capsys, argv, message):
-    code, out, err = run(capsys, *argv)
+    code, _out, err = run(capsys, *argv)
     assert code == 1
     assert err.count("\n") == 1 and err.startswith("Error: ") and "Traceback" not in err
     if message:

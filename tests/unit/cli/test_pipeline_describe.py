@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from dataflow_cli import main
 from dataflow.topology import build_topology
+from dataflow_cli import main
+from dataflow_testing.fake_engine import FakeEngine, wait_for
 from scheduler_min.manifest import pipelines_from_yaml
 from scheduler_min.server import SchedulerConfig, run_in_thread
-from dataflow_testing.fake_engine import FakeEngine, wait_for
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[3] / "examples" / "pipelines").glob("*.yaml"))
 
@@ -119,7 +119,7 @@ def test_mermaid_labels_cannot_break_the_chart():
     spec = {"name": "odd", "steps": [{"name": "m1"}, {"name": "m2", "inputs": ["m1.outputs.a|b"],
                                                      "tensorMap": {'m1.outputs.a|b': 'x"y'}}]}
     chart = build_topology(pipeline_message(spec)).mermaid()
-    nodes, edges = parse_mermaid(chart)
+    _nodes, edges = parse_mermaid(chart)
     assert len(edges) == 6                      # m1, m2 and error: one source and one sink each
     assert '-->|"a|b a|b→x#quot;y"| s_m2' in chart
 

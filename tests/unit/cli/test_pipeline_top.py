@@ -7,9 +7,9 @@ import threading
 import pytest
 
 from dataflow.broker import free_port
+from dataflow.engine.metrics import engine_registry
 from dataflow_cli import main
 from dataflow_cli.pipeline_top import parse, table_rows
-from dataflow.engine.metrics import engine_registry
 from tests.unit.dataflow.engine.test_engine_metrics import JOIN, NS, FakeRunner, response
 
 A_OUT = f"{NS}.model.a.outputs"

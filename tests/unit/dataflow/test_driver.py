@@ -8,9 +8,9 @@ from dataflow import oip
 from dataflow.headers import PIPELINE_ERRORS
 from dataflow.runtime.base import RuntimeConfig
 from dataflow.state import MemoryStore
-from dataflow_testing.driver import DriverLoopError, PipelineTestDriver
-from dataflow.topology import compile_pipeline, build_topology
+from dataflow.topology import build_topology, compile_pipeline
 from dataflow.topology.builders import create_message, step_update
+from dataflow_testing.driver import DriverLoopError, PipelineTestDriver
 from scheduler_min.convert import pipeline_message
 
 V = np.array([1.0], np.float32)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import hashlib
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dataflow.kafka import dataflow_group_id, hash_if_long
 

@@ -11,7 +11,7 @@ import yaml
 
 from dataflow import oip
 from dataflow_testing.driver import PipelineTestDriver
-from scheduler_min.convert import pipeline_message   # Pipeline YAML spec -> Create message
+from scheduler_min.convert import pipeline_message  # Pipeline YAML spec -> Create message
 
 TFSIMPLES_YAML = Path(__file__).resolve().parents[3] / "examples" / "pipelines" / "tfsimples.yaml"
 

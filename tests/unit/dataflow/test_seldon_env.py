@@ -6,14 +6,19 @@ import json
 
 import pytest
 
-from dataflow_cli import CliError, build_parser
-from dataflow_cli.engine import build_config
 from dataflow.engine.config import EngineConfig
 from dataflow.kafka import KafkaSettings
 from dataflow.seldon_env import (
-    ENGINE_SETTINGS, SeldonEnvError, engine_defaults, engine_kafka_security, gateway_kafka_security,
-    kubernetes_namespace, parse_kafka_config,
+    ENGINE_SETTINGS,
+    SeldonEnvError,
+    engine_defaults,
+    engine_kafka_security,
+    gateway_kafka_security,
+    kubernetes_namespace,
+    parse_kafka_config,
 )
+from dataflow_cli import CliError, build_parser
+from dataflow_cli.engine import build_config
 
 
 def engine(argv: list[str], environ: dict[str, str]) -> EngineConfig:

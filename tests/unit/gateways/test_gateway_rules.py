@@ -11,8 +11,14 @@ from tritonclient.grpc import service_pb2 as pb
 from chainer_api import scheduler_pb2
 from dataflow import headers as H
 from gateways import routing, scheduler_watch
-from gateways.model_gateway import (OffsetTracker, error_headers, output_headers, outgoing_metadata,
-                                    parse_model_input, strip_schema_prefix)
+from gateways.model_gateway import (
+    OffsetTracker,
+    error_headers,
+    outgoing_metadata,
+    output_headers,
+    parse_model_input,
+    strip_schema_prefix,
+)
 from gateways.oip_client import go_code_name, grpc_error_text
 from gateways.routing import Resource, RoutingError
 

@@ -44,7 +44,7 @@ def test_defaults_are_off():
 
 
 def test_rolling_batch_reaches_the_chainer_update():
-    pv, msg = creation(pipeline("batch: {size: 3, rolling: true}"))
+    _pv, msg = creation(pipeline("batch: {size: 3, rolling: true}"))
     a = msg.updates[0]
     assert (a.batch.size, a.batch.HasField("windowMs"), a.batch.rolling) == (3, False, True)
     assert not msg.updates[1].HasField("batch")

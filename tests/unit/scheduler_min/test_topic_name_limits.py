@@ -5,8 +5,8 @@ import grpc
 import pytest
 
 from chainer_api import scheduler_pb2, scheduler_pb2_grpc
-from dataflow_cli import main
 from dataflow.kafka import MAX_TOPIC_NAME_LENGTH, TopicNamer
+from dataflow_cli import main
 from scheduler_min.server import SchedulerConfig, run_in_thread
 from scheduler_min.validation import PipelineValidationError, check_topic_names
 

@@ -8,10 +8,10 @@ import aiohttp
 import pytest
 
 from dataflow.broker import free_port
-from dataflow_cli import CliError, build_parser
-from dataflow_cli.engine import build_config
 from dataflow.engine.config import ConfigError, EngineConfig
 from dataflow.engine.health import start_health_server
+from dataflow_cli import CliError, build_parser
+from dataflow_cli.engine import build_config
 
 
 def test_defaults_follow_the_reference():

@@ -9,17 +9,16 @@ import grpc
 import pytest
 
 from chainer_api import chainer_pb2
-from dataflow.engine import Engine, EngineConfig
-from dataflow.engine import chainer_client
-from dataflow_testing.fake_chainer import FakeChainer, ack_for
+from dataflow.engine import Engine, EngineConfig, chainer_client
 from dataflow.runtime.base import PipelineRunner, RunnerError, RunnerState
+from dataflow_testing.fake_chainer import FakeChainer, ack_for
 from tests.waiting import wait_until_async
 
 Msg = chainer_pb2.PipelineUpdateMessage
 
 
 class FakeRunner(PipelineRunner):
-    instances: list["FakeRunner"] = []
+    instances: list[FakeRunner] = []
     held: dict[str, asyncio.Event] = {}   # pipeline -> its starts finish once the test sets this
     fail_with: dict[str, str] = {}
 

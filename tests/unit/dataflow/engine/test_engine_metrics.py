@@ -10,8 +10,8 @@ import asyncio
 import urllib.request
 
 import numpy as np
-from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from dataflow import oip
 from dataflow.broker import free_port

@@ -1,7 +1,8 @@
 """StreamJoin / TriggerGate over a MemoryStore: inner/outer/any semantics, windows, expiry, properties."""
 from __future__ import annotations
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dataflow.joins import JoinType, StreamJoin, TriggerGate
 from dataflow.records import Record

@@ -3,7 +3,8 @@ rollback, restore bookkeeping; the same behaviour on the memory and RocksDB back
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dataflow.state.partition import MemoryBackend, PartitionState, RocksBackend
 

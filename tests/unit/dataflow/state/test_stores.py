@@ -7,8 +7,8 @@ import pytest
 
 from dataflow import oip
 from dataflow.state import MemoryStore, rocks_partition_state
-from dataflow_testing.driver import PipelineTestDriver
 from dataflow.topology import compile_pipeline
+from dataflow_testing.driver import PipelineTestDriver
 from scheduler_min.convert import pipeline_message
 
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from dataflow import oip
-from dataflow_testing.driver import PipelineTestDriver
 from dataflow.topology import TopologyError, build_topology
 from dataflow.topology.builders import create_message, step_update
+from dataflow_testing.driver import PipelineTestDriver
 from scheduler_min.convert import pipeline_message
 
 NS = "seldon.default"

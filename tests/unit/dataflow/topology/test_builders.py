@@ -8,8 +8,7 @@ import yaml
 
 from dataflow.kafka import TopicNamer
 from dataflow.topology import build_topology
-from scheduler_min.convert import pipeline_message
-from scheduler_min.convert import creation_message, from_proto
+from scheduler_min.convert import creation_message, from_proto, pipeline_message
 from scheduler_min.manifest import pipeline_from_manifest
 from scheduler_min.validation import PipelineValidationError
 

@@ -8,8 +8,8 @@ import pytest
 
 from dataflow import oip
 from dataflow.headers import PIPELINE_ERRORS
-from dataflow_testing.driver import PipelineTestDriver
 from dataflow.topology.builders import create_message, step_update
+from dataflow_testing.driver import PipelineTestDriver
 from scheduler_min.convert import pipeline_message
 
 NS = "seldon.default"

@@ -6,12 +6,18 @@ import random
 import pytest
 
 from chainer_api import chainer_pb2
+from dataflow.state import MemoryStore
 from dataflow.topology import (
-    ChainType, JoinType, StepKind, TopologyError, TopologySettings, build_topology, compile_pipeline,
+    ChainType,
+    JoinType,
+    StepKind,
+    TopologyError,
+    TopologySettings,
+    build_topology,
+    compile_pipeline,
 )
 from dataflow.topology.builders import create_message, step_update
 from scheduler_min.convert import pipeline_message
-from dataflow.state import MemoryStore
 
 NS = "seldon.default"
 IN = f"{NS}.pipeline.tfsimples.inputs"
