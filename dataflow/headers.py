@@ -24,7 +24,7 @@ SELDON_INTERNAL_MODEL = "seldon-internal-model"
 
 Headers = list[tuple[str, bytes]]
 # What client libraries hand over: None, a dict, or pairs whose names and values may be str or bytes.
-RawHeaders = Union[dict[str, str | bytes | None], Iterable[tuple[str | bytes, str | bytes | None]], None]
+RawHeaders = Union[dict[str, str | bytes | None], Iterable[tuple[str | bytes, str | bytes | None]], None]  # noqa: UP007  # a runtime alias: `X | Y` of generic aliases and None cannot be evaluated
 
 
 def values(headers: Iterable[tuple[str, bytes]] | None, name: str) -> list[bytes]:

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class ModelGatewayConfig:
     settings: KafkaSettings
-    namer: TopicNamer = TopicNamer()
+    namer: TopicNamer = field(default_factory=TopicNamer)
     scheduler: str | None = None  # host:port of the scheduler gRPC service
     static_models: dict[str, str] = field(default_factory=dict)  # name -> endpoint, served from start
     default_endpoint: str | None = None  # for scheduler models whose definition carries no endpoint

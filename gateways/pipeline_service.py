@@ -13,7 +13,7 @@ the pipeline's spec, from which its default request timeout is derived.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from aiohttp import web
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class PipelineGatewayConfig:
     settings: KafkaSettings
-    namer: TopicNamer = TopicNamer()
+    namer: TopicNamer = field(default_factory=TopicNamer)
     scheduler: str | None = None  # host:port; None -> pipelines load on first request
     http_port: int = 9010
     grpc_port: int = 9011

@@ -99,7 +99,7 @@ class PipelineRunner(ABC):
         (a wait costs nothing, and on a slow group join bounding it serialised the starts)."""
         await self.start()
 
-    async def wait_running(self) -> None:
+    async def wait_running(self) -> None:  # noqa: B027  # optional hook: runners that start synchronously have nothing to wait for
         """After ``launch``: return once RUNNING or raise ``RunnerError``."""
 
     @abstractmethod

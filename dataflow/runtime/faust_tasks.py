@@ -42,7 +42,8 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import TYPE_CHECKING, AbstractSet, Any, cast
+from collections.abc import Set as AbstractSet
+from typing import TYPE_CHECKING, Any, cast
 
 from confluent_kafka import Consumer
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer

@@ -26,10 +26,10 @@ class StateStore(ABC):
         """Entries whose key starts with ``prefix``, in key order. Safe to delete while iterating
         over a materialised list (implementations may return one)."""
 
-    def flush(self) -> None:
+    def flush(self) -> None:  # noqa: B027  # optional hook: a no-op default, not abstract
         """Make writes durable (no-op for memory)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  # optional hook: a no-op default, not abstract
         """Release resources."""
 
 

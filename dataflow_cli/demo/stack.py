@@ -266,7 +266,7 @@ class Stack:
             args += ["--health-port", str(health)]
             self.engine_metrics.append(f"{self.opt.host}:{health}")
             child = self._dataflow(name, "engine", args)
-            child.wait_until(lambda: http_status(f"http://{self.opt.host}:{health}/live") == 200,
+            child.wait_until(lambda: http_status(f"http://{self.opt.host}:{health}/live") == 200,  # noqa: B023  # called within this iteration
                              60, "live")
 
     def _start_model_gateway(self) -> None:
@@ -338,7 +338,7 @@ class Stack:
             for model in self.model_manifests:
                 where = self.opt.models_file
                 check_topic_names(namer, model=model.meta.name)
-            for where, pipeline in self.pipeline_manifests:
+            for where, pipeline in self.pipeline_manifests:  # noqa: B007  # read by the except clause below
                 check_topic_names(namer, pipeline=pipeline.name, steps=[s.name for s in pipeline.steps])
         except PipelineValidationError as exc:
             raise StackError(f"{where}: {exc}") from exc

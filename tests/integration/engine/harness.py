@@ -2,8 +2,13 @@
 produce helpers, and a group-less collector that reads topics from the beginning."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 from chainer_api import chainer_pb2
 from dataflow.kafka import TopicNamer
@@ -140,12 +145,6 @@ def header(msg, name: str) -> bytes | None:
 
 
 # ------------------------------------------------------------------------------ engine process
-
-import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 

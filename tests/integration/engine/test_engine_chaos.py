@@ -151,7 +151,7 @@ def test_join_and_batch_lose_nothing_while_replicas_are_stopped_killed_and_resta
         fake.send(join_msg)
         fake.send(batch_msg)
         for i in range(3):
-            wait_until(lambda: creates_acked(i) >= 2, 90, f"{names[i]} to run both pipelines", detail=logs)
+            wait_until(lambda: creates_acked(i) >= 2, 90, f"{names[i]} to run both pipelines", detail=logs)  # noqa: B023  # called within this iteration
         load = Load(kafka, join_name, a, b, batch_name, batch_src).start()
 
         def progress(count: int = 300) -> None:

@@ -226,7 +226,7 @@ def test_bad_topic_layout_fails_start_with_a_reason(kafka, tmp_path):
     sink = kafka.new_topic("fa-odd-sink", partitions=1)
     runner = FaustRunner(pipeline_msg(kafka.unique("uid"), source, sink), config_for(kafka, tmp_path),
                          pipeline_factory=PASSTHROUGH)
-    with pytest.raises(RunnerError, match="topic creation error.*equal partition counts"):
+    with pytest.raises(RunnerError, match=r"topic creation error.*equal partition counts"):
         asyncio.run(runner.start())
     assert runner.pid is None
 

@@ -76,7 +76,7 @@ def test_manifest_sets_the_scheduler_proto_fields():
 
 
 def test_rolling_without_size_is_refused_by_the_scheduler():
-    with pytest.raises(PipelineValidationError, match="step a: batch.rolling needs batch.size"):
+    with pytest.raises(PipelineValidationError, match=r"step a: batch\.rolling needs batch\.size"):
         creation(pipeline("batch: {windowMs: 100, rolling: true}"))
 
 

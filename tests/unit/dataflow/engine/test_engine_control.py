@@ -4,6 +4,7 @@ async state reports, reconnect and resend, ack retries."""
 from __future__ import annotations
 
 import asyncio
+from typing import ClassVar
 
 import grpc
 import pytest
@@ -18,9 +19,9 @@ Msg = chainer_pb2.PipelineUpdateMessage
 
 
 class FakeRunner(PipelineRunner):
-    instances: list[FakeRunner] = []
-    held: dict[str, asyncio.Event] = {}   # pipeline -> its starts finish once the test sets this
-    fail_with: dict[str, str] = {}
+    instances: ClassVar[list[FakeRunner]] = []
+    held: ClassVar[dict[str, asyncio.Event]] = {}   # pipeline -> its starts finish once the test sets this
+    fail_with: ClassVar[dict[str, str]] = {}
 
     def __init__(self, msg, config, on_state):
         super().__init__(msg, config, on_state)

@@ -60,5 +60,5 @@ def test_bad_batch_input_is_an_error_record_not_fatal():
 def test_rolling_without_size_is_rejected():
     msg = create_message("p", [step_update(f"{NS}.model.m.inputs", [(f"{NS}.pipeline.p.inputs", "p")],
                                            pipeline="p", batch_window_ms=5, batch_rolling=True)])
-    with pytest.raises(TopologyError, match="rolling needs batch.size"):
+    with pytest.raises(TopologyError, match=r"rolling needs batch\.size"):
         build_topology(msg)
