@@ -17,7 +17,7 @@ import pytest
 from dataflow import oip
 from dataflow_cli import main
 from scheduler_min.server import SchedulerConfig, run_in_thread
-from tests.integration.scheduler_min.test_real_engine import engine_process  # noqa: F401  # a fixture
+from tests.integration.scheduler_min.test_real_engine import engine_process  # a fixture
 from tests.manifests import models_yaml
 
 PIPE = """
