@@ -6,7 +6,6 @@ without a real engine.
 from __future__ import annotations
 
 import threading
-import time
 
 import grpc
 
@@ -72,13 +71,3 @@ class FakeEngine:
         self._channel.close()
         self._thread.join(5)
 
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)

@@ -97,7 +97,7 @@ class KafkaRunner(PipelineRunner):
         self._pipeline_factory = pipeline_factory or compile_with_topology
         self._memory_state = memory_state
         self._stop = threading.Event()
-        self._driver: _Loop | None = None
+        self._driver: RunnerLoop | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started: asyncio.Future[None] | None = None
         self._stopped: asyncio.Future[None] | None = None
@@ -156,7 +156,7 @@ class KafkaRunner(PipelineRunner):
             self._set_state(RunnerState.ERROR, str(error))
             self._stopped.set_result(None)
             raise error from None
-        self._driver = _Loop(self, tasks, partitions, sources)
+        self._driver = RunnerLoop(self, tasks, partitions, sources)
         poll_loops.shared(self.config.poll_threads).add(self._driver)
 
     async def wait_running(self) -> None:
@@ -244,7 +244,7 @@ class KafkaRunner(PipelineRunner):
         return PartitionTasks(build, open_state), partitions, probed.source_topics
 
 
-class _Loop:
+class RunnerLoop:
     """The consume -> process -> produce -> checkpoint cycle of one runner: a poll-loop driver.
 
     Every method runs on the poll thread that drives it (``dataflow.runtime.poll_loops``)."""

@@ -3,9 +3,10 @@ import grpc
 import pytest
 
 from chainer_api import chainer_pb2, scheduler_pb2, scheduler_pb2_grpc
-from dataflow_testing.fake_engine import FakeEngine, wait_for
+from dataflow_testing.fake_engine import FakeEngine
 from scheduler_min import convert
 from scheduler_min.server import SchedulerConfig, run_in_thread
+from tests.waiting import wait_until
 
 S = scheduler_pb2.PipelineVersionState
 
@@ -65,7 +66,7 @@ def state(stub, name):
 
 
 def wait_state(stub, name, want, timeout=10):
-    return wait_for(lambda: state(stub, name)[0] == want, timeout, what=f"{name} {want} (now {state(stub, name)})")
+    return wait_until(lambda: state(stub, name)[0] == want, timeout, what=f"{name} {want} (now {state(stub, name)})")
 
 
 def test_load_without_engines_then_engine_connects(sched, stub, engines):
@@ -103,7 +104,7 @@ def test_invalid_and_unknown_pipeline_errors(sched, stub):
 def test_sharding_over_two_engines_and_disconnect_moves_pipelines(sched, stub, engines):
     e1 = engines(sched.chainer_address, "engine-1")
     e2 = engines(sched.chainer_address, "engine-2")
-    wait_for(lambda: sched.call(lambda: len(sched.app.chainer.streams)) == 2, what="two engines")
+    wait_until(lambda: sched.call(lambda: len(sched.app.chainer.streams)) == 2, what="two engines")
     names = [f"p{i}" for i in range(16)]
     for n in names:
         stub.LoadPipeline(scheduler_pb2.LoadPipelineRequest(pipeline=pipeline(n)), timeout=5)
@@ -114,7 +115,7 @@ def test_sharding_over_two_engines_and_disconnect_moves_pipelines(sched, stub, e
     assert not on1 & on2  # one replica per pipeline
     assert on1 and on2    # both engines got work (16 pipelines over 2 engines: all on one has p ~ 3e-5)
     e1.close()
-    wait_for(lambda: e2.running_pipelines() == set(names), what="all pipelines on engine-2")
+    wait_until(lambda: e2.running_pipelines() == set(names), what="all pipelines on engine-2")
     for n in names:
         wait_state(stub, n, "PipelineReady")
 
@@ -129,7 +130,7 @@ def test_failed_create_and_status_aggregation(sched, stub, engines):
 def test_stale_acks_are_ignored(sched, stub, engines):
     e = engines(sched.chainer_address, "engine-manual", auto_ack=False)
     stub.LoadPipeline(scheduler_pb2.LoadPipelineRequest(pipeline=pipeline("s")), timeout=5)
-    create = wait_for(lambda: [m for m in e.messages if m.pipeline == "s"], what="create")[0]
+    create = wait_until(lambda: [m for m in e.messages if m.pipeline == "s"], what="create")[0]
     stale = chainer_pb2.PipelineUpdateMessage()
     stale.CopyFrom(create)
     stale.timestamp = create.timestamp + 5
@@ -149,7 +150,7 @@ def test_unload_and_version_upgrade(sched, stub, engines):
     stub.LoadPipeline(scheduler_pb2.LoadPipelineRequest(pipeline=pipeline("u")), timeout=5)
     wait_state(stub, "u", "PipelineReady")
     stub.LoadPipeline(scheduler_pb2.LoadPipelineRequest(pipeline=pipeline("u")), timeout=5)
-    wait_for(lambda: [S.PipelineStatus.Name(v.state.status) for v in status(stub, "u", True).versions]
+    wait_until(lambda: [S.PipelineStatus.Name(v.state.status) for v in status(stub, "u", True).versions]
              == ["PipelineTerminated", "PipelineReady"], what="v1 terminated, v2 ready")
     v1, v2 = status(stub, "u", True).versions
     assert v1.pipeline.uid != v2.pipeline.uid and v2.pipeline.version == 2
@@ -265,7 +266,7 @@ def test_failed_create_is_retried_until_it_succeeds(tmp_path, engines):
             stub = scheduler_pb2_grpc.SchedulerStub(ch)
             e = engines(s.chainer_address, "engine-flaky", succeed=False)
             stub.LoadPipeline(scheduler_pb2.LoadPipelineRequest(pipeline=pipeline("rt")), timeout=5)
-            wait_for(lambda: len(e.ops("rt")) >= 2, what="a retried create")
+            wait_until(lambda: len(e.ops("rt")) >= 2, what="a retried create")
             e.succeed = True
             wait_state(stub, "rt", "PipelineReady")
             assert len(e.ops("rt")) <= 11  # first try + at most 10 retries
@@ -280,14 +281,14 @@ def test_two_replicas_per_pipeline_aggregate_acks(engines):
             stub = scheduler_pb2_grpc.SchedulerStub(ch)
             a = engines(s.chainer_address, "engine-a", auto_ack=False)
             b = engines(s.chainer_address, "engine-b", auto_ack=False)
-            wait_for(lambda: s.call(lambda: len(s.app.chainer.streams)) == 2, what="two engines")
+            wait_until(lambda: s.call(lambda: len(s.app.chainer.streams)) == 2, what="two engines")
             stub.LoadPipeline(scheduler_pb2.LoadPipelineRequest(pipeline=pipeline("two")), timeout=5)
-            ca = wait_for(lambda: [m for m in a.messages if m.pipeline == "two"], what="create on a")[-1]
-            cb = wait_for(lambda: [m for m in b.messages if m.pipeline == "two"], what="create on b")[-1]
+            ca = wait_until(lambda: [m for m in a.messages if m.pipeline == "two"], what="create on a")[-1]
+            cb = wait_until(lambda: [m for m in b.messages if m.pipeline == "two"], what="create on b")[-1]
             a.ack(ca, True)
-            wait_for(lambda: state(stub, "two") == ("PipelineCreating", "1/2 ready "), what="1/2 ready")
+            wait_until(lambda: state(stub, "two") == ("PipelineCreating", "1/2 ready "), what="1/2 ready")
             b.ack(cb, False)
-            wait_for(lambda: state(stub, "two")[0] == "PipelineReady", what="ready with one failed replica")
+            wait_until(lambda: state(stub, "two")[0] == "PipelineReady", what="ready with one failed replica")
             assert state(stub, "two")[1].startswith("1/2 ready 1/2 failed ")
     finally:
         s.stop()
@@ -300,7 +301,7 @@ def test_terminating_without_engines_after_restart_becomes_terminated(tmp_path, 
         stub = scheduler_pb2_grpc.SchedulerStub(ch)
         e = engines(s.chainer_address, "engine-t", auto_ack=False)
         stub.LoadPipeline(scheduler_pb2.LoadPipelineRequest(pipeline=pipeline("t")), timeout=5)
-        create = wait_for(lambda: [m for m in e.messages if m.pipeline == "t"], what="create")[-1]
+        create = wait_until(lambda: [m for m in e.messages if m.pipeline == "t"], what="create")[-1]
         e.ack(create, True)
         wait_state(stub, "t", "PipelineReady")
         stub.UnloadPipeline(scheduler_pb2.UnloadPipelineRequest(name="t"), timeout=5)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from chainer_api import chainer_pb2
 from dataflow.kafka import KafkaSettings
 from dataflow.runtime.base import RuntimeConfig
-from dataflow.runtime.kafka_runtime import KafkaRunner, _Loop
+from dataflow.runtime.kafka_runtime import KafkaRunner, RunnerLoop
 from dataflow.runtime.tasks import PartitionTasks
 from dataflow.state.partition import MemoryBackend, PartitionState
 
@@ -77,7 +77,7 @@ def make_loop():
     order = []
     tasks = PartitionTasks(OneStore, lambda p: PartitionState(RecordingBackend(order), p))
     tasks.assign([0])
-    loop = _Loop(runner, tasks, partitions={}, source_topics=frozenset({"t"}))  # clients come with open()
+    loop = RunnerLoop(runner, tasks, partitions={}, source_topics=frozenset({"t"}))  # clients come with open()
     loop.consumer, loop.producer = FakeConsumer(), FakeProducer(order)
     loop.consumer.calls = order
     return loop, order
