@@ -80,7 +80,8 @@ async def run(args) -> dict:
         cpu = cpu_seconds(runner.pid) - cpu0
         consumer.close()
         await runner.stop()
-        return {"factory": args.factory, "path": args.path, "eos": args.exactly_once, "n": args.n, "received": got, "produce_s": round(produced_s, 2),
+        return {"factory": args.factory, "path": args.path, "eos": args.exactly_once, "n": args.n, "received": got,
+                "produce_s": round(produced_s, 2),
                 "wall_s": round(wall, 2), "msg_per_s": round(got / wall), "worker_cpu_s": round(cpu, 2),
                 "msg_per_core_s": round(got / cpu) if cpu else None}
     finally:

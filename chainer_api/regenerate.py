@@ -2,7 +2,8 @@
 
 protoc writes the messages (``*_pb2.py``), their type stubs for mypy (``*_pb2.pyi``) and the
 gRPC services (``*_pb2_grpc.py``). Stubs are committed (so installs need no protoc) and
-``tests/chainer_api`` proves they match the .proto text. Run ``python -m chainer_api.regenerate`` after editing a .proto.
+``tests/chainer_api`` proves they match the .proto text. Run ``python -m chainer_api.regenerate``
+after editing a .proto.
 """
 from __future__ import annotations
 

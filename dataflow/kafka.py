@@ -193,7 +193,8 @@ CLUSTER_PROFILE = BrokerProfile("cluster", fetch_wait_max_ms=500, session_timeou
                                 park_idle_consumers=False)
 EMBEDDED_PROFILE = BrokerProfile("embedded", fetch_wait_max_ms=10, session_timeout_ms=6000,
                                  park_idle_consumers=True)
-_profiles: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[BrokerProfile, float | None]] = {}  # -> (profile, retry after)
+# each value: (profile, retry after)
+_profiles: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[BrokerProfile, float | None]] = {}
 
 
 def detect_profile(settings: KafkaSettings, timeout_s: float = 3.0) -> BrokerProfile:

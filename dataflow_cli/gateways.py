@@ -112,7 +112,8 @@ def register(sub) -> None:
                    help="the engines' default join window, for joins without their own in a pipeline's default "
                         "timeout (default 60000, as SELDON_KAFKA_JOIN_WINDOW_MILLIS)")
     p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
-    p.add_argument("--partitions", type=int, default=None, help="(accepted for compatibility; topics come from the engine)")
+    p.add_argument("--partitions", type=int, default=None,
+                   help="(accepted for compatibility; topics come from the engine)")
     p.add_argument("--no-scheduler", action="store_true",
                    help="serve any pipeline or model whose output topic exists, without a scheduler announcing it")
     p.add_argument("--max-num-consumers", type=int, default=_env_int("PIPELINEGATEWAY_MAX_NUM_CONSUMERS", 1),

@@ -116,7 +116,8 @@ def outgoing_metadata(headers: list[tuple[str, bytes]], model: str) -> list[tupl
     return md
 
 
-def output_headers(headers: list[tuple[str, bytes]], response_headers: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+def output_headers(headers: list[tuple[str, bytes]],
+                   response_headers: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
     """Input headers + response ``x-*`` headers whose name is not already present."""
     present = {k for k, _ in headers}
     return list(headers) + [(k, v) for k, v in response_headers if k not in present]

@@ -513,7 +513,8 @@ class PipelineGateway:
                 await self._producer.produce(in_topic, request, key=key, partition=partition, headers=headers)
             except ProduceError as exc:
                 if exc.code == KafkaError.MSG_SIZE_TOO_LARGE:
-                    raise RequestTooLarge(f"request of {len(request)} bytes is over Kafka's message size limit") from None
+                    raise RequestTooLarge(
+                        f"request of {len(request)} bytes is over Kafka's message size limit") from None
                 raise GatewayError(str(exc)) from exc
             left = None if deadline is None else max(0.0, deadline - self._loop.time())
             try:

@@ -50,10 +50,12 @@ _GONE_PIPELINE = {_PS.PipelineTerminate, _PS.PipelineTerminating, _PS.PipelineTe
 _MS = scheduler_pb2.ModelStatus
 _PSR = scheduler_pb2.PipelineStatusResponse
 _MSR = scheduler_pb2.ModelStatusResponse
-_PIPELINE_ACK_OP: dict[int, chainer_pb2.PipelineUpdateMessage.PipelineOperation] = {_PSR.PipelineCreate: chainer_pb2.PipelineUpdateMessage.Create,
-                    _PSR.PipelineDelete: chainer_pb2.PipelineUpdateMessage.Delete}
-_MODEL_ACK_OP: dict[int, scheduler_pb2.ModelUpdateMessage.ModelOperation] = {_MSR.ModelCreate: scheduler_pb2.ModelUpdateMessage.Create,
-                 _MSR.ModelDelete: scheduler_pb2.ModelUpdateMessage.Delete}
+_PIPELINE_ACK_OP: dict[int, chainer_pb2.PipelineUpdateMessage.PipelineOperation] = {
+    _PSR.PipelineCreate: chainer_pb2.PipelineUpdateMessage.Create,
+    _PSR.PipelineDelete: chainer_pb2.PipelineUpdateMessage.Delete}
+_MODEL_ACK_OP: dict[int, scheduler_pb2.ModelUpdateMessage.ModelOperation] = {
+    _MSR.ModelCreate: scheduler_pb2.ModelUpdateMessage.Create,
+    _MSR.ModelDelete: scheduler_pb2.ModelUpdateMessage.Delete}
 ACK_ATTEMPTS = 5
 ACK_BACKOFF_MIN_S, ACK_BACKOFF_MAX_S = 0.1, 3.2
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.2, 5.0

@@ -98,7 +98,8 @@ class ChainerService(chainer_pb2_grpc.ChainerServicer):
         if stream is not None:
             stream.queue.put_nowait(msg)
 
-    def _send_to_owners(self, record: PipelineRecord, *, no_engines: S.PipelineStatus, sending: S.PipelineStatus, message) -> None:
+    def _send_to_owners(self, record: PipelineRecord, *, no_engines: S.PipelineStatus, sending: S.PipelineStatus,
+                        message) -> None:
         """Send ``message(timestamp)`` to the engines owning ``record`` (a new iteration), or, with no
         engine connected, settle it in state ``no_engines``."""
         if not self.streams:

@@ -130,7 +130,8 @@ class ConflictResolver:
             return sum(1 for v in streams.values() if v == state)
 
         ready, terminated = count(MS.ModelAvailable), count(MS.ModelTerminated)
-        failed, term_failed, unknown = count(MS.ModelFailed), count(MS.ModelTerminateFailed), count(MS.ModelStateUnknown)
+        failed, term_failed, unknown = (count(MS.ModelFailed), count(MS.ModelTerminateFailed),
+                                        count(MS.ModelStateUnknown))
         reason = ""
         if ready:
             reason += f"{ready}/{total} ready "

@@ -84,7 +84,8 @@ class PipelineGateways:
         self.retries: dict[str, int] = {}  # version uid -> re-sends of a failed create/delete
         self.closing = False
 
-    def _message(self, record: PipelineRecord, op: PSR.PipelineOperation, timestamp: int) -> scheduler_pb2.PipelineStatusResponse:
+    def _message(self, record: PipelineRecord, op: PSR.PipelineOperation,
+                 timestamp: int) -> scheduler_pb2.PipelineStatusResponse:
         return PSR(pipelineName=record.name, versions=[self.store.with_state(record)],
                    timestamp=timestamp, operation=op)
 

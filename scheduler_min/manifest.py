@@ -332,7 +332,8 @@ def pipeline_from_manifest(doc: dict) -> scheduler_pb2.Pipeline:
         p.output.tensorMap.update(_str_map(o.get("tensorMap"), "spec.output.tensorMap", name))
     if spec.get("dataflow") is not None:
         d = _check_keys(spec["dataflow"], ("cleanTopicsOnDelete",), "spec.dataflow", name)
-        p.dataflowSpec.cleanTopicsOnDelete = _bool(d.get("cleanTopicsOnDelete"), "spec.dataflow.cleanTopicsOnDelete", name)
+        p.dataflowSpec.cleanTopicsOnDelete = _bool(d.get("cleanTopicsOnDelete"), "spec.dataflow.cleanTopicsOnDelete",
+                                                   name)
         p.dataflowSpec.SetInParent()
     p.allowCycles = _bool(spec.get("allowCycles"), "spec.allowCycles", name)
     p.maxStepRevisits = _uint(spec.get("maxStepRevisits"), "spec.maxStepRevisits", name) or 0

@@ -46,7 +46,8 @@ def resolve_endpoint(model: scheduler_pb2.Model, default: str | None = None) -> 
     name = model.meta.name
     if not is_valid_name(name):
         raise ModelDefinitionError(
-            f"model {name!r} does not have a valid name - it must be lowercase alphanumeric or '-' and cannot contain dots (.)")
+            f"model {name!r} does not have a valid name - it must be lowercase alphanumeric or '-' "
+            "and cannot contain dots (.)")
     endpoint = model_endpoint(model) or default
     if not endpoint:
         raise ModelDefinitionError(

@@ -124,7 +124,8 @@ class Store:
             versions = []  # a re-created pipeline starts again at version 1 (as the reference)
             latest = None
         if (latest is not None and proto.HasField("kubernetesMeta") and proto.kubernetesMeta.generation > 0
-                and (latest.pv.k8s_generation or 0) > 0 and proto.kubernetesMeta.generation == latest.pv.k8s_generation):
+                and (latest.pv.k8s_generation or 0) > 0
+                and proto.kubernetesMeta.generation == latest.pv.k8s_generation):
             return None
         pv = convert.from_proto(proto, version=(latest.pv.version + 1) if latest else 1, uid=new_uid())
         record = PipelineRecord(pv=pv)
@@ -138,7 +139,8 @@ class Store:
         if not versions:
             raise NotFoundError(f"pipeline {name} not found")
         latest = versions[-1]
-        if latest.status == S.PipelineTerminated and latest.gw_status in (S.PipelineTerminated, S.PipelineStatusUnknown):
+        if (latest.status == S.PipelineTerminated
+                and latest.gw_status in (S.PipelineTerminated, S.PipelineStatusUnknown)):
             raise NotFoundError(f"pipeline {name} not found")
         # Either side still terminating is enough: both are told to terminate together.
         if (latest.status in (S.PipelineTerminating, S.PipelineTerminate)
@@ -368,7 +370,9 @@ class Store:
             self.models[name] = [ModelRecord(model=scheduler_pb2.Model.FromString(base64.b64decode(v["model"])),
                                              version=v["version"], state=v["state"], reason=v["reason"],
                                              changed=v["changed"],
-                                             gw_state=v.get("gw_state", M.ModelAvailable if v["state"] == M.ModelAvailable else M.ModelTerminated),
+                                             gw_state=v.get("gw_state",
+                                                            M.ModelAvailable if v["state"] == M.ModelAvailable
+                                                            else M.ModelTerminated),
                                              gw_reason=v.get("gw_reason", "")) for v in entry["versions"]]
             if entry.get("deleted"):
                 self.deleted_models.add(name)

@@ -25,6 +25,7 @@ def test_no_module_imports_mlserver():
     offenders = []
     for folder in SCANNED:
         for path in (ROOT / folder).rglob("*.py"):
-            if any(n == "mlserver" or n.startswith("mlserver.") or n.startswith("mlserver_") for n in imported_modules(path)):
+            if any(n == "mlserver" or n.startswith("mlserver.") or n.startswith("mlserver_")
+                   for n in imported_modules(path)):
                 offenders.append(str(path.relative_to(ROOT)))
     assert offenders == []

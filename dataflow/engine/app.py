@@ -36,7 +36,8 @@ def make_runner_factory(config: EngineConfig) -> RunnerFactory:
 
         pipeline_factory = load_callable(config.pipeline_factory) if config.pipeline_factory else None
 
-        def kafka_runner(msg: chainer_pb2.PipelineUpdateMessage, rc: RuntimeConfig, on_state: StateCallback) -> PipelineRunner:
+        def kafka_runner(msg: chainer_pb2.PipelineUpdateMessage, rc: RuntimeConfig,
+                         on_state: StateCallback) -> PipelineRunner:
             return KafkaRunner(msg, rc, on_state, pipeline_factory=pipeline_factory)
         return kafka_runner
     # imported here: the CLI loads this package for its flags, and a runtime adds ~150 ms to every command

@@ -37,8 +37,10 @@ METRICS: dict[str, tuple[str, str]] = {
     "dataflow_pipeline_consumer_lag": (
         "gauge", "records of a source partition not yet processed (high watermark of the last fetch minus "
                  "position); labels topic and partition"),
-    "dataflow_step_records_consumed_total": ("counter", "records of the step's source and trigger topics offered to it"),
-    "dataflow_step_records_produced_total": ("counter", "records the step sent to its sink (or, past maxStepRevisits, to the error topic)"),
+    "dataflow_step_records_consumed_total": (
+        "counter", "records of the step's source and trigger topics offered to it"),
+    "dataflow_step_records_produced_total": (
+        "counter", "records the step sent to its sink (or, past maxStepRevisits, to the error topic)"),
     "dataflow_step_records_dropped_total": (
         "counter", "records the step did not pass on, by reason: filtered (another pipeline's record on a shared "
                    "topic), empty (no tensor left after selection), malformed (undecodable), trigger_ignored "

@@ -73,8 +73,8 @@ def end_position(consumer: Consumer, topic: str, partition: int) -> int | None:
         return None
 
 
-def restore(settings: KafkaSettings, topic: str, partition_states: Iterable[PartitionState], *, read_committed: bool = False,
-            idle_s: float = RESTORE_IDLE_S, timeout_s: float = RESTORE_TIMEOUT_S) -> int:
+def restore(settings: KafkaSettings, topic: str, partition_states: Iterable[PartitionState], *,
+            read_committed: bool = False, idle_s: float = RESTORE_IDLE_S, timeout_s: float = RESTORE_TIMEOUT_S) -> int:
     """Bring each state up to the end of its changelog partition; returns records applied."""
     states = {s.partition: s for s in partition_states}
     if not states:

@@ -6,7 +6,8 @@ Design (see also ``faust_worker`` for the child side):
   fail fast with a clear reason, learn its topics and whether it has state), ensures every topic
   with ``config.partitions`` and requires equal partition counts (a pipeline's topics share one
   count), creates the state changelog topic of a stateful version
-  (``changelog.changelog_topic(group_id)``, compacted, one partition per source partition: the same topic and format as ``KafkaRunner``), then spawns
+  (``changelog.changelog_topic(group_id)``, compacted, one partition per source partition: the
+  same topic and format as ``KafkaRunner``), then spawns
   ``python -m dataflow.runtime.faust_worker`` (with the parent's ``dataflow`` package first on
   its ``PYTHONPATH``) with a JSON ``WorkerSpec`` on stdin and waits for the child's first state
   line: ``RUNNING`` (group joined, partition state restored, start positions resolved) returns,
@@ -38,7 +39,8 @@ Design (see also ``faust_worker`` for the child side):
   (it keeps aborted records visible): that test is marked ``real_kafka``.
 
 Costs (measured here): a worker process is ~85 MB RSS, start() takes ~4.5 s (Python + Faust
-import, group join ~3 s with a 6 s session timeout on the embedded broker), stop() ~1.2 s. Throughput of one chain step on this machine: ~21-29k
+import, group join ~3 s with a 6 s session timeout on the embedded broker), stop() ~1.2 s.
+Throughput of one chain step on this machine: ~21-29k
 msg/s per core on the batch path, ~6-8k on the agent path; see benchmarks/FAUST_PROFILE.md.
 
 Public API: ``FaustRunner(msg, config, on_state, *, pipeline_factory="module:callable",

@@ -80,7 +80,8 @@ def _group(sink: str, topics: Iterable[chainer_pb2.PipelineTopic], what: str) ->
         if not t.topicName:
             raise TopologyError(sink, f"{what} #{i} has an empty topicName")
         if not t.pipelineName:
-            raise TopologyError(sink, f"{what} {t.topicName} has an empty pipelineName (header filter would match nothing)")
+            raise TopologyError(sink, f"{what} {t.topicName} has an empty pipelineName "
+                                      "(header filter would match nothing)")
         tensors = groups.setdefault((t.topicName, t.pipelineName), [])
         if t.HasField("tensor") and t.tensor and t.tensor not in tensors:
             tensors.append(t.tensor)
@@ -100,7 +101,8 @@ def _renames(update: chainer_pb2.PipelineStepUpdate, topic: str, pipeline: str) 
     return out
 
 
-def _kind_and_name(msg: chainer_pb2.PipelineUpdateMessage, sink: str, sources: list[tuple[str, str, list[str]]]) -> tuple[StepKind, str]:
+def _kind_and_name(msg: chainer_pb2.PipelineUpdateMessage, sink: str,
+                   sources: list[tuple[str, str, list[str]]]) -> tuple[StepKind, str]:
     m = _DATA_TOPIC.match(sink)
     if m is None:
         raise TopologyError(sink, "sink is not a model or pipeline inputs/outputs topic "
@@ -115,7 +117,8 @@ def _kind_and_name(msg: chainer_pb2.PipelineUpdateMessage, sink: str, sources: l
     return StepKind.OTHER, sink
 
 
-def _compile_step(msg: chainer_pb2.PipelineUpdateMessage, update: chainer_pb2.PipelineStepUpdate, settings: TopologySettings) -> StepNode:
+def _compile_step(msg: chainer_pb2.PipelineUpdateMessage, update: chainer_pb2.PipelineStepUpdate,
+                  settings: TopologySettings) -> StepNode:
     sink = update.sink.topicName
     if not sink:
         raise TopologyError("", f"a step of pipeline {msg.pipeline} has no sink topic")
@@ -135,13 +138,15 @@ def _compile_step(msg: chainer_pb2.PipelineUpdateMessage, update: chainer_pb2.Pi
     if len(sources) > 1:
         custom = [s.topic for s in sources if s.chain is ChainType.PASSTHROUGH]
         if custom:
-            raise TopologyError(sink, f"Can't join custom data: source {custom[0]} is neither an inputs nor an outputs topic")
+            raise TopologyError(sink, f"Can't join custom data: source {custom[0]} is neither an inputs "
+                                      "nor an outputs topic")
     # Triggers are always read as responses and only their presence matters.
     triggers = tuple(
         SourceNode(topic=t, pipeline=p, chain=ChainType.OUTPUT_INPUT, tensors=frozenset(ts), tensor_order=tuple(ts))
         for t, p, ts in trigger_groups
     )
-    window = update.joinWindowMs if update.HasField("joinWindowMs") and update.joinWindowMs else settings.default_join_window_ms
+    window = (update.joinWindowMs if update.HasField("joinWindowMs") and update.joinWindowMs
+              else settings.default_join_window_ms)
 
     batch = BatchSpec()
     if update.HasField("batch"):

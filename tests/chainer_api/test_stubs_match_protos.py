@@ -67,14 +67,16 @@ def test_committed_stubs_equal_fresh_generation(tmp_path: Path):
     committed = Path(chainer_pb2.__file__).parent
     for name in ("chainer_pb2.py", "chainer_pb2.pyi", "chainer_pb2_grpc.py",
                  "scheduler_pb2.py", "scheduler_pb2.pyi", "scheduler_pb2_grpc.py"):
-        assert (tmp_path / name).read_text() == (committed / name).read_text(), f"{name} is stale: run python -m chainer_api.regenerate"
+        assert (tmp_path / name).read_text() == (committed / name).read_text(), (
+            f"{name} is stale: run python -m chainer_api.regenerate")
 
 
 def test_pipeline_update_message_wire_numbers():
     msg = chainer_pb2.PipelineUpdateMessage(
         op=chainer_pb2.PipelineUpdateMessage.Create, pipeline="tfsimples", version=1, uid="ciep298fh5ss73dpdir0",
         updates=[chainer_pb2.PipelineStepUpdate(
-            sources=[chainer_pb2.PipelineTopic(pipelineName="tfsimples", topicName="seldon.default.model.tfsimple1.outputs")],
+            sources=[chainer_pb2.PipelineTopic(pipelineName="tfsimples",
+                                               topicName="seldon.default.model.tfsimple1.outputs")],
             sink=chainer_pb2.PipelineTopic(pipelineName="tfsimples", topicName="seldon.default.model.tfsimple2.inputs"),
             inputJoinTy=chainer_pb2.PipelineStepUpdate.Inner, joinWindowMs=0,
             tensorMap=[chainer_pb2.PipelineTensorMapping(pipelineName="tfsimples",
@@ -148,5 +150,6 @@ def test_gateway_ack_wire_contract():
     mev = sched.methods_by_name["ModelStatusEvent"]
     assert mev.input_type.full_name == "seldon.mlops.scheduler.ModelUpdateStatusMessage"
     # a status with timestamp 3 / operation Delete: tags 0x18 and 0x20
-    data = scheduler_pb2.PipelineStatusResponse(pipelineName="p", timestamp=3, operation=ops.PipelineDelete).SerializeToString()
+    data = scheduler_pb2.PipelineStatusResponse(pipelineName="p", timestamp=3,
+                                                operation=ops.PipelineDelete).SerializeToString()
     assert data == b"\x0a\x01p\x18\x03\x20\x02"

@@ -102,7 +102,8 @@ def test_standard_clients_unmodified(stack):
         assert meta["name"] == "tfsimples"  # tensors from tfsimple1's inputs and tfsimple2's outputs
         assert (meta["inputs"], [t["name"] for t in meta["outputs"]]) == (tensors, ["OUTPUT0", "OUTPUT1"])
         for binary in (True, False):
-            inputs = [httpclient.InferInput("INPUT0", [1, 16], "INT32"), httpclient.InferInput("INPUT1", [1, 16], "INT32")]
+            inputs = [httpclient.InferInput("INPUT0", [1, 16], "INT32"),
+                      httpclient.InferInput("INPUT1", [1, 16], "INT32")]
             inputs[0].set_data_from_numpy(a, binary_data=binary)
             inputs[1].set_data_from_numpy(b, binary_data=binary)
             outputs = None if binary else [httpclient.InferRequestedOutput(n, binary_data=False)

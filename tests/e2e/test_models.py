@@ -169,7 +169,8 @@ def test_tfsimple_answers_grpc_in_raw_contents_as_triton(mlserver):
         stub = pb_grpc.GRPCInferenceServiceStub(ch)
         resp = stub.ModelInfer(typed, timeout=30)
         assert [o.name for o in resp.outputs] == ["OUTPUT0", "OUTPUT1"]
-        assert not any(o.contents.ByteSize() for o in resp.outputs), (len(resp.raw_output_contents), mlserver.log_tail()[-4000:])
+        assert not any(o.contents.ByteSize() for o in resp.outputs), (len(resp.raw_output_contents),
+                                                                      mlserver.log_tail()[-4000:])
         assert np.frombuffer(resp.raw_output_contents[0], np.int32).tolist() == (IN16_A + 1).ravel().tolist()
         other = pb.ModelInferRequest(model_name="add10")
         t = other.inputs.add(name="INPUT", datatype="FP32", shape=[4])

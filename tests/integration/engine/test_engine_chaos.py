@@ -91,7 +91,8 @@ class Load:
                 key = f"{p}.{join_name}.k{i}"
                 part = partition_for_key(key, PARTITIONS)
                 for topic, name in ((a, "A"), (b, "B")):
-                    self.producer.produce(topic, response(name, i), key, part, headers=[("pipeline", join_name.encode())])
+                    self.producer.produce(topic, response(name, i), key, part,
+                                          headers=[("pipeline", join_name.encode())])
                 self.join_keys.append(key)
                 bkey = f"{p}.{batch_name}.k{i}"
                 self.producer.produce(batch_src, request(i), bkey, partition_for_key(bkey, PARTITIONS),

@@ -238,7 +238,8 @@ def test_creating_and_deleting_another_pipeline_does_not_stall_a_running_one(env
         assert not os.path.exists(os.path.join(engine.state_dir, engine.name, a_msg.uid))  # stateless: none
         fake.send(delete_message(b_msg, clean_topics=True, namer=n))
         assert fake.wait_ack(ack_for(b_msg.uid, Msg.Delete), 30).success
-        assert not os.path.exists(os.path.join(engine.state_dir, engine.name, b_msg.uid))  # deleted version: state removed
+        # deleted version: state removed
+        assert not os.path.exists(os.path.join(engine.state_dir, engine.name, b_msg.uid))
         remaining = AdminClient(kafka.settings.common()).list_topics(timeout=10).topics
         assert n.pipeline_inputs(b) not in remaining and n.pipeline_outputs(b) not in remaining
         assert n.model_inputs("mb") in remaining  # model topics are never deleted by the engine

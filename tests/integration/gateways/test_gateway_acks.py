@@ -72,7 +72,8 @@ def test_pipeline_gateway_ack_reaches_scheduler_and_cli_shows_it(kafka, sched, c
             f"kind: Pipeline\nmetadata: {{name: {name}}}\nspec:\n  steps:\n    - name: m1\n")[0])
         wait_until(lambda: _latest(client, name).status == S.PipelineReady)
         st = _latest(client, name)
-        assert (st.pipelineGwStatus, st.pipelineGwReason) == (S.PipelineCreate, "No pipeline gateway available to handle pipeline")
+        assert (st.pipelineGwStatus, st.pipelineGwReason) == (S.PipelineCreate,
+                                                              "No pipeline gateway available to handle pipeline")
 
         bg.run(svc.start())  # subscribing triggers a Create, which the gateway acks
         wait_until(lambda: _latest(client, name).pipelineGwStatus == S.PipelineReady)
@@ -151,7 +152,8 @@ def test_control_plane_asks_for_resources_and_server_notify_is_accepted(sched):
 
     with grpc.insecure_channel(sched.address) as channel:
         stub = scheduler_pb2_grpc.SchedulerStub(channel)
-        call = stub.SubscribeControlPlane(scheduler_pb2.ControlPlaneSubscriptionRequest(subscriberName="op"), timeout=10)
+        call = stub.SubscribeControlPlane(scheduler_pb2.ControlPlaneSubscriptionRequest(subscriberName="op"),
+                                          timeout=10)
         E = scheduler_pb2.ControlPlaneResponse
         events = [next(call).event for _ in range(4)]
         call.cancel()

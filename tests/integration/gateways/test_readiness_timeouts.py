@@ -132,7 +132,8 @@ def test_an_outer_join_partial_answer_is_not_timed_out(kafka, stack):
     client, svc, cfg, namer = stack
     name = _load(client, kafka, namer, OUTER.format(name=kafka.unique("oj").replace("-", "")))
     pipeline = Resource(name, False)
-    wait_until(lambda: svc.gateway.default_timeout(pipeline) == MODEL_TIMEOUT_S + 2.0)  # branches side by side, then the window
+    # branches side by side, then the window
+    wait_until(lambda: svc.gateway.default_timeout(pipeline) == MODEL_TIMEOUT_S + 2.0)
     wait_until(lambda: svc.gateway.ready(pipeline) or "models" in (svc.gateway.not_ready_reason(pipeline) or ""))
 
     url = f"http://127.0.0.1:{cfg.http_port}/v2/pipelines/{name}/infer"

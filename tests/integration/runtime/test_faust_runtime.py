@@ -245,7 +245,8 @@ def consume_committed(kafka, topic, n, timeout_s=30.0):
 def wait_changelog_committed(kafka, topic, key, value, timeout_s=30.0):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if any((m.key(), m.value()) == (key, value) for m in consume(kafka, topic, 1_000_000, 0.5, read_committed=True)):
+        if any((m.key(), m.value()) == (key, value)
+               for m in consume(kafka, topic, 1_000_000, 0.5, read_committed=True)):
             return
     raise AssertionError(f"{topic}: {key!r} = {value!r} not committed")
 

@@ -100,7 +100,8 @@ def test_load_wait_ready_status_list_unload(sched, host, tmp_path, capsys):
 @pytest.mark.parametrize("argv,message", [
     (("pipeline", "status", "ghost"), "Error: pipeline ghost not found\n"),
     (("pipeline", "unload", "ghost"), "Error: pipeline ghost not found\n"),
-    (("pipeline", "load", "-f", "/nonexistent.yaml"), "Error: cannot read /nonexistent.yaml: No such file or directory\n"),
+    (("pipeline", "load", "-f", "/nonexistent.yaml"),
+     "Error: cannot read /nonexistent.yaml: No such file or directory\n"),
     (("pipeline", "status", "x", "-w", "Ready"), None),
     (("model", "status", "ghost"), "Error: model ghost not found\n"),
     (("pipeline", "inspect", "ghost"), None),

@@ -98,10 +98,12 @@ PIPELINE_ONLY = [
     ("name-number", "kind: Pipeline\nmetadata: {name: 7}\n", "metadata.name must be a string, got 7"),
     ("generation-text", pipeline().replace("  name: p\n", "  name: p\n  generation: many\n"),
      "metadata.generation of p must be a non-negative integer"),
-    ("steps-mapping", "kind: Pipeline\nmetadata: {name: p}\nspec: {steps: {name: m}}\n", "spec.steps of p must be a list"),
+    ("steps-mapping", "kind: Pipeline\nmetadata: {name: p}\nspec: {steps: {name: m}}\n",
+     "spec.steps of p must be a list"),
     ("step-no-name", "kind: Pipeline\nmetadata: {name: p}\nspec: {steps: [{inputs: [p]}]}\n",
      "spec.steps[0] of p has no name"),
-    ("unknown-field", pipeline().replace("      inputs:", "      input:"), 'unknown field "input" in spec.steps[0] of p'),
+    ("unknown-field", pipeline().replace("      inputs:", "      input:"),
+     'unknown field "input" in spec.steps[0] of p'),
     ("tensor-map-nested", pipeline().replace("      inputs:", "      tensorMap: {a: {b: c}}\n      inputs:"),
      "spec.steps[0].tensorMap of p must map strings to strings"),
     ("join-window-negative", pipeline().replace("      inputs:", "      joinWindowMs: -5\n      inputs:"),
@@ -116,7 +118,8 @@ MODEL_ONLY = [
     ("wrong-kind", pipeline(), "expected kind Model, got 'Pipeline'"),
     ("memory-bad", model(memory="1.2.3Gi"), "spec.memory of m is not a quantity like 100Ki or 1Gi"),
     ("memory-list", model(memory="[1, 2]"), "spec.memory of m is not a quantity"),
-    ("storage-uri-mapping", model().replace("grpc://127.0.0.1:9500", "{a: b}"), "spec.storageUri of m must be a string"),
+    ("storage-uri-mapping", model().replace("grpc://127.0.0.1:9500", "{a: b}"),
+     "spec.storageUri of m must be a string"),
 ]
 
 COMMANDS = {

@@ -78,7 +78,8 @@ def test_unbounded_cycle_is_stopped_by_the_delivery_guard():
 
 def test_advance_returns_released_records():
     d = PipelineTestDriver(pipeline_message({"name": "p", "steps": [{"name": "a"}, {"name": "b"}],
-                                             "output": {"steps": ["a", "b"], "stepsJoin": "outer", "joinWindowMs": 10}}))
+                                             "output": {"steps": ["a", "b"], "stepsJoin": "outer",
+                                                        "joinWindowMs": 10}}))
     d.pipe(d.model_outputs("a"), oip.make_response({"A": V}), key="k")
     assert d.advance(5) == []
     [released] = d.advance(5)
@@ -89,7 +90,8 @@ def test_advance_returns_released_records():
 
 def test_advance_punctuates_at_each_deadline_on_the_way():
     """A batch window closing at t=200 releases at t=200 even when the clock jumps to t=1000."""
-    d = PipelineTestDriver(pipeline_message({"name": "p", "steps": [{"name": "m", "batch": {"size": 10, "windowMs": 200}}]}))
+    d = PipelineTestDriver(pipeline_message({"name": "p",
+                                             "steps": [{"name": "m", "batch": {"size": 10, "windowMs": 200}}]}))
     d.model("m", lambda req: oip.convert_to_response(req))
     d.pipe(d.inputs_topic, oip.make_request({"INPUT": np.array([[1.0]], np.float32)}), key="k")
     d.advance(1000)

@@ -112,7 +112,8 @@ def test_models_ready_follows_models():
     st.set_state(r, S.PipelineReady, "")
     assert not st.models_ready(r)
     state = st.pipeline_status("p").versions[0].state
-    assert (state.status, state.modelsReady, state.reason) == (S.PipelineReady, False, "models not ready: m (not loaded)")
+    assert (state.status, state.modelsReady, state.reason) == (S.PipelineReady, False,
+                                                               "models not ready: m (not loaded)")
     m = scheduler_pb2.Model(meta=scheduler_pb2.MetaData(name="m"), modelSpec=scheduler_pb2.ModelSpec(uri="grpc://h:1"))
     st.add_model(resolve_endpoint(m))
     assert st.models_ready(r)

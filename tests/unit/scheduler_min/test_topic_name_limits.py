@@ -38,7 +38,8 @@ def test_check_topic_names_messages():
     with pytest.raises(PipelineValidationError) as info:
         check_topic_names(namer, pipeline="p" * 300)
     assert str(info.value) == (
-        "pipeline name " + "p" * 32 + "...(300 characters) is too long: its topic seldon.default.pipeline.<name>.outputs "
+        "pipeline name " + "p" * 32 + "...(300 characters) is too long: its topic "
+        "seldon.default.pipeline.<name>.outputs "
         "would be 332 characters, over Kafka's limit of 249; with topic prefix 'seldon' and namespace 'default' a "
         "pipeline name may have at most 217 characters")
     with pytest.raises(PipelineValidationError, match=r"pipeline p step name s{32}\.\.\.\(221 characters\) is too long"):

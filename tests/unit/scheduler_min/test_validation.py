@@ -175,9 +175,11 @@ def test_inputs_and_triggers_differ():
 
 @pytest.mark.parametrize("ref,reason", [
     ("q.foo", "A Pipeline inputs referencing another pipeline must be <pipeineName>.(inputs|outputs|step.<stepName>)"),
-    ("q.foo.x", "A Pipeline inputs referencing another pipeline must be <pipeineName>.(inputs|outputs|step.<stepName>)"),
+    ("q.foo.x", "A Pipeline inputs referencing another pipeline must be "
+                "<pipeineName>.(inputs|outputs|step.<stepName>)"),
     ("q.step.s.bad", "A pipeline step must be <pipelineName>.step.<stepName>.(inputs|outputs)"),
-    ("q.outputs.s.inputs", "A Pipeline inputs referencing another pipeline must be <pipeineName>.(inputs|outputs|step.<stepName>)"),
+    ("q.outputs.s.inputs", "A Pipeline inputs referencing another pipeline must be "
+                           "<pipeineName>.(inputs|outputs|step.<stepName>)"),
     ("q.step.s.outputs.t.u", "The input is too long. It must be <pipelineName>.(inputs|outputs).(tensorName)? or "
                              "<pipelineName>.step.<stepName>.<inputs|outputs>.<tensorName>"),
     ("' '", "Input name must not be empty"),

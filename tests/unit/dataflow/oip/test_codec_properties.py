@@ -130,7 +130,8 @@ def batches(draw):
     for _ in range(draw(st.integers(1, 4))):
         rows = draw(st.integers(0, 3))
         items = [(name, (dt, draw(hnp.arrays(NUMERIC[dt], (rows,) + tails[name],
-                                             elements=st.integers(0, 100).map(lambda v, dt=dt: v % 2 if dt == "BOOL" else v)))))
+                                             elements=st.integers(0, 100).map(
+                                                 lambda v, dt=dt: v % 2 if dt == "BOOL" else v)))))
                  for name, dt in schema]
         requests.append((items, draw(st.booleans())))
     return requests

@@ -178,7 +178,8 @@ def test_model_error_reaches_pipeline_output_through_error_step():
     def broken(req):
         raise RuntimeError("rpc error: code = InvalidArgument desc = bad shape")
     d.model("tfsimple2", broken)
-    d.pipe(d.inputs_topic, request(), key="0.tfsimples.e1", headers=[("pipeline", b"tfsimples"), ("x-request-id", b"e1")])
+    d.pipe(d.inputs_topic, request(), key="0.tfsimples.e1",
+           headers=[("pipeline", b"tfsimples"), ("x-request-id", b"e1")])
     [err] = d.read(d.errors_topic)
     assert err.value == b"rpc error: code = InvalidArgument desc = bad shape"
     [out] = d.read(d.outputs_topic)
@@ -202,7 +203,8 @@ def test_pipeline_input_straight_to_output_converts_request_to_response():
 
 
 def test_pipeline_to_pipeline_with_upstream_renames_and_step_topics():
-    upstream = pipeline_message({"name": "tfsimple", "steps": [{"name": "tfsimple1"}], "output": {"steps": ["tfsimple1"]}})
+    upstream = pipeline_message({"name": "tfsimple", "steps": [{"name": "tfsimple1"}],
+                                 "output": {"steps": ["tfsimple1"]}})
     downstream = pipeline_message({
         "name": "tfsimple-extended",
         "input": {"externalInputs": ["tfsimple.outputs"],

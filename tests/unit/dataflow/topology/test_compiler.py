@@ -63,7 +63,8 @@ def test_worked_example_describe_and_mermaid():
     text = pipeline.describe()
     assert text.splitlines()[0] == "pipeline tfsimples version 3 uid cifcrqvp7gqs73c1s0ug"
     assert f"step tfsimple1 (model) -> {M1_IN}" in text
-    assert f"  source {M1_OUT} [pipeline=tfsimples] OUTPUT_INPUT renames={{'OUTPUT0': 'INPUT0', 'OUTPUT1': 'INPUT1'}}" in text
+    assert (f"  source {M1_OUT} [pipeline=tfsimples] OUTPUT_INPUT "
+            "renames={'OUTPUT0': 'INPUT0', 'OUTPUT1': 'INPUT1'}") in text
     assert f"step error (error) -> {OUT}" in text
     assert f"  source {ERR} [pipeline=tfsimples] PASSTHROUGH" in text
     chart = pipeline.mermaid()

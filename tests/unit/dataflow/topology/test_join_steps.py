@@ -132,8 +132,10 @@ def test_conditional_routing_with_any_output_join():
     d = PipelineTestDriver(pipeline_message({
         "name": "tfsimple-conditional",
         "steps": [{"name": "conditional"},
-                  {"name": "mul10", "inputs": ["conditional.outputs.OUTPUT0"], "tensorMap": {"conditional.outputs.OUTPUT0": "INPUT"}},
-                  {"name": "add10", "inputs": ["conditional.outputs.OUTPUT1"], "tensorMap": {"conditional.outputs.OUTPUT1": "INPUT"}}],
+                  {"name": "mul10", "inputs": ["conditional.outputs.OUTPUT0"],
+                   "tensorMap": {"conditional.outputs.OUTPUT0": "INPUT"}},
+                  {"name": "add10", "inputs": ["conditional.outputs.OUTPUT1"],
+                   "tensorMap": {"conditional.outputs.OUTPUT1": "INPUT"}}],
         "output": {"steps": ["mul10", "add10"], "stepsJoin": "any"}}))
     for name, fn in (("conditional", conditional), ("mul10", mul10), ("add10", add10)):
         d.model(name, fn)
@@ -149,7 +151,8 @@ def trigger_joins_pipeline():
         "name": "trigger-joins",
         "steps": [{"name": "mul10", "inputs": ["trigger-joins.inputs.INPUT"],
                    "triggers": ["trigger-joins.inputs.ok1", "trigger-joins.inputs.ok2"], "triggersJoinType": "any"},
-                  {"name": "add10", "inputs": ["trigger-joins.inputs.INPUT"], "triggers": ["trigger-joins.inputs.ok3"]}],
+                  {"name": "add10", "inputs": ["trigger-joins.inputs.INPUT"],
+                   "triggers": ["trigger-joins.inputs.ok3"]}],
         "output": {"steps": ["mul10", "add10"], "stepsJoin": "any"}}))
     d.model("mul10", mul10)
     d.model("add10", add10)
