@@ -42,7 +42,8 @@ def test_check_topic_names_messages():
         "seldon.default.pipeline.<name>.outputs "
         "would be 332 characters, over Kafka's limit of 249; with topic prefix 'seldon' and namespace 'default' a "
         "pipeline name may have at most 217 characters")
-    with pytest.raises(PipelineValidationError, match=r"pipeline p step name s{32}\.\.\.\(221 characters\) is too long"):
+    with pytest.raises(PipelineValidationError,
+                       match=r"pipeline p step name s{32}\.\.\.\(221 characters\) is too long"):
         check_topic_names(namer, pipeline="p", steps=["ok", "s" * 221])
     with pytest.raises(PipelineValidationError, match=r"model name m{32}\.\.\.\(221 characters\) is too long"):
         check_topic_names(namer, model="m" * 221)
