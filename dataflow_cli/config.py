@@ -135,6 +135,7 @@ def resolve(args) -> Connection:
     namespace = (getattr(args, "namespace", None) or os.environ.get(ENV_NAMESPACE) or kafka.get("namespace")
                  or DEFAULT_NAMESPACE)
     prefix = kafka.get("topicPrefix") or kcfg.get("topicPrefix") or DEFAULT_PREFIX
-    consumer = kcfg.get("consumer") if isinstance(kcfg.get("consumer"), dict) else {}
+    raw_consumer = kcfg.get("consumer")
+    consumer = raw_consumer if isinstance(raw_consumer, dict) else {}
     return Connection(scheduler_host=str(scheduler), kafka_broker=str(broker), namespace=str(namespace),
                       topic_prefix=str(prefix), kafka_consumer={str(k): v for k, v in consumer.items()})

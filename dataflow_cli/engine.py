@@ -29,9 +29,9 @@ from dataflow_cli import CliError
 
 
 def _env_help() -> str:
-    shown = [s for s in ENGINE_SETTINGS if s.ours]
-    a, b = max(len(s.flag) for s in shown), max(len(s.ours) for s in shown)
-    rows = [f"  {s.flag:<{a}} {s.ours:<{b}} {s.reference or '-'}" for s in shown]
+    shown = [(s.flag, s.ours, s.reference) for s in ENGINE_SETTINGS if s.ours]
+    a, b = max(len(flag) for flag, _, _ in shown), max(len(ours) for _, ours, _ in shown)
+    rows = [f"  {flag:<{a}} {ours:<{b}} {reference or '-'}" for flag, ours, reference in shown]
     return "\n".join([
         "environment variables (used when the option is not given; ours win over the reference's):",
         f"  {'option':<{a}} {'ours':<{b}} reference (Seldon Core 2 engine)",

@@ -70,7 +70,7 @@ def run_status(args) -> int:
 def run_list(args) -> int:
     with client(args) as c:
         res = call(lambda: c.model_status())
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for r in res:
         if r.versions and r.versions[-1].state.state != scheduler_pb2.ModelStatus.ModelTerminated:
             st = r.versions[-1].state

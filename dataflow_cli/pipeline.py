@@ -92,7 +92,7 @@ def status_table(responses) -> str:
     """One row per version: the engines' state, the pipeline gateways' state (``gateway``), whether
     the step models are ready, and the reasons. ``gateway`` is what says the pipeline is served:
     engines can run a pipeline no gateway has loaded yet."""
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for r in responses:
         for v in r.versions:
             st = v.state
@@ -106,7 +106,7 @@ def status_table(responses) -> str:
 def run_list(args) -> int:
     with client(args) as c:
         res = call(lambda: c.pipeline_status())
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for r in res:
         if r.versions:
             st = r.versions[-1].state

@@ -101,7 +101,7 @@ def table_rows(prev: Snapshot, cur: Snapshot, dt: float, name: str | None = None
     """Rows for ``cur`` with rates over ``dt`` seconds since ``prev``: per pipeline version, its
     steps (in the engines' order of names) below it."""
     empty: dict[str, float] = {}
-    rows = []
+    rows: list[tuple[str, ...]] = []
     versions = sorted({(p, v) for p, v, _ in cur if name is None or p == name},
                       key=lambda pv: (pv[0], int(pv[1]) if pv[1].isdigit() else 0))
     for p, v in versions:

@@ -63,6 +63,7 @@ def run(args) -> int:
 
     async def main() -> None:
         task = asyncio.current_task()
+        assert task is not None  # asyncio.run runs main() as a task
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)

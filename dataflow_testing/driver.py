@@ -38,6 +38,9 @@ from __future__ import annotations
 
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
+from typing import Any
+
+from google.protobuf.message import Message
 
 from chainer_api import chainer_pb2
 from dataflow import oip
@@ -47,8 +50,9 @@ from dataflow.records import Record
 from dataflow.state.memory import MemoryStore
 from dataflow.topology import TopologySettings, compile_pipeline
 from dataflow.topology.compiled import CompiledPipeline
+from dataflow.topology.stats import PipelineStats
 
-ModelFn = Callable[[object], object]
+ModelFn = Callable[[Any], Message | bytes | bytearray]  # ModelInferRequest -> ModelInferResponse (or its bytes)
 
 
 class DriverLoopError(RuntimeError):
@@ -210,9 +214,10 @@ class PipelineTestDriver:
         """Topics holding unread records."""
         return sorted(t for t, rs in self._topics.items() if rs)
 
-    def stats(self, pipeline: str | None = None):
+    def stats(self, pipeline: str | None = None) -> PipelineStats:
         """The ``PipelineStats`` of ``pipeline`` (default: the first)."""
         for p in self.pipelines:
             if pipeline is None or p.pipeline == pipeline:
-                return p.stats
+                # the counters are the topology Pipeline's, not part of the CompiledPipeline protocol
+                return p.stats  # type: ignore[attr-defined]
         raise KeyError(pipeline)

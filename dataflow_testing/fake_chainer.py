@@ -103,7 +103,7 @@ class FakeChainer(chainer_pb2_grpc.ChainerServicer):
     def wait_subscribed(self, name: str | None = None, timeout_s: float = 30.0, count: int = 1) -> None:
         def ok():
             return sum(1 for n in self.subscriptions if name is None or n == name) >= count and (
-                (name is None and any(self._streams.values())) or bool(self._streams.get(name)))
+                any(self._streams.values()) if name is None else bool(self._streams.get(name)))
         self._wait(ok, timeout_s, f"no subscription from {name or 'any engine'}")
 
     def wait_ack(self, match: Callable[[Ack], bool], timeout_s: float = 30.0) -> Ack:

@@ -6,6 +6,7 @@ without a real engine.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import grpc
 
@@ -25,7 +26,7 @@ class FakeEngine:
         self._lock = threading.Lock()
         self._channel = grpc.insecure_channel(address)
         self._stub = chainer_pb2_grpc.ChainerStub(self._channel)
-        self._call = None
+        self._call: Any = None  # the subscription's streaming call (untyped gRPC stub), once _run opens it
         self._thread = threading.Thread(target=self._run, name=f"fake-engine-{name}", daemon=True)
         self._thread.start()
 

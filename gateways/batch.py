@@ -31,16 +31,16 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain
+from typing import Any, TextIO, cast
 
 import fastavro
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from dataflow import headers as H
-from dataflow.kafka import KafkaSettings, TopicNamer
+from dataflow.kafka import KafkaSettings, TopicNamer, poll_batch
 from dataflow.kafka_produce import produce
 from dataflow.oip import json as oip_json
 from gateways import routing
-from gateways.kafka_io import poll_batch
 
 INPUT_SCHEMA = {
     "type": "record", "name": "InferenceRequestLine", "namespace": "io.dataflow.batch",
@@ -264,9 +264,9 @@ class ResultWriter:
         self.path, self.fmt = path, fmt
         self.existing = AnsweredSet()
         self._records: list[dict] = []
+        self._f: TextIO | None = None  # open for JSONL only; Avro blocks are written on flush
         if fmt == "avro":
             self._recover_avro()
-            self._f = None
         else:
             self._recover_jsonl()
             self._f = open(path, "a", encoding="utf-8")
@@ -296,7 +296,7 @@ class ResultWriter:
         try:
             with open(self.path, "rb") as f:
                 for rec in fastavro.reader(f):
-                    kept.append(rec)
+                    kept.append(cast(dict[str, Any], rec))  # OUTPUT_SCHEMA is a record: each reads as a dict
         except Exception:
             pass
         self.existing = AnsweredSet(int(r["index"]) for r in kept)
@@ -312,6 +312,7 @@ class ResultWriter:
                 "response": json.dumps(record["response"], separators=(",", ":")) if "response" in record else None,
                 "error": record.get("error")})
         else:
+            assert self._f is not None  # a JSONL writer opens its file when created
             self._f.write(json.dumps(record, separators=(",", ":")) + "\n")
 
     def flush(self) -> None:
@@ -327,6 +328,7 @@ class ResultWriter:
                 os.fsync(f.fileno())
             self._records = []
         else:
+            assert self._f is not None  # a JSONL writer opens its file when created
             self._f.flush()
             os.fsync(self._f.fileno())
 

@@ -14,6 +14,7 @@ The three shapes a pipeline takes here:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 from chainer_api import chainer_pb2, scheduler_pb2
 from dataflow.joins.types import JoinType
@@ -23,13 +24,19 @@ from scheduler_min.manifest import pipeline_from_manifest, pipelines_from_yaml  
 from scheduler_min.pipeline_version import Input, Output, PipelineVersion, Step
 from scheduler_min.validation import INPUTS, OUTPUTS, SEP, STEP, PipelineValidationError, step_of, validate
 
+# The protobuf stubs give each message's join enum its own type; at run time the values are plain
+# ints, which is how ``PipelineVersion`` keeps join types (as scheduler ``JoinOp`` values).
+_ChainerJoin = chainer_pb2.PipelineStepUpdate.PipelineJoinType
+_InputJoin = scheduler_pb2.PipelineInput.JoinOp
+_OutputJoin = scheduler_pb2.PipelineOutput.JoinOp
 
-def chainer_join(join: int) -> int:
+
+def chainer_join(join: int) -> _ChainerJoin:
     """Scheduler ``JoinOp`` -> Chainer ``PipelineJoinType``; a value outside the enum is inner."""
     try:
-        return JoinType.from_scheduler(join).chainer
+        return cast(_ChainerJoin, JoinType.from_scheduler(join).chainer)
     except KeyError:
-        return JoinType.INNER.chainer
+        return cast(_ChainerJoin, JoinType.INNER.chainer)
 
 
 # ------------------------------------------------------------------------------------------
@@ -146,8 +153,8 @@ def to_proto(pv: PipelineVersion) -> scheduler_pb2.Pipeline:
         i = pv.input
         p.input.externalInputs.extend(i.external_inputs)
         p.input.externalTriggers.extend(i.external_triggers)
-        p.input.joinType = i.inputs_join
-        p.input.triggersJoin = i.triggers_join
+        p.input.joinType = cast(_InputJoin, i.inputs_join)
+        p.input.triggersJoin = cast(_InputJoin, i.triggers_join)
         p.input.tensorMap.update(i.tensor_map)
         if i.join_window_ms is not None:
             p.input.joinWindowMs = i.join_window_ms
@@ -156,7 +163,7 @@ def to_proto(pv: PipelineVersion) -> scheduler_pb2.Pipeline:
         o = pv.output
         p.output.steps.extend(o.steps)
         p.output.joinWindowMs = o.join_window_ms
-        p.output.stepsJoin = o.steps_join
+        p.output.stepsJoin = cast(_OutputJoin, o.steps_join)
         p.output.tensorMap.update(o.tensor_map)
         p.output.SetInParent()
     if pv.has_dataflow_spec:
@@ -261,6 +268,7 @@ def _step_update(namer: TopicNamer, pv: PipelineVersion, step: Step) -> chainer_
 
 def _input_update(namer: TopicNamer, pv: PipelineVersion) -> chainer_pb2.PipelineStepUpdate:
     i = pv.input
+    assert i is not None  # called only for a pipeline with an input
     u = chainer_pb2.PipelineStepUpdate(
         sources=external_sources(namer, i.external_inputs),
         triggers=external_sources(namer, i.external_triggers),
@@ -275,6 +283,7 @@ def _input_update(namer: TopicNamer, pv: PipelineVersion) -> chainer_pb2.Pipelin
 
 def _output_update(namer: TopicNamer, pv: PipelineVersion) -> chainer_pb2.PipelineStepUpdate:
     o = pv.output
+    assert o is not None  # called only for a pipeline with an output
     return chainer_pb2.PipelineStepUpdate(
         sources=step_sources(namer, pv.name, o.steps, default_to_input=True),
         sink=_topic(namer, pv.name, namer.pipeline_outputs(pv.name)),

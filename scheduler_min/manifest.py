@@ -14,7 +14,7 @@ import codecs
 import re
 import reprlib
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -99,14 +99,16 @@ class _ManifestLoader(yaml.SafeLoader):
             self._path.append("")  # the document root, or a mapping key
         try:
             node = super().compose_node(parent, index)
+            assert node is not None  # PyYAML's compose_node returns a node or raises; the stub says Optional
             if isinstance(node, yaml.ScalarNode) and _SURROGATE.search(node.value):
                 # "\ud800" escapes decode to lone surrogates, which no UTF-8 field can hold
                 raise yaml.composer.ComposerError(
                     None, None, "escape of a lone UTF-16 surrogate (\\ud800-\\udfff) is not a character",
                     node.start_mark)
             if not hasattr(node, "manifest_path"):  # an alias keeps the path of its anchor
-                node.manifest_path = "".join(p if p.startswith("[") or not i else f".{p}"
-                                             for i, p in enumerate(q for q in self._path if q))
+                where = "".join(p if p.startswith("[") or not i else f".{p}"
+                                for i, p in enumerate(q for q in self._path if q))
+                node.manifest_path = where  # type: ignore[attr-defined]  # our own tag on PyYAML's nodes
             return node
         finally:
             self._path.pop()
@@ -234,6 +236,12 @@ def _bool(value: Any, path: str, name: str | None) -> bool:
     return value
 
 
+# The protobuf stubs give each message's join enum its own type; at run time all are plain ints, and
+# ``_join`` returns the scheduler ``JoinOp`` value they share.
+_InputJoin = scheduler_pb2.PipelineInput.JoinOp
+_OutputJoin = scheduler_pb2.PipelineOutput.JoinOp
+
+
 def _join(value: Any, path: str, name: str | None) -> int:
     if value is None:
         return JoinType.INNER.scheduler
@@ -317,8 +325,8 @@ def pipeline_from_manifest(doc: dict) -> scheduler_pb2.Pipeline:
         p.input.SetInParent()
         p.input.externalInputs.extend(_str_list(i.get("externalInputs"), "spec.input.externalInputs", name))
         p.input.externalTriggers.extend(_str_list(i.get("externalTriggers"), "spec.input.externalTriggers", name))
-        p.input.joinType = _join(i.get("joinType"), "spec.input.joinType", name)
-        p.input.triggersJoin = _join(i.get("triggersJoinType"), "spec.input.triggersJoinType", name)
+        p.input.joinType = cast(_InputJoin, _join(i.get("joinType"), "spec.input.joinType", name))
+        p.input.triggersJoin = cast(_InputJoin, _join(i.get("triggersJoinType"), "spec.input.triggersJoinType", name))
         p.input.tensorMap.update(_str_map(i.get("tensorMap"), "spec.input.tensorMap", name))
         jw = _uint(i.get("joinWindowMs"), "spec.input.joinWindowMs", name)
         if jw is not None:
@@ -328,7 +336,7 @@ def pipeline_from_manifest(doc: dict) -> scheduler_pb2.Pipeline:
         p.output.SetInParent()
         p.output.steps.extend(_str_list(o.get("steps"), "spec.output.steps", name))
         p.output.joinWindowMs = _uint(o.get("joinWindowMs"), "spec.output.joinWindowMs", name) or 0
-        p.output.stepsJoin = _join(o.get("stepsJoin"), "spec.output.stepsJoin", name)
+        p.output.stepsJoin = cast(_OutputJoin, _join(o.get("stepsJoin"), "spec.output.stepsJoin", name))
         p.output.tensorMap.update(_str_map(o.get("tensorMap"), "spec.output.tensorMap", name))
     if spec.get("dataflow") is not None:
         d = _check_keys(spec["dataflow"], ("cleanTopicsOnDelete",), "spec.dataflow", name)

@@ -120,7 +120,7 @@ class Stack:
         self._own_state_dir = options.state_dir is None
         self.state_dir = Path(options.state_dir or tempfile.mkdtemp(prefix="dataflow-up-"))
         self.children: list = []  # ChildProcess or MLServerProcess, in start order
-        self.mlserver = None
+        self.mlserver: MLServerProcess | None = None
         self.loaded_pipelines: list[str] = []
         self.model_manifests: list = []
         self.pipeline_manifests: list = []  # (path, scheduler_pb2.Pipeline)
@@ -234,7 +234,7 @@ class Stack:
             self.mlserver.start(timeout=self.opt.ready_timeout)
         except MLServerError as exc:
             raise StackError(f"mlserver: {exc}") from exc
-        self.mlserver.name = "mlserver"
+        self.mlserver.name = "mlserver"  # type: ignore[attr-defined]  # the label stop() reports, as ChildProcess has
         self.children.append(self.mlserver)
         self._say(f"started mlserver (pid {self.mlserver.pid}): {len(self.mlserver.models)} models "
                   f"ready on {self.mlserver.http_url} and {self.mlserver.grpc_url}")

@@ -15,9 +15,10 @@ import pytest
 
 from dataflow.topology import build_topology
 from dataflow_cli import main
-from dataflow_testing.fake_engine import FakeEngine, wait_for
+from dataflow_testing.fake_engine import FakeEngine
 from scheduler_min.manifest import pipelines_from_yaml
 from scheduler_min.server import SchedulerConfig, run_in_thread
+from tests.waiting import wait_until
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[3] / "examples" / "pipelines").glob("*.yaml"))
 
@@ -40,7 +41,7 @@ def loaded(tmp_path_factory):
         for f in EXAMPLES:
             names += [p.name for p in pipelines_from_yaml(f.read_bytes(), str(f))]
             assert main(["pipeline", "load", "-f", str(f), "--scheduler-host", sched.address]) == 0
-        wait_for(lambda: engine.running_pipelines() >= set(names), what="every sample pipeline sent to the engine")
+        wait_until(lambda: engine.running_pipelines() >= set(names), what="every sample pipeline sent to the engine")
         creates = {}
         for m in sorted(engine.running.values(), key=lambda m: m.version):
             creates[m.pipeline] = m
