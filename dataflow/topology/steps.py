@@ -15,7 +15,14 @@ from dataflow.state.base import StoreFactory
 from dataflow.topology.cycles import VisitCounter
 from dataflow.topology.model import JoinType, StepNode, Topology
 from dataflow.topology.stats import PipelineStats, StepLatency
-from dataflow.topology.transforms import apply_chain, is_empty, merge_joined, serialize, trigger_fires
+from dataflow.topology.transforms import (
+    apply_chain,
+    is_empty,
+    merge_joined,
+    serialize,
+    trigger_fires,
+    wire_converter,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +53,28 @@ class StepProcessor:
                                     window_ms=step.window_ms, name=f"{topology.pipeline}/{step.name}")
         self.batcher = _make_batcher(step, store_factory) if step.batch.enabled and not step.is_join else None
         self._from_error_topic = all(s.topic == topology.error_topic for s in step.sources)
+        self._wire = [wire_converter(s) for s in step.sources]
 
     # -- inputs -----------------------------------------------------------------------------
     def on_source(self, index: int, record: Record, now_ms: int) -> list[Record]:
         source = self.step.sources[index]
-        try:
-            result = apply_chain(source, record.value)
-        except oip.CodecError as exc:
-            return self._malformed(record, source.topic, exc)
-        if is_empty(result) and not self.step.pass_empty:
-            self.stats.empty_dropped += 1
-            return []
-        data = record.evolve(value=serialize(result))
+        wire = self._wire[index]
+        converted = wire(record.value) if wire is not None else None
+        if converted is not None:
+            value, count = converted
+            if not count and not self.step.pass_empty:
+                self.stats.empty_dropped += 1
+                return []
+        else:
+            try:
+                result = apply_chain(source, record.value)
+            except oip.CodecError as exc:
+                return self._malformed(record, source.topic, exc)
+            if is_empty(result) and not self.step.pass_empty:
+                self.stats.empty_dropped += 1
+                return []
+            value = serialize(result)
+        data = record.evolve(value=value)
         if self.join is not None:
             try:
                 joined = self._joined(self.join.add(index, data, now_ms))

@@ -5,7 +5,10 @@ work; here we pick the converter, the tensor subset and the renames for one sour
 """
 from __future__ import annotations
 
+from tritonclient.grpc.service_pb2 import ModelInferRequest, ModelInferResponse
+
 from dataflow import oip
+from dataflow.oip.wire import WireConverter
 from dataflow.topology.model import ChainType, SourceNode
 
 _CONVERTERS = {
@@ -14,6 +17,22 @@ _CONVERTERS = {
     ChainType.OUTPUT_OUTPUT: (oip.parse_response, oip.filter_response),
     ChainType.INPUT_OUTPUT: (oip.parse_request, oip.convert_to_response),
 }
+
+_WIRE_MESSAGES = {
+    ChainType.OUTPUT_INPUT: (ModelInferResponse, ModelInferRequest),
+    ChainType.INPUT_INPUT: (ModelInferRequest, ModelInferRequest),
+    ChainType.OUTPUT_OUTPUT: (ModelInferResponse, ModelInferResponse),
+    ChainType.INPUT_OUTPUT: (ModelInferRequest, ModelInferResponse),
+}
+
+
+def wire_converter(source: SourceNode) -> WireConverter | None:
+    """A bytes-to-bytes converter giving ``apply_chain``'s serialised result for most values
+    (``dataflow.oip.wire``); None for PASSTHROUGH, which has nothing to convert."""
+    if source.chain is ChainType.PASSTHROUGH:
+        return None
+    message, target = _WIRE_MESSAGES[source.chain]
+    return WireConverter(message, target, _CONVERTERS[source.chain][1], source.subset, source.renames or None)
 
 
 def apply_chain(source: SourceNode, value: bytes | None) -> oip.InferMessage | bytes:

@@ -1,0 +1,156 @@
+"""Step conversions from record bytes to record bytes, reusing the converted metadata of earlier
+records.
+
+Why: parsing a message, copying its tensors into a new message under new names and serialising it
+cost ~4 us per 1 KB record, most of a chain step's time, while the records of one source mostly
+differ only in their id and their raw tensor contents. Here a value is split at the protobuf wire
+level into its id, its raw contents entries and everything else (its *skeleton*: model name,
+parameters, tensor names, datatypes, shapes, typed contents). A skeleton is converted once by the
+message converter (``dataflow.oip.convert``), with numbered stand-ins for the raw entries to learn
+which entries it keeps; the output is then the id field, the converted skeleton and the kept raw
+entries, joined as bytes. These are the bytes the message converter serialises (fields in
+field-number order: id 3, parameters 4, tensors 5, raw contents 6 or 7), and raw contents are
+copied once instead of twice.
+
+A value the splitter does not handle (not bytes, a field that is not length-delimited, a
+multi-byte tag, truncated, a skeleton the message parser refuses) gives None: the caller converts
+it the message way, which also raises the usual ``CodecError`` for undecodable values. Streams
+whose skeletons keep changing (typed contents) turn the reuse off, so they pay nothing extra.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+from google.protobuf.message import DecodeError
+from tritonclient.grpc.service_pb2 import ModelInferRequest, ModelInferResponse
+
+from dataflow.oip.messages import _SCHEMA_PREFIX_LEN
+from dataflow.oip.tensors import parts
+
+_LEN = 2                     # the length-delimited wire type: every field of both messages
+_ID_TAG = (3 << 3) | _LEN    # ``id`` is field 3 of both messages
+_RAW_FIELD = {ModelInferRequest: 7, ModelInferResponse: 6}
+MAX_CACHED = 256             # skeletons remembered per source (then forgotten all at once)
+MAX_SKELETON_BYTES = 4096    # larger skeletons carry typed contents: not worth remembering
+MISS_SLACK = 64              # misses beyond the hits that turn the reuse off ...
+OFF_FOR = 65_536             # ... for this many records
+
+# (skeleton, number of raw entries) -> (converted skeleton, indices of the raw entries kept, tensors)
+Skeleton = tuple[bytes, tuple[int, ...], int]
+Convert = Callable[[Any, Collection[str] | None, Mapping[str, str] | None], Any]
+
+
+class WireConverter:
+    """One source's conversion, bytes to bytes: ``converter(value) -> (bytes, tensor count)`` or
+    None when the value must be converted the message way."""
+
+    def __init__(self, source: type[ModelInferRequest] | type[ModelInferResponse],
+                 target: type[ModelInferRequest] | type[ModelInferResponse], convert: Convert,
+                 tensors: Collection[str] | None, renames: Mapping[str, str] | None):
+        self._source = source
+        self._convert = convert
+        self._tensors = tensors
+        self._renames = renames
+        self._raw_tag = (_RAW_FIELD[source] << 3) | _LEN
+        self._out_raw_tag = bytes([(_RAW_FIELD[target] << 3) | _LEN])
+        self._cache: dict[tuple[bytes, int], Skeleton] = {}
+        self._hits = self._misses = 0
+        self._off = 0   # records left to convert the message way
+
+    def __call__(self, data: object) -> tuple[bytes, int] | None:
+        if self._off:
+            self._off -= 1
+            return None
+        if type(data) is not bytes:
+            return None
+        n = len(data)
+        pos = _SCHEMA_PREFIX_LEN if n >= _SCHEMA_PREFIX_LEN and data[0] == 0 else 0
+        raw_tag = self._raw_tag
+        id_span: tuple[int, int, int] | None = None   # (start of the field, of its value, end)
+        raws: list[tuple[int, int]] = []    # (start of the length, end) of each raw entry
+        spans: list[list[int]] = []         # [start, end] of the skeleton's runs of fields
+        while pos < n:
+            start = pos
+            tag = data[pos]
+            if tag >= 0x80 or tag & 7 != _LEN:
+                return None
+            pos += 1
+            if pos >= n:
+                return None
+            b = data[pos]
+            pos += 1
+            length = b & 0x7F
+            shift = 7
+            while b & 0x80:
+                if pos >= n or shift > 28:
+                    return None
+                b = data[pos]
+                pos += 1
+                length |= (b & 0x7F) << shift
+                shift += 7
+            end = pos + length
+            if end > n:
+                return None
+            if tag == raw_tag:
+                raws.append((start + 1, end))
+            elif tag == _ID_TAG:
+                id_span = (start, pos, end) if end > pos else None    # the last one wins; "" is not sent
+            elif spans and spans[-1][1] == start:
+                spans[-1][1] = end
+            else:
+                spans.append([start, end])
+            pos = end
+        if len(spans) == 1:
+            skeleton = data[spans[0][0]:spans[0][1]]
+        else:
+            skeleton = b"".join([data[a:b] for a, b in spans])
+        key = (skeleton, len(raws))
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = self._learn(key)
+            if hit is None:
+                return None
+        else:
+            self._hits += 1
+        converted, kept, count = hit
+        if id_span is None:
+            out = [converted]
+        else:
+            value = data[id_span[1]:id_span[2]]
+            if not value.isascii():
+                try:   # the message parser refuses an id that is not UTF-8
+                    value.decode("utf-8")
+                except UnicodeDecodeError:
+                    return None
+            out = [data[id_span[0]:id_span[2]], converted]
+        tag = self._out_raw_tag
+        for i in kept:
+            start, end = raws[i]
+            out.append(tag)
+            out.append(data[start:end])
+        return b"".join(out), count
+
+    def _learn(self, key: tuple[bytes, int]) -> Skeleton | None:
+        skeleton, n_raw = key
+        self._misses += 1
+        if self._misses > self._hits + MISS_SLACK:
+            self._hits = self._misses = 0
+            self._off = OFF_FOR
+            return None
+        if len(skeleton) > MAX_SKELETON_BYTES:
+            return None
+        try:
+            source = self._source.FromString(skeleton)
+        except (DecodeError, RuntimeError, TypeError, ValueError):
+            return None
+        parts(source)[1].extend(str(i).encode() for i in range(n_raw))
+        target = self._convert(source, self._tensors, self._renames)
+        tensors, raw = parts(target)
+        kept = tuple(int(r) for r in raw)
+        del raw[:]
+        converted = (target.SerializeToString(), kept, len(tensors))
+        if len(self._cache) >= MAX_CACHED:
+            self._cache.clear()
+        self._cache[key] = converted
+        return converted

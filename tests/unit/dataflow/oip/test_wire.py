@@ -1,0 +1,121 @@
+"""The bytes-to-bytes step converter gives exactly the bytes of parse -> convert -> serialise, or
+declines (None) and leaves the value to the message path."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from tritonclient.grpc.service_pb2 import ModelInferRequest, ModelInferResponse
+
+from dataflow import oip
+from dataflow.oip import wire
+from dataflow.oip.wire import WireConverter
+
+CASES = [  # (source, target, converter)
+    (ModelInferResponse, ModelInferRequest, oip.convert_to_request),
+    (ModelInferRequest, ModelInferRequest, oip.filter_request),
+    (ModelInferResponse, ModelInferResponse, oip.filter_response),
+    (ModelInferRequest, ModelInferResponse, oip.convert_to_response),
+]
+SELECTIONS = [(None, None), (None, {"a": "x"}), ({"a"}, None), ({"b", "c"}, {"c": "z", "b": "y"}), ({"nope"}, None)]
+
+
+def message_path(cls, convert, value, tensors, renames) -> bytes:
+    parse = oip.parse_request if cls is ModelInferRequest else oip.parse_response
+    return convert(parse(value), tensors, renames).SerializeToString()
+
+
+def random_message(cls, rng: random.Random):
+    names = rng.sample(["a", "b", "c", "d"], rng.randint(0, 3))
+    arrays = {n: np.arange(rng.randint(1, 4) * 2, dtype=rng.choice([np.float32, np.int64])).reshape(-1, 2) + i
+              for i, n in enumerate(names)}
+    make = oip.make_request if cls is ModelInferRequest else oip.make_response
+    params = rng.choice([None, {"p": 1}, {"p": "s", "q": True}])
+    tensor_params = {n: {"content_type": "np"} for n in names if rng.random() < 0.3}
+    msg = make(arrays, id=rng.choice(["", "r1", "é", "x" * 200]), raw=rng.random() < 0.7, parameters=params,
+               tensor_parameters=tensor_params)
+    if cls is ModelInferResponse and rng.random() < 0.5:
+        msg.model_name, msg.model_version = "m", "3"
+    if cls is ModelInferRequest and rng.random() < 0.3:
+        msg.outputs.add(name="o")
+    raw = msg.raw_input_contents if cls is ModelInferRequest else msg.raw_output_contents
+    if len(raw) and rng.random() < 0.2:   # more, or fewer, raw entries than tensors
+        raw.append(b"\x01\x02") if rng.random() < 0.5 else raw.pop()
+    return msg
+
+
+def reordered(value: bytes, rng: random.Random) -> bytes:
+    """The same message with its top-level fields in another order (protobuf allows any)."""
+    fields, pos = [], 0
+    while pos < len(value):
+        start, pos = pos, pos + 1
+        length, shift = 0, 0
+        while True:
+            b = value[pos]
+            pos += 1
+            length |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                break
+        fields.append(value[start:pos + length])
+        pos += length
+    rng.shuffle(fields)
+    return b"".join(fields)
+
+
+@pytest.mark.parametrize("source,target,convert", CASES)
+def test_same_bytes_as_the_message_path(source, target, convert):
+    rng = random.Random(7)
+    converted = 0
+    for _ in range(300):
+        tensors, renames = rng.choice(SELECTIONS)
+        value = random_message(source, rng).SerializeToString()
+        if rng.random() < 0.2:
+            value = reordered(value, rng)
+        if rng.random() < 0.1:
+            value = b"\x00\x00\x00\x00\x01\x00" + value   # schema-registry framing
+        expected = message_path(source, convert, value, tensors, renames)
+        for _ in range(2):  # learning the skeleton, then reusing it
+            got = WireConverter(source, target, convert, tensors, renames)(value)
+            assert got is not None
+            assert got[0] == expected
+            assert got[1] == len(oip.parse_request(expected).inputs if target is ModelInferRequest
+                                 else oip.parse_response(expected).outputs)
+        converted += 1
+    assert converted == 300
+
+
+def test_reuses_a_skeleton_across_ids_and_contents():
+    convert = WireConverter(ModelInferResponse, ModelInferRequest, oip.convert_to_request, None, {"OUTPUT0": "IN"})
+    for i in range(50):
+        value = oip.make_response({"OUTPUT0": np.full((1, 4), i, dtype=np.float32)}, raw=True,
+                                  id=f"r{i}").SerializeToString()
+        got = convert(value)
+        assert got is not None
+        assert got[0] == message_path(ModelInferResponse, oip.convert_to_request, value, None, {"OUTPUT0": "IN"})
+    assert len(convert._cache) == 1
+
+
+@pytest.mark.parametrize("value", [
+    None, "text", b"\x08\x01",                    # not bytes; a varint field (no such top-level field)
+    b"\x1a\x05ab",                                 # truncated
+    b"\x1a\x02\xff\xfe",                           # an id that is not UTF-8
+    b"\x2a\x03\x0a\x01\xff",                       # a tensor name that is not UTF-8
+    b"\xfa\x01\x00",                               # a two-byte tag
+])
+def test_declines_what_it_does_not_handle(value):
+    convert = WireConverter(ModelInferResponse, ModelInferRequest, oip.convert_to_request, None, None)
+    assert convert(value) is None
+
+
+def test_turns_itself_off_when_skeletons_keep_changing(monkeypatch):
+    monkeypatch.setattr(wire, "OFF_FOR", 10)
+    convert = WireConverter(ModelInferResponse, ModelInferRequest, oip.convert_to_request, None, None)
+    values = [oip.make_response({"a": np.full((1, 2), i, dtype=np.int64)}, id="r").SerializeToString()
+              for i in range(wire.MISS_SLACK + 20)]
+    results = [convert(v) for v in values]
+    assert all(r is not None for r in results[:wire.MISS_SLACK])
+    assert results[wire.MISS_SLACK] is None   # typed contents differ every time: the message path is as fast
+    assert all(r is None for r in results[wire.MISS_SLACK:wire.MISS_SLACK + 10])
+    assert results[wire.MISS_SLACK + 11] is not None
