@@ -124,10 +124,10 @@ class WireConverter:
                 except UnicodeDecodeError:
                     return None
             out = [data[id_span[0]:id_span[2]], converted]
-        tag = self._out_raw_tag
+        out_tag = self._out_raw_tag
         for i in kept:
             start, end = raws[i]
-            out.append(tag)
+            out.append(out_tag)
             out.append(data[start:end])
         return b"".join(out), count
 
