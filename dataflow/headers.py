@@ -50,7 +50,11 @@ def normalise(headers: RawHeaders) -> Headers:
         return []
     items = headers.items() if isinstance(headers, dict) else headers
     out: Headers = []
-    for k, v in items:
+    for h in items:
+        k, v = h
+        if type(k) is str and type(v) is bytes:   # already in shape (confluent-kafka's): keep the pair
+            out.append(h if type(h) is tuple else (k, v))  # type: ignore[arg-type]  # a (str, bytes) tuple, checked
+            continue
         if isinstance(k, bytes):
             k = k.decode("utf-8", "replace")
         if v is None:
@@ -61,14 +65,34 @@ def normalise(headers: RawHeaders) -> Headers:
     return out
 
 
+def in_shape(headers: Iterable[object]) -> bool:
+    """True if ``headers`` is already ``Headers``: (str, bytes) tuples, so that a pair can be found
+    with ``in`` (a cheap check, run for every record a pipeline processes)."""
+    for h in headers:
+        if type(h) is not tuple or len(h) != 2 or not isinstance(h[0], str) or not isinstance(h[1], bytes):
+            return False
+    return True
+
+
+_DROPPED_AT_SINK = frozenset((PIPELINE, PIPELINE_VERSION) + ALIBI_DISCARDS)
+
+
+def sink_trailer(pipeline: str, version: int) -> Headers:
+    """The headers every dataflow sink appends: fresh ``pipeline`` and ``x-pipeline-version``."""
+    return [(PIPELINE, pipeline.encode()), (PIPELINE_VERSION, str(version).encode())]
+
+
 def rewrite_for_sink(headers: Iterable[tuple[str, bytes]] | None, pipeline: str, version: int) -> Headers:
     """Header adjust at every dataflow sink, as the reference engine does it.
 
     Drops alibi headers and all ``pipeline`` / ``x-pipeline-version`` instances, keeps the rest
     in order, then appends fresh ``pipeline`` and ``x-pipeline-version``.
     """
-    drop = (PIPELINE, PIPELINE_VERSION) + ALIBI_DISCARDS
-    out = [(k, v) for k, v in headers or () if k not in drop]
-    out.append((PIPELINE, pipeline.encode()))
-    out.append((PIPELINE_VERSION, str(version).encode()))
+    return rewrite_with(headers, sink_trailer(pipeline, version))
+
+
+def rewrite_with(headers: Iterable[tuple[str, bytes]] | None, trailer: Headers) -> Headers:
+    """``rewrite_for_sink`` with the trailer made once per step instead of once per record."""
+    out = [(k, v) for k, v in headers or () if k not in _DROPPED_AT_SINK]
+    out += trailer
     return out

@@ -6,7 +6,7 @@ import logging
 from collections import defaultdict
 from time import perf_counter
 
-from dataflow.headers import PIPELINE, has_value, normalise
+from dataflow.headers import PIPELINE, in_shape, normalise
 from dataflow.records import Record
 from dataflow.state.base import StoreFactory
 from dataflow.topology.cycles import STORE_NAME as COUNTER_STORE
@@ -40,12 +40,13 @@ class Pipeline:
                                         ttl_ms=topology.cycle_counter_ttl_ms)
         self.steps = [StepProcessor(topology, step, store_factory, PipelineStats(), self.counter)
                       for step in topology.steps]
-        self._routes: dict[str, list[tuple[StepProcessor, str, int, bytes]]] = defaultdict(list)
+        # topic -> (processor, role, index, the ``pipeline`` header the record must carry)
+        self._routes: dict[str, list[tuple[StepProcessor, str, int, tuple[str, bytes]]]] = defaultdict(list)
         for proc in self.steps:
             for i, s in enumerate(proc.step.sources):
-                self._routes[s.topic].append((proc, SOURCE, i, s.pipeline.encode()))
+                self._routes[s.topic].append((proc, SOURCE, i, (PIPELINE, s.pipeline.encode())))
             for i, t in enumerate(proc.step.triggers):
-                self._routes[t.topic].append((proc, TRIGGER, i, t.pipeline.encode()))
+                self._routes[t.topic].append((proc, TRIGGER, i, (PIPELINE, t.pipeline.encode())))
 
     @property
     def stats(self) -> PipelineStats:
@@ -79,20 +80,21 @@ class Pipeline:
     def record_filters(self) -> dict[str, frozenset[bytes]]:
         """Per consumed topic, the ``pipeline`` header values of the records some step takes
         (``process`` drops every other record of that topic unread)."""
-        return {topic: frozenset(route[3] for route in routes) for topic, routes in self._routes.items()}
+        return {topic: frozenset(route[3][1] for route in routes) for topic, routes in self._routes.items()}
 
     def process(self, record: Record, now_ms: int) -> list[Record]:
         out: list[Record] = []
         routes = self._routes.get(record.topic)
         if not routes:
             return out
-        if any(not isinstance(v, bytes) or not isinstance(k, str) for k, v in record.headers):
+        if not in_shape(record.headers):
             record = record.evolve(headers=normalise(record.headers))   # client-library header shapes
+        headers = record.headers
         timed = self.topology.step_latency
-        for proc, role, index, pipeline_name in routes:
+        for proc, role, index, wanted in routes:
             stats = proc.stats
             stats.consumed += 1
-            if not has_value(record.headers, PIPELINE, pipeline_name):
+            if wanted not in headers:   # the pipeline filter: some ``pipeline`` header has this value
                 stats.filtered += 1
                 continue
             started = perf_counter() if timed else 0.0

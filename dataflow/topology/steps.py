@@ -8,7 +8,7 @@ import logging
 
 from dataflow import oip
 from dataflow.batching import Batcher
-from dataflow.headers import PIPELINE_ERRORS, rewrite_for_sink
+from dataflow.headers import PIPELINE_ERRORS, rewrite_for_sink, rewrite_with, sink_trailer
 from dataflow.joins import JoinResult, StreamJoin, TriggerGate
 from dataflow.records import Record
 from dataflow.state.base import StoreFactory
@@ -54,6 +54,9 @@ class StepProcessor:
         self.batcher = _make_batcher(step, store_factory) if step.batch.enabled and not step.is_join else None
         self._from_error_topic = all(s.topic == topology.error_topic for s in step.sources)
         self._wire = [wire_converter(s) for s in step.sources]
+        self._trailer = sink_trailer(topology.pipeline, topology.version)
+        # Nothing between the conversion and the sink: a converted record goes straight out.
+        self._direct = self.join is None and self.batcher is None and self.gate is None and counter is None
 
     # -- inputs -----------------------------------------------------------------------------
     def on_source(self, index: int, record: Record, now_ms: int) -> list[Record]:
@@ -74,6 +77,10 @@ class StepProcessor:
                 self.stats.empty_dropped += 1
                 return []
             value = serialize(result)
+        if self._direct:   # what _to_sink makes of it, in one step
+            self.stats.produced += 1
+            return [Record(self.step.sink, record.key, value, rewrite_with(record.headers, self._trailer),
+                           record.timestamp, record.partition)]
         data = record.evolve(value=value)
         if self.join is not None:
             try:
@@ -132,10 +139,9 @@ class StepProcessor:
         return self._to_sink(released, now_ms)
 
     def _to_sink(self, records: list[Record], now_ms: int) -> list[Record]:
-        t = self.topology
         out = []
         for r in records:
-            r = r.evolve(topic=self.step.sink, headers=rewrite_for_sink(r.headers, t.pipeline, t.version))
+            r = r.evolve(topic=self.step.sink, headers=rewrite_with(r.headers, self._trailer))
             if self.counter is not None:
                 before = self.counter.exceeded
                 r = self.counter.route(r, sink=self.step.sink, sink_pipeline=self.step.sink_pipeline,
