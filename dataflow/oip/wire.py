@@ -68,43 +68,49 @@ class WireConverter:
         pos = _SCHEMA_PREFIX_LEN if n >= _SCHEMA_PREFIX_LEN and data[0] == 0 else 0
         raw_tag = self._raw_tag
         id_span: tuple[int, int, int] | None = None   # (start of the field, of its value, end)
-        raws: list[tuple[int, int]] = []    # (start of the length, end) of each raw entry
-        spans: list[list[int]] = []         # [start, end] of the skeleton's runs of fields
-        while pos < n:
-            start = pos
-            tag = data[pos]
-            if tag >= 0x80 or tag & 7 != _LEN:
-                return None
-            pos += 1
-            if pos >= n:
-                return None
-            b = data[pos]
-            pos += 1
-            length = b & 0x7F
-            shift = 7
-            while b & 0x80:
-                if pos >= n or shift > 28:
+        raws: list[tuple[int, int]] = []   # (start of the length, end) of each raw entry
+        pieces: list[bytes] = []           # the skeleton's runs of adjacent fields before the current one
+        run_start = run_end = -1           # the current run
+        try:   # reading past the end (a truncated value) raises IndexError
+            while pos < n:
+                start = pos
+                tag = data[pos]
+                if tag >= 0x80 or tag & 7 != _LEN:
                     return None
-                b = data[pos]
-                pos += 1
-                length |= (b & 0x7F) << shift
-                shift += 7
-            end = pos + length
-            if end > n:
-                return None
-            if tag == raw_tag:
-                raws.append((start + 1, end))
-            elif tag == _ID_TAG:
-                id_span = (start, pos, end) if end > pos else None    # the last one wins; "" is not sent
-            elif spans and spans[-1][1] == start:
-                spans[-1][1] = end
-            else:
-                spans.append([start, end])
-            pos = end
-        if len(spans) == 1:
-            skeleton = data[spans[0][0]:spans[0][1]]
-        else:
-            skeleton = b"".join([data[a:b] for a, b in spans])
+                length = data[pos + 1]
+                pos += 2
+                if length >= 0x80:
+                    length &= 0x7F
+                    shift = 7
+                    while True:
+                        b = data[pos]
+                        pos += 1
+                        length |= (b & 0x7F) << shift
+                        if b < 0x80:
+                            break
+                        shift += 7
+                        if shift > 28:
+                            return None
+                end = pos + length
+                if end > n:
+                    return None
+                if tag == raw_tag:
+                    raws.append((start + 1, end))
+                elif tag == _ID_TAG:
+                    id_span = (start, pos, end) if end > pos else None    # the last one wins; "" is not sent
+                elif start == run_end:
+                    run_end = end
+                else:
+                    if run_end >= 0:
+                        pieces.append(data[run_start:run_end])
+                    run_start, run_end = start, end
+                pos = end
+        except IndexError:
+            return None
+        skeleton = data[run_start:run_end] if run_end >= 0 else b""
+        if pieces:
+            pieces.append(skeleton)
+            skeleton = b"".join(pieces)
         key = (skeleton, len(raws))
         hit = self._cache.get(key)
         if hit is None:

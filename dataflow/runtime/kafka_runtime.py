@@ -45,7 +45,7 @@ from chainer_api import chainer_pb2
 from dataflow import kafka_parking, schema_registry
 from dataflow.kafka import GroupJoin, KafkaSettings, dataflow_group_id, ensure_topics, partition_for_key, poll_batch
 from dataflow.kafka_produce import produce
-from dataflow.records import Record, record_from_message
+from dataflow.records import Record, record_from_kafka
 from dataflow.runtime import changelog as cl
 from dataflow.runtime import poll_loops, producers
 from dataflow.runtime.base import PipelineRunner, RunnerError, RunnerState, RuntimeConfig, StateCallback
@@ -531,7 +531,7 @@ class RunnerLoop:
             if task is None:  # not ours (any more): its new owner processes it
                 continue
             offsets[(topic, partition)] = offset + 1
-            record = record_from_message(m)
+            record = record_from_kafka(topic, partition, m.key(), m.value(), m.headers(), m.timestamp()[1])
             try:
                 out.extend(task.process(record, now_ms))
             except Exception as exc:  # bad input: log where it was, keep going (reference: log & continue)
@@ -589,7 +589,7 @@ class RunnerLoop:
         frame = self.frame
         for r in records:
             n = counts.get(r.topic) or self._partition_count(r.topic)
-            partition = partition_for_key(r.key, n)
+            partition = partition_for_key(r.key, n) if n > 1 else 0
             value = r.value if frame is None else frame(r.topic, r.value)
             headers = r.headers or None
             try:  # the hot path queues directly; only a full queue goes through the waiting helper
