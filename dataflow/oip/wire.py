@@ -20,6 +20,7 @@ whose skeletons keep changing (typed contents) turn the reuse off, so they pay n
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
+from itertools import pairwise
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -57,6 +58,10 @@ class WireConverter:
         self._cache: dict[tuple[bytes, int], Skeleton] = {}
         self._hits = self._misses = 0
         self._off = 0   # records left to convert the message way
+        # The last record's layout, when it was [skeleton head][id][skeleton tail][raw entries]
+        # (the usual one): (head, tail, number of raw entries, its conversion). A record with the
+        # same head and tail bytes around its id is converted without scanning its fields.
+        self._layout: tuple[bytes, bytes, int, Skeleton] | None = None
 
     def __call__(self, data: object) -> tuple[bytes, int] | None:
         if self._off:
@@ -64,6 +69,10 @@ class WireConverter:
             return None
         if type(data) is not bytes:
             return None
+        if self._layout is not None:
+            done = self._same_layout(data, self._layout)
+            if done is not None:
+                return done
         n = len(data)
         pos = _SCHEMA_PREFIX_LEN if n >= _SCHEMA_PREFIX_LEN and data[0] == 0 else 0
         raw_tag = self._raw_tag
@@ -119,6 +128,8 @@ class WireConverter:
                 return None
         else:
             self._hits += 1
+        if id_span is not None and (not raws or raws[0][0] - 1 >= id_span[2]):
+            self._remember(data, id_span, raws, skeleton, hit)
         converted, kept, count = hit
         if id_span is None:
             out = [converted]
@@ -130,6 +141,78 @@ class WireConverter:
                 except UnicodeDecodeError:
                     return None
             out = [data[id_span[0]:id_span[2]], converted]
+        out_tag = self._out_raw_tag
+        for i in kept:
+            start, end = raws[i]
+            out.append(out_tag)
+            out.append(data[start:end])
+        return b"".join(out), count
+
+    def _remember(self, data: bytes, id_span: tuple[int, int, int], raws: list[tuple[int, int]],
+                  skeleton: bytes, hit: Skeleton) -> None:
+        """Keep this record's layout if it is [head][id][tail][raw entries] without framing."""
+        start, value, end = id_span
+        tail_end = raws[0][0] - 1 if raws else len(data)
+        if value - start != 2 or data[0] == 0:   # a one-byte id length; no schema framing
+            return
+        head, tail = data[:start], data[end:tail_end]
+        if head + tail != skeleton:   # skeleton fields elsewhere (e.g. between raw entries)
+            return
+        for (_, end), (start, _) in pairwise(raws):
+            if start - 1 != end:
+                return
+        self._layout = (head, tail, len(raws), hit)
+
+    def _same_layout(self, data: bytes, layout: tuple[bytes, bytes, int, Skeleton]) -> tuple[bytes, int] | None:
+        """The conversion of a record laid out as the remembered one, or None (then it is scanned)."""
+        head, tail, n_raw, (converted, kept, count) = layout
+        h = len(head)
+        n = len(data)
+        try:
+            if not data.startswith(head) or data[h] != _ID_TAG:
+                return None
+            length = data[h + 1]
+            if not 0 < length < 0x80:
+                return None
+            pos = h + 2 + length
+            if not data.startswith(tail, pos):
+                return None
+            id_end = pos
+            pos += len(tail)
+            raw_tag = self._raw_tag
+            raws: list[tuple[int, int]] = []
+            while pos < n:
+                if data[pos] != raw_tag:
+                    return None
+                start = pos + 1
+                length = data[start]
+                pos += 2
+                if length >= 0x80:
+                    length &= 0x7F
+                    shift = 7
+                    while True:
+                        b = data[pos]
+                        pos += 1
+                        length |= (b & 0x7F) << shift
+                        if b < 0x80:
+                            break
+                        shift += 7
+                        if shift > 28:
+                            return None
+                pos += length
+                raws.append((start, pos))
+        except IndexError:
+            return None
+        if pos != n or len(raws) != n_raw:
+            return None
+        ident = data[h + 2:id_end]
+        if not ident.isascii():
+            try:   # the message parser refuses an id that is not UTF-8
+                ident.decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+        self._hits += 1
+        out = [data[h:id_end], converted]
         out_tag = self._out_raw_tag
         for i in kept:
             start, end = raws[i]

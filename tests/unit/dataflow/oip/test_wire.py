@@ -67,17 +67,19 @@ def reordered(value: bytes, rng: random.Random) -> bytes:
 @pytest.mark.parametrize("source,target,convert", CASES)
 def test_same_bytes_as_the_message_path(source, target, convert):
     rng = random.Random(7)
+    converters = {i: WireConverter(source, target, convert, *selection) for i, selection in enumerate(SELECTIONS)}
     converted = 0
     for _ in range(300):
-        tensors, renames = rng.choice(SELECTIONS)
+        i = rng.randrange(len(SELECTIONS))
+        tensors, renames = SELECTIONS[i]
         value = random_message(source, rng).SerializeToString()
         if rng.random() < 0.2:
             value = reordered(value, rng)
         if rng.random() < 0.1:
             value = b"\x00\x00\x00\x00\x01\x00" + value   # schema-registry framing
         expected = message_path(source, convert, value, tensors, renames)
-        for _ in range(2):  # learning the skeleton, then reusing it
-            got = WireConverter(source, target, convert, tensors, renames)(value)
+        for _ in range(2):  # learning the skeleton (or reusing an earlier one), then reusing it
+            got = converters[i](value)
             assert got is not None
             assert got[0] == expected
             assert got[1] == len(oip.parse_request(expected).inputs if target is ModelInferRequest
@@ -86,15 +88,22 @@ def test_same_bytes_as_the_message_path(source, target, convert):
     assert converted == 300
 
 
-def test_reuses_a_skeleton_across_ids_and_contents():
+@pytest.mark.parametrize("model_name", ["", "m"])
+def test_reuses_a_skeleton_across_ids_and_contents(model_name):
     convert = WireConverter(ModelInferResponse, ModelInferRequest, oip.convert_to_request, None, {"OUTPUT0": "IN"})
     for i in range(50):
         value = oip.make_response({"OUTPUT0": np.full((1, 4), i, dtype=np.float32)}, raw=True,
-                                  id=f"r{i}").SerializeToString()
+                                  id=["r", "é", "x" * 130, "", "rr"][i % 5] + str(i),
+                                  model_name=model_name).SerializeToString()
+        if i == 30:
+            value = value[:-1]   # a truncated record is left to the message path
+            assert convert(value) is None
+            continue
         got = convert(value)
         assert got is not None
         assert got[0] == message_path(ModelInferResponse, oip.convert_to_request, value, None, {"OUTPUT0": "IN"})
     assert len(convert._cache) == 1
+    assert convert._layout is not None and convert._layout[0] == (b"\x0a\x01m" if model_name else b"")
 
 
 @pytest.mark.parametrize("value", [
