@@ -32,7 +32,7 @@ from dataflow.oip.tensors import parts
 _LEN = 2                     # the length-delimited wire type: every field of both messages
 _ID_TAG = (3 << 3) | _LEN    # ``id`` is field 3 of both messages
 _RAW_FIELD = {ModelInferRequest: 7, ModelInferResponse: 6}
-MAX_CACHED = 256             # skeletons remembered per source (then forgotten all at once)
+MAX_CACHED = 64              # skeletons remembered per source (then forgotten all at once)
 MAX_SKELETON_BYTES = 4096    # larger skeletons carry typed contents: not worth remembering
 MISS_SLACK = 64              # misses beyond the hits that turn the reuse off ...
 OFF_FOR = 65_536             # ... for this many records
