@@ -113,6 +113,19 @@ def start_raw_loop(settings, spec: dict):
     consumer.subscribe([spec["source"]], on_assign=lambda c, ps: assigned.set())
     sink = spec["sink"]
 
+    def produce(m) -> None:
+        producer.produce(sink, m.value(), m.key(), partition=m.partition(), headers=m.headers(),
+                         timestamp=m.timestamp()[1])
+
+    def produce_when_room(m) -> None:
+        """The local queue is full (a large --n): wait for deliveries, as the runner does."""
+        while True:
+            producer.poll(0.05)
+            try:
+                return produce(m)
+            except BufferError:
+                continue
+
     def loop() -> None:
         while not stop.is_set():
             msgs = consumer.consume(1000, 0)
@@ -121,8 +134,11 @@ def start_raw_loop(settings, spec: dict):
                 msgs = [first, *consumer.consume(999, 0)] if first is not None else []
             for m in msgs:
                 if m.error() is None:
-                    producer.produce(sink, m.value(), m.key(), partition=m.partition(), headers=m.headers(),
-                                     timestamp=m.timestamp()[1])
+                    try:
+                        producer.produce(sink, m.value(), m.key(), partition=m.partition(), headers=m.headers(),
+                                         timestamp=m.timestamp()[1])
+                    except BufferError:
+                        produce_when_room(m)
             producer.poll(0)
         producer.flush(10)
         consumer.close()
