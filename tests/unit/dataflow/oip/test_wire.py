@@ -6,6 +6,8 @@ import random
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tritonclient.grpc.service_pb2 import ModelInferRequest, ModelInferResponse
 
 from dataflow import oip
@@ -128,3 +130,24 @@ def test_turns_itself_off_when_skeletons_keep_changing(monkeypatch):
     assert results[wire.MISS_SLACK] is None   # typed contents differ every time: the message path is as fast
     assert all(r is None for r in results[wire.MISS_SLACK:wire.MISS_SLACK + 10])
     assert results[wire.MISS_SLACK + 11] is not None
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), case=st.sampled_from(CASES), selection=st.sampled_from(SELECTIONS),
+       reorder=st.booleans(), framed=st.booleans())
+def test_property_same_bytes_or_declined(seed, case, selection, reorder, framed):
+    """Any message, selection and field order: the converter gives the message path's bytes, for a
+    fresh skeleton and for a reused one."""
+    source, target, convert = case
+    rng = random.Random(seed)
+    value = random_message(source, rng).SerializeToString()
+    if reorder:
+        value = reordered(value, rng)
+    if framed:
+        value = b"\x00\x00\x00\x00\x01\x00" + value
+    expected = message_path(source, convert, value, *selection)
+    converter = WireConverter(source, target, convert, *selection)
+    for _ in range(2):
+        got = converter(value)
+        if got is not None:
+            assert got[0] == expected
