@@ -8,7 +8,14 @@ import sys
 import time
 
 from dataflow_cli import CliError
-from dataflow_cli.demo.stack import DEFAULT_MODELS_FILE, Stack, StackError, UpOptions, options_from_args
+from dataflow_cli.demo.stack import (
+    DEFAULT_MODELS_FILE,
+    Stack,
+    StackError,
+    StackInterrupted,
+    UpOptions,
+    options_from_args,
+)
 
 READY_LINE = "dataflow up: ready"
 
@@ -59,26 +66,32 @@ class _Stop(Exception):
 
 def run(args) -> int:
     def on_signal(signum, _frame):
-        raise _Stop(signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        stack.request_stop(name)  # kept even if the exception below is swallowed
+        raise _Stop(name)
 
     for flag, value in (("--engines", args.engines), ("--partitions", args.partitions)):
         if value < 1:
             raise CliError(f"{flag} must be at least 1, got {value}")
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     stack = Stack(options_from_args(args))
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     failure: str | None = None
     try:
         stack.start()
+        if stack.stop_requested is not None:
+            raise _Stop(stack.stop_requested)
         print(stack.banner(), flush=True)
         print(READY_LINE, flush=True)
         while True:
             time.sleep(0.5)
+            if stack.stop_requested is not None:
+                raise _Stop(stack.stop_requested)
             dead = stack.failed_child()
             if dead is not None:
                 failure = (f"{getattr(dead, 'name', 'mlserver')} exited unexpectedly; "
                            f"log tail:\n{dead.log_tail()}")
                 break
-    except _Stop as stop:
+    except (_Stop, StackInterrupted) as stop:
         print(f"\n{stop} received: stopping", flush=True)
     except StackError as exc:
         failure = str(exc)

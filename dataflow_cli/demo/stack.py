@@ -51,6 +51,10 @@ PROBE_REQUEST = {"inputs": [
 PROBE_EXPECTED = {"OUTPUT0": [2 * a for a in PROBE_A], "OUTPUT1": [2 * b for b in PROBE_B]}
 
 
+class StackInterrupted(Exception):
+    """A stop was requested (``Stack.request_stop``) while the stack was starting."""
+
+
 class StackError(RuntimeError):
     """The stack could not be started; the message says which part and why."""
 
@@ -120,6 +124,7 @@ class Stack:
         self._own_state_dir = options.state_dir is None
         self.state_dir = Path(options.state_dir or tempfile.mkdtemp(prefix="dataflow-up-"))
         self.children: list = []  # ChildProcess or MLServerProcess, in start order
+        self.stop_requested: str | None = None  # why to stop (a signal name), see request_stop
         self.mlserver: MLServerProcess | None = None
         self.loaded_pipelines: list[str] = []
         self.model_manifests: list = []
@@ -154,24 +159,26 @@ class Stack:
         self._parse_manifests()  # bad YAML fails before anything starts
         self._check_ports_free()
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        stages = [self._start_broker, *([self._start_mlserver] if self.opt.models else []),
+                  self._start_scheduler, self._start_engine, self._start_model_gateway,
+                  self._load_models, self._load_pipelines, self._wait_pipelines_ready,
+                  # The pipeline gateway starts once the pipelines' topics exist: a consumer that
+                  # subscribes to a topic before it is created may not see it for minutes.
+                  self._start_pipeline_gateway, self._wait_gateway_ready, self._probe]
         try:
-            self._start_broker()
-            if self.opt.models:
-                self._start_mlserver()
-            self._start_scheduler()
-            self._start_engine()
-            self._start_model_gateway()
-            self._load_models()
-            self._load_pipelines()
-            self._wait_pipelines_ready()
-            # The pipeline gateway starts once the pipelines' topics exist: a consumer that
-            # subscribes to a topic before it is created may not see it for minutes.
-            self._start_pipeline_gateway()
-            self._wait_gateway_ready()
-            self._probe()
+            for stage in stages:
+                if self.stop_requested is not None:
+                    raise StackInterrupted(self.stop_requested)
+                stage()
         except ChildFailed as exc:
             raise StackError(str(exc)) from exc
         return self
+
+    def request_stop(self, reason: str) -> None:
+        """Ask a starting stack to stop before its next stage. A signal handler's exception alone
+        is not enough: one that lands while a child is being forked (inside the logging module's
+        fork hooks) is swallowed by the interpreter, and start-up would carry on to the end."""
+        self.stop_requested = reason
 
     def stop(self, timeout: float = 10.0) -> None:
         while self.children:

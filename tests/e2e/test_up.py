@@ -78,6 +78,8 @@ class UpProcess:
         self.proc.send_signal(signal.SIGINT)
         try:
             return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"dataflow up still running {timeout}s after SIGINT:\n{self.output}")
         finally:
             self._reader.join(5)
 
