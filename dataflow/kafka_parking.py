@@ -28,16 +28,13 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 from confluent_kafka import Consumer, TopicPartition
 
 from dataflow.headers import PIPELINE
 from dataflow.kafka import KafkaSettings
 from dataflow.processes import name_this_thread
-
-if TYPE_CHECKING:  # confluent_kafka is imported where a client is made
-    from confluent_kafka import Consumer
 
 log = logging.getLogger(__name__)
 

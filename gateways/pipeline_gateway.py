@@ -45,7 +45,6 @@ import asyncio
 import logging
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient
@@ -59,9 +58,6 @@ from gateways.kafka_io import AsyncProducer, ProduceError, TopicSetConsumer
 from gateways.metrics import PipelineMetrics
 from gateways.model_metadata import ModelMetadataCache
 from gateways.routing import Resource
-
-if TYPE_CHECKING:  # the admin client is made on the first topic look-up
-    from confluent_kafka.admin import AdminClient
 
 log = logging.getLogger(__name__)
 

@@ -22,15 +22,12 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from dataflow.kafka import KafkaSettings
 from dataflow.state.partition import PartitionState
-
-if TYPE_CHECKING:  # confluent_kafka is imported where a client is made
-    from confluent_kafka import Consumer
 
 log = logging.getLogger(__name__)
 

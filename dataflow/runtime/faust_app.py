@@ -33,11 +33,10 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from dataflow.kafka import KafkaSettings
 from dataflow.runtime.faust_eos import enable_init_producer_id_v3
 
-if TYPE_CHECKING:  # faust and aiokafka are imported where an app is built
-    import faust
+if TYPE_CHECKING:  # only named in annotations
     from aiokafka import AIOKafkaConsumer
     from faust.auth import Credentials
-    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Transport
+    from faust.transport.drivers.aiokafka import Transport
 
 _fetch_wait_ms: int | None = None
 # Records per getmany and bytes per partition fetch: larger fetches mean fewer sequential

@@ -36,9 +36,8 @@ from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
 from dataflow.kafka import partition_for_key
 from dataflow.records import Record, record_from_event
 
-if TYPE_CHECKING:  # faust is imported where the worker builds its app
+if TYPE_CHECKING:  # only named in annotations
     import faust
-    from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
     from faust.transport.drivers.aiokafka import Producer as AIOKafkaFaustProducer
     from faust.types import Message as FaustMessage
     from mode import Service

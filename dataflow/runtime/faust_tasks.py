@@ -54,10 +54,8 @@ from dataflow.runtime.kafka_runtime import REASON_RESTORE_FAILED
 from dataflow.runtime.tasks import ChangelogEntry, PartitionTasks
 from dataflow.state.partition import PartitionState
 
-if TYPE_CHECKING:  # faust and confluent_kafka are imported where they are used
+if TYPE_CHECKING:  # only named in annotations
     import faust
-    from confluent_kafka import Consumer
-    from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
     from faust.transport.drivers.aiokafka import Producer as AIOKafkaFaustProducer
     from faust.types import TP
 

@@ -53,15 +53,11 @@ from dataflow.state.partition import rocks_partition_state
 from dataflow.topology import compile_pipeline
 from dataflow.topology.settings import TopologySettings
 
-if TYPE_CHECKING:  # imported where used: the worker process starts with as little as it can
+if TYPE_CHECKING:  # only named in annotations; Faust is imported where the worker builds its app
     import faust
     from aiokafka import AIOKafkaProducer
     from faust.transport.drivers.aiokafka import Producer as AIOKafkaFaustProducer
 
-    from chainer_api import chainer_pb2
-    from dataflow.kafka import KafkaSettings
-    from dataflow.records import Record
-    from dataflow.runtime.base import RuntimeConfig
     from dataflow.runtime.kafka_runtime import PipelineFactory
     from dataflow.state.base import StoreFactory
     from dataflow.state.partition import PartitionState

@@ -56,8 +56,8 @@ from dataflow.topology import compile_pipeline
 from dataflow.topology.compiled import CompiledPipeline
 from dataflow.topology.stats import StepSnapshot
 
-if TYPE_CHECKING:  # confluent_kafka is imported where a client is made
-    from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+if TYPE_CHECKING:  # only named in annotations
+    from confluent_kafka import KafkaError, Message
 
 log = logging.getLogger(__name__)
 

@@ -20,14 +20,11 @@ gives it back, so an engine with no pipelines holds no producer.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from confluent_kafka import Producer
 
 from dataflow.kafka import KafkaSettings
-
-if TYPE_CHECKING:  # confluent_kafka is imported where the producer is made
-    from confluent_kafka import Producer
 
 _lock = threading.Lock()
 _shared: dict[tuple[KafkaSettings, int], list[Any]] = {}    # key -> [producer, number of runners using it]
