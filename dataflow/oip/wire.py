@@ -42,6 +42,33 @@ Skeleton = tuple[bytes, tuple[int, ...], int]
 Convert = Callable[[Any, Collection[str] | None, Mapping[str, str] | None], Any]
 
 
+def _long_length(data: bytes, pos: int, first: int) -> tuple[int, int]:
+    """A length varint whose first byte ``first`` (high bit set) was read and whose next byte is at
+    ``pos``: (length, position after it). IndexError when it runs past the end, ValueError when it
+    is longer than a length of these messages can be."""
+    length = first & 0x7F
+    shift = 7
+    while True:
+        b = data[pos]
+        pos += 1
+        length |= (b & 0x7F) << shift
+        if b < 0x80:
+            return length, pos
+        shift += 7
+        if shift > 28:
+            raise ValueError("length varint too long")
+
+
+def _utf8(value: bytes) -> bool:
+    """Whether the message parser accepts ``value`` as a string field (it refuses non-UTF-8).
+    Callers test ``isascii()`` first: the usual id, and cheaper than a call."""
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 class WireConverter:
     """One source's conversion, bytes to bytes: ``converter(value) -> (bytes, tensor count)`` or
     None when the value must be converted the message way."""
@@ -89,17 +116,7 @@ class WireConverter:
                 length = data[pos + 1]
                 pos += 2
                 if length >= 0x80:
-                    length &= 0x7F
-                    shift = 7
-                    while True:
-                        b = data[pos]
-                        pos += 1
-                        length |= (b & 0x7F) << shift
-                        if b < 0x80:
-                            break
-                        shift += 7
-                        if shift > 28:
-                            return None
+                    length, pos = _long_length(data, pos, length)
                 end = pos + length
                 if end > n:
                     return None
@@ -114,7 +131,7 @@ class WireConverter:
                         pieces.append(data[run_start:run_end])
                     run_start, run_end = start, end
                 pos = end
-        except IndexError:
+        except (IndexError, ValueError):
             return None
         skeleton = data[run_start:run_end] if run_end >= 0 else b""
         if pieces:
@@ -130,17 +147,18 @@ class WireConverter:
             self._hits += 1
         if id_span is not None and (not raws or raws[0][0] - 1 >= id_span[2]):
             self._remember(data, id_span, raws, skeleton, hit)
-        converted, kept, count = hit
         if id_span is None:
-            out = [converted]
-        else:
-            value = data[id_span[1]:id_span[2]]
-            if not value.isascii():
-                try:   # the message parser refuses an id that is not UTF-8
-                    value.decode("utf-8")
-                except UnicodeDecodeError:
-                    return None
-            out = [data[id_span[0]:id_span[2]], converted]
+            return self._output(data, b"", hit, raws)
+        ident = data[id_span[1]:id_span[2]]
+        if not (ident.isascii() or _utf8(ident)):
+            return None
+        return self._output(data, data[id_span[0]:id_span[2]], hit, raws)
+
+    def _output(self, data: bytes, id_field: bytes, hit: Skeleton,
+                raws: list[tuple[int, int]]) -> tuple[bytes, int]:
+        """The converted record: the id field, the converted skeleton, the kept raw entries."""
+        converted, kept, count = hit
+        out = [id_field, converted]
         out_tag = self._out_raw_tag
         for i in kept:
             start, end = raws[i]
@@ -165,7 +183,7 @@ class WireConverter:
 
     def _same_layout(self, data: bytes, layout: tuple[bytes, bytes, int, Skeleton]) -> tuple[bytes, int] | None:
         """The conversion of a record laid out as the remembered one, or None (then it is scanned)."""
-        head, tail, n_raw, (converted, kept, count) = layout
+        head, tail, n_raw, hit = layout
         h = len(head)
         n = len(data)
         try:
@@ -188,37 +206,18 @@ class WireConverter:
                 length = data[start]
                 pos += 2
                 if length >= 0x80:
-                    length &= 0x7F
-                    shift = 7
-                    while True:
-                        b = data[pos]
-                        pos += 1
-                        length |= (b & 0x7F) << shift
-                        if b < 0x80:
-                            break
-                        shift += 7
-                        if shift > 28:
-                            return None
+                    length, pos = _long_length(data, pos, length)
                 pos += length
                 raws.append((start, pos))
-        except IndexError:
+        except (IndexError, ValueError):
             return None
         if pos != n or len(raws) != n_raw:
             return None
         ident = data[h + 2:id_end]
-        if not ident.isascii():
-            try:   # the message parser refuses an id that is not UTF-8
-                ident.decode("utf-8")
-            except UnicodeDecodeError:
-                return None
+        if not (ident.isascii() or _utf8(ident)):
+            return None
         self._hits += 1
-        out = [data[h:id_end], converted]
-        out_tag = self._out_raw_tag
-        for i in kept:
-            start, end = raws[i]
-            out.append(out_tag)
-            out.append(data[start:end])
-        return b"".join(out), count
+        return self._output(data, data[h:id_end], hit, raws)
 
     def _learn(self, key: tuple[bytes, int]) -> Skeleton | None:
         skeleton, n_raw = key
