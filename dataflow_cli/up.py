@@ -60,15 +60,11 @@ def register(sub) -> None:
     p.set_defaults(handler=run)
 
 
-class _Stop(Exception):
-    """Raised from the signal handler to unwind start-up or the watch loop."""
-
-
 def run(args) -> int:
     def on_signal(signum, _frame):
         name = signal.Signals(signum).name
         stack.request_stop(name)  # kept even if the exception below is swallowed
-        raise _Stop(name)
+        raise StackInterrupted(name)  # unwinds start-up or the watch loop
 
     for flag, value in (("--engines", args.engines), ("--partitions", args.partitions)):
         if value < 1:
@@ -78,20 +74,18 @@ def run(args) -> int:
     failure: str | None = None
     try:
         stack.start()
-        if stack.stop_requested is not None:
-            raise _Stop(stack.stop_requested)
+        stack.raise_if_stop_requested()  # asked for during the last stage
         print(stack.banner(), flush=True)
         print(READY_LINE, flush=True)
         while True:
             time.sleep(0.5)
-            if stack.stop_requested is not None:
-                raise _Stop(stack.stop_requested)
+            stack.raise_if_stop_requested()
             dead = stack.failed_child()
             if dead is not None:
                 failure = (f"{getattr(dead, 'name', 'mlserver')} exited unexpectedly; "
                            f"log tail:\n{dead.log_tail()}")
                 break
-    except (_Stop, StackInterrupted) as stop:
+    except StackInterrupted as stop:
         print(f"\n{stop} received: stopping", flush=True)
     except StackError as exc:
         failure = str(exc)

@@ -52,7 +52,7 @@ PROBE_EXPECTED = {"OUTPUT0": [2 * a for a in PROBE_A], "OUTPUT1": [2 * b for b i
 
 
 class StackInterrupted(Exception):
-    """A stop was requested (``Stack.request_stop``) while the stack was starting."""
+    """A stop was requested (a signal, ``Stack.request_stop``): unwinds start-up or the watch loop."""
 
 
 class StackError(RuntimeError):
@@ -167,8 +167,7 @@ class Stack:
                   self._start_pipeline_gateway, self._wait_gateway_ready, self._probe]
         try:
             for stage in stages:
-                if self.stop_requested is not None:
-                    raise StackInterrupted(self.stop_requested)
+                self.raise_if_stop_requested()
                 stage()
         except ChildFailed as exc:
             raise StackError(str(exc)) from exc
@@ -179,6 +178,10 @@ class Stack:
         is not enough: one that lands while a child is being forked (inside the logging module's
         fork hooks) is swallowed by the interpreter, and start-up would carry on to the end."""
         self.stop_requested = reason
+
+    def raise_if_stop_requested(self) -> None:
+        if self.stop_requested is not None:
+            raise StackInterrupted(self.stop_requested)
 
     def stop(self, timeout: float = 10.0) -> None:
         while self.children:
