@@ -2,7 +2,7 @@
 
     python -m benchmarks.e2e                                  # gRPC, 300 sequential, 32 concurrent for 10 s
     python -m benchmarks.e2e --protocols grpc,rest --seconds 5
-    python -m benchmarks.e2e --workers 2 --max-batch 16       # model gateway batching waiting records
+    python -m benchmarks.e2e --batching off                   # model gateway without batching
     python -m benchmarks.e2e --hops                           # + where a pipeline request's time goes
 
 Starts the stack as ``dataflow up`` does (embedded broker, MLServer with the sample models,
@@ -286,7 +286,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=None,
                         help="model gateway --workers (default: its own, 8)")
     parser.add_argument("--max-batch", type=int, default=None,
-                        help="model gateway --max-batch (default: its own, 1 = no batching)")
+                        help="model gateway --max-batch (default: its own, 32)")
+    parser.add_argument("--batching", choices=("auto", "always", "off"), default=None,
+                        help="model gateway --batching (default: its own, auto: models declaring a batch dimension)")
     parser.add_argument("--hops", action="store_true",
                         help="also print where a gRPC pipeline request's time goes, hop by hop")
     parser.add_argument("--keep", action="store_true", help="print pids and wait for Enter before stopping")
@@ -300,8 +302,11 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["MODELGATEWAY_NUM_WORKERS"] = str(args.workers)
     if args.max_batch is not None:
         os.environ["MODELGATEWAY_MAX_BATCH"] = str(args.max_batch)
+    if args.batching is not None:
+        os.environ["MODELGATEWAY_BATCHING"] = args.batching
     gw_config = (f"model gateway workers {os.environ.get('MODELGATEWAY_NUM_WORKERS', 'default (8)')}, "
-                 f"max batch {os.environ.get('MODELGATEWAY_MAX_BATCH', 'default (1)')}")
+                 f"batching {os.environ.get('MODELGATEWAY_BATCHING', 'default (auto)')}, "
+                 f"max batch {os.environ.get('MODELGATEWAY_MAX_BATCH', 'default (32)')}")
 
     with tempfile.TemporaryDirectory() as tmp:
         options = UpOptions(kafka_port=0, scheduler_port=0, chainer_port=0, http_port=0, grpc_port=0,

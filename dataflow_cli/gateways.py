@@ -83,10 +83,16 @@ def register(sub) -> None:
                    help="replication factor of created topics (default 1)")
     m.add_argument("--workers", type=int, default=_env_int("MODELGATEWAY_NUM_WORKERS", 8),
                    help="concurrent calls per model (env MODELGATEWAY_NUM_WORKERS, default 8)")
-    m.add_argument("--max-batch", type=int, default=_env_int("MODELGATEWAY_MAX_BATCH", 1),
-                   help="records of a model waiting for a worker are sent as one call of up to this many, "
-                        "stacked on the first dimension: only for models whose first dimension is the "
-                        "batch (env MODELGATEWAY_MAX_BATCH, default 1 = one call per record)")
+    m.add_argument("--max-batch", type=int, default=_env_int("MODELGATEWAY_MAX_BATCH", 32),
+                   help="records of a batched model waiting together are sent as one call of up to this "
+                        "many, stacked on the first dimension (env MODELGATEWAY_MAX_BATCH, default 32; "
+                        "1 = one call per record)")
+    m.add_argument("--batching", choices=("auto", "always", "off"),
+                   default=os.environ.get("MODELGATEWAY_BATCHING", "auto"),
+                   help="which models are batched: auto = those whose server's metadata gives every input "
+                        "and output a variable first dimension (-1, the batch dimension); always = every "
+                        "model (only right if each one's first dimension is the batch); off = none "
+                        "(env MODELGATEWAY_BATCHING, default auto)")
     m.add_argument("--timeout-s", type=float,
                    default=_env_int("MODELGATEWAY_WORKER_TIMEOUT_MS", 120000) / 1000.0,
                    help="per-request timeout seconds (default 120)")
@@ -190,7 +196,7 @@ def run_model_gateway(args) -> int:
         raise CliError(f"--max-batch must be at least 1, got {args.max_batch}")
     cfg = ModelGatewayConfig(settings=settings, namer=namer, scheduler=scheduler, static_models=static,
                              default_endpoint=args.default_endpoint, workers=args.workers,
-                             max_batch=args.max_batch,
+                             max_batch=args.max_batch, batching=args.batching,
                              timeout_s=args.timeout_s, partitions=args.partitions, replication=args.replication,
                              consumer_prefix=args.consumer_group_prefix, model_version=args.model_version,
                              schema_registry_config=_schema_registry(args), metrics_port=args.metrics_port)

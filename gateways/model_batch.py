@@ -5,7 +5,9 @@ of CPU for a [1,16] call, ~0.11 ms per row in a [8,16] call), and so is the gate
 gateway has more records for a model than free workers, it may send them as one request whose
 inputs are the members' inputs stacked along the first dimension, then cut every output back
 along that dimension. That is only right for a model that treats the first dimension as the batch
-(Triton's ``max_batch_size > 0``), so it is opt-in (``max_batch``). Requests that cannot be
+(Triton's ``max_batch_size > 0``). By default the gateway batches a model only when its server's
+metadata says so (``declares_batch_dimension``: a variable first dimension on every input and
+output, which is how Triton and MLServer describe a batch dimension). Requests that cannot be
 stacked exactly (other tensor names, types or trailing shapes, BYTES tensors, parameters) and
 answers that cannot be cut exactly are never forced: ``merge`` / ``split`` return None and the
 caller sends the requests one by one. A batched call carries only the metadata (``x-*`` headers)
@@ -24,6 +26,22 @@ from dataflow.oip.datatypes import CONTENTS_FIELD, NUMPY_DTYPE
 # exactly; None for FP16, whose typed values travel as fp32). BYTES is never batched.
 FIXED = {datatype: (dtype, None if datatype == "FP16" else CONTENTS_FIELD[datatype])
          for datatype, dtype in NUMPY_DTYPE.items() if datatype != "BYTES"}
+
+
+def declares_batch_dimension(metadata: dict | None) -> bool:
+    """Whether a model's KServe v2 metadata (``{"inputs": [{"shape": [...]}, ...], "outputs": ...}``)
+    gives every input and output a variable first dimension (-1): the batch dimension. Unknown
+    metadata, tensors without a shape, or a fixed first dimension anywhere: no."""
+    if not metadata:
+        return False
+    tensors = [*(metadata.get("inputs") or ()), *(metadata.get("outputs") or ())]
+    if not metadata.get("inputs") or not metadata.get("outputs"):
+        return False
+    for t in tensors:
+        shape = t.get("shape") if isinstance(t, dict) else None
+        if not shape or shape[0] != -1:
+            return False
+    return True
 
 
 def _raw_of(tensor, raw: list, index: int) -> bytes | None:

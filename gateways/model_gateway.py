@@ -9,6 +9,15 @@ Offsets are committed only once every earlier record's output was delivered (at-
 one commit per consumer at most every ``commit_interval_s`` (a commit per record was a broker
 request per record).
 
+Batching: records of one model that wait together (a polled batch, or what queued while every
+worker was busy) go as one call of up to ``max_batch`` records, stacked on the first dimension
+(``model_batch``), and each record gets its own part of the answer. A lone record goes at once,
+so this costs a sequential caller nothing, and under load it saves most of the per-call cost of
+the gateway and the model server. Stacking is only right for a model whose first dimension is the
+batch, so by default (``batching="auto"``) a model is batched only once its server's metadata
+declares a variable first dimension on every input and output; ``"always"`` batches every model,
+``"off"`` none.
+
 Everything runs on one asyncio loop: a consumer thread hands each polled batch to the loop, calls
 go out on one gRPC channel (or HTTP session) per model server (``ClientPool``), outputs are
 produced from the loop and their delivery reports commit offsets from the producer's thread.
@@ -37,7 +46,7 @@ from dataflow.kafka import KafkaSettings, TopicNamer, ensure_topics, modelgatewa
 from dataflow.oip import json as oip_json
 from dataflow.oip import response_as_request, strip_schema_prefix
 from dataflow.schema_registry import Framer
-from gateways import model_batch
+from gateways import model_batch, model_metadata
 from gateways.kafka_io import AsyncProducer, TopicSetConsumer
 from gateways.metrics import ModelMetrics, ModelSeries
 from gateways.oip_client import ClientPool, InferError, OipClient
@@ -48,6 +57,12 @@ DEFAULT_WORKERS = 8  # MODELGATEWAY_NUM_WORKERS
 DEFAULT_TIMEOUT_S = 120.0  # MODELGATEWAY_WORKER_TIMEOUT_MS
 MAX_NUM_CONSUMERS = 100  # MODELGATEWAY_MAX_NUM_CONSUMERS
 COMMIT_INTERVAL_S = 1.0  # as the engine's runtimes (Kafka Streams: 30 s at-least-once)
+DEFAULT_MAX_BATCH = 32  # MODELGATEWAY_MAX_BATCH: records per call at most, for models batched
+BATCHING_MODES = ("auto", "always", "off")  # MODELGATEWAY_BATCHING
+DEFAULT_BATCHING = "auto"
+# auto: a model's metadata is asked again after a failure (server not up yet), less and less often.
+METADATA_RETRY_S = 2.0
+METADATA_RETRY_MAX_S = 60.0
 
 
 INFER_TYPE_JSON_REQUEST = "json/inferModelRequest"
@@ -177,6 +192,8 @@ class _Served:
     series: ModelSeries
     queue: deque = field(default_factory=deque)   # (group, record) not yet sent
     busy: int = 0                                 # calls (single or batched) in flight
+    batch: int = 1                                # records per call at most (1: not batched)
+    learning: asyncio.Task | None = None          # asking the server whether it batches
     space: asyncio.Event = field(default_factory=asyncio.Event)  # set when the queue shrank
     tasks: set = field(default_factory=set)
     removed: bool = False
@@ -197,7 +214,10 @@ class ModelGateway:
                  workers: int = DEFAULT_WORKERS, timeout_s: float = DEFAULT_TIMEOUT_S, partitions: int = 1,
                  replication: int = 1, max_num_consumers: int = MAX_NUM_CONSUMERS, model_version: str = "",
                  framer: Framer | None = None, metrics: ModelMetrics | None = None,
-                 commit_interval_s: float = COMMIT_INTERVAL_S, max_batch: int = 1) -> None:
+                 commit_interval_s: float = COMMIT_INTERVAL_S, max_batch: int = DEFAULT_MAX_BATCH,
+                 batching: str = DEFAULT_BATCHING, metadata_fetcher=model_metadata.fetch) -> None:
+        if batching not in BATCHING_MODES:
+            raise ValueError(f"batching must be one of {', '.join(BATCHING_MODES)}, got {batching!r}")
         self.settings = settings
         self.metrics = metrics or ModelMetrics()
         self.framer = framer  # schema-registry framing of model outputs; None: raw values
@@ -209,9 +229,11 @@ class ModelGateway:
         self.replication = replication
         self.max_num_consumers = max_num_consumers
         self.commit_interval_s = commit_interval_s
-        # > 1: records of one model waiting for a worker go as one call of up to this many
-        # (``model_batch``; only for models whose first dimension is the batch).
+        # Records of one model waiting together go as one call of up to ``max_batch`` (see the
+        # module docstring); ``batching`` says for which models.
         self.max_batch = max_batch
+        self.batching = batching
+        self._fetch_metadata = metadata_fetcher
         self.clients = ClientPool()
         # The reference pins model_version "1"; MLServer rejects versions it does not have, so by
         # default the request's own (usually empty) version is sent. Set to "1" to match exactly.
@@ -242,6 +264,11 @@ class ModelGateway:
     def models(self) -> dict[str, str]:
         return {m: s.endpoint for m, s in self._models.items()}
 
+    def records_per_call(self, name: str) -> int:
+        """How many waiting records of model ``name`` may go as one call now (1: not batched)."""
+        served = self._models.get(name)
+        return served.batch if served is not None else 1
+
     def group_id(self, model: str) -> str:
         return modelgateway_group_id(model, self.consumer_prefix, self.namer.namespace, self.max_num_consumers)
 
@@ -254,9 +281,14 @@ class ModelGateway:
         await asyncio.to_thread(ensure_topics, self.settings, topics, self.partitions, self.replication,
                                 require_equal=False)
         served = _Served(name, endpoint, self.clients.acquire(endpoint), self.metrics.model(name))
+        if self.max_batch > 1 and self.batching == "always":
+            served.batch = self.max_batch
+        elif self.max_batch > 1 and self.batching == "auto":
+            served.learning = asyncio.create_task(self._learn_batching(served))
         old = self._models.get(name)
         self._models[name] = served
         if old is not None:  # waiting records move to the new endpoint; calls in flight finish
+            self._stop_learning(old)
             served.queue.extend(old.queue)
             old.queue.clear()
             old.removed = True
@@ -285,6 +317,7 @@ class ModelGateway:
         if consumer is not None:
             consumer.remove_topic(self.namer.model_inputs(name))
         served.removed = True
+        self._stop_learning(served)
         served.space.set()
         if not drain:
             served.queue.clear()  # never committed: read again by whoever serves the model next
@@ -292,6 +325,33 @@ class ModelGateway:
         if name not in self._models:
             self.metrics.forget(name)
         log.info("stopped serving model %s", name)
+
+    async def _learn_batching(self, served: _Served) -> None:
+        """Batch ``served`` once its server's metadata declares a batch dimension (asked again,
+        less and less often, while the server does not answer)."""
+        delay = METADATA_RETRY_S
+        while not served.removed:
+            try:
+                meta = await self._fetch_metadata(served.endpoint, served.name)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("model %s: no metadata from %s yet (%s)", served.name, served.endpoint, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, METADATA_RETRY_MAX_S)
+                continue
+            if model_batch.declares_batch_dimension(meta):
+                served.batch = self.max_batch
+                log.info("model %s declares a batch dimension: up to %d records per call",
+                         served.name, self.max_batch)
+            else:
+                log.info("model %s declares no batch dimension: one call per record", served.name)
+            return
+
+    @staticmethod
+    def _stop_learning(served: _Served) -> None:
+        if served.learning is not None and not served.learning.done():
+            served.learning.cancel()
 
     async def _retire(self, served: _Served) -> None:
         """Let ``served``'s calls (and what is still queued) finish, then release its client."""
@@ -332,7 +392,8 @@ class ModelGateway:
                     return
 
     async def _dispatch(self, group: str, batch) -> None:
-        limit = self.workers * self.max_batch
+        """Queue the records, then start calls: records polled together can go as one call."""
+        queued: dict[int, _Served] = {}
         for rec in batch:
             model = self._model_of(rec[0])
             while True:
@@ -340,17 +401,21 @@ class ModelGateway:
                 if served is None:  # not served (any more): skip it, like the reference
                     self._finish(group, rec)
                     break
-                if len(served.queue) < limit:
+                if len(served.queue) >= self.workers * served.batch:
+                    self._pump(served)  # full: start what free workers can take
+                if len(served.queue) < self.workers * served.batch:
                     served.queue.append((group, rec))
-                    self._pump(served)
+                    queued[id(served)] = served
                     break
-                served.space.clear()  # full: wait for room (or for the model to go or move)
+                served.space.clear()  # still full: wait for room (or for the model to go or move)
                 await served.space.wait()
+        for served in queued.values():
+            self._pump(served)
 
     def _pump(self, served: _Served) -> None:
-        """Start calls while workers are free: each takes what is waiting, up to ``max_batch``."""
+        """Start calls while workers are free: each takes what is waiting, up to ``served.batch``."""
         while served.queue and served.busy < self.workers:
-            n = min(self.max_batch, len(served.queue))
+            n = min(served.batch, len(served.queue))
             items = [served.queue.popleft() for _ in range(n)]
             served.busy += 1
             task = asyncio.create_task(self._handle(served, items))

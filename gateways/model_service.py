@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from dataflow.kafka import KafkaSettings, TopicNamer
 from dataflow.schema_registry import framer_for
 from gateways import scheduler_watch
-from gateways.model_gateway import DEFAULT_TIMEOUT_S, DEFAULT_WORKERS, ModelGateway
+from gateways.model_gateway import DEFAULT_BATCHING, DEFAULT_MAX_BATCH, DEFAULT_TIMEOUT_S, DEFAULT_WORKERS, ModelGateway
 from gateways.service import GatewayService, subscriber_name
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,8 @@ class ModelGatewayConfig:
     static_models: dict[str, str] = field(default_factory=dict)  # name -> endpoint, served from start
     default_endpoint: str | None = None  # for scheduler models whose definition carries no endpoint
     workers: int = DEFAULT_WORKERS
-    max_batch: int = 1  # > 1: batch waiting records per model (only for batch-first models)
+    max_batch: int = DEFAULT_MAX_BATCH  # records per call at most for a batched model (1: none)
+    batching: str = DEFAULT_BATCHING  # which models are batched: auto (declared batch dimension), always, off
     timeout_s: float = DEFAULT_TIMEOUT_S
     partitions: int = 1
     replication: int = 1
@@ -45,6 +46,7 @@ class ModelGatewayService(GatewayService):
         self.config = config
         self.gateway = ModelGateway(config.settings, config.namer, consumer_prefix=config.consumer_prefix,
                                     workers=config.workers, max_batch=config.max_batch,
+                                    batching=config.batching,
                                     timeout_s=config.timeout_s,
                                     partitions=config.partitions, replication=config.replication,
                                     model_version=config.model_version,

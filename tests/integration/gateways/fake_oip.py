@@ -38,6 +38,14 @@ class FakeGrpcModel(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self) -> None:
         self.metadata: list[list[tuple[str, str]]] = []
         self.requests: list[pb.ModelInferRequest] = []
+        # model -> its metadata (KServe v2); a model not listed answers NOT_FOUND
+        self.model_metadata: dict[str, pb.ModelMetadataResponse] = {}
+
+    def ModelMetadata(self, request, context):
+        meta = self.model_metadata.get(request.name)
+        if meta is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"model {request.name} has no metadata here")
+        return meta
 
     def ModelInfer(self, request, context):
         self.metadata.append(list(context.invocation_metadata()))

@@ -274,7 +274,7 @@ def test_waiting_records_go_as_one_call_and_each_gets_its_own_answer(kafka, gw):
     namer, servicer = gw["namer"], gw["servicer"]
     bg = gw["bg"]
     cfg = ModelGatewayConfig(settings=kafka.settings, namer=namer, partitions=PARTITIONS, timeout_s=10,
-                             consumer_prefix=kafka.unique("mgwb"), workers=1, max_batch=16,
+                             consumer_prefix=kafka.unique("mgwb"), workers=1, max_batch=16, batching="always",
                              static_models={"add10-batched": f"grpc://127.0.0.1:{gw['grpc_port']}"})
     svc = ModelGatewayService(cfg)
     bg.run(svc.start())
@@ -302,5 +302,56 @@ def test_waiting_records_go_as_one_call_and_each_gets_its_own_answer(kafka, gw):
         assert "unexpected input 'BAD'" in err.value().decode()
         sizes = [r.inputs[0].shape[0] for r in servicer.requests[before:] if r.model_name == "add10-batched"]
         assert sum(sizes) == n and max(sizes) > 1, sizes
+    finally:
+        bg.run(svc.stop())
+
+
+def _metadata(model: str, first_dim: int) -> pb.ModelMetadataResponse:
+    T = pb.ModelMetadataResponse.TensorMetadata
+    return pb.ModelMetadataResponse(name=model, inputs=[T(name="INPUT", datatype="INT32", shape=[first_dim, 2])],
+                                    outputs=[T(name="INPUT", datatype="INT32", shape=[first_dim, 2])])
+
+
+def test_by_default_only_models_declaring_a_batch_dimension_are_batched(kafka, gw):
+    """``auto``: a model whose server declares a variable first dimension (-1) on every tensor gets
+    its waiting records stacked; one with a fixed first dimension is called once per record."""
+    namer, servicer, bg = gw["namer"], gw["servicer"], gw["bg"]
+    servicer.model_metadata["add10-declared"] = _metadata("add10-declared", -1)
+    servicer.model_metadata["add10-fixed"] = _metadata("add10-fixed", 1)
+    endpoint = f"grpc://127.0.0.1:{gw['grpc_port']}"
+    cfg = ModelGatewayConfig(settings=kafka.settings, namer=namer, partitions=PARTITIONS, timeout_s=10,
+                             consumer_prefix=kafka.unique("mgwa"), workers=1,
+                             static_models={"add10-declared": endpoint, "add10-fixed": endpoint})
+    svc = ModelGatewayService(cfg)
+    bg.run(svc.start())
+    try:
+        gateway = svc.gateway
+        assert gateway.wait_assigned("add10-declared") and gateway.wait_assigned("add10-fixed")
+        deadline = time.monotonic() + 10
+        while gateway.records_per_call("add10-declared") == 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert gateway.records_per_call("add10-declared") == 32
+        assert gateway.records_per_call("add10-fixed") == 1
+        before = len(servicer.requests)
+        prod = kafka.producer()
+        n = 30
+        for model in ("add10-declared", "add10-fixed"):
+            for i in range(n):
+                prod.produce(namer.model_inputs(model), _row_request([i, i + 1]), key=f"0.p.{model}{i}",
+                             partition=0)
+        prod.flush(10)
+        for model in ("add10-declared", "add10-fixed"):
+            outs = _collect(kafka, [namer.model_outputs(model)], n, prefix=f"0.p.{model}")
+            assert len(outs) == n
+            for m in outs:
+                i = int(m.key().decode()[len(f"0.p.{model}"):])
+                resp = pb.ModelInferResponse()
+                resp.ParseFromString(m.value())
+                assert list(resp.outputs[0].shape) == [1, 2]
+                assert list(resp.outputs[0].contents.int_contents) == [i + 10, i + 11]
+        sizes = {model: [r.inputs[0].shape[0] for r in servicer.requests[before:] if r.model_name == model]
+                 for model in ("add10-declared", "add10-fixed")}
+        assert sum(sizes["add10-declared"]) == n and max(sizes["add10-declared"]) > 1, sizes
+        assert sizes["add10-fixed"] == [1] * n
     finally:
         bg.run(svc.stop())

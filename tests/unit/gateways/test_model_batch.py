@@ -74,3 +74,19 @@ def test_an_answer_that_does_not_follow_the_batch_is_not_cut():
     resp = _answer(model_batch.merge(reqs), raw=True)
     resp.outputs[0].shape[0] = 1   # e.g. a model that reduces over the first dimension
     assert model_batch.split(resp, reqs) is None
+
+
+def _meta(inputs, outputs):
+    return {"inputs": [{"name": f"I{i}", "shape": s} for i, s in enumerate(inputs)],
+            "outputs": [{"name": f"O{i}", "shape": s} for i, s in enumerate(outputs)]}
+
+
+def test_a_batch_dimension_is_a_variable_first_dimension_on_every_tensor():
+    assert model_batch.declares_batch_dimension(_meta([[-1, 16], [-1, 16]], [[-1, 16], [-1]]))
+    assert not model_batch.declares_batch_dimension(_meta([[-1, 16], [1, 16]], [[-1, 16]]))
+    assert not model_batch.declares_batch_dimension(_meta([[-1, 16]], [[16, -1]]))
+    assert not model_batch.declares_batch_dimension(_meta([[-1, 16]], [[]]))      # shape unknown
+    assert not model_batch.declares_batch_dimension(_meta([[-1, 16]], []))        # no outputs declared
+    assert not model_batch.declares_batch_dimension(_meta([], [[-1]]))
+    assert not model_batch.declares_batch_dimension(None)
+    assert not model_batch.declares_batch_dimension({})
