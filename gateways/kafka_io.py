@@ -74,9 +74,17 @@ class AsyncProducer:
 
     On close the poll thread flushes what is still queued and exits; ``close()`` joins it,
     ``await aclose()`` waits for it without occupying any other thread.
+
+    ``errors_only``: librdkafka reports failed deliveries only, so a delivered record costs no
+    Python call on the poll thread; such a producer queues records with ``send`` (``produce``,
+    which waits for the delivery report, is refused).
     """
 
-    def __init__(self, settings: KafkaSettings, *, flush_timeout_s: float = 10.0, **overrides) -> None:
+    def __init__(self, settings: KafkaSettings, *, flush_timeout_s: float = 10.0, errors_only: bool = False,
+                 **overrides) -> None:
+        self.errors_only = errors_only
+        if errors_only:
+            overrides = {"delivery.report.only.error": True, **overrides}
         self._producer = Producer(settings.producer(**overrides))
         self._flush_timeout_s = flush_timeout_s
         self._stop = threading.Event()
@@ -101,8 +109,30 @@ class AsyncProducer:
             kwargs["partition"] = partition
         await produce_async(self._producer, topic, **kwargs)
 
+    async def send(self, topic: str, value: bytes | None, *, key: str | None, partition: int | None,
+                   headers: list[tuple[str, bytes]] | None, on_error: Callable[[ProduceError], None]) -> None:
+        """Queue a record without waiting for its delivery; returns once queued. A record refused
+        before queueing raises ``ProduceError``; one that fails later is passed to ``on_error`` on
+        the poll thread (a delivered one calls nothing on an ``errors_only`` producer)."""
+        def delivered(err, _msg) -> None:
+            if err is not None:
+                on_error(ProduceError(f"produce to {topic} failed: {err}", err.code()))
+
+        kwargs: dict[str, Any] = {"key": key, "value": value, "headers": headers or None, "on_delivery": delivered}
+        if partition is not None:
+            kwargs["partition"] = partition
+        try:
+            await produce_async(self._producer, topic, **kwargs)
+        except KafkaException as exc:  # refused before queueing, e.g. MSG_SIZE_TOO_LARGE
+            err = exc.args[0] if exc.args else None
+            code = err.code() if isinstance(err, KafkaError) else None
+            raise ProduceError(f"produce to {topic} failed: {err}", code) from None
+
     async def produce(self, topic: str, value: bytes | None, *, key: str | None = None,
                       partition: int | None = None, headers: list[tuple[str, bytes]] | None = None) -> None:
+        """Queue a record and wait for its delivery (``ProduceError`` if it failed)."""
+        if self.errors_only:
+            raise RuntimeError("an errors_only producer reports no delivery to wait for: use send()")
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
 

@@ -143,6 +143,13 @@ def check_request(req) -> None:
         raise BadRequest(str(exc)) from None
 
 
+def _produce_failure(exc: ProduceError, size: int) -> GatewayError:
+    """What a request whose record could not be produced fails with."""
+    if exc.code == KafkaError.MSG_SIZE_TOO_LARGE:
+        return RequestTooLarge(f"request of {size} bytes is over Kafka's message size limit")
+    return GatewayError(str(exc))
+
+
 @dataclass(frozen=True, slots=True)
 class InferResult:
     """The output record that answered a request."""
@@ -198,7 +205,9 @@ class PipelineGateway:
         self._loop = asyncio.get_running_loop()
         overrides = {} if "message.max.bytes" in dict(self.settings.extra) else \
             {"message.max.bytes": min(self.max_request_bytes + 65536, MAX_REQUEST_BYTES)}
-        self._producer = AsyncProducer(self.settings, **overrides)
+        # The answer record is what a request waits for; its delivery report would only cost a
+        # Python call and a loop wake-up per request. Failures still reach the waiting request.
+        self._producer = AsyncProducer(self.settings, errors_only=True, **overrides)
         return self
 
     async def close(self) -> None:
@@ -501,17 +510,25 @@ class PipelineGateway:
         consumer = self._consumers.get(group)
         if consumer is not None:  # its answer is due: a parked consumer need not wait to be woken
             consumer.expect()
+        loop = self._loop
+        size = len(request)
+
+        def failed(exc: ProduceError) -> None:  # producer poll thread: the request was not delivered
+            def fail() -> None:
+                if not fut.done():
+                    fut.set_exception(_produce_failure(exc, size))
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(fail)
+
         try:
             try:
                 in_topic = resource.input_topic(self.namer)
                 if self.framer is not None:
                     request = await self.framer.aframe(in_topic, request)
-                await self._producer.produce(in_topic, request, key=key, partition=partition, headers=headers)
+                await self._producer.send(in_topic, request, key=key, partition=partition, headers=headers,
+                                          on_error=failed)
             except ProduceError as exc:
-                if exc.code == KafkaError.MSG_SIZE_TOO_LARGE:
-                    raise RequestTooLarge(
-                        f"request of {len(request)} bytes is over Kafka's message size limit") from None
-                raise GatewayError(str(exc)) from exc
+                raise _produce_failure(exc, size) from None
             left = None if deadline is None else max(0.0, deadline - self._loop.time())
             try:
                 return await asyncio.wait_for(fut, timeout=left)
