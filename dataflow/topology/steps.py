@@ -16,9 +16,9 @@ from dataflow.topology.cycles import VisitCounter
 from dataflow.topology.model import JoinType, StepNode, Topology
 from dataflow.topology.stats import PipelineStats, StepLatency
 from dataflow.topology.transforms import (
+    JoinMerge,
     apply_chain,
     is_empty,
-    merge_joined,
     serialize,
     trigger_fires,
     wire_converter,
@@ -51,6 +51,7 @@ class StepProcessor:
             self.gate = TriggerGate(store_factory(f"gate:{step.name}"), combine_store,
                                     triggers=len(step.triggers), triggers_join=step.triggers_join,
                                     window_ms=step.window_ms, name=f"{topology.pipeline}/{step.name}")
+        self._merge = JoinMerge(step.produces_requests)
         self.batcher = _make_batcher(step, store_factory) if step.batch.enabled and not step.is_join else None
         self._from_error_topic = all(s.topic == topology.error_topic for s in step.sources)
         self._wire = [wire_converter(s) for s in step.sources]
@@ -125,7 +126,7 @@ class StepProcessor:
             if self.step.join is JoinType.ANY:
                 value = next(v for v in r.values if v is not None)
             else:
-                value = merge_joined(r.values, self.step.produces_requests)
+                value = self._merge(r.values)
             out.append(Record(topic="", key=r.key, value=value, headers=r.headers,
                               timestamp=r.timestamp, partition=r.partition))
         return out
