@@ -80,8 +80,11 @@ class StreamJoin:
         # timestamp. An arrival pushes an entry only when it would expire before what the group
         # already has; punctuate re-reads a due group and indexes what is left of it. Entries
         # may be stale (group rewritten since): they only cost a lookup.
-        self._wall_heap: list[tuple[int, bytes]] = []
-        self._time_heap: list[tuple[int, bytes]] = []
+        # Entries are (time, insertion number, group): the number breaks ties, so a push never
+        # compares group keys (records arriving in the same millisecond share their expiry).
+        self._wall_heap: list[tuple[int, int, bytes]] = []
+        self._time_heap: list[tuple[int, int, bytes]] = []
+        self._seq = itertools.count()
         self._buffered = 0  # records held in their windows
         self.expired = 0   # buffered records dropped at the end of their window (metrics)
         for gkey, raw in store.items(GROUP_PREFIX):
@@ -89,8 +92,9 @@ class StreamJoin:
             self._stored.add(gkey)
             if entries:
                 self._buffered += len(entries)
-                self._wall_heap.append((min(e.wall_ms for e in entries) + self.window_ms, gkey))
-                self._time_heap.append((min(e.timestamp for e in entries), gkey))
+                seq = next(self._seq)
+                self._wall_heap.append((min(e.wall_ms for e in entries) + self.window_ms, seq, gkey))
+                self._time_heap.append((min(e.timestamp for e in entries), seq, gkey))
         heapq.heapify(self._wall_heap)
         heapq.heapify(self._time_heap)
 
@@ -116,8 +120,8 @@ class StreamJoin:
         results: list[JoinResult] = []
         arrival = Entry(branch, ts, now_ms, record.value, list(record.headers))
         if not entries:
-            heapq.heappush(self._wall_heap, (now_ms + self.window_ms, gkey))
-            heapq.heappush(self._time_heap, (ts, gkey))
+            heapq.heappush(self._wall_heap, (now_ms + self.window_ms, next(self._seq), gkey))
+            heapq.heappush(self._time_heap, (ts, next(self._seq), gkey))
             entries.append(arrival)
             self._buffered += 1
             return results
@@ -134,12 +138,12 @@ class StreamJoin:
         if entries:   # index the arrival only if it expires before everything in the group
             first = entries[0]
             if now_ms < first.wall_ms:
-                heapq.heappush(self._wall_heap, (now_ms + self.window_ms, gkey))
+                heapq.heappush(self._wall_heap, (now_ms + self.window_ms, next(self._seq), gkey))
             if ts < first.timestamp:
-                heapq.heappush(self._time_heap, (ts, gkey))
+                heapq.heappush(self._time_heap, (ts, next(self._seq), gkey))
         else:
-            heapq.heappush(self._wall_heap, (now_ms + self.window_ms, gkey))
-            heapq.heappush(self._time_heap, (ts, gkey))
+            heapq.heappush(self._wall_heap, (now_ms + self.window_ms, next(self._seq), gkey))
+            heapq.heappush(self._time_heap, (ts, next(self._seq), gkey))
 
         window = self.window_ms
         if self.branches == 2:
@@ -214,11 +218,11 @@ class StreamJoin:
             return []
         wall_due: set[bytes] = set()
         while self._wall_heap and self._wall_heap[0][0] <= now_ms:
-            wall_due.add(heapq.heappop(self._wall_heap)[1])
+            wall_due.add(heapq.heappop(self._wall_heap)[2])
         horizon = self.stream_time - self.window_ms
         time_due: set[bytes] = set()
         while self._time_heap and self._time_heap[0][0] < horizon:
-            time_due.add(heapq.heappop(self._time_heap)[1])
+            time_due.add(heapq.heappop(self._time_heap)[2])
         results: list[JoinResult] = []
         for gkey in sorted(wall_due | time_due):
             entries = self._entries(gkey)
@@ -234,9 +238,10 @@ class StreamJoin:
                 self._groups[gkey] = entries
             if entries:   # what is left keeps an index entry of each kind popped
                 if gkey in wall_due:
-                    heapq.heappush(self._wall_heap, (min(e.wall_ms for e in entries) + self.window_ms, gkey))
+                    heapq.heappush(self._wall_heap, (min(e.wall_ms for e in entries) + self.window_ms,
+                                                     next(self._seq), gkey))
                 if gkey in time_due:
-                    heapq.heappush(self._time_heap, (min(e.timestamp for e in entries), gkey))
+                    heapq.heappush(self._time_heap, (min(e.timestamp for e in entries), next(self._seq), gkey))
         return results
 
     def _partials(self, key: str | None, entries: list[Entry], expired: list[Entry]) -> list[JoinResult]:
