@@ -30,12 +30,13 @@ class Entry:
     matched: bool = False          # took part in an emitted result (outer joins emit no partial for it)
 
 
-def _get_bytes(buf: memoryview, pos: int) -> tuple[bytes | None, int]:
-    (n,) = _LEN.unpack_from(buf, pos)
-    pos += _LEN.size
+def _get_bytes(data: bytes, pos: int) -> tuple[bytes | None, int]:
+    (n,) = _LEN.unpack_from(data, pos)
+    pos += 4
     if n == _NONE:
         return None, pos
-    return bytes(buf[pos:pos + n]), pos + n
+    end = pos + n
+    return data[pos:end], end
 
 
 def encode_entries(entries: list[Entry]) -> bytes:
@@ -65,21 +66,22 @@ def encode_entries(entries: list[Entry]) -> bytes:
 
 
 def decode_entries(data: bytes) -> list[Entry]:
-    buf = memoryview(data)
-    if not data or buf[0] != _FORMAT_VERSION:
-        raise ValueError(f"join buffer entry has unknown format version {buf[0] if data else None}")
-    (count,) = _LEN.unpack_from(buf, 1)
-    pos = 1 + _LEN.size
+    if not data or data[0] != _FORMAT_VERSION:
+        raise ValueError(f"join buffer entry has unknown format version {data[0] if data else None}")
+    data = bytes(data)   # slices of bytes are the copies kept: no memoryview in between
+    (count,) = _LEN.unpack_from(data, 1)
+    pos = 5
     entries: list[Entry] = []
+    unpack_entry, entry_size = _ENTRY.unpack_from, _ENTRY.size
     for _ in range(count):
-        branch, ts, wall, flags, nh = _ENTRY.unpack_from(buf, pos)
-        pos += _ENTRY.size
+        branch, ts, wall, flags, nh = unpack_entry(data, pos)
+        pos += entry_size
         headers = []
         for _ in range(nh):
-            k, pos = _get_bytes(buf, pos)
-            v, pos = _get_bytes(buf, pos)
+            k, pos = _get_bytes(data, pos)
+            v, pos = _get_bytes(data, pos)
             headers.append(((k or b"").decode("utf-8"), v or b""))
-        value, pos = _get_bytes(buf, pos)
+        value, pos = _get_bytes(data, pos)
         entries.append(Entry(branch, ts, wall, value, headers, bool(flags & MATCHED)))
     return entries
 

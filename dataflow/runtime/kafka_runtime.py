@@ -576,8 +576,12 @@ class RunnerLoop:
         topic = self.changelog_topic
         producer = self.producer
         on_delivery = self._on_delivery
+        queue = producer.produce
         for partition, key, value in entries:
-            produce(producer, topic, value, key, partition, on_delivery=on_delivery)
+            try:  # as in _produce: only a full queue goes through the waiting helper
+                queue(topic, value, key, partition, on_delivery=on_delivery)
+            except BufferError:
+                produce(producer, topic, value, key, partition, on_delivery=on_delivery)
 
     def _produce(self, records: list[Record]) -> None:
         self._begin()
