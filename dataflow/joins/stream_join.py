@@ -120,8 +120,9 @@ class StreamJoin:
         results: list[JoinResult] = []
         arrival = Entry(branch, ts, now_ms, record.value, list(record.headers))
         if not entries:
-            heapq.heappush(self._wall_heap, (now_ms + self.window_ms, next(self._seq), gkey))
-            heapq.heappush(self._time_heap, (ts, next(self._seq), gkey))
+            seq = next(self._seq)
+            heapq.heappush(self._wall_heap, (now_ms + self.window_ms, seq, gkey))
+            heapq.heappush(self._time_heap, (ts, seq, gkey))
             entries.append(arrival)
             self._buffered += 1
             return results
