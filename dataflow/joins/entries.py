@@ -13,6 +13,8 @@ _FORMAT_VERSION = 1
 _ENTRY = struct.Struct("<HqqBH")       # branch, record ts, wall ms, flags, header count
 _LEN = struct.Struct("<I")
 _NONE = 0xFFFFFFFF
+_NO_VALUE = _LEN.pack(_NONE)
+_HEAD = struct.Struct("<BI")          # format version, entry count
 MATCHED = 1
 
 
@@ -28,50 +30,58 @@ class Entry:
     matched: bool = False          # took part in an emitted result (outer joins emit no partial for it)
 
 
-def _put_bytes(out: bytearray, data: bytes | None) -> None:
-    if data is None:
-        out += _LEN.pack(_NONE)
-    else:
-        out += _LEN.pack(len(data))
-        out += data
-
-
-def _get_bytes(buf: memoryview, pos: int) -> tuple[bytes | None, int]:
-    (n,) = _LEN.unpack_from(buf, pos)
-    pos += _LEN.size
+def _get_bytes(data: bytes, pos: int) -> tuple[bytes | None, int]:
+    (n,) = _LEN.unpack_from(data, pos)
+    pos += 4
     if n == _NONE:
         return None, pos
-    return bytes(buf[pos:pos + n]), pos + n
+    end = pos + n
+    return data[pos:end], end
 
 
 def encode_entries(entries: list[Entry]) -> bytes:
-    out = bytearray([_FORMAT_VERSION])
-    out += _LEN.pack(len(entries))
+    # One join of the pieces: a value is copied once (building a bytearray copies it twice).
+    out = [_HEAD.pack(_FORMAT_VERSION, len(entries))]
+    append = out.append
+    pack_entry, pack_len = _ENTRY.pack, _LEN.pack
     for e in entries:
-        out += _ENTRY.pack(e.branch, e.timestamp, e.wall_ms, MATCHED if e.matched else 0, len(e.headers))
-        for k, v in e.headers:
-            _put_bytes(out, k.encode("utf-8"))
-            _put_bytes(out, v)
-        _put_bytes(out, e.value)
-    return bytes(out)
+        headers = e.headers
+        append(pack_entry(e.branch, e.timestamp, e.wall_ms, MATCHED if e.matched else 0, len(headers)))
+        for k, v in headers:
+            name = k.encode("utf-8")
+            append(pack_len(len(name)))
+            append(name)
+            if v is None:
+                append(_NO_VALUE)
+            else:
+                append(pack_len(len(v)))
+                append(v)
+        value = e.value
+        if value is None:
+            append(_NO_VALUE)
+        else:
+            append(pack_len(len(value)))
+            append(value)
+    return b"".join(out)
 
 
 def decode_entries(data: bytes) -> list[Entry]:
-    buf = memoryview(data)
-    if not data or buf[0] != _FORMAT_VERSION:
-        raise ValueError(f"join buffer entry has unknown format version {buf[0] if data else None}")
-    (count,) = _LEN.unpack_from(buf, 1)
-    pos = 1 + _LEN.size
+    if not data or data[0] != _FORMAT_VERSION:
+        raise ValueError(f"join buffer entry has unknown format version {data[0] if data else None}")
+    data = bytes(data)   # slices of bytes are the copies kept: no memoryview in between
+    (count,) = _LEN.unpack_from(data, 1)
+    pos = 5
     entries: list[Entry] = []
+    unpack_entry, entry_size = _ENTRY.unpack_from, _ENTRY.size
     for _ in range(count):
-        branch, ts, wall, flags, nh = _ENTRY.unpack_from(buf, pos)
-        pos += _ENTRY.size
+        branch, ts, wall, flags, nh = unpack_entry(data, pos)
+        pos += entry_size
         headers = []
         for _ in range(nh):
-            k, pos = _get_bytes(buf, pos)
-            v, pos = _get_bytes(buf, pos)
+            k, pos = _get_bytes(data, pos)
+            v, pos = _get_bytes(data, pos)
             headers.append(((k or b"").decode("utf-8"), v or b""))
-        value, pos = _get_bytes(buf, pos)
+        value, pos = _get_bytes(data, pos)
         entries.append(Entry(branch, ts, wall, value, headers, bool(flags & MATCHED)))
     return entries
 

@@ -73,15 +73,30 @@ class StreamJoin:
         self.stream_time = int(raw) if raw else -(2 ** 62)
         self._stream_time_changed = False
         self._groups: dict[bytes, list[Entry]] = {}   # decoded groups changed since the last flush
-        # Expiry indexes (in memory, rebuilt from the store on start): (wall expiry, group) and
-        # (record timestamp, group) per buffered record. Entries may be stale (group already
-        # rewritten); punctuate re-reads the group, so stale entries only cost a lookup.
-        self._wall_heap: list[tuple[int, bytes]] = []
-        self._time_heap: list[tuple[int, bytes]] = []
+        self._stored: set[bytes] = set()   # groups the store holds: any other group is empty, unread
+        # Expiry indexes (in memory, rebuilt from the store on start): per group with buffered
+        # records, at least one (wall expiry, group) entry no later than its earliest record's wall
+        # expiry, and one (record timestamp, group) entry no later than its earliest record's
+        # timestamp. An arrival pushes an entry only when it would expire before what the group
+        # already has; punctuate re-reads a due group and indexes what is left of it. Entries
+        # may be stale (group rewritten since): they only cost a lookup.
+        # Entries are (time, insertion number, group): the number breaks ties, so a push never
+        # compares group keys (records arriving in the same millisecond share their expiry).
+        self._wall_heap: list[tuple[int, int, bytes]] = []
+        self._time_heap: list[tuple[int, int, bytes]] = []
+        self._seq = itertools.count()
+        self._buffered = 0  # records held in their windows
         self.expired = 0   # buffered records dropped at the end of their window (metrics)
         for gkey, raw in store.items(GROUP_PREFIX):
-            for e in decode_entries(raw):
-                self._index(gkey, e)
+            entries = decode_entries(raw)
+            self._stored.add(gkey)
+            if entries:
+                self._buffered += len(entries)
+                seq = next(self._seq)
+                self._wall_heap.append((min(e.wall_ms for e in entries) + self.window_ms, seq, gkey))
+                self._time_heap.append((min(e.timestamp for e in entries), seq, gkey))
+        heapq.heapify(self._wall_heap)
+        heapq.heapify(self._time_heap)
 
     # -- arrivals ---------------------------------------------------------------------------
     def add(self, branch: int, record: Record, now_ms: int) -> list[JoinResult]:
@@ -92,66 +107,101 @@ class StreamJoin:
             values[branch] = record.value
             return [JoinResult(record.key, values, list(record.headers), record.timestamp, record.partition)]
 
-        self._advance_stream_time(record.timestamp)
-        gkey = group_key(record.key)
-        entries = self._entries(gkey)
-        stale = [e for e in entries if self._expired_by_record_time(e)]
+        ts = record.timestamp
+        if ts > self.stream_time:
+            self.stream_time = ts
+            self._stream_time_changed = True
+        key = record.key
+        gkey = group_key(key)
+        entries = self._groups.get(gkey)
+        if entries is None:
+            entries = self._read(gkey)
+            self._groups[gkey] = entries
         results: list[JoinResult] = []
-        if stale:
-            if self.kind is JoinType.OUTER:
-                results.extend(self._partials(record.key, entries, stale))
-            entries = [e for e in entries if not self._expired_by_record_time(e)]
-        arrival = Entry(branch, record.timestamp, now_ms, record.value, list(record.headers))
+        arrival = Entry(branch, ts, now_ms, record.value, list(record.headers))
+        if not entries:
+            seq = next(self._seq)
+            heapq.heappush(self._wall_heap, (now_ms + self.window_ms, seq, gkey))
+            heapq.heappush(self._time_heap, (ts, seq, gkey))
+            entries.append(arrival)
+            self._buffered += 1
+            return results
 
-        candidates: list[list[Entry]] = []
-        for b in range(self.branches):
-            if b == branch:
-                candidates.append([arrival])
-            else:
-                candidates.append([e for e in entries if e.branch == b
-                                   and abs(e.timestamp - record.timestamp) <= self.window_ms])
-        if all(candidates):
-            for combo in itertools.product(*candidates):
-                results.append(JoinResult(record.key, [e.value for e in combo], list(record.headers),
-                                          max(e.timestamp for e in combo), record.partition))
-                for e in combo:
-                    e.matched = True
+        horizon = self.stream_time - self.window_ms
+        for e in entries:
+            if e.timestamp < horizon:   # some buffered records fell behind the stream time
+                stale = [e for e in entries if e.timestamp < horizon]
+                if self.kind is JoinType.OUTER:
+                    results.extend(self._partials(key, entries, stale))
+                entries[:] = [e for e in entries if e.timestamp >= horizon]
+                self._buffered -= len(stale)
+                break
+        if entries:   # index the arrival only if it expires before everything in the group
+            first = entries[0]
+            if now_ms < first.wall_ms:
+                heapq.heappush(self._wall_heap, (now_ms + self.window_ms, next(self._seq), gkey))
+            if ts < first.timestamp:
+                heapq.heappush(self._time_heap, (ts, next(self._seq), gkey))
+        else:
+            heapq.heappush(self._wall_heap, (now_ms + self.window_ms, next(self._seq), gkey))
+            heapq.heappush(self._time_heap, (ts, next(self._seq), gkey))
+
+        window = self.window_ms
+        if self.branches == 2:
+            matches = [e for e in entries if e.branch != branch and -window <= e.timestamp - ts <= window]
+            for e in matches:
+                pair = [e.value, arrival.value] if e.branch < branch else [arrival.value, e.value]
+                results.append(JoinResult(key, pair, list(record.headers), ts if ts > e.timestamp else e.timestamp,
+                                          record.partition))
+                e.matched = True
+            if matches:
+                arrival.matched = True
+        else:
+            candidates: list[list[Entry]] = []
+            for b in range(self.branches):
+                if b == branch:
+                    candidates.append([arrival])
+                else:
+                    candidates.append([e for e in entries if e.branch == b and abs(e.timestamp - ts) <= window])
+            if all(candidates):
+                for combo in itertools.product(*candidates):
+                    results.append(JoinResult(key, [e.value for e in combo], list(record.headers),
+                                              max(e.timestamp for e in combo), record.partition))
+                    for e in combo:
+                        e.matched = True
         entries.append(arrival)
-        self._groups[gkey] = entries
-        self._index(gkey, arrival)
+        self._buffered += 1
         return results
 
     # -- state ------------------------------------------------------------------------------
+    def _read(self, gkey: bytes) -> list[Entry]:
+        """A group's records as the store holds them (without reading groups it does not hold)."""
+        if gkey not in self._stored:
+            return []
+        raw = self.store.get(gkey)
+        return decode_entries(raw) if raw else []
+
     def _entries(self, gkey: bytes) -> list[Entry]:
         entries = self._groups.get(gkey)
-        if entries is None:
-            raw = self.store.get(gkey)
-            entries = decode_entries(raw) if raw else []
-        return entries
+        return entries if entries is not None else self._read(gkey)
 
     def flush(self) -> None:
         """Write the groups changed since the last flush (and the stream time) to the store."""
         store = self.store
+        stored = self._stored
         for gkey, entries in self._groups.items():
             if entries:
                 store.put(gkey, encode_entries(entries))
-            else:
+                stored.add(gkey)
+            elif gkey in stored:
                 store.delete(gkey)
+                stored.discard(gkey)
         self._groups.clear()
         if self._stream_time_changed:
             store.put(_STREAM_TIME_KEY, str(self.stream_time).encode())
             self._stream_time_changed = False
 
-    def _index(self, gkey: bytes, e: Entry) -> None:
-        heapq.heappush(self._wall_heap, (e.wall_ms + self.window_ms, gkey))
-        heapq.heappush(self._time_heap, (e.timestamp, gkey))
-
     # -- expiry -----------------------------------------------------------------------------
-    def _advance_stream_time(self, ts: int) -> None:
-        if ts > self.stream_time:
-            self.stream_time = ts
-            self._stream_time_changed = True
-
     def _expired_by_record_time(self, e: Entry) -> bool:
         return e.timestamp < self.stream_time - self.window_ms
 
@@ -167,24 +217,32 @@ class StreamJoin:
         Only groups with a due index entry are read, so an idle tick costs nothing."""
         if self.kind is JoinType.ANY:
             return []
-        due: set[bytes] = set()
+        wall_due: set[bytes] = set()
         while self._wall_heap and self._wall_heap[0][0] <= now_ms:
-            due.add(heapq.heappop(self._wall_heap)[1])
+            wall_due.add(heapq.heappop(self._wall_heap)[2])
         horizon = self.stream_time - self.window_ms
+        time_due: set[bytes] = set()
         while self._time_heap and self._time_heap[0][0] < horizon:
-            due.add(heapq.heappop(self._time_heap)[1])
+            time_due.add(heapq.heappop(self._time_heap)[2])
         results: list[JoinResult] = []
-        for gkey in sorted(due):
+        for gkey in sorted(wall_due | time_due):
             entries = self._entries(gkey)
             if not entries:
                 continue
             expired = [e for e in entries if self._expired(e, now_ms)]
-            if not expired:
-                continue
-            if self.kind is JoinType.OUTER:
-                results.extend(self._partials(key_of_group(gkey), entries, expired))
-            self.expired += len(expired)
-            self._groups[gkey] = [e for e in entries if not self._expired(e, now_ms)]
+            if expired:
+                if self.kind is JoinType.OUTER:
+                    results.extend(self._partials(key_of_group(gkey), entries, expired))
+                self.expired += len(expired)
+                self._buffered -= len(expired)
+                entries = [e for e in entries if not self._expired(e, now_ms)]
+                self._groups[gkey] = entries
+            if entries:   # what is left keeps an index entry of each kind popped
+                if gkey in wall_due:
+                    heapq.heappush(self._wall_heap, (min(e.wall_ms for e in entries) + self.window_ms,
+                                                     next(self._seq), gkey))
+                if gkey in time_due:
+                    heapq.heappush(self._time_heap, (min(e.timestamp for e in entries), next(self._seq), gkey))
         return results
 
     def _partials(self, key: str | None, entries: list[Entry], expired: list[Entry]) -> list[JoinResult]:
@@ -209,10 +267,8 @@ class StreamJoin:
 
     @property
     def buffered(self) -> int:
-        """Records held in their window, in O(1) and safe to read from another thread (metrics):
-        one wall-clock index entry per buffered record, removed when its window closes. A record
-        already dropped by record time is still counted until then."""
-        return len(self._wall_heap)
+        """Records held in their window: an O(1) read, safe from another thread (metrics)."""
+        return self._buffered
 
     def __len__(self) -> int:
         """Buffered records (for tests and metrics)."""

@@ -46,6 +46,7 @@ from chainer_api import chainer_pb2
 from dataflow import processes
 from dataflow.kafka import KafkaSettings, partition_for_key
 from dataflow.records import Record, record_from_event
+from dataflow.runtime import gc_tuning
 from dataflow.runtime.base import RuntimeConfig
 from dataflow.runtime.tasks import PartitionTasks, probe
 from dataflow.schema_registry import framer_for
@@ -422,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         report("ERROR", f"bad worker spec: {exc}")
         return 2
     die_with_parent(spec.parent_pid)
+    gc_tuning.tune()
     logging.basicConfig(level=spec.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s faust-worker[%(process)d] %(name)s: %(message)s")
     try:

@@ -47,7 +47,7 @@ from dataflow.kafka import GroupJoin, KafkaSettings, dataflow_group_id, ensure_t
 from dataflow.kafka_produce import produce
 from dataflow.records import Record, record_from_kafka
 from dataflow.runtime import changelog as cl
-from dataflow.runtime import poll_loops, producers
+from dataflow.runtime import gc_tuning, poll_loops, producers
 from dataflow.runtime.base import PipelineRunner, RunnerError, RunnerState, RuntimeConfig, StateCallback
 from dataflow.runtime.tasks import BuildPipeline, OpenState, PartitionTasks, probe
 from dataflow.state.base import StoreFactory
@@ -146,6 +146,7 @@ class KafkaRunner(PipelineRunner):
         await self.wait_running()
 
     async def launch(self) -> None:
+        gc_tuning.tune()
         self._loop = asyncio.get_running_loop()
         self._started = self._loop.create_future()
         self._stopped = self._loop.create_future()
@@ -576,8 +577,12 @@ class RunnerLoop:
         topic = self.changelog_topic
         producer = self.producer
         on_delivery = self._on_delivery
+        queue = producer.produce
         for partition, key, value in entries:
-            produce(producer, topic, value, key, partition, on_delivery=on_delivery)
+            try:  # as in _produce: only a full queue goes through the waiting helper
+                queue(topic, value, key, partition, on_delivery=on_delivery)
+            except BufferError:
+                produce(producer, topic, value, key, partition, on_delivery=on_delivery)
 
     def _produce(self, records: list[Record]) -> None:
         self._begin()

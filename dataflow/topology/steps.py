@@ -16,9 +16,9 @@ from dataflow.topology.cycles import VisitCounter
 from dataflow.topology.model import JoinType, StepNode, Topology
 from dataflow.topology.stats import PipelineStats, StepLatency
 from dataflow.topology.transforms import (
+    JoinMerge,
     apply_chain,
     is_empty,
-    merge_joined,
     serialize,
     trigger_fires,
     wire_converter,
@@ -51,12 +51,15 @@ class StepProcessor:
             self.gate = TriggerGate(store_factory(f"gate:{step.name}"), combine_store,
                                     triggers=len(step.triggers), triggers_join=step.triggers_join,
                                     window_ms=step.window_ms, name=f"{topology.pipeline}/{step.name}")
+        self._merge = JoinMerge(step.produces_requests)
         self.batcher = _make_batcher(step, store_factory) if step.batch.enabled and not step.is_join else None
         self._from_error_topic = all(s.topic == topology.error_topic for s in step.sources)
         self._wire = [wire_converter(s) for s in step.sources]
         self._trailer = sink_trailer(topology.pipeline, topology.version)
         # Nothing between the conversion and the sink: a converted record goes straight out.
         self._direct = self.join is None and self.batcher is None and self.gate is None and counter is None
+        # Nothing between the join and the sink: a join result goes straight out.
+        self._join_direct = self.join is not None and self.gate is None and counter is None
 
     # -- inputs -----------------------------------------------------------------------------
     def on_source(self, index: int, record: Record, now_ms: int) -> list[Record]:
@@ -81,10 +84,15 @@ class StepProcessor:
             self.stats.produced += 1
             return [Record(self.step.sink, record.key, value, rewrite_with(record.headers, self._trailer),
                            record.timestamp, record.partition)]
-        data = record.evolve(value=value)
+        data = Record(record.topic, record.key, value, record.headers, record.timestamp, record.partition)
         if self.join is not None:
             try:
-                joined = self._joined(self.join.add(index, data, now_ms))
+                results = self.join.add(index, data, now_ms)
+                if not results:
+                    return []
+                if self._join_direct:
+                    return self._joined_to_sink(results)
+                joined = self._joined(results)
             except oip.CodecError as exc:   # cannot happen for values we serialised; be safe
                 return self._malformed(record, source.topic, exc)
             return self._after_join(joined, now_ms)
@@ -125,9 +133,19 @@ class StepProcessor:
             if self.step.join is JoinType.ANY:
                 value = next(v for v in r.values if v is not None)
             else:
-                value = merge_joined(r.values, self.step.produces_requests)
+                value = self._merge(r.values)
             out.append(Record(topic="", key=r.key, value=value, headers=r.headers,
                               timestamp=r.timestamp, partition=r.partition))
+        return out
+
+    def _joined_to_sink(self, results: list[JoinResult]) -> list[Record]:
+        """What ``_joined`` then ``_to_sink`` make of join results, in one step (no gate, no
+        cycle counter)."""
+        sink, trailer, merge = self.step.sink, self._trailer, self._merge
+        forward = self.step.join is JoinType.ANY
+        out = [Record(sink, r.key, next(v for v in r.values if v is not None) if forward else merge(r.values),
+                      rewrite_with(r.headers, trailer), r.timestamp, r.partition) for r in results]
+        self.stats.produced += len(out)
         return out
 
     def _after_join(self, records: list[Record], now_ms: int) -> list[Record]:

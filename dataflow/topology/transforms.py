@@ -9,6 +9,7 @@ from tritonclient.grpc.service_pb2 import ModelInferRequest, ModelInferResponse
 
 from dataflow import oip
 from dataflow.oip.wire import WireConverter
+from dataflow.oip.wire_merge import WireMerge
 from dataflow.topology.model import ChainType, SourceNode
 
 _CONVERTERS = {
@@ -73,3 +74,16 @@ def merge_joined(values: list[bytes | None], produces_requests: bool) -> bytes:
             continue
         merged = oip.join_values(merged, parse(v))
     return b"" if merged is None else merged.SerializeToString()
+
+
+class JoinMerge:
+    """``merge_joined`` for one join step: on bytes when the values allow it
+    (``dataflow.oip.wire_merge``, the same bytes), else the message way."""
+
+    def __init__(self, produces_requests: bool):
+        self._produces_requests = produces_requests
+        self._wire = WireMerge(ModelInferRequest if produces_requests else ModelInferResponse)
+
+    def __call__(self, values: list[bytes | None]) -> bytes:
+        merged = self._wire(values)
+        return merged if merged is not None else merge_joined(values, self._produces_requests)
