@@ -48,6 +48,8 @@ def normalise(headers: RawHeaders) -> Headers:
     """Coerce client-library header shapes (None, dict, list of str/bytes pairs) to ``Headers``."""
     if not headers:
         return []
+    if type(headers) is list and in_shape(headers):   # e.g. confluent-kafka's fresh list: kept, not copied
+        return headers
     items = headers.items() if isinstance(headers, dict) else headers
     out: Headers = []
     for h in items:

@@ -532,8 +532,8 @@ class RunnerLoop:
                 continue
             offsets[(topic, partition)] = offset + 1
             record = record_from_kafka(topic, partition, m.key(), m.value(), m.headers(), m.timestamp()[1])
-            try:
-                out.extend(task.process(record, now_ms))
+            try:   # the task's processors (what task.process calls, one call less per record)
+                out.extend(task.pipeline.process(record, now_ms))
             except Exception as exc:  # bad input: log where it was, keep going (reference: log & continue)
                 self.runner.stats["failed"] += 1
                 log.error("pipeline %s: record %s[%d]@%d key=%r could not be processed: %s",
