@@ -299,7 +299,7 @@ class RunnerLoop:
         max_bytes = max(1_000_000, min(cfg.max_message_bytes, 1_000_000_000))
         if cfg.exactly_once:  # a transaction belongs to one producer: this version's own
             self.producer = Producer(settings.producer(**{
-                "message.max.bytes": max_bytes, "delivery.report.only.error": True,
+                "message.max.bytes": max_bytes, "delivery.report.only.error": True, "linger.ms": producers.LINGER_MS,
                 "transactional.id": f"{runner.group_id}-{cfg.transactional_replica}"}))
             self.producer.init_transactions(30)
         else:
