@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from chainer_api import chainer_pb2
 from dataflow import kafka_parking, schema_registry
@@ -58,7 +58,7 @@ from dataflow.topology.compiled import CompiledPipeline
 from dataflow.topology.stats import StepSnapshot
 
 if TYPE_CHECKING:  # only named in annotations
-    from confluent_kafka import KafkaError, Message
+    from confluent_kafka import Message
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,11 @@ REASON_START_FAILED = "kafka streams: failed to start"
 REASON_RESTORE_FAILED = "kafka streams: state restore from changelog failed"
 
 CONSUME_BATCH = 1000
+# Delivery failures that librdkafka reports as not retriable although the record may well be
+# written on another try: a record that timed out in the producer (the broker was unreachable or
+# too slow for message.timeout.ms; librdkafka's own retries are over) was never written, so the
+# checkpoint must not commit past it: its input is processed again, as for a retriable failure.
+REDELIVERABLE = frozenset({KafkaError._MSG_TIMED_OUT})
 STOP_TIMEOUT_S = 30.0
 
 # (msg, config, store_factory) -> CompiledPipeline; the default compiles with dataflow.topology.
@@ -506,7 +511,7 @@ class RunnerLoop:
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
-            if err.retriable():
+            if err.retriable() or err.code() in REDELIVERABLE:
                 self.retriable_failures += 1
             log.error("pipeline %s: delivery to %s failed: %s", self.runner.msg.pipeline, msg.topic(), err)
 
@@ -617,8 +622,9 @@ class RunnerLoop:
     def _commit(self) -> bool:
         """Checkpoint: changelog -> deliver -> commit input offsets -> apply write buffers.
 
-        Returns whether the state on disk now matches what was processed. If a retriable delivery
-        failed (or a transaction must abort), the offsets are not committed, the tasks roll back to
+        Returns whether the state on disk now matches what was processed. If a delivery failed
+        retriably or timed out in the producer (``REDELIVERABLE``), or a transaction must abort,
+        the offsets are not committed, the tasks roll back to
         their last checkpoint and the consumer is rewound to the last committed positions, so the
         inputs are processed again (duplicates, never loss). Permanent delivery errors (e.g.
         message too large) are logged and skipped, as the reference does, so one bad record
