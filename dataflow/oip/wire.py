@@ -211,7 +211,12 @@ class WireConverter:
             length = data[tag + 1]
             pos = tag + 2
             if length >= 0x80:
-                length, pos = _long_length(data, pos, length)
+                second = data[pos]
+                if second < 0x80:   # a two-byte length (entries of 128 B to 16 KB), without the call
+                    length = (length & 0x7F) | (second << 7)
+                    pos += 1
+                else:
+                    length, pos = _long_length(data, pos, length)
         except (IndexError, ValueError):
             return None
         if pos + length != len(data):
