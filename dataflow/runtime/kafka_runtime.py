@@ -624,11 +624,10 @@ class RunnerLoop:
 
         Returns whether the state on disk now matches what was processed. If a delivery failed
         retriably or timed out in the producer (``REDELIVERABLE``), or a transaction must abort,
-        the offsets are not committed, the tasks roll back to
-        their last checkpoint and the consumer is rewound to the last committed positions, so the
-        inputs are processed again (duplicates, never loss). Permanent delivery errors (e.g.
-        message too large) are logged and skipped, as the reference does, so one bad record
-        cannot wedge the pipeline."""
+        the offsets are not committed, the tasks roll back to their last checkpoint and the
+        consumer is rewound to the last committed positions, so the inputs are processed again
+        (duplicates, never loss). Permanent delivery errors (e.g. message too large) are logged
+        and skipped, as the reference does, so one bad record cannot wedge the pipeline."""
         self._produce_changelog()
         if not self.dirty:
             return True
