@@ -604,8 +604,11 @@ class RunnerLoop:
             value = r.value if frame is None else frame(r.topic, r.value)
             headers = r.headers or None
             try:  # the hot path queues directly; only a full queue goes through the waiting helper
-                queue(r.topic, value, r.key, partition, on_delivery=on_delivery, timestamp=r.timestamp,
-                      headers=headers)  # type: ignore[arg-type]  # the stub's list of str | bytes | None is invariant
+                # All positional (topic, value, key, partition, callback, on_delivery, timestamp,
+                # headers): confluent-kafka matches keyword arguments on every call, ~0.25 us of a
+                # ~1 us produce.
+                queue(r.topic, value, r.key, partition, on_delivery, None, r.timestamp,
+                      headers)  # type: ignore[arg-type]  # the stub's list of str | bytes | None is invariant
             except BufferError:
                 produce(producer, r.topic, value, r.key, partition, on_delivery=on_delivery, timestamp=r.timestamp,
                         headers=headers)
