@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-step-timing", action="store_true")
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)
-    from dataflow.runtime.poll_loops import raise_young_gc_threshold
+    from dataflow.runtime.young_gc import raise_young_gc_threshold
     raise_young_gc_threshold()   # as the engine's poll loops do
     driver, source, value = make_driver(not args.no_step_timing)
     per_record = []

@@ -48,6 +48,7 @@ from dataflow.kafka import KafkaSettings, partition_for_key
 from dataflow.records import Record, record_from_event
 from dataflow.runtime.base import RuntimeConfig
 from dataflow.runtime.tasks import PartitionTasks, probe
+from dataflow.runtime.young_gc import raise_young_gc_threshold
 from dataflow.schema_registry import framer_for
 from dataflow.state.partition import rocks_partition_state
 from dataflow.topology import compile_pipeline
@@ -422,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         report("ERROR", f"bad worker spec: {exc}")
         return 2
     die_with_parent(spec.parent_pid)
+    raise_young_gc_threshold()   # the records of a batch live until it is produced
     logging.basicConfig(level=spec.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s faust-worker[%(process)d] %(name)s: %(message)s")
     try:

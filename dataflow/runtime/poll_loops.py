@@ -16,13 +16,13 @@ the other drivers of that thread for that long, never those of other threads.
 """
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
 from typing import Protocol
 
 from dataflow.processes import name_this_thread
+from dataflow.runtime.young_gc import raise_young_gc_threshold
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +33,6 @@ QUIET_WAIT_S = 0.02
 QUIET_AFTER_S = 1.0
 PARKED_POLL_INTERVAL_S = 0.25  # also the punctuation granularity of a parked stateful version
 IDLE_THREAD_EXIT_S = 5.0
-# CPython's young-generation collection threshold while poll loops run (only ever raised). A step
-# allocates a few tracked objects per record (consumed messages, records, header lists) that live
-# until their batch is produced: with the default of 700 a young collection ran every ~200
-# records and walked the live batch each time, ~8 % of a chain step's per-record time. With this
-# threshold most of a batch's objects are gone before a collection looks at them.
-YOUNG_GC_THRESHOLD = 20_000
-
-
-def raise_young_gc_threshold(threshold: int = YOUNG_GC_THRESHOLD) -> None:
-    """Collect the young generation less often (never more often than it is now)."""
-    young, *older = gc.get_threshold()
-    if 0 < young < threshold:
-        gc.set_threshold(threshold, *older)
 
 
 class Driver(Protocol):
@@ -154,7 +141,7 @@ class PollLoops:
     """The process's poll threads (at most ``size``, started on demand, gone when unused)."""
 
     def __init__(self, size: int = 2) -> None:
-        raise_young_gc_threshold()
+        raise_young_gc_threshold()   # the records of a batch live until it is produced
         self.size = max(1, size)
         self.lock = threading.Lock()
         self.threads: dict[int, PollThread] = {}
