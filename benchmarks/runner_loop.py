@@ -1,6 +1,6 @@
 """The Kafka runner's per-record loop without a broker: us per record of ``RunnerLoop._process``.
 
-    python -m benchmarks.runner_loop                     # 3 x 200 batches of 1,000 chain records
+    python -m benchmarks.runner_loop                     # 5 x 200 batches of 1,000 chain records
     python -m benchmarks.runner_loop --no-step-timing    # without the per-record step timing
 
 The same chain step as ``benchmarks.run`` (``m2`` renames ``m1.outputs.OUTPUT0 -> INPUT0``) over
