@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Union
+from typing import TypeGuard, Union
 
 PIPELINE = "pipeline"
 PIPELINE_VERSION = "x-pipeline-version"
@@ -48,6 +48,8 @@ def normalise(headers: RawHeaders) -> Headers:
     """Coerce client-library header shapes (None, dict, list of str/bytes pairs) to ``Headers``."""
     if not headers:
         return []
+    if type(headers) is list and in_shape(headers):   # e.g. confluent-kafka's fresh list: kept, not copied
+        return headers
     items = headers.items() if isinstance(headers, dict) else headers
     out: Headers = []
     for h in items:
@@ -65,7 +67,7 @@ def normalise(headers: RawHeaders) -> Headers:
     return out
 
 
-def in_shape(headers: Iterable[object]) -> bool:
+def in_shape(headers: Iterable[object]) -> TypeGuard[Headers]:
     """True if ``headers`` is already ``Headers``: (str, bytes) tuples, so that a pair can be found
     with ``in`` (a cheap check, run for every record a pipeline processes)."""
     for h in headers:

@@ -89,6 +89,11 @@ class WireConverter:
         # (the usual one): (head, tail, number of raw entries, its conversion). A record with the
         # same head and tail bytes around its id is converted without scanning its fields.
         self._layout: tuple[bytes, bytes, int, Skeleton] | None = None
+        # The same layout when it has exactly one raw entry and the conversion keeps it (one
+        # tensor renamed or passed on: the usual chain step): (head, tail, converted skeleton,
+        # tensor count). Such a record needs no list of entries: the output is the id field, the
+        # converted skeleton, the target's raw tag and the rest of the record as it is.
+        self._single: tuple[bytes, bytes, bytes, int] | None = None
 
     def __call__(self, data: object) -> tuple[bytes, int] | None:
         if self._off:
@@ -96,7 +101,11 @@ class WireConverter:
             return None
         if type(data) is not bytes:
             return None
-        if self._layout is not None:
+        if self._single is not None:
+            done = self._same_single(data, self._single)
+            if done is not None:
+                return done
+        elif self._layout is not None:
             done = self._same_layout(data, self._layout)
             if done is not None:
                 return done
@@ -180,6 +189,43 @@ class WireConverter:
             if start - 1 != end:
                 return
         self._layout = (head, tail, len(raws), hit)
+        converted, kept, count = hit
+        self._single = (head, tail, converted, count) if len(raws) == 1 and kept == (0,) else None
+
+    def _same_single(self, data: bytes, single: tuple[bytes, bytes, bytes, int]) -> tuple[bytes, int] | None:
+        """``_same_layout`` for a layout with one raw entry that the conversion keeps."""
+        head, tail, converted, count = single
+        h = len(head)
+        try:
+            if not data.startswith(head) or data[h] != _ID_TAG:
+                return None
+            id_end = data[h + 1]
+            if not 0 < id_end < 0x80:
+                return None
+            id_end += h + 2
+            if not data.startswith(tail, id_end):
+                return None
+            tag = id_end + len(tail)
+            if data[tag] != self._raw_tag:
+                return None
+            length = data[tag + 1]
+            pos = tag + 2
+            if length >= 0x80:
+                second = data[pos]
+                if second < 0x80:   # a two-byte length (entries of 128 B to 16 KB), without the call
+                    length = (length & 0x7F) | (second << 7)
+                    pos += 1
+                else:
+                    length, pos = _long_length(data, pos, length)
+        except (IndexError, ValueError):
+            return None
+        if pos + length != len(data):
+            return None
+        ident = data[h + 2:id_end]
+        if not (ident.isascii() or _utf8(ident)):
+            return None
+        self._hits += 1
+        return b"".join((data[h:id_end], converted, self._out_raw_tag, data[tag + 1:])), count
 
     def _same_layout(self, data: bytes, layout: tuple[bytes, bytes, int, Skeleton]) -> tuple[bytes, int] | None:
         """The conversion of a record laid out as the remembered one, or None (then it is scanned)."""

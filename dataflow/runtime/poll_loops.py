@@ -22,6 +22,7 @@ import time
 from typing import Protocol
 
 from dataflow.processes import name_this_thread
+from dataflow.runtime import gc_tuning
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,7 @@ class PollLoops:
     """The process's poll threads (at most ``size``, started on demand, gone when unused)."""
 
     def __init__(self, size: int = 2) -> None:
+        gc_tuning.tune()   # every runner's records go through these threads
         self.size = max(1, size)
         self.lock = threading.Lock()
         self.threads: dict[int, PollThread] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left
 from collections import defaultdict
 from time import perf_counter
 
@@ -12,7 +13,7 @@ from dataflow.state.base import StoreFactory
 from dataflow.topology.cycles import STORE_NAME as COUNTER_STORE
 from dataflow.topology.cycles import VisitCounter
 from dataflow.topology.model import Topology
-from dataflow.topology.stats import PipelineStats, StepSnapshot
+from dataflow.topology.stats import LATENCY_BUCKETS, PipelineStats, StepSnapshot
 from dataflow.topology.steps import StepProcessor
 
 log = logging.getLogger(__name__)
@@ -97,13 +98,17 @@ class Pipeline:
             if wanted not in headers:   # the pipeline filter: some ``pipeline`` header has this value
                 stats.filtered += 1
                 continue
-            started = perf_counter() if timed else 0.0
-            if role == SOURCE:
-                out.extend(proc.on_source(index, record, now_ms))
-            else:
-                out.extend(proc.on_trigger(index, record, now_ms))
-            if timed:
-                proc.latency.observe(perf_counter() - started)
+            if not timed:
+                out += proc.on_source(index, record, now_ms) if role == SOURCE else \
+                    proc.on_trigger(index, record, now_ms)
+                continue
+            started = perf_counter()
+            out += proc.on_source(index, record, now_ms) if role == SOURCE else \
+                proc.on_trigger(index, record, now_ms)
+            took = perf_counter() - started
+            latency = proc.latency   # StepLatency.observe, written out (once per record and step)
+            latency.counts[bisect_left(LATENCY_BUCKETS, took)] += 1
+            latency.total += took
         return out
 
     def punctuate(self, now_ms: int) -> list[Record]:

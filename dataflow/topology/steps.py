@@ -56,6 +56,7 @@ class StepProcessor:
         self._from_error_topic = all(s.topic == topology.error_topic for s in step.sources)
         self._wire = [wire_converter(s) for s in step.sources]
         self._trailer = sink_trailer(topology.pipeline, topology.version)
+        self._sink = step.sink
         # Nothing between the conversion and the sink: a converted record goes straight out.
         self._direct = self.join is None and self.batcher is None and self.gate is None and counter is None
         # Nothing between the join and the sink: a join result goes straight out.
@@ -63,7 +64,6 @@ class StepProcessor:
 
     # -- inputs -----------------------------------------------------------------------------
     def on_source(self, index: int, record: Record, now_ms: int) -> list[Record]:
-        source = self.step.sources[index]
         wire = self._wire[index]
         converted = wire(record.value) if wire is not None else None
         if converted is not None:
@@ -72,6 +72,7 @@ class StepProcessor:
                 self.stats.empty_dropped += 1
                 return []
         else:
+            source = self.step.sources[index]
             try:
                 result = apply_chain(source, record.value)
             except oip.CodecError as exc:
@@ -82,8 +83,9 @@ class StepProcessor:
             value = serialize(result)
         if self._direct:   # what _to_sink makes of it, in one step
             self.stats.produced += 1
-            return [Record(self.step.sink, record.key, value, rewrite_with(record.headers, self._trailer),
+            return [Record(self._sink, record.key, value, rewrite_with(record.headers, self._trailer),
                            record.timestamp, record.partition)]
+        source = self.step.sources[index]
         data = Record(record.topic, record.key, value, record.headers, record.timestamp, record.partition)
         if self.join is not None:
             try:

@@ -151,3 +151,52 @@ def test_property_same_bytes_or_declined(seed, case, selection, reorder, framed)
         got = converter(value)
         if got is not None:
             assert got[0] == expected
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_one_raw_entry_shortcut_same_bytes(case):
+    """Records laid out as the last one with a single kept raw entry take the shortcut that copies
+    the record's tail as it is: still the message path's bytes, whatever the id and the entry's
+    length, and a record that only looks like it (a second raw entry, a field after the entry, a
+    truncated entry) is scanned or declined, never copied wrongly."""
+    source, target, convert = case
+    converter = WireConverter(source, target, convert, None, {"OUTPUT0": "X"})
+    make = oip.make_request if source is ModelInferRequest else oip.make_response
+    raw_field = 7 if source is ModelInferRequest else 6
+
+    def value(ident: str, size: int) -> bytes:
+        return make({"OUTPUT0": np.arange(size, dtype=np.int8).reshape(1, -1)}, raw=True, id=ident).SerializeToString()
+
+    def entry(size: int) -> bytes:   # a raw entry of ``size`` bytes (contents are not checked against shapes)
+        length, n = b"", size
+        while n >= 0x80:
+            length, n = length + bytes([n & 0x7F | 0x80]), n >> 7
+        return bytes([(raw_field << 3) | 2]) + length + bytes([n]) + bytes(size)
+
+    first = value("r0", 4)
+    assert converter(first)[0] == message_path(source, convert, first, None, {"OUTPUT0": "X"})
+    assert converter._single is not None
+    body = first[:-6]   # without its raw entry (tag, length 4, 4 bytes)
+    assert first[-6:-4] == entry(4)[:2]
+    took = 0
+    for v in [value("r1", 4), value("é", 4), value("x" * 127, 4), body + entry(127), body + entry(128),
+              body + entry(20000)]:   # ids and entry lengths around one length byte
+        took += converter._same_single(v, converter._single) is not None
+        assert converter(v)[0] == message_path(source, convert, v, None, {"OUTPUT0": "X"})
+    assert took == 6
+    odd = [
+        value("x" * 128, 4),                                                       # a two-byte id length
+        first + bytes([(raw_field << 3) | 2, 1, 9]),                               # a second raw entry
+        first + b"\x1a\x02r9",                                                     # an id after the entry
+        first[:-1],                                                                # truncated
+        value("", 4),                                                              # no id
+    ]
+    for v in odd:
+        got = converter(v)
+        try:
+            expected = message_path(source, convert, v, None, {"OUTPUT0": "X"})
+        except oip.CodecError:
+            assert got is None
+            continue
+        assert got is None or got[0] == expected
+        converter(first)   # the shortcut's layout again
