@@ -226,16 +226,19 @@ def external_sources(namer: TopicNamer, refs: list[str]) -> list:
 
 
 def qualified_tensor_map(namer: TopicNamer, pipeline: str, tensor_map: dict[str, str]) -> list:
+    """The step's renames as Chainer mappings, in key order: the map comes from a protobuf map,
+    whose iteration order varies between processes, and equal versions must give equal messages."""
     out = []
-    for key, value in tensor_map.items():
+    for key, value in sorted(tensor_map.items()):
         topic = namer.pipeline_topic(key) if step_of(key) == pipeline else namer.model_topic(key)
         out.append(chainer_pb2.PipelineTensorMapping(pipelineName=pipeline, topicAndTensor=topic, tensorName=value))
     return out
 
 
 def qualified_input_tensor_map(namer: TopicNamer, tensor_map: dict[str, str]) -> list:
+    """As ``qualified_tensor_map``, for the pipeline's input (key order, for the same reason)."""
     out = []
-    for key, value in tensor_map.items():
+    for key, value in sorted(tensor_map.items()):
         parts = key.split(SEP)
         if len(parts) == 3:
             topic = namer.pipeline_topic(key)
