@@ -153,14 +153,18 @@ class _OnDemand:
 
     def __init__(self) -> None:
         self.expected: dict[str, int] = {}     # topic -> expect() calls not yet stopped
-        self.generation: dict[str, int] = {}   # topic -> expect() calls ever (catch-up check)
+        # topic -> number of its latest expect() among all topics' (never repeats, so the
+        # catch-up check cannot mistake a topic removed and added again for an unchanged one)
+        self.generation: dict[str, int] = {}
+        self._expects = 0
         self.fetching: set[tuple[str, int]] = set()   # partitions resumed by us
         self.settled: set[tuple[str, int]] = set()    # partitions whose pause state we set
         self.paused_at: dict[tuple[str, int], float] = {}
 
     def expect(self, topic: str) -> None:
         self.expected[topic] = self.expected.get(topic, 0) + 1
-        self.generation[topic] = self.generation.get(topic, 0) + 1
+        self._expects += 1
+        self.generation[topic] = self._expects
 
     def stop_expecting(self, topic: str) -> None:
         left = self.expected.get(topic, 0) - 1
@@ -209,6 +213,8 @@ class _OnDemand:
         self.settled &= current
         for key in [k for k in self.paused_at if k not in current]:
             del self.paused_at[key]
+        for topic in [t for t in self.generation if t not in assigned and t not in self.expected]:
+            del self.generation[topic]
         return resume, pause
 
     def catch_up_due(self, assigned: dict[str, set[int]]) -> dict[tuple[str, int], int]:

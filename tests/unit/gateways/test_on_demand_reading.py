@@ -49,3 +49,16 @@ def test_a_paused_partition_skips_ahead_only_if_nothing_was_expected_meanwhile(m
     demand.expect("b")   # "b" is expected now: no skipping either
     assert demand.unchanged_since(due) == set()
     assert ("b", 0) not in demand.catch_up_due({"a": {0}, "b": {0}})
+
+
+def test_what_is_kept_per_topic_goes_with_the_topic():
+    demand = _OnDemand()
+    for i in range(100):   # pipelines loaded, called once and unloaded
+        topic = f"t{i}"
+        demand.changes({topic: {0}})
+        demand.expect(topic)
+        demand.changes({topic: {0}})
+        demand.stop_expecting(topic)
+        demand.changes({})
+    assert demand.expected == {} and demand.generation == {} and demand.paused_at == {}
+    assert demand.fetching == set() and demand.settled == set()
