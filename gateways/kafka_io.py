@@ -140,11 +140,13 @@ class AsyncProducer:
 
 
 # ``read_on_demand`` consumers: how long a poll waits while some partitions are fetched, how long
-# the thread waits for an ``expect`` while none is, and how long a partition stays paused before
-# its position is moved to its end (the records written meanwhile were nobody's answer).
+# the thread waits for an ``expect`` while none is, how long a partition stays paused before it is
+# checked for records others wrote meanwhile (read then, so a later request does not first read a
+# backlog), and how long such a catch-up read may take.
 ON_DEMAND_POLL_S = 0.01
 ON_DEMAND_IDLE_WAIT_S = 0.1
 CATCH_UP_AFTER_S = 30.0
+CATCH_UP_READ_S = 5.0
 
 
 class _OnDemand:
@@ -153,18 +155,14 @@ class _OnDemand:
 
     def __init__(self) -> None:
         self.expected: dict[str, int] = {}     # topic -> expect() calls not yet stopped
-        # topic -> number of its latest expect() among all topics' (never repeats, so the
-        # catch-up check cannot mistake a topic removed and added again for an unchanged one)
-        self.generation: dict[str, int] = {}
-        self._expects = 0
         self.fetching: set[tuple[str, int]] = set()   # partitions resumed by us
         self.settled: set[tuple[str, int]] = set()    # partitions whose pause state we set
         self.paused_at: dict[tuple[str, int], float] = {}
+        # partition -> (offset to read up to, give up after): a catch-up read under way
+        self.catching_up: dict[tuple[str, int], tuple[int, float]] = {}
 
     def expect(self, topic: str) -> None:
         self.expected[topic] = self.expected.get(topic, 0) + 1
-        self._expects += 1
-        self.generation[topic] = self._expects
 
     def stop_expecting(self, topic: str) -> None:
         left = self.expected.get(topic, 0) - 1
@@ -183,19 +181,25 @@ class _OnDemand:
             self.settled.discard(key)
             self.fetching.discard(key)
             self.paused_at.pop(key, None)
+            self.catching_up.pop(key, None)
 
     def forget_states(self) -> None:
         self.settled.clear()
         self.fetching.clear()
 
-    def changes(self, assigned: dict[str, set[int]]) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
-        """(partitions to resume, partitions to pause) for what is expected now; recorded as done."""
-        resume, pause = [], []
+    def changes(self, assigned: dict[str, set[int]], positions: dict[tuple[str, int], int]
+                ) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+        """(partitions to resume, partitions to pause) for what is expected or being caught up
+        now (``positions``: the next offset this consumer reads of each); recorded as done."""
         now = time.monotonic()
+        for key, (end, give_up) in list(self.catching_up.items()):
+            if positions.get(key, -1) >= end or now >= give_up:
+                del self.catching_up[key]
+        resume, pause = [], []
         for topic, partitions in assigned.items():
-            wanted = topic in self.expected
             for p in partitions:
                 key = (topic, p)
+                wanted = topic in self.expected or key in self.catching_up
                 if key in self.settled and (key in self.fetching) == wanted:
                     continue
                 self.settled.add(key)
@@ -213,24 +217,26 @@ class _OnDemand:
         self.settled &= current
         for key in [k for k in self.paused_at if k not in current]:
             del self.paused_at[key]
-        for topic in [t for t in self.generation if t not in assigned and t not in self.expected]:
-            del self.generation[topic]
+        for key in [k for k in self.catching_up if k not in current]:
+            del self.catching_up[key]
         return resume, pause
 
-    def catch_up_due(self, assigned: dict[str, set[int]]) -> dict[tuple[str, int], int]:
-        """Partitions paused for ``CATCH_UP_AFTER_S`` with nothing expected, each with its topic's
-        expect() count now (``unchanged_since`` compares)."""
+    def catch_up_due(self) -> list[tuple[str, int]]:
+        """Partitions paused for ``CATCH_UP_AFTER_S``: to be checked for records written since."""
         cutoff = time.monotonic() - CATCH_UP_AFTER_S
-        return {key: self.generation.get(key[0], 0) for key, since in self.paused_at.items()
-                if since <= cutoff and key[0] not in self.expected}
+        return [key for key, since in self.paused_at.items() if since <= cutoff]
 
-    def unchanged_since(self, partitions: dict[tuple[str, int], int]) -> set[tuple[str, int]]:
-        return {key for key, generation in partitions.items()
-                if key[0] not in self.expected and self.generation.get(key[0], 0) == generation}
-
-    def moved(self, key: tuple[str, int]) -> None:
-        if key in self.paused_at:
-            self.paused_at[key] = time.monotonic()
+    def catch_up(self, ends: dict[tuple[str, int], int], positions: dict[tuple[str, int], int]) -> None:
+        """Read the partitions of ``ends`` that have records past this consumer's position; check
+        the others again after ``CATCH_UP_AFTER_S``."""
+        now = time.monotonic()
+        for key, end in ends.items():
+            if key not in self.paused_at:
+                continue   # resumed or gone meanwhile
+            if end > positions.get(key, end):
+                self.catching_up[key] = (end, now + CATCH_UP_READ_S)
+            else:
+                self.paused_at[key] = now
 
 
 class TopicSetConsumer:
@@ -558,8 +564,8 @@ class TopicSetConsumer:
     def _apply_demand(self, demand: _OnDemand) -> None:
         """Pause and resume partitions as expected topics come and go (consumer thread)."""
         with self._lock:
-            resume, pause = demand.changes(self._assigned)
-            catch_up = demand.catch_up_due(self._assigned)
+            resume, pause = demand.changes(self._assigned, self._positions)
+            due = demand.catch_up_due()
         consumer = self._consumer
         try:
             if pause:
@@ -567,43 +573,29 @@ class TopicSetConsumer:
             if resume:
                 consumer.resume([TopicPartition(t, p) for t, p in resume])
                 # librdkafka's fetcher notices a resume only at its next periodic wake-up (up to
-                # 1 s later); a seek wakes it at once. Each partition goes on from the position
-                # this consumer has read up to (or moved to, ``_catch_up``); records fetched but
-                # not yet handed over are fetched again.
-                seeks = [TopicPartition(t, p, self._positions.get((t, p), OFFSET_INVALID)) for t, p in resume]
-                seeks = [tp for tp in seeks if tp.offset >= 0]
-                for tp in seeks:
-                    consumer.seek(tp)
-                if not seeks:  # no position known: any request to the fetcher wakes it too
-                    t, p = resume[0]
-                    consumer.get_watermark_offsets(TopicPartition(t, p), timeout=1, cached=False)
+                # 1 s later); any request to it wakes it at once. (A seek would too, but the
+                # first fetch after seeking a partition never read from took ~0.5 s here.)
+                t, p = resume[0]
+                consumer.get_watermark_offsets(TopicPartition(t, p), timeout=1, cached=False)
         except Exception as exc:
             log.debug("consumer %s: pause/resume failed: %s", self.group_id, exc)
             with self._lock:
                 demand.forget_states()  # set them all again next time
-        if catch_up:
-            self._catch_up(demand, catch_up)
+        if due:
+            self._catch_up(demand, due)
 
-    def _catch_up(self, demand: _OnDemand, partitions: dict[tuple[str, int], int]) -> None:
-        """Move long-paused partitions' positions to their end, so a request after a long quiet
-        spell does not first read everything others wrote to its output topic meanwhile.
-
-        Safe because nothing was expected on them from before the end offsets were read until
-        after: every record from then on is at or past the end offset read (``partitions``
-        holds each one's expectation count at the first check; any ``expect`` changes it)."""
+    def _catch_up(self, demand: _OnDemand, partitions: list[tuple[str, int]]) -> None:
+        """Read what others wrote to long-paused partitions (nobody's answer here), so a request
+        after a long quiet spell does not first read all of it. Paused partitions keep their
+        position, so this only moves the reading of those records earlier."""
         try:
-            ends = self._consumer.offsets_for_times(
-                [TopicPartition(t, p, -1) for t, p in partitions], timeout=5)
+            ends = self._consumer.offsets_for_times([TopicPartition(t, p, -1) for t, p in partitions], timeout=5)
         except Exception as exc:
             log.debug("consumer %s: cannot read end offsets: %s", self.group_id, exc)
-            return
+            ends = []
         with self._lock:
-            unchanged = demand.unchanged_since(partitions)
-            for tp in ends:
-                key = (tp.topic, tp.partition)
-                if tp.error is None and key in unchanged and tp.offset > self._positions.get(key, -1):
-                    self._positions[key] = tp.offset
-                    demand.moved(key)
+            demand.catch_up({(tp.topic, tp.partition): tp.offset if tp.error is None else -1 for tp in ends}
+                            if ends else {key: -1 for key in partitions}, self._positions)
 
     @property
     def alive(self) -> bool:
