@@ -169,6 +169,106 @@ class AsyncProducer:
         await self._exited.wait()
 
 
+# ``read_on_demand`` consumers: how long a poll waits while some partitions are fetched, how long
+# the thread waits for an ``expect`` while none is, how long a partition stays paused before it is
+# checked for records others wrote meanwhile (read then, so a later request does not first read a
+# backlog), and how long such a catch-up read may take.
+ON_DEMAND_POLL_S = 0.01
+ON_DEMAND_IDLE_WAIT_S = 0.1
+CATCH_UP_AFTER_S = 30.0
+CATCH_UP_READ_S = 5.0
+
+
+class _OnDemand:
+    """Which topics are expected and which partitions are fetched, for a ``read_on_demand``
+    consumer. Guarded by the consumer's lock; the client calls are the consumer thread's."""
+
+    def __init__(self) -> None:
+        self.expected: dict[str, int] = {}     # topic -> expect() calls not yet stopped
+        self.fetching: set[tuple[str, int]] = set()   # partitions resumed by us
+        self.settled: set[tuple[str, int]] = set()    # partitions whose pause state we set
+        self.paused_at: dict[tuple[str, int], float] = {}
+        # partition -> (offset to read up to, give up after): a catch-up read under way
+        self.catching_up: dict[tuple[str, int], tuple[int, float]] = {}
+
+    def expect(self, topic: str) -> None:
+        self.expected[topic] = self.expected.get(topic, 0) + 1
+
+    def stop_expecting(self, topic: str) -> None:
+        left = self.expected.get(topic, 0) - 1
+        if left > 0:
+            self.expected[topic] = left
+        else:
+            self.expected.pop(topic, None)
+
+    def assigned(self, partitions: Iterable[tuple[str, int]]) -> None:
+        for key in partitions:  # a new assignment is fetched until we say otherwise
+            self.settled.discard(key)
+            self.fetching.discard(key)
+
+    def revoked(self, partitions: Iterable[tuple[str, int]]) -> None:
+        for key in partitions:
+            self.settled.discard(key)
+            self.fetching.discard(key)
+            self.paused_at.pop(key, None)
+            self.catching_up.pop(key, None)
+
+    def forget_states(self) -> None:
+        self.settled.clear()
+        self.fetching.clear()
+
+    def changes(self, assigned: dict[str, set[int]], positions: dict[tuple[str, int], int]
+                ) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+        """(partitions to resume, partitions to pause) for what is expected or being caught up
+        now (``positions``: the next offset this consumer reads of each); recorded as done."""
+        now = time.monotonic()
+        for key, (end, give_up) in list(self.catching_up.items()):
+            if positions.get(key, -1) >= end or now >= give_up:
+                del self.catching_up[key]
+        resume, pause = [], []
+        for topic, partitions in assigned.items():
+            for p in partitions:
+                key = (topic, p)
+                wanted = topic in self.expected or key in self.catching_up
+                if key in self.settled and (key in self.fetching) == wanted:
+                    continue
+                self.settled.add(key)
+                if wanted:
+                    resume.append(key)
+                    self.fetching.add(key)
+                    self.paused_at.pop(key, None)
+                else:
+                    pause.append(key)
+                    self.fetching.discard(key)
+                    self.paused_at.setdefault(key, now)
+        # partitions no longer assigned (topic removed) are forgotten
+        current = {(t, p) for t, ps in assigned.items() for p in ps}
+        self.fetching &= current
+        self.settled &= current
+        for key in [k for k in self.paused_at if k not in current]:
+            del self.paused_at[key]
+        for key in [k for k in self.catching_up if k not in current]:
+            del self.catching_up[key]
+        return resume, pause
+
+    def catch_up_due(self) -> list[tuple[str, int]]:
+        """Partitions paused for ``CATCH_UP_AFTER_S``: to be checked for records written since."""
+        cutoff = time.monotonic() - CATCH_UP_AFTER_S
+        return [key for key, since in self.paused_at.items() if since <= cutoff]
+
+    def catch_up(self, ends: dict[tuple[str, int], int], positions: dict[tuple[str, int], int]) -> None:
+        """Read the partitions of ``ends`` that have records past this consumer's position; check
+        the others again after ``CATCH_UP_AFTER_S``."""
+        now = time.monotonic()
+        for key, end in ends.items():
+            if key not in self.paused_at:
+                continue   # resumed or gone meanwhile
+            if end > positions.get(key, end):
+                self.catching_up[key] = (end, now + CATCH_UP_READ_S)
+            else:
+                self.paused_at[key] = now
+
+
 class TopicSetConsumer:
     """One consumer in one group, subscribed to a set of topics that may change at run time.
 
@@ -189,6 +289,14 @@ class TopicSetConsumer:
     removing a topic moves only that topic's partitions and the others keep flowing. An owner that
     keeps many topics on one consumer wants this: with the eager protocol every topic change stops
     every topic of the group for the length of the rebalance.
+
+    ``read_on_demand`` (with ``start_at_end``): the owner only wants records it is waiting for
+    (answers to its own requests) and says so with ``expect(topic)`` / ``stop_expecting(topic)``.
+    On a broker where fetching is not free (the embedded broker, see ``dataflow.kafka_parking``)
+    a topic's partitions are then fetched only while something is expected on them and paused
+    otherwise: a gateway serving a hundred pipelines fetches one or two partitions per request,
+    not a hundred. A paused partition keeps its position, so a record that arrives before its
+    partition is resumed is still read. Elsewhere (long-poll fetches) every partition is fetched.
     """
 
     def __init__(self, settings: KafkaSettings, group_id: str, on_records: Callable[[list[Message]], None], *,
@@ -196,7 +304,9 @@ class TopicSetConsumer:
                  on_revoke: Callable[[list[TopicPartition]], None] | None = None,
                  on_assign: Callable[[list[TopicPartition]], None] | None = None,
                  batch_size: int = 500, name: str = "gateway-consumer", cooperative: bool = False,
-                 commit_interval_s: float = 0.0) -> None:
+                 commit_interval_s: float = 0.0, read_on_demand: bool = False) -> None:
+        if read_on_demand and not start_at_end:
+            raise ValueError("read_on_demand needs start_at_end (positions are kept per partition)")
         self.group_id = group_id
         overrides = {"partition.assignment.strategy": "cooperative-sticky"} if cooperative else {}
         self._consumer = Consumer(settings.consumer(group_id, offset_reset=offset_reset, **overrides))
@@ -224,16 +334,30 @@ class TopicSetConsumer:
         self._wake = threading.Event()
         self._expecting = False
         lot = parking_lot(settings)
-        self._spot = lot.spot(self._consumer, on_wake=self._wake.set) if lot is not None else None
+        self._on_demand = _OnDemand() if read_on_demand and lot is not None else None
+        self._spot = lot.spot(self._consumer, on_wake=self._wake.set) \
+            if lot is not None and self._on_demand is None else None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def expect(self) -> None:
-        """A record is due soon (e.g. the answer to a request just sent): do not stay parked."""
-        if self._spot is not None:
+    def expect(self, topic: str) -> None:
+        """A record is due soon on ``topic`` (e.g. the answer to a request about to be sent): do
+        not stay parked, and (``read_on_demand``) fetch the topic until ``stop_expecting(topic)``
+        has been called as often as this."""
+        if self._on_demand is not None:
+            with self._lock:
+                self._on_demand.expect(topic)
+            self._wake.set()
+        elif self._spot is not None:
             self._expecting = True
             if self._spot.parked:
                 self._wake.set()
+
+    def stop_expecting(self, topic: str) -> None:
+        """What ``expect(topic)`` announced has arrived or is no longer awaited."""
+        if self._on_demand is not None:
+            with self._lock:
+                self._on_demand.stop_expecting(topic)
 
     # ---- topic set --------------------------------------------------------------------------
     def add_topic(self, topic: str) -> None:
@@ -248,6 +372,14 @@ class TopicSetConsumer:
     def topics(self) -> set[str]:
         with self._lock:
             return set(self._topics)
+
+    def fetched_partitions(self) -> set[tuple[str, int]] | None:
+        """(``read_on_demand`` on the embedded broker) the partitions fetched now, the others
+        being paused; None when every assigned partition is fetched."""
+        if self._on_demand is None:
+            return None
+        with self._lock:
+            return set(self._on_demand.fetching)
 
     def partitions(self, topic: str) -> list[int]:
         """Partitions of ``topic`` assigned to (and positioned by) this consumer right now."""
@@ -296,6 +428,8 @@ class TopicSetConsumer:
         with self._lock:
             for tp in partitions:
                 self._assigned.setdefault(tp.topic, set()).add(tp.partition)
+            if self._on_demand is not None:
+                self._on_demand.assigned((tp.topic, tp.partition) for tp in partitions)
             self._lock.notify_all()
         log.info("group %s assigned %s", self.group_id, [(tp.topic, tp.partition) for tp in partitions])
         if self._on_assign:
@@ -308,6 +442,8 @@ class TopicSetConsumer:
         with self._lock:
             for tp in partitions:
                 self._assigned.get(tp.topic, set()).discard(tp.partition)
+            if self._on_demand is not None:
+                self._on_demand.revoked((tp.topic, tp.partition) for tp in partitions)
         self._flush_commits(sync=True)
         if self._on_revoke:
             try:
@@ -417,6 +553,8 @@ class TopicSetConsumer:
             self._exited.fire()
 
     def _poll(self) -> list[Message]:
+        if self._on_demand is not None:
+            return self._poll_on_demand()
         spot = self._spot
         if spot is None:
             return poll_batch(self._consumer, self._batch_size, 0.1)
@@ -437,6 +575,57 @@ class TopicSetConsumer:
         msgs = poll_batch(self._consumer, self._batch_size, 0.1)
         spot.active(len(msgs))
         return msgs
+
+    def _poll_on_demand(self) -> list[Message]:
+        """Fetch only the partitions of expected topics; with none, wait for ``expect``."""
+        demand = self._on_demand
+        assert demand is not None
+        self._apply_demand(demand)
+        if not demand.fetching:
+            self._wake.wait(ON_DEMAND_IDLE_WAIT_S)
+            self._wake.clear()
+            self._apply_demand(demand)
+            if not demand.fetching:  # nothing expected: serve rebalance callbacks only
+                return poll_batch(self._consumer, self._batch_size, 0)
+        # Short waits while fetching: a topic expected meanwhile is resumed within this long,
+        # well before its answer can be back (a pipeline or model round trip).
+        return poll_batch(self._consumer, self._batch_size, ON_DEMAND_POLL_S)
+
+    def _apply_demand(self, demand: _OnDemand) -> None:
+        """Pause and resume partitions as expected topics come and go (consumer thread)."""
+        with self._lock:
+            resume, pause = demand.changes(self._assigned, self._positions)
+            due = demand.catch_up_due()
+        consumer = self._consumer
+        try:
+            if pause:
+                consumer.pause([TopicPartition(t, p) for t, p in pause])
+            if resume:
+                consumer.resume([TopicPartition(t, p) for t, p in resume])
+                # librdkafka's fetcher notices a resume only at its next periodic wake-up (up to
+                # 1 s later); any request to it wakes it at once. (A seek would too, but the
+                # first fetch after seeking a partition never read from took ~0.5 s here.)
+                t, p = resume[0]
+                consumer.get_watermark_offsets(TopicPartition(t, p), timeout=1, cached=False)
+        except Exception as exc:
+            log.debug("consumer %s: pause/resume failed: %s", self.group_id, exc)
+            with self._lock:
+                demand.forget_states()  # set them all again next time
+        if due:
+            self._catch_up(demand, due)
+
+    def _catch_up(self, demand: _OnDemand, partitions: list[tuple[str, int]]) -> None:
+        """Read what others wrote to long-paused partitions (nobody's answer here), so a request
+        after a long quiet spell does not first read all of it. Paused partitions keep their
+        position, so this only moves the reading of those records earlier."""
+        try:
+            ends = self._consumer.offsets_for_times([TopicPartition(t, p, -1) for t, p in partitions], timeout=5)
+        except Exception as exc:
+            log.debug("consumer %s: cannot read end offsets: %s", self.group_id, exc)
+            ends = []
+        with self._lock:
+            demand.catch_up({(tp.topic, tp.partition): tp.offset if tp.error is None else -1 for tp in ends}
+                            if ends else {key: -1 for key in partitions}, self._positions)
 
     @property
     def alive(self) -> bool:

@@ -29,8 +29,12 @@ holds at least one loaded resource (never one per pipeline), adds and removes to
 resources come and go, and stops it when its last resource goes, which releases its threads,
 client and per-topic state. By default (``max_num_consumers=1``) all output topics share one group
 and one consumer, which rebalances incrementally (cooperative-sticky): a pipeline coming or going
-moves only its own topic's partitions, the other pipelines' answers keep flowing. The gateway has a
-single producer for everything it sends.
+moves only its own topic's partitions, the other pipelines' answers keep flowing. On the embedded
+broker, where every fetch costs the broker CPU whether or not data comes back, the consumer
+fetches an output topic only while a request waits for an answer on it (``read_on_demand``): with
+a hundred pipelines loaded a fetch then names one or two partitions instead of a hundred (requests
+to 10 of 100 loaded pipelines: p50 62 -> 39-43 ms). The gateway has a single producer for
+everything it sends.
 
 Waiting. Nothing waits on a thread: a request that finds no partition assigned yet awaits a
 future that the consumers' assignment callbacks resolve, and shutdown awaits futures the client
@@ -241,7 +245,7 @@ class PipelineGateway:
         if consumer is None:
             consumer = TopicSetConsumer(self.settings, group, self._on_records, start_at_end=True,
                                         on_assign=self._assigned_on_thread, name=f"pipelinegw-{group}",
-                                        cooperative=True)
+                                        cooperative=True, read_on_demand=True)
             self._consumers[group] = consumer
         consumer.add_topic(resource.output_topic(self.namer))
 
@@ -508,8 +512,8 @@ class PipelineGateway:
         self._pending[key] = fut
         self._pending_where[key] = (resource, group, out_topic, partition)
         consumer = self._consumers.get(group)
-        if consumer is not None:  # its answer is due: a parked consumer need not wait to be woken
-            consumer.expect()
+        if consumer is not None:  # its answer is due: fetch its topic from now until it is here
+            consumer.expect(out_topic)
         loop = self._loop
         size = len(request)
 
@@ -537,6 +541,8 @@ class PipelineGateway:
         finally:
             self._pending.pop(key, None)
             self._pending_where.pop(key, None)
+            if consumer is not None:
+                consumer.stop_expecting(out_topic)
 
     # ---- assignment -----------------------------------------------------------------------------
     def _assigned_on_thread(self, _partitions) -> None:

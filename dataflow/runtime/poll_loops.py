@@ -4,9 +4,9 @@ Why: a version needs its own consumer (its consumer group decides which replica 
 partition and holds its offsets), but not its own thread. With a thread per version, a hundred
 idle versions were a hundred threads each waking 20 times a second to find nothing. Here a small,
 fixed number of threads each drive many versions: every cycle polls each of its consumers without
-waiting and processes what came; when a whole cycle found nothing, the thread waits a little (or,
-when exactly one of its versions has been busy lately, waits on that consumer, so a lone hot
-pipeline gets each record the moment it arrives). Drivers that are parked (see
+waiting and processes what came; when a whole cycle found nothing, the thread waits a little (on
+the consumer of the version that had records last, when one has lately: the next record of a
+request in progress, e.g. a model's answer, is then handled the moment it arrives). Drivers that are parked (see
 ``dataflow.kafka_parking``) are polled only now and then, to serve their rebalance callbacks.
 
 A driver is added with ``PollLoops.add``; everything it does (subscribe, poll, rebalance
@@ -115,12 +115,17 @@ class PollThread:
                 quiet_since = time.monotonic()
                 continue
             quiet = time.monotonic() - quiet_since >= QUIET_AFTER_S
-            if len(hot) == 1 and len(self.drivers) == 1:
-                try:  # one version, busy lately: wait on its consumer (no added latency)
-                    hot[0].cycle(QUIET_WAIT_S)
+            # Busy lately: wait on the consumer of the version that had records last (its next
+            # record, e.g. a model's answer to what it just sent, is then handled the moment it
+            # arrives); the others wait no longer than they would on the wake event. With one
+            # version only, for as long as the quiet wait.
+            latest = max(hot, key=lambda d: d.last_records_at, default=None)
+            if latest is not None and not self.wake.is_set() and not latest.parked():
+                try:
+                    latest.cycle(QUIET_WAIT_S if len(self.drivers) == 1 else BUSY_WAIT_S)
                 except Exception as exc:
-                    self.drivers.remove(hot[0])
-                    self._close(hot[0], exc)
+                    self.drivers.remove(latest)
+                    self._close(latest, exc)
                 continue
             self.wake.wait(QUIET_WAIT_S if quiet and not hot else BUSY_WAIT_S)
             self.wake.clear()

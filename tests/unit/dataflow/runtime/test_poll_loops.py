@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from dataflow.runtime import poll_loops
 from dataflow.runtime.poll_loops import PollLoops
@@ -76,3 +77,33 @@ def test_threads_go_when_no_driver_is_left(monkeypatch):
     wait_until(lambda: d.cycles > 0)
     d.stop.set()
     wait_until(lambda: not pool.threads)
+
+
+class BusyDriver(FakeDriver):
+    """Had records ``ago`` seconds before each cycle; records how long each cycle may wait."""
+
+    def __init__(self, name: str, ago: float) -> None:
+        super().__init__(name)
+        self.ago = ago
+        self.last_records_at = time.monotonic() - ago
+        self.timeouts: list[float] = []
+
+    def cycle(self, timeout_s: float) -> int:
+        self.timeouts.append(timeout_s)
+        self.last_records_at = time.monotonic() - self.ago
+        return super().cycle(timeout_s)
+
+
+def test_the_thread_waits_on_the_consumer_of_the_version_busy_last():
+    """With nothing to do the thread blocks in the poll of the version that had records last
+    (its next record is handled on arrival), never in a quieter one's."""
+    pool = PollLoops(size=1)
+    earlier, latest = BusyDriver("earlier", 0.5), BusyDriver("latest", 0.0)
+    idle = FakeDriver("idle")
+    for d in (earlier, latest, idle):
+        pool.add(d)
+    wait_until(lambda: sum(t > 0 for t in latest.timeouts) >= 3, what="waits on the latest consumer")
+    assert all(t == 0 for t in earlier.timeouts)
+    for d in (earlier, latest, idle):
+        d.stop.set()
+    wait_until(lambda: all(d.closed.is_set() for d in (earlier, latest, idle)))
