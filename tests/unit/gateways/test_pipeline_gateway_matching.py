@@ -30,7 +30,10 @@ class _Consumer:
     def partitions(self, _topic):
         return [0]
 
-    def expect(self):
+    def expect(self, _topic):
+        pass
+
+    def stop_expecting(self, _topic):
         pass
 
 
