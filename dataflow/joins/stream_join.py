@@ -16,8 +16,10 @@ Values are opaque bytes here; the step decides how to merge them. Semantics:
 State: a key's buffered records are one store entry. Decoded entries changed since the last
 ``flush`` are kept in memory (``_groups``) and written to the store, encoded, by ``flush``, which
 the runtime calls before every checkpoint: a key's records are decoded at most once and encoded
-at most once per checkpoint, however often the key arrives. The join must be the only writer of
-its store, and is rebuilt over the store when uncommitted state is dropped.
+at most once per checkpoint, however often the key arrives. The groups the last ``flush`` wrote
+stay decoded (``_recent``) until the next one: a key whose records straddle a checkpoint (its
+first branch before, its second after) is not read back and decoded. The join must be the only
+writer of its store, and is rebuilt over the store when uncommitted state is dropped.
 
 Expiry: a buffered record is dropped once ``now_ms >= wall_ms + window_ms`` (wall clock) or once
 its timestamp falls more than ``window_ms`` behind the join's stream time (max timestamp seen).
@@ -73,6 +75,9 @@ class StreamJoin:
         self.stream_time = int(raw) if raw else -(2 ** 62)
         self._stream_time_changed = False
         self._groups: dict[bytes, list[Entry]] = {}   # decoded groups changed since the last flush
+        # The groups the last flush wrote, decoded, as the store holds them (an empty list: deleted).
+        # A group leaves this map when it is read, since its entries may then change in place.
+        self._recent: dict[bytes, list[Entry]] = {}
         self._stored: set[bytes] = set()   # groups the store holds: any other group is empty, unread
         # Expiry indexes (in memory, rebuilt from the store on start): per group with buffered
         # records, at least one (wall expiry, group) entry no later than its earliest record's wall
@@ -115,7 +120,9 @@ class StreamJoin:
         gkey = group_key(key)
         entries = self._groups.get(gkey)
         if entries is None:
-            entries = self._read(gkey)
+            entries = self._recent.pop(gkey, None)
+            if entries is None:
+                entries = self._read(gkey)
             self._groups[gkey] = entries
         results: list[JoinResult] = []
         arrival = Entry(branch, ts, now_ms, record.value, list(record.headers))
@@ -183,6 +190,8 @@ class StreamJoin:
 
     def _entries(self, gkey: bytes) -> list[Entry]:
         entries = self._groups.get(gkey)
+        if entries is None:
+            entries = self._recent.pop(gkey, None)
         return entries if entries is not None else self._read(gkey)
 
     def flush(self) -> None:
@@ -196,7 +205,8 @@ class StreamJoin:
             elif gkey in stored:
                 store.delete(gkey)
                 stored.discard(gkey)
-        self._groups.clear()
+        self._recent = self._groups
+        self._groups = {}
         if self._stream_time_changed:
             store.put(_STREAM_TIME_KEY, str(self.stream_time).encode())
             self._stream_time_changed = False
