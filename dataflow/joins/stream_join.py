@@ -105,18 +105,22 @@ class StreamJoin:
 
     # -- arrivals ---------------------------------------------------------------------------
     def add(self, branch: int, record: Record, now_ms: int) -> list[JoinResult]:
+        return self.add_value(branch, record.key, record.value, record.headers, record.timestamp,
+                              record.partition, now_ms)
+
+    def add_value(self, branch: int, key: str | None, value: bytes | None, headers: list[tuple[str, bytes]],
+                  ts: int, partition: int, now_ms: int) -> list[JoinResult]:
+        """``add`` of a record given by its fields (the step's hot path builds no ``Record``)."""
         if not 0 <= branch < self.branches:
             raise ValueError(f"join {self.name}: branch {branch} out of range 0..{self.branches - 1}")
         if self.kind is JoinType.ANY:
             values: list[bytes | None] = [None] * self.branches
-            values[branch] = record.value
-            return [JoinResult(record.key, values, list(record.headers), record.timestamp, record.partition)]
+            values[branch] = value
+            return [JoinResult(key, values, list(headers), ts, partition)]
 
-        ts = record.timestamp
         if ts > self.stream_time:
             self.stream_time = ts
             self._stream_time_changed = True
-        key = record.key
         gkey = group_key(key)
         entries = self._groups.get(gkey)
         if entries is None:
@@ -125,7 +129,7 @@ class StreamJoin:
                 entries = self._read(gkey)
             self._groups[gkey] = entries
         results: list[JoinResult] = []
-        arrival = Entry(branch, ts, now_ms, record.value, list(record.headers))
+        arrival = Entry(branch, ts, now_ms, value, list(headers))
         if not entries:
             seq = next(self._seq)
             heapq.heappush(self._wall_heap, (now_ms + self.window_ms, seq, gkey))
@@ -158,8 +162,8 @@ class StreamJoin:
             matches = [e for e in entries if e.branch != branch and -window <= e.timestamp - ts <= window]
             for e in matches:
                 pair = [e.value, arrival.value] if e.branch < branch else [arrival.value, e.value]
-                results.append(JoinResult(key, pair, list(record.headers), ts if ts > e.timestamp else e.timestamp,
-                                          record.partition))
+                results.append(JoinResult(key, pair, list(headers), ts if ts > e.timestamp else e.timestamp,
+                                          partition))
                 e.matched = True
             if matches:
                 arrival.matched = True
@@ -172,8 +176,8 @@ class StreamJoin:
                     candidates.append([e for e in entries if e.branch == b and abs(e.timestamp - ts) <= window])
             if all(candidates):
                 for combo in itertools.product(*candidates):
-                    results.append(JoinResult(key, [e.value for e in combo], list(record.headers),
-                                              max(e.timestamp for e in combo), record.partition))
+                    results.append(JoinResult(key, [e.value for e in combo], list(headers),
+                                              max(e.timestamp for e in combo), partition))
                     for e in combo:
                         e.matched = True
         entries.append(arrival)
