@@ -74,7 +74,6 @@ class MemoryBackend:
 # every database's memtables under one limit (a busy database may grow its memtable to the size
 # below, idle ones cost nothing).
 _ROCKS_WRITE_BUFFER_BYTES = 16 << 20
-_ROCKS_MIN_BLOB_BYTES = 512
 ROCKS_MEMORY_BYTES = 128 << 20
 _shared_memory: tuple[Cache, WriteBufferManager] | None = None
 
@@ -119,14 +118,6 @@ class RocksBackend:
         # Tensors compress poorly and state is short-lived (join windows, pending batches):
         # compressing every flush and compaction costs CPU on the hot path for little disk.
         options.set_compression_type(DBCompressionType.none())
-        # Values of a kilobyte and more (join buffers, pending batches: tensors) go to blob files
-        # and the LSM tree keeps only keys and blob references, so compactions move a few bytes
-        # per entry instead of rewriting every tensor; blob files whose values were deleted are
-        # collected as compactions reach them. Join step over 200k outputs: RocksDB's threads
-        # 1.2 -> 0.9-1.1 CPU s.
-        options.set_enable_blob_files(True)
-        options.set_min_blob_size(_ROCKS_MIN_BLOB_BYTES)
-        options.set_enable_blob_gc(True)
         self.path = path
         self._db = Rdict(path, options=options)
         no_log = WriteOptions()

@@ -88,29 +88,6 @@ def test_rocks_state_survives_a_reopen(tmp_path):
     again.close()
 
 
-def test_rocks_values_in_blob_files_survive_reopens_flushes_and_deletes(tmp_path):
-    """Values of a kilobyte and more live in blob files: they read back after a memtable flush,
-    a compaction and a reopen, deletes hide them, and a scan returns them."""
-    big = {b"k%03d" % i: bytes([i % 251]) * (700 + 37 * i) for i in range(60)}
-    s = PartitionState(RocksBackend(str(tmp_path / "db")), 0)
-    for k, v in big.items():
-        s.store("j").put(k, v)
-    s.store("j").put(b"small", b"x")
-    s.commit(changelog_position=3)
-    s.backend._db.flush()   # type: ignore[attr-defined]  # to table and blob files
-    for k in list(big)[::2]:
-        s.store("j").delete(k)
-        del big[k]
-    s.commit()
-    s.backend._db.compact_range(None, None)   # type: ignore[attr-defined]
-    s.close()
-    again = PartitionState(RocksBackend(str(tmp_path / "db")), 0)
-    assert again.items(b"j\x00") == sorted([(b"j\x00" + k, v) for k, v in big.items()] + [(b"j\x00small", b"x")])
-    assert again.store("j").get(b"k000") is None and again.store("j").get(b"k001") == big[b"k001"]
-    assert again.changelog_position() == 3
-    again.close()
-
-
 ops = st.lists(st.one_of(
     st.tuples(st.just("put"), st.sampled_from([b"a", b"b", b"c"]), st.binary(max_size=3)),
     st.tuples(st.just("delete"), st.sampled_from([b"a", b"b", b"c"]), st.none()),
