@@ -16,8 +16,10 @@ Values are opaque bytes here; the step decides how to merge them. Semantics:
 State: a key's buffered records are one store entry. Decoded entries changed since the last
 ``flush`` are kept in memory (``_groups``) and written to the store, encoded, by ``flush``, which
 the runtime calls before every checkpoint: a key's records are decoded at most once and encoded
-at most once per checkpoint, however often the key arrives. The join must be the only writer of
-its store, and is rebuilt over the store when uncommitted state is dropped.
+at most once per checkpoint, however often the key arrives. The groups the last ``flush`` wrote
+stay decoded (``_recent``) until the next one: a key whose records straddle a checkpoint (its
+first branch before, its second after) is not read back and decoded. The join must be the only
+writer of its store, and is rebuilt over the store when uncommitted state is dropped.
 
 Expiry: a buffered record is dropped once ``now_ms >= wall_ms + window_ms`` (wall clock) or once
 its timestamp falls more than ``window_ms`` behind the join's stream time (max timestamp seen).
@@ -73,6 +75,9 @@ class StreamJoin:
         self.stream_time = int(raw) if raw else -(2 ** 62)
         self._stream_time_changed = False
         self._groups: dict[bytes, list[Entry]] = {}   # decoded groups changed since the last flush
+        # The groups the last flush wrote, decoded, as the store holds them (an empty list: deleted).
+        # A group leaves this map when it is read, since its entries may then change in place.
+        self._recent: dict[bytes, list[Entry]] = {}
         self._stored: set[bytes] = set()   # groups the store holds: any other group is empty, unread
         # Expiry indexes (in memory, rebuilt from the store on start): per group with buffered
         # records, at least one (wall expiry, group) entry no later than its earliest record's wall
@@ -100,25 +105,31 @@ class StreamJoin:
 
     # -- arrivals ---------------------------------------------------------------------------
     def add(self, branch: int, record: Record, now_ms: int) -> list[JoinResult]:
+        return self.add_value(branch, record.key, record.value, record.headers, record.timestamp,
+                              record.partition, now_ms)
+
+    def add_value(self, branch: int, key: str | None, value: bytes | None, headers: list[tuple[str, bytes]],
+                  ts: int, partition: int, now_ms: int) -> list[JoinResult]:
+        """``add`` of a record given by its fields (the step's hot path builds no ``Record``)."""
         if not 0 <= branch < self.branches:
             raise ValueError(f"join {self.name}: branch {branch} out of range 0..{self.branches - 1}")
         if self.kind is JoinType.ANY:
             values: list[bytes | None] = [None] * self.branches
-            values[branch] = record.value
-            return [JoinResult(record.key, values, list(record.headers), record.timestamp, record.partition)]
+            values[branch] = value
+            return [JoinResult(key, values, list(headers), ts, partition)]
 
-        ts = record.timestamp
         if ts > self.stream_time:
             self.stream_time = ts
             self._stream_time_changed = True
-        key = record.key
         gkey = group_key(key)
         entries = self._groups.get(gkey)
         if entries is None:
-            entries = self._read(gkey)
+            entries = self._recent.pop(gkey, None)
+            if entries is None:
+                entries = self._read(gkey)
             self._groups[gkey] = entries
         results: list[JoinResult] = []
-        arrival = Entry(branch, ts, now_ms, record.value, list(record.headers))
+        arrival = Entry(branch, ts, now_ms, value, list(headers))
         if not entries:
             seq = next(self._seq)
             heapq.heappush(self._wall_heap, (now_ms + self.window_ms, seq, gkey))
@@ -151,8 +162,8 @@ class StreamJoin:
             matches = [e for e in entries if e.branch != branch and -window <= e.timestamp - ts <= window]
             for e in matches:
                 pair = [e.value, arrival.value] if e.branch < branch else [arrival.value, e.value]
-                results.append(JoinResult(key, pair, list(record.headers), ts if ts > e.timestamp else e.timestamp,
-                                          record.partition))
+                results.append(JoinResult(key, pair, list(headers), ts if ts > e.timestamp else e.timestamp,
+                                          partition))
                 e.matched = True
             if matches:
                 arrival.matched = True
@@ -165,8 +176,8 @@ class StreamJoin:
                     candidates.append([e for e in entries if e.branch == b and abs(e.timestamp - ts) <= window])
             if all(candidates):
                 for combo in itertools.product(*candidates):
-                    results.append(JoinResult(key, [e.value for e in combo], list(record.headers),
-                                              max(e.timestamp for e in combo), record.partition))
+                    results.append(JoinResult(key, [e.value for e in combo], list(headers),
+                                              max(e.timestamp for e in combo), partition))
                     for e in combo:
                         e.matched = True
         entries.append(arrival)
@@ -183,6 +194,8 @@ class StreamJoin:
 
     def _entries(self, gkey: bytes) -> list[Entry]:
         entries = self._groups.get(gkey)
+        if entries is None:
+            entries = self._recent.pop(gkey, None)
         return entries if entries is not None else self._read(gkey)
 
     def flush(self) -> None:
@@ -196,7 +209,8 @@ class StreamJoin:
             elif gkey in stored:
                 store.delete(gkey)
                 stored.discard(gkey)
-        self._groups.clear()
+        self._recent = self._groups
+        self._groups = {}
         if self._stream_time_changed:
             store.put(_STREAM_TIME_KEY, str(self.stream_time).encode())
             self._stream_time_changed = False

@@ -86,10 +86,10 @@ class StepProcessor:
             return [Record(self._sink, record.key, value, rewrite_with(record.headers, self._trailer),
                            record.timestamp, record.partition)]
         source = self.step.sources[index]
-        data = Record(record.topic, record.key, value, record.headers, record.timestamp, record.partition)
         if self.join is not None:
             try:
-                results = self.join.add(index, data, now_ms)
+                results = self.join.add_value(index, record.key, value, record.headers, record.timestamp,
+                                              record.partition, now_ms)
                 if not results:
                     return []
                 if self._join_direct:
@@ -98,6 +98,7 @@ class StepProcessor:
             except oip.CodecError as exc:   # cannot happen for values we serialised; be safe
                 return self._malformed(record, source.topic, exc)
             return self._after_join(joined, now_ms)
+        data = Record(record.topic, record.key, value, record.headers, record.timestamp, record.partition)
         if self.batcher is not None:
             try:
                 batched = self.batcher.add(data, now_ms)
