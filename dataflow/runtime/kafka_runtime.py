@@ -299,13 +299,12 @@ class RunnerLoop:
         self.consumer = Consumer(settings.consumer(
             runner.group_id, offset_reset="latest",
             **{"isolation.level": "read_committed" if cfg.exactly_once else "read_uncommitted"}))
-        # Delivery reports only for failures: a Python callback per delivered record costs ~1-2 us.
-        # Each record carries this loop's callback, so a failure reaches the runner it belongs to.
+        # Delivery reports only for failures (``producers.runner_producer_config``). Each record
+        # carries this loop's callback, so a failure reaches the runner it belongs to.
         max_bytes = max(1_000_000, min(cfg.max_message_bytes, 1_000_000_000))
         if cfg.exactly_once:  # a transaction belongs to one producer: this version's own
-            self.producer = Producer(settings.producer(**{
-                "message.max.bytes": max_bytes, "delivery.report.only.error": True, "linger.ms": producers.LINGER_MS,
-                "transactional.id": f"{runner.group_id}-{cfg.transactional_replica}"}))
+            self.producer = Producer(producers.runner_producer_config(
+                settings, max_bytes, **{"transactional.id": f"{runner.group_id}-{cfg.transactional_replica}"}))
             self.producer.init_transactions(30)
         else:
             self.producer = producers.acquire(settings, max_bytes)
