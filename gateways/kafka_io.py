@@ -118,15 +118,7 @@ class AsyncProducer:
             if err is not None:
                 on_error(ProduceError(f"produce to {topic} failed: {err}", err.code()))
 
-        kwargs: dict[str, Any] = {"key": key, "value": value, "headers": headers or None, "on_delivery": delivered}
-        if partition is not None:
-            kwargs["partition"] = partition
-        try:
-            await produce_async(self._producer, topic, **kwargs)
-        except KafkaException as exc:  # refused before queueing, e.g. MSG_SIZE_TOO_LARGE
-            err = exc.args[0] if exc.args else None
-            code = err.code() if isinstance(err, KafkaError) else None
-            raise ProduceError(f"produce to {topic} failed: {err}", code) from None
+        await self._queue(topic, value, key, partition, headers, delivered)
 
     async def produce(self, topic: str, value: bytes | None, *, key: str | None = None,
                       partition: int | None = None, headers: list[tuple[str, bytes]] | None = None) -> None:
@@ -146,16 +138,20 @@ class AsyncProducer:
                     fut.set_result(None)
             loop.call_soon_threadsafe(settle)
 
-        kwargs: dict[str, Any] = {"key": key, "value": value, "headers": headers or None, "on_delivery": done}
-        if partition is not None:
-            kwargs["partition"] = partition
+        await self._queue(topic, value, key, partition, headers, done)
+        await fut
+
+    async def _queue(self, topic: str, value: bytes | None, key: str | None, partition: int | None,
+                     headers: list[tuple[str, bytes]] | None, on_delivery: Callable[[Any, Any], None]) -> None:
+        """``produce_cb``, with a record refused before queueing (e.g. MSG_SIZE_TOO_LARGE) raised
+        as ``ProduceError``."""
         try:
-            await produce_async(self._producer, topic, **kwargs)
-        except KafkaException as exc:  # refused before queueing, e.g. MSG_SIZE_TOO_LARGE
+            await self.produce_cb(topic, value, key=key, partition=partition, headers=headers,
+                                  on_delivery=on_delivery)
+        except KafkaException as exc:
             err = exc.args[0] if exc.args else None
             code = err.code() if isinstance(err, KafkaError) else None
             raise ProduceError(f"produce to {topic} failed: {err}", code) from None
-        await fut
 
     def flush(self, timeout_s: float = 10.0) -> int:
         return self._producer.flush(timeout_s)
