@@ -31,9 +31,8 @@ from tritonclient.grpc.service_pb2 import ModelInferRequest, ModelInferResponse
 from dataflow.oip.convert import join_values
 from dataflow.oip.datatypes import CodecError
 from dataflow.oip.tensors import parts
+from dataflow.oip.wire import _ID_TAG, _LEN, _long_length, _utf8
 
-_LEN = 2                     # the length-delimited wire type: every field of both messages
-_ID_TAG = (3 << 3) | _LEN    # ``id`` is field 3 of both messages
 _RAW_TAG = {ModelInferRequest: (7 << 3) | _LEN, ModelInferResponse: (6 << 3) | _LEN}
 MAX_CACHED = 64              # merged skeletons remembered per join (then forgotten all at once)
 MAX_SKELETON_BYTES = 4096    # larger skeletons carry typed contents: not worth remembering
@@ -52,19 +51,10 @@ def _length(data: bytes, pos: int) -> tuple[int, int]:
     b = data[pos]
     if b < 0x80:
         return b, pos + 1
-    length = b & 0x7F
-    shift = 7
-    while True:
-        pos += 1
-        b = data[pos]
-        length |= (b & 0x7F) << shift
-        if b < 0x80:
-            if b == 0:
-                raise ValueError("length varint not minimal")
-            return length, pos + 1
-        shift += 7
-        if shift > 28:
-            raise ValueError("length varint too long")
+    length, pos = _long_length(data, pos + 1, b)
+    if data[pos - 1] == 0:
+        raise ValueError("length varint not minimal")
+    return length, pos
 
 
 def split(data: object, raw_tag: int) -> Split | None:
@@ -94,11 +84,8 @@ def split(data: object, raw_tag: int) -> Split | None:
                 return None   # a field after the raw entries, or a second id
             elif tag == _ID_TAG:
                 ident = data[pos:end]
-                if not ident.isascii():
-                    try:
-                        ident.decode("utf-8")
-                    except UnicodeDecodeError:
-                        return None
+                if not (ident.isascii() or _utf8(ident)):
+                    return None
                 id_start, id_end = start, end
                 id_empty = end == pos
             pos = end
