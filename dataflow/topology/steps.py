@@ -133,21 +133,22 @@ class StepProcessor:
     def _joined(self, results: list[JoinResult]) -> list[Record]:
         out: list[Record] = []
         for r in results:
-            if self.step.join is JoinType.ANY:
-                value = next(v for v in r.values if v is not None)
-            else:
-                value = self._merge(r.values)
-            out.append(Record(topic="", key=r.key, value=value, headers=r.headers,
+            out.append(Record(topic="", key=r.key, value=self._join_value(r.values), headers=r.headers,
                               timestamp=r.timestamp, partition=r.partition))
         return out
+
+    def _join_value(self, values: list[bytes | None]) -> bytes:
+        """A join result's value: for ``any`` the one value that came, else the branches merged."""
+        if self.step.join is JoinType.ANY:
+            return next(v for v in values if v is not None)
+        return self._merge(values)
 
     def _joined_to_sink(self, results: list[JoinResult]) -> list[Record]:
         """What ``_joined`` then ``_to_sink`` make of join results, in one step (no gate, no
         cycle counter)."""
-        sink, trailer, merge = self.step.sink, self._trailer, self._merge
-        forward = self.step.join is JoinType.ANY
-        out = [Record(sink, r.key, next(v for v in r.values if v is not None) if forward else merge(r.values),
-                      rewrite_with(r.headers, trailer), r.timestamp, r.partition) for r in results]
+        sink, trailer, value = self._sink, self._trailer, self._join_value
+        out = [Record(sink, r.key, value(r.values), rewrite_with(r.headers, trailer), r.timestamp, r.partition)
+               for r in results]
         self.stats.produced += len(out)
         return out
 
