@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from bisect import bisect_left
 from collections import defaultdict
+from collections.abc import Callable
 from time import perf_counter
 
 from dataflow.headers import PIPELINE, in_shape, normalise
@@ -18,7 +19,8 @@ from dataflow.topology.steps import StepProcessor
 
 log = logging.getLogger(__name__)
 
-SOURCE, TRIGGER = "source", "trigger"
+# A step's handler of one consumed topic: ``(index of the source or trigger, record, now_ms)``.
+Handler = Callable[[int, Record, int], list[Record]]
 
 
 class Pipeline:
@@ -41,13 +43,14 @@ class Pipeline:
                                         ttl_ms=topology.cycle_counter_ttl_ms)
         self.steps = [StepProcessor(topology, step, store_factory, PipelineStats(), self.counter)
                       for step in topology.steps]
-        # topic -> (processor, role, index, the ``pipeline`` header the record must carry)
-        self._routes: dict[str, list[tuple[StepProcessor, str, int, tuple[str, bytes]]]] = defaultdict(list)
+        # topic -> (processor, its handler for the topic's role - source or trigger -, index, the
+        # ``pipeline`` header the record must carry)
+        self._routes: dict[str, list[tuple[StepProcessor, Handler, int, tuple[str, bytes]]]] = defaultdict(list)
         for proc in self.steps:
             for i, s in enumerate(proc.step.sources):
-                self._routes[s.topic].append((proc, SOURCE, i, (PIPELINE, s.pipeline.encode())))
+                self._routes[s.topic].append((proc, proc.on_source, i, (PIPELINE, s.pipeline.encode())))
             for i, t in enumerate(proc.step.triggers):
-                self._routes[t.topic].append((proc, TRIGGER, i, (PIPELINE, t.pipeline.encode())))
+                self._routes[t.topic].append((proc, proc.on_trigger, i, (PIPELINE, t.pipeline.encode())))
 
     @property
     def stats(self) -> PipelineStats:
@@ -92,19 +95,17 @@ class Pipeline:
             record = record.evolve(headers=normalise(record.headers))   # client-library header shapes
         headers = record.headers
         timed = self.topology.step_latency
-        for proc, role, index, wanted in routes:
+        for proc, handle, index, wanted in routes:
             stats = proc.stats
             stats.consumed += 1
             if wanted not in headers:   # the pipeline filter: some ``pipeline`` header has this value
                 stats.filtered += 1
                 continue
             if not timed:
-                out += proc.on_source(index, record, now_ms) if role == SOURCE else \
-                    proc.on_trigger(index, record, now_ms)
+                out += handle(index, record, now_ms)
                 continue
             started = perf_counter()
-            out += proc.on_source(index, record, now_ms) if role == SOURCE else \
-                proc.on_trigger(index, record, now_ms)
+            out += handle(index, record, now_ms)
             took = perf_counter() - started
             latency = proc.latency   # StepLatency.observe, written out (once per record and step)
             latency.counts[bisect_left(LATENCY_BUCKETS, took)] += 1
