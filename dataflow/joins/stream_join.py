@@ -123,17 +123,12 @@ class StreamJoin:
             self._stream_time_changed = True
         gkey = group_key(key)
         entries = self._groups.get(gkey)
-        if entries is None:
-            entries = self._recent.pop(gkey, None)
-            if entries is None:
-                entries = self._read(gkey)
-            self._groups[gkey] = entries
+        if entries is None:   # changed from now on: kept decoded until the next flush
+            entries = self._groups[gkey] = self._unchanged(gkey)
         results: list[JoinResult] = []
         arrival = Entry(branch, ts, now_ms, value, list(headers))
         if not entries:
-            seq = next(self._seq)
-            heapq.heappush(self._wall_heap, (now_ms + self.window_ms, seq, gkey))
-            heapq.heappush(self._time_heap, (ts, seq, gkey))
+            self._index(gkey, now_ms, ts)
             entries.append(arrival)
             self._buffered += 1
             return results
@@ -154,8 +149,7 @@ class StreamJoin:
             if ts < first.timestamp:
                 heapq.heappush(self._time_heap, (ts, next(self._seq), gkey))
         else:
-            heapq.heappush(self._wall_heap, (now_ms + self.window_ms, next(self._seq), gkey))
-            heapq.heappush(self._time_heap, (ts, next(self._seq), gkey))
+            self._index(gkey, now_ms, ts)
 
         window = self.window_ms
         if self.branches == 2:
@@ -192,11 +186,20 @@ class StreamJoin:
         raw = self.store.get(gkey)
         return decode_entries(raw) if raw else []
 
+    def _unchanged(self, gkey: bytes) -> list[Entry]:
+        """A group not changed since the last flush: kept decoded by that flush, else read."""
+        entries = self._recent.pop(gkey, None)
+        return entries if entries is not None else self._read(gkey)
+
     def _entries(self, gkey: bytes) -> list[Entry]:
         entries = self._groups.get(gkey)
-        if entries is None:
-            entries = self._recent.pop(gkey, None)
-        return entries if entries is not None else self._read(gkey)
+        return entries if entries is not None else self._unchanged(gkey)
+
+    def _index(self, gkey: bytes, now_ms: int, ts: int) -> None:
+        """Index a group whose earliest record arrived at ``now_ms`` with timestamp ``ts``."""
+        seq = next(self._seq)
+        heapq.heappush(self._wall_heap, (now_ms + self.window_ms, seq, gkey))
+        heapq.heappush(self._time_heap, (ts, seq, gkey))
 
     def flush(self) -> None:
         """Write the groups changed since the last flush (and the stream time) to the store."""
