@@ -98,3 +98,15 @@ def rewrite_with(headers: Iterable[tuple[str, bytes]] | None, trailer: Headers) 
     out = [(k, v) for k, v in headers or () if k not in _DROPPED_AT_SINK]
     out += trailer
     return out
+
+
+def rewrite_client_pairs(headers: list[tuple[str, bytes | None]], trailer: Headers) -> Headers | None:
+    """``rewrite_with`` of headers as a Kafka client hands them over ((name, value) pairs, a value
+    possibly None), or None if some kept header has no value (``normalise`` would change it): one
+    pass that keeps the pairs themselves instead of checking the shape first and copying after."""
+    out = [h for h in headers if h[0] not in _DROPPED_AT_SINK]
+    for h in out:
+        if h[1] is None:
+            return None
+    out += trailer
+    return out  # type: ignore[return-value]  # every value was just checked

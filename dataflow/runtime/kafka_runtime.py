@@ -36,7 +36,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -54,7 +54,7 @@ from dataflow.runtime.tasks import BuildPipeline, OpenState, PartitionTasks, pro
 from dataflow.state.base import StoreFactory
 from dataflow.state.partition import PartitionState, memory_partition_state, rocks_partition_state
 from dataflow.topology import compile_pipeline
-from dataflow.topology.compiled import CompiledPipeline
+from dataflow.topology.compiled import CompiledPipeline, DirectRoute, direct_routes
 from dataflow.topology.stats import StepSnapshot
 
 if TYPE_CHECKING:  # only named in annotations
@@ -515,11 +515,24 @@ class RunnerLoop:
             log.error("pipeline %s: delivery to %s failed: %s", self.runner.msg.pipeline, msg.topic(), err)
 
     def _process(self, msgs: list[Message]) -> int:
-        """Process polled records; returns how many records they produced."""
+        """Process polled records; returns how many records they produced.
+
+        A record of a topic with a direct route (a chain step, ``CompiledPipeline.direct_routes``)
+        is converted and queued at once, with its key as the bytes consumed; any other record
+        goes through ``process``. Outputs are queued in the order of their inputs either way."""
         tasks = self.tasks.tasks
         now_ms = int(time.time() * 1000)
         offsets = self.offsets
         out: list[Record] = []
+        produced = 0
+        routes_of: CompiledPipeline | None = None
+        routes: Mapping[str, DirectRoute] = {}
+        producer = self.producer
+        assert producer is not None  # between open() and close()
+        queue = producer.produce
+        on_delivery = self._on_delivery
+        counts = self.partitions
+        frame = self.frame
         for m in msgs:
             err = m.error()
             if err is not None:
@@ -536,14 +549,39 @@ class RunnerLoop:
             if task is None:  # not ours (any more): its new owner processes it
                 continue
             offsets[(topic, partition)] = offset + 1
-            # record_from_kafka, written out: two calls less per record
             key = m.key()
             headers = m.headers()
+            pipeline = task.pipeline
+            if pipeline is not routes_of:
+                routes_of, routes = pipeline, direct_routes(pipeline)
+            direct = routes.get(topic)
+            if direct is not None and headers is not None and (key is None or key.isascii()):
+                sink, convert = direct
+                # consumed headers are a list of (name, value or None) pairs; the stub says more
+                done = convert(m.value(), headers)  # type: ignore[arg-type]
+                if done is not None:
+                    if out:   # general-path outputs of earlier records go first
+                        self._produce(out)
+                        produced += len(out)
+                        out = []
+                    self._begin()
+                    n = counts.get(sink) or self._partition_count(sink)
+                    value = done[0] if frame is None else frame(sink, done[0])
+                    ts = m.timestamp()[1]
+                    try:  # positional, as in _produce
+                        queue(sink, value, key, partition_for_key(key, n) if n > 1 else 0, on_delivery,
+                              None, ts, done[1])  # type: ignore[arg-type]
+                    except BufferError:
+                        produce(producer, sink, value, key, partition_for_key(key, n) if n > 1 else 0,
+                                on_delivery=on_delivery, timestamp=ts, headers=done[1])
+                    produced += 1
+                    continue
+            # record_from_kafka, written out: two calls less per record
             record = Record(topic, key.decode("utf-8", "replace") if key is not None else None, m.value(),
                             headers if headers is not None and in_shape(headers) else normalise(headers),
                             m.timestamp()[1], partition)
             try:   # the task's processors (what task.process calls, one call less per record)
-                out.extend(task.pipeline.process(record, now_ms))
+                out.extend(pipeline.process(record, now_ms))
             except Exception as exc:  # bad input: log where it was, keep going (reference: log & continue)
                 self.runner.stats["failed"] += 1
                 log.error("pipeline %s: record %s[%d]@%d key=%r could not be processed: %s",
@@ -552,7 +590,8 @@ class RunnerLoop:
         self.dirty = True
         if out:
             self._produce(out)
-        return len(out)
+            produced += len(out)
+        return produced
 
     def _punctuate(self) -> None:
         now_ms = int(time.time() * 1000)

@@ -7,14 +7,21 @@ expiry, batch windows). Output records carry their destination ``topic``; the ru
 partition with ``dataflow.kafka.partition_for_key`` and produces them, keeping key, headers and
 timestamp. Nothing here knows about Kafka clients or Faust.
 
+A pipeline may also offer ``direct_routes``: topic -> (sink topic, a call that turns a record's
+value and headers into its one sink record or says the record needs ``process``; see
+``dataflow.topology.steps.DirectSource``). A runtime that uses it skips building ``Record``s for
+the commonest step, a chain step; output and statistics are the same as through ``process``.
+
 A pipeline whose processors keep decoded state in memory between checkpoints (joins do) also has
 ``flush()``: the runtime calls it before reading the stores' changes for a checkpoint.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
 
 from dataflow.records import Record
+from dataflow.topology.steps import DirectSource
 
 
 @runtime_checkable
@@ -36,3 +43,15 @@ class CompiledPipeline(Protocol):
 
     def punctuate(self, now_ms: int) -> list[Record]:
         """Records released by the passage of wall-clock time (outer joins, batch windows)."""
+
+
+DirectRoute = tuple[str, DirectSource]   # (sink topic, conversion)
+
+
+def direct_routes(pipeline: CompiledPipeline) -> Mapping[str, DirectRoute]:
+    """The pipeline's direct routes, none for a pipeline that offers none."""
+    routes: Mapping[str, DirectRoute] = getattr(pipeline, "direct_routes", _NONE)
+    return routes
+
+
+_NONE: Mapping[str, DirectRoute] = {}

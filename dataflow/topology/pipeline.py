@@ -15,7 +15,7 @@ from dataflow.topology.cycles import STORE_NAME as COUNTER_STORE
 from dataflow.topology.cycles import VisitCounter
 from dataflow.topology.model import Topology
 from dataflow.topology.stats import LATENCY_BUCKETS, PipelineStats, StepSnapshot
-from dataflow.topology.steps import StepProcessor
+from dataflow.topology.steps import DirectSource, StepProcessor
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,16 @@ class Pipeline:
                 self._routes[s.topic].append((proc, proc.on_source, i, (PIPELINE, s.pipeline.encode())))
             for i, t in enumerate(proc.step.triggers):
                 self._routes[t.topic].append((proc, proc.on_trigger, i, (PIPELINE, t.pipeline.encode())))
+        # topic -> (sink, the one chain step consuming the topic as a call on the record's fields,
+        # see ``StepProcessor.direct_source``): what a runtime may use instead of ``process``.
+        self.direct_routes: dict[str, tuple[str, DirectSource]] = {}
+        for topic, routes in self._routes.items():
+            if len(routes) == 1:
+                proc, handle, index, wanted = routes[0]
+                direct = proc.direct_source(index, wanted, topology.step_latency) \
+                    if handle == proc.on_source else None
+                if direct is not None:
+                    self.direct_routes[topic] = (proc.step.sink, direct)
 
     @property
     def stats(self) -> PipelineStats:

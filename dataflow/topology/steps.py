@@ -5,16 +5,26 @@ gate] -> header rewrite -> [cycle counter] -> sink. Pure and synchronous over
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left
+from collections.abc import Callable
+from time import perf_counter
 
 from dataflow import oip
 from dataflow.batching import Batcher
-from dataflow.headers import PIPELINE_ERRORS, rewrite_for_sink, rewrite_with, sink_trailer
+from dataflow.headers import (
+    PIPELINE_ERRORS,
+    Headers,
+    rewrite_client_pairs,
+    rewrite_for_sink,
+    rewrite_with,
+    sink_trailer,
+)
 from dataflow.joins import JoinResult, StreamJoin, TriggerGate
 from dataflow.records import Record
 from dataflow.state.base import StoreFactory
 from dataflow.topology.cycles import VisitCounter
 from dataflow.topology.model import JoinType, StepNode, Topology
-from dataflow.topology.stats import PipelineStats, StepLatency
+from dataflow.topology.stats import LATENCY_BUCKETS, PipelineStats, StepLatency
 from dataflow.topology.transforms import (
     JoinMerge,
     apply_chain,
@@ -25,6 +35,10 @@ from dataflow.topology.transforms import (
 )
 
 log = logging.getLogger(__name__)
+
+# (value, headers as a Kafka client gives them) -> (sink value, sink headers), or None when the
+# record needs the general path (``Pipeline.process``).
+DirectSource = Callable[[bytes | None, list[tuple[str, bytes | None]]], "tuple[bytes, Headers] | None"]
 
 
 def _make_batcher(step: StepNode, store_factory: StoreFactory) -> Batcher:
@@ -106,6 +120,42 @@ class StepProcessor:
                 return self._malformed(record, source.topic, exc)
             return self._after_join(batched, now_ms)
         return self._after_join([data], now_ms)
+
+    def direct_source(self, index: int, wanted: tuple[str, bytes], timed: bool) -> DirectSource | None:
+        """What ``Pipeline.process`` and ``on_source`` do with a record of source ``index`` when
+        this step alone consumes the topic and sends converted records straight to its sink (a
+        chain step), as one call on the record's fields: no ``Record`` in or out, no routing.
+
+        The usual record (it carries the ``wanted`` pipeline header, the wire converter knows its
+        layout, it has tensors, every kept header has a value) comes back as its sink value and
+        headers, counted and timed as ``process`` would. Anything else is left to the general path
+        before anything is counted, so both paths give the same output and the same statistics.
+        Key, timestamp and partition pass through unchanged, as ``on_source`` keeps them."""
+        wire = self._wire[index]
+        if not self._direct or wire is None:
+            return None
+        stats, latency, trailer = self.stats, self.latency, self._trailer
+
+        def convert(value: bytes | None, headers: list[tuple[str, bytes | None]]
+                    ) -> tuple[bytes, Headers] | None:
+            if wanted not in headers:
+                return None
+            started = perf_counter() if timed else 0.0
+            converted = wire(value)
+            if converted is None or not converted[1]:   # unknown layout, or no tensors left
+                return None
+            out = rewrite_client_pairs(headers, trailer)
+            if out is None:
+                return None
+            stats.consumed += 1
+            stats.produced += 1
+            if timed:   # StepLatency.observe, written out
+                took = perf_counter() - started
+                latency.counts[bisect_left(LATENCY_BUCKETS, took)] += 1
+                latency.total += took
+            return converted[0], out
+
+        return convert
 
     def on_trigger(self, index: int, record: Record, now_ms: int) -> list[Record]:
         trigger = self.step.triggers[index]
