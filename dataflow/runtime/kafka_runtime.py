@@ -54,7 +54,7 @@ from dataflow.runtime.tasks import BuildPipeline, OpenState, PartitionTasks, pro
 from dataflow.state.base import StoreFactory
 from dataflow.state.partition import PartitionState, memory_partition_state, rocks_partition_state
 from dataflow.topology import compile_pipeline
-from dataflow.topology.compiled import CompiledPipeline, DirectRoute, direct_routes
+from dataflow.topology.compiled import CompiledPipeline, DirectSource, direct_routes
 from dataflow.topology.stats import StepSnapshot
 
 if TYPE_CHECKING:  # only named in annotations
@@ -526,7 +526,7 @@ class RunnerLoop:
         out: list[Record] = []
         produced = 0
         routes_of: CompiledPipeline | None = None
-        routes: Mapping[str, DirectRoute] = {}
+        routes: Mapping[str, DirectSource] = {}
         producer = self.producer
         assert producer is not None  # between open() and close()
         queue = producer.produce
@@ -556,25 +556,27 @@ class RunnerLoop:
                 routes_of, routes = pipeline, direct_routes(pipeline)
             direct = routes.get(topic)
             if direct is not None and headers is not None and (key is None or key.isascii()):
-                sink, convert = direct
+                ts = m.timestamp()[1]
                 # consumed headers are a list of (name, value or None) pairs; the stub says more
-                done = convert(m.value(), headers)  # type: ignore[arg-type]
+                done = direct(key, m.value(), headers, ts, partition, now_ms)  # type: ignore[arg-type]
                 if done is not None:
                     if out:   # general-path outputs of earlier records go first
                         self._produce(out)
                         produced += len(out)
                         out = []
-                    self._begin()
-                    n = counts.get(sink) or self._partition_count(sink)
-                    value = done[0] if frame is None else frame(sink, done[0])
-                    ts = m.timestamp()[1]
-                    try:  # positional, as in _produce
-                        queue(sink, value, key, partition_for_key(key, n) if n > 1 else 0, on_delivery,
-                              None, ts, done[1])  # type: ignore[arg-type]
-                    except BufferError:
-                        produce(producer, sink, value, key, partition_for_key(key, n) if n > 1 else 0,
-                                on_delivery=on_delivery, timestamp=ts, headers=done[1])
-                    produced += 1
+                    if done:
+                        self._begin()
+                    for sink, value, out_headers, out_ts in done:
+                        n = counts.get(sink) or self._partition_count(sink)
+                        if frame is not None:
+                            value = frame(sink, value)
+                        try:  # positional, as in _produce
+                            queue(sink, value, key, partition_for_key(key, n) if n > 1 else 0, on_delivery,
+                                  None, out_ts, out_headers)  # type: ignore[arg-type]
+                        except BufferError:
+                            produce(producer, sink, value, key, partition_for_key(key, n) if n > 1 else 0,
+                                    on_delivery=on_delivery, timestamp=out_ts, headers=out_headers)
+                    produced += len(done)
                     continue
             # record_from_kafka, written out: two calls less per record
             record = Record(topic, key.decode("utf-8", "replace") if key is not None else None, m.value(),

@@ -21,7 +21,8 @@ from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
 
 from dataflow.records import Record
-from dataflow.topology.steps import DirectSource
+from dataflow.topology.steps import DirectOutput as DirectOutput
+from dataflow.topology.steps import DirectSource as DirectSource
 
 
 @runtime_checkable
@@ -45,13 +46,10 @@ class CompiledPipeline(Protocol):
         """Records released by the passage of wall-clock time (outer joins, batch windows)."""
 
 
-DirectRoute = tuple[str, DirectSource]   # (sink topic, conversion)
-
-
-def direct_routes(pipeline: CompiledPipeline) -> Mapping[str, DirectRoute]:
+def direct_routes(pipeline: CompiledPipeline) -> Mapping[str, DirectSource]:
     """The pipeline's direct routes, none for a pipeline that offers none."""
-    routes: Mapping[str, DirectRoute] = getattr(pipeline, "direct_routes", _NONE)
+    routes: Mapping[str, DirectSource] = getattr(pipeline, "direct_routes", _NONE)
     return routes
 
 
-_NONE: Mapping[str, DirectRoute] = {}
+_NONE: Mapping[str, DirectSource] = {}

@@ -51,16 +51,16 @@ class Pipeline:
                 self._routes[s.topic].append((proc, proc.on_source, i, (PIPELINE, s.pipeline.encode())))
             for i, t in enumerate(proc.step.triggers):
                 self._routes[t.topic].append((proc, proc.on_trigger, i, (PIPELINE, t.pipeline.encode())))
-        # topic -> (sink, the one chain step consuming the topic as a call on the record's fields,
-        # see ``StepProcessor.direct_source``): what a runtime may use instead of ``process``.
-        self.direct_routes: dict[str, tuple[str, DirectSource]] = {}
+        # topic -> the one step consuming it, as a call on the record's fields (see
+        # ``StepProcessor.direct_source``): what a runtime may use instead of ``process``.
+        self.direct_routes: dict[str, DirectSource] = {}
         for topic, routes in self._routes.items():
             if len(routes) == 1:
                 proc, handle, index, wanted = routes[0]
                 direct = proc.direct_source(index, wanted, topology.step_latency) \
                     if handle == proc.on_source else None
                 if direct is not None:
-                    self.direct_routes[topic] = (proc.step.sink, direct)
+                    self.direct_routes[topic] = direct
 
     @property
     def stats(self) -> PipelineStats:

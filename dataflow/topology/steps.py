@@ -8,6 +8,7 @@ import logging
 from bisect import bisect_left
 from collections.abc import Callable
 from time import perf_counter
+from typing import cast
 
 from dataflow import oip
 from dataflow.batching import Batcher
@@ -36,9 +37,12 @@ from dataflow.topology.transforms import (
 
 log = logging.getLogger(__name__)
 
-# (value, headers as a Kafka client gives them) -> (sink value, sink headers), or None when the
-# record needs the general path (``Pipeline.process``).
-DirectSource = Callable[[bytes | None, list[tuple[str, bytes | None]]], "tuple[bytes, Headers] | None"]
+# One output of a direct route: (topic, value, headers, timestamp); key and partition are the input's.
+DirectOutput = tuple[str, bytes, Headers, int]
+# (key, value, headers as a Kafka client gives them, timestamp, partition, now_ms) -> the record's
+# outputs, or None when the record needs the general path (``Pipeline.process``).
+DirectSource = Callable[[bytes | None, bytes | None, list[tuple[str, bytes | None]], int, int, int],
+                        "list[DirectOutput] | None"]
 
 
 def _make_batcher(step: StepNode, store_factory: StoreFactory) -> Batcher:
@@ -123,21 +127,27 @@ class StepProcessor:
 
     def direct_source(self, index: int, wanted: tuple[str, bytes], timed: bool) -> DirectSource | None:
         """What ``Pipeline.process`` and ``on_source`` do with a record of source ``index`` when
-        this step alone consumes the topic and sends converted records straight to its sink (a
-        chain step), as one call on the record's fields: no ``Record`` in or out, no routing.
+        this step alone consumes the topic and what it makes goes straight to its sink (a chain
+        step, or a join with no trigger gate or cycle counter after it), as one call on the
+        record's fields: no ``Record`` in, no routing, outputs as (topic, value, headers,
+        timestamp) with the input's key and partition.
 
         The usual record (it carries the ``wanted`` pipeline header, the wire converter knows its
-        layout, it has tensors, every kept header has a value) comes back as its sink value and
-        headers, counted and timed as ``process`` would. Anything else is left to the general path
-        before anything is counted, so both paths give the same output and the same statistics.
-        Key, timestamp and partition pass through unchanged, as ``on_source`` keeps them."""
+        layout, it has tensors, every header has a value) is handled, counted and timed as
+        ``process`` would. Anything else is left to the general path before anything is counted
+        or buffered, so both paths give the same outputs, state and statistics."""
         wire = self._wire[index]
-        if not self._direct or wire is None:
+        if wire is None or not (self._direct or self._join_direct):
             return None
-        stats, latency, trailer = self.stats, self.latency, self._trailer
+        stats, latency, trailer, sink = self.stats, self.latency, self._trailer, self._sink
 
-        def convert(value: bytes | None, headers: list[tuple[str, bytes | None]]
-                    ) -> tuple[bytes, Headers] | None:
+        def observe(started: float) -> None:   # StepLatency.observe, written out
+            took = perf_counter() - started
+            latency.counts[bisect_left(LATENCY_BUCKETS, took)] += 1
+            latency.total += took
+
+        def convert(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes | None]], ts: int,
+                    partition: int, now_ms: int) -> list[DirectOutput] | None:
             if wanted not in headers:
                 return None
             started = perf_counter() if timed else 0.0
@@ -149,13 +159,43 @@ class StepProcessor:
                 return None
             stats.consumed += 1
             stats.produced += 1
-            if timed:   # StepLatency.observe, written out
-                took = perf_counter() - started
-                latency.counts[bisect_left(LATENCY_BUCKETS, took)] += 1
-                latency.total += took
-            return converted[0], out
+            if timed:
+                observe(started)
+            return [(sink, converted[0], out, ts)]
 
-        return convert
+        join = self.join
+        if join is None:
+            return convert
+        join_value, source_topic = self._join_value, self.step.sources[index].topic
+
+        def add(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes | None]], ts: int,
+                partition: int, now_ms: int) -> list[DirectOutput] | None:
+            if wanted not in headers:
+                return None
+            started = perf_counter() if timed else 0.0
+            converted = wire(value)
+            if converted is None or not converted[1]:
+                return None
+            for h in headers:   # stored with the arrival: normalised ones only
+                if h[1] is None:
+                    return None
+            stats.consumed += 1
+            text_key = key.decode() if key is not None else None
+            checked = cast(Headers, headers)
+            try:   # as on_source then _joined_to_sink
+                results = join.add_value(index, text_key, converted[0], checked, ts, partition, now_ms)
+                outs = [(sink, join_value(r.values), rewrite_with(r.headers, trailer), r.timestamp)
+                        for r in results]
+                stats.produced += len(outs)
+            except oip.CodecError as exc:   # cannot happen for values we serialised; be safe
+                record = Record(source_topic, text_key, value, checked, ts, partition)
+                outs = [(r.topic, cast(bytes, r.value), r.headers, r.timestamp)
+                        for r in self._malformed(record, source_topic, exc)]
+            if timed:
+                observe(started)
+            return outs
+
+        return add
 
     def on_trigger(self, index: int, record: Record, now_ms: int) -> list[Record]:
         trigger = self.step.triggers[index]

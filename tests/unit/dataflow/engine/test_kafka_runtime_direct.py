@@ -81,3 +81,30 @@ def test_direct_and_general_records_come_out_as_process_makes_them_in_input_orde
     consumed = sum(t.pipeline.stats.consumed for t in steps.values())
     assert consumed == reference.stats.consumed and \
         sum(t.pipeline.stats.produced for t in steps.values()) == reference.stats.produced
+
+
+def test_join_arrivals_through_the_runner_give_what_process_gives():
+    spec = {"name": "p", "steps": [{"name": "a"}, {"name": "b"}, {"name": "j", "inputs": ["a", "b"]}]}
+    msg = pipeline_message(spec, uid="u", namer=NAMER)
+    runner = KafkaRunner(msg, RuntimeConfig(kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1",
+                                                                profile=CLUSTER_PROFILE)))
+    a, b, sink = NAMER.model_outputs("a"), NAMER.model_outputs("b"), NAMER.model_inputs("j")
+    from dataflow.state.partition import memory_partition_state
+    tasks = PartitionTasks(runner._build, memory_partition_state)
+    tasks.assign({0})
+    loop = RunnerLoop(runner, tasks, {a: 1, b: 1, sink: 1, ERRORS: 1}, frozenset([a, b]))
+    loop.producer = RecordingProducer()  # type: ignore[assignment]
+    inputs = [(a, b"0.p.x", response("x")), (a, b"0.p.y", response("y")), (b, b"0.p.x", response("x2", 3)),
+              (b, b"0.p.z", b"\x00bad"), (b, b"0.p.y", response("y2", 3)), (a, b"0.p.x", response("x3"))]
+    msgs = [Message(topic=t, partition=0, offset=i, key=k, value=v, headers=[("pipeline", b"p")],
+                    timestamp=(1, 100 + i)) for i, (t, k, v) in enumerate(inputs)]
+    loop._process(msgs)
+
+    stores: dict[str, MemoryStore] = {}
+    reference = compile_pipeline(msg, store_factory=lambda n: stores.setdefault(n, MemoryStore(n)))
+    expected = []
+    for i, (t, k, v) in enumerate(inputs):
+        for r in reference.process(Record(t, k.decode(), v, [("pipeline", b"p")], 100 + i, 0), 0):
+            expected.append((r.topic, 0, r.key.encode(), r.value, r.timestamp, r.headers))
+    assert loop.producer.records == expected  # type: ignore[union-attr]
+    assert [r[0] for r in expected] == [sink, ERRORS, sink, sink]   # x, the bad record, y, x again
