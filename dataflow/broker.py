@@ -88,6 +88,13 @@ class EmbeddedBroker:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int:
+        """The broker process's id (for CPU figures), once started."""
+        if self._proc is None:
+            raise BrokerError("the broker is not running")
+        return self._proc.pid
+
     def stop(self, timeout_s: float = 5.0) -> None:
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
