@@ -35,6 +35,7 @@ from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
 
 from dataflow.kafka import partition_for_key
 from dataflow.records import Record, record_from_event
+from dataflow.topology.compiled import direct_routes
 
 if TYPE_CHECKING:  # only named in annotations
     import faust
@@ -47,6 +48,7 @@ if TYPE_CHECKING:  # only named in annotations
 
 log = logging.getLogger("dataflow.runtime.faust_worker")
 
+ClientHeaders = tuple[tuple[str, bytes | None], ...]   # what aiokafka hands over
 BatchHandler = Callable[[list["FaustMessage"]], Awaitable[None]]
 
 
@@ -172,6 +174,8 @@ class BatchProcessor:
             await self._process(messages)
 
     async def _process(self, messages: list[FaustMessage]) -> None:
+        """Each message through its partition's task: by the topic's direct route when it has
+        one and the message is of the usual kind (as the Kafka runner does), else ``process``."""
         tasks = self.tasks.tasks
         outputs: list[Record] = []
         handled: list[FaustMessage] = []
@@ -184,6 +188,19 @@ class BatchProcessor:
                 continue
             handled.append(message)
             try:
+                direct = direct_routes(task.pipeline).get(message.topic)
+                key, headers = message.key, message.headers
+                # aiokafka hands headers over as a tuple of (name, value) pairs
+                if direct is not None and type(headers) in (tuple, list) and (key is None or key.isascii()):
+                    timestamp = message.timestamp
+                    ts = round(timestamp * 1000) if timestamp else 0
+                    pairs: list[tuple[str, bytes | None]] = list(cast("ClientHeaders", headers))
+                    done = direct(key, message.value, pairs, ts, message.partition, now_ms)
+                    if done is not None:
+                        text_key = key.decode() if key is not None else None
+                        outputs.extend(Record(topic, text_key, value, out_headers, out_ts, message.partition)
+                                       for topic, value, out_headers, out_ts in done)
+                        continue
                 produced = task.process(record_from_event(message), now_ms)
                 if produced:
                     outputs.extend(produced)
