@@ -31,6 +31,7 @@ import heapq
 import itertools
 import logging
 from dataclasses import dataclass
+from heapq import heappush
 
 from dataflow.joins.entries import (
     GROUP_PREFIX,
@@ -47,6 +48,8 @@ from dataflow.state.base import StateStore
 log = logging.getLogger(__name__)
 
 _STREAM_TIME_KEY = b"t\x00stream-time"
+_KEYED_GROUP = group_key("")   # group_key(key) is this + the key's UTF-8
+_NULL_GROUP = group_key(None)
 
 
 @dataclass(slots=True)
@@ -121,19 +124,28 @@ class StreamJoin:
         if ts > self.stream_time:
             self.stream_time = ts
             self._stream_time_changed = True
-        gkey = group_key(key)
-        entries = self._groups.get(gkey)
+        gkey = _KEYED_GROUP + key.encode("utf-8") if key is not None else _NULL_GROUP   # group_key, inlined
+        groups = self._groups
+        entries = groups.get(gkey)
         if entries is None:   # changed from now on: kept decoded until the next flush
-            entries = self._groups[gkey] = self._unchanged(gkey)
-        results: list[JoinResult] = []
-        arrival = Entry(branch, ts, now_ms, value, list(headers))
-        if not entries:
-            self._index(gkey, now_ms, ts)
+            entries = self._recent.pop(gkey, None)
+            if entries is None:
+                entries = self._read(gkey)
+            groups[gkey] = entries
+        # The arrival keeps the record's header list (records are not changed once made; nothing
+        # in the engine mutates a header list in place), as do its results.
+        arrival = Entry(branch, ts, now_ms, value, headers)
+        window = self.window_ms
+        if not entries:   # the group's first record: nothing to join, index it
+            seq = next(self._seq)
+            heappush(self._wall_heap, (now_ms + window, seq, gkey))
+            heappush(self._time_heap, (ts, seq, gkey))
             entries.append(arrival)
             self._buffered += 1
-            return results
+            return []
 
-        horizon = self.stream_time - self.window_ms
+        results: list[JoinResult] = []
+        horizon = self.stream_time - window
         for e in entries:
             if e.timestamp < horizon:   # some buffered records fell behind the stream time
                 stale = [e for e in entries if e.timestamp < horizon]
@@ -145,22 +157,19 @@ class StreamJoin:
         if entries:   # index the arrival only if it expires before everything in the group
             first = entries[0]
             if now_ms < first.wall_ms:
-                heapq.heappush(self._wall_heap, (now_ms + self.window_ms, next(self._seq), gkey))
+                heappush(self._wall_heap, (now_ms + window, next(self._seq), gkey))
             if ts < first.timestamp:
-                heapq.heappush(self._time_heap, (ts, next(self._seq), gkey))
+                heappush(self._time_heap, (ts, next(self._seq), gkey))
         else:
             self._index(gkey, now_ms, ts)
 
-        window = self.window_ms
         if self.branches == 2:
-            matches = [e for e in entries if e.branch != branch and -window <= e.timestamp - ts <= window]
-            for e in matches:
-                pair = [e.value, arrival.value] if e.branch < branch else [arrival.value, e.value]
-                results.append(JoinResult(key, pair, list(headers), ts if ts > e.timestamp else e.timestamp,
-                                          partition))
-                e.matched = True
-            if matches:
-                arrival.matched = True
+            for e in entries:
+                if e.branch != branch and -window <= e.timestamp - ts <= window:
+                    et = e.timestamp
+                    results.append(JoinResult(key, [e.value, value] if e.branch < branch else [value, e.value],
+                                              headers, ts if ts > et else et, partition))
+                    e.matched = arrival.matched = True
         else:
             candidates: list[list[Entry]] = []
             for b in range(self.branches):
@@ -170,7 +179,7 @@ class StreamJoin:
                     candidates.append([e for e in entries if e.branch == b and abs(e.timestamp - ts) <= window])
             if all(candidates):
                 for combo in itertools.product(*candidates):
-                    results.append(JoinResult(key, [e.value for e in combo], list(headers),
+                    results.append(JoinResult(key, [e.value for e in combo], headers,
                                               max(e.timestamp for e in combo), partition))
                     for e in combo:
                         e.matched = True
