@@ -27,11 +27,10 @@ A result's headers are those of the arrival that produced it; its timestamp is t
 """
 from __future__ import annotations
 
-import heapq
 import itertools
 import logging
 from dataclasses import dataclass
-from heapq import heappush
+from heapq import heappop, heappush
 
 from dataflow.joins.entries import (
     GROUP_PREFIX,
@@ -50,6 +49,16 @@ log = logging.getLogger(__name__)
 _STREAM_TIME_KEY = b"t\x00stream-time"
 _KEYED_GROUP = group_key("")   # group_key(key) is this + the key's UTF-8
 _NULL_GROUP = group_key(None)
+
+
+def _due_at(due: dict[int, list[bytes]], times: list[int], t: int, gkey: bytes) -> None:
+    """Index ``gkey`` at time ``t``: in t's bucket, and t in the heap of bucket times if new."""
+    bucket = due.get(t)
+    if bucket is None:
+        due[t] = [gkey]
+        heappush(times, t)
+    else:
+        bucket.append(gkey)
 
 
 @dataclass(slots=True)
@@ -83,16 +92,18 @@ class StreamJoin:
         self._recent: dict[bytes, list[Entry]] = {}
         self._stored: set[bytes] = set()   # groups the store holds: any other group is empty, unread
         # Expiry indexes (in memory, rebuilt from the store on start): per group with buffered
-        # records, at least one (wall expiry, group) entry no later than its earliest record's wall
-        # expiry, and one (record timestamp, group) entry no later than its earliest record's
-        # timestamp. An arrival pushes an entry only when it would expire before what the group
-        # already has; punctuate re-reads a due group and indexes what is left of it. Entries
-        # may be stale (group rewritten since): they only cost a lookup.
-        # Entries are (time, insertion number, group): the number breaks ties, so a push never
-        # compares group keys (records arriving in the same millisecond share their expiry).
-        self._wall_heap: list[tuple[int, int, bytes]] = []
-        self._time_heap: list[tuple[int, int, bytes]] = []
-        self._seq = itertools.count()
+        # records, at least one entry under a wall expiry no later than its earliest record's wall
+        # expiry, and one under a record timestamp no later than its earliest record's timestamp.
+        # An arrival adds an entry only when it would expire before what the group already has;
+        # punctuate re-reads a due group and indexes what is left of it. Entries may be stale
+        # (group rewritten since): they only cost a lookup.
+        # Each index is a bucket (list of groups) per time and a heap of the bucket times: records
+        # of a poll share its wall clock and often their timestamps, so most arrivals append to
+        # an existing bucket (no heap push, and no per-entry tuple for the collector to track).
+        self._wall_due: dict[int, list[bytes]] = {}
+        self._wall_times: list[int] = []
+        self._time_due: dict[int, list[bytes]] = {}
+        self._time_times: list[int] = []
         self._buffered = 0  # records held in their windows
         self.expired = 0   # buffered records dropped at the end of their window (metrics)
         for gkey, raw in store.items(GROUP_PREFIX):
@@ -100,11 +111,8 @@ class StreamJoin:
             self._stored.add(gkey)
             if entries:
                 self._buffered += len(entries)
-                seq = next(self._seq)
-                self._wall_heap.append((min(e.wall_ms for e in entries) + self.window_ms, seq, gkey))
-                self._time_heap.append((min(e.timestamp for e in entries), seq, gkey))
-        heapq.heapify(self._wall_heap)
-        heapq.heapify(self._time_heap)
+                _due_at(self._wall_due, self._wall_times, min(e.wall_ms for e in entries) + self.window_ms, gkey)
+                _due_at(self._time_due, self._time_times, min(e.timestamp for e in entries), gkey)
 
     # -- arrivals ---------------------------------------------------------------------------
     def add(self, branch: int, record: Record, now_ms: int) -> list[JoinResult]:
@@ -136,10 +144,20 @@ class StreamJoin:
         # in the engine mutates a header list in place), as do its results.
         arrival = Entry(branch, ts, now_ms, value, headers)
         window = self.window_ms
-        if not entries:   # the group's first record: nothing to join, index it
-            seq = next(self._seq)
-            heappush(self._wall_heap, (now_ms + window, seq, gkey))
-            heappush(self._time_heap, (ts, seq, gkey))
+        if not entries:   # the group's first record: nothing to join, index it (_index, inlined)
+            due = now_ms + window
+            bucket = self._wall_due.get(due)
+            if bucket is None:
+                self._wall_due[due] = [gkey]
+                heappush(self._wall_times, due)
+            else:
+                bucket.append(gkey)
+            bucket = self._time_due.get(ts)
+            if bucket is None:
+                self._time_due[ts] = [gkey]
+                heappush(self._time_times, ts)
+            else:
+                bucket.append(gkey)
             entries.append(arrival)
             self._buffered += 1
             return []
@@ -157,9 +175,9 @@ class StreamJoin:
         if entries:   # index the arrival only if it expires before everything in the group
             first = entries[0]
             if now_ms < first.wall_ms:
-                heappush(self._wall_heap, (now_ms + window, next(self._seq), gkey))
+                _due_at(self._wall_due, self._wall_times, now_ms + window, gkey)
             if ts < first.timestamp:
-                heappush(self._time_heap, (ts, next(self._seq), gkey))
+                _due_at(self._time_due, self._time_times, ts, gkey)
         else:
             self._index(gkey, now_ms, ts)
 
@@ -206,26 +224,28 @@ class StreamJoin:
 
     def _index(self, gkey: bytes, now_ms: int, ts: int) -> None:
         """Index a group whose earliest record arrived at ``now_ms`` with timestamp ``ts``."""
-        seq = next(self._seq)
-        heapq.heappush(self._wall_heap, (now_ms + self.window_ms, seq, gkey))
-        heapq.heappush(self._time_heap, (ts, seq, gkey))
+        _due_at(self._wall_due, self._wall_times, now_ms + self.window_ms, gkey)
+        _due_at(self._time_due, self._time_times, ts, gkey)
 
     def flush(self) -> None:
         """Write the groups changed since the last flush (and the stream time) to the store."""
-        store = self.store
         stored = self._stored
+        add = stored.add
+        changes: dict[bytes, bytes | None] = {}   # written with one call to the store
         for gkey, entries in self._groups.items():
             if entries:
-                store.put(gkey, encode_entries(entries))
-                stored.add(gkey)
+                changes[gkey] = encode_entries(entries)
+                add(gkey)
             elif gkey in stored:
-                store.delete(gkey)
+                changes[gkey] = None
                 stored.discard(gkey)
         self._recent = self._groups
         self._groups = {}
         if self._stream_time_changed:
-            store.put(_STREAM_TIME_KEY, str(self.stream_time).encode())
+            changes[_STREAM_TIME_KEY] = str(self.stream_time).encode()
             self._stream_time_changed = False
+        if changes:
+            self.store.write(changes)
 
     # -- expiry -----------------------------------------------------------------------------
     def _expired_by_record_time(self, e: Entry) -> bool:
@@ -236,7 +256,7 @@ class StreamJoin:
 
     def next_deadline(self) -> int | None:
         """Wall-clock time at which ``punctuate`` next has work (None if nothing is buffered)."""
-        return self._wall_heap[0][0] if self._wall_heap else None
+        return self._wall_times[0] if self._wall_times else None
 
     def punctuate(self, now_ms: int) -> list[JoinResult]:
         """Drop expired buffers; for outer joins emit the one partial result of unmatched keys.
@@ -244,12 +264,14 @@ class StreamJoin:
         if self.kind is JoinType.ANY:
             return []
         wall_due: set[bytes] = set()
-        while self._wall_heap and self._wall_heap[0][0] <= now_ms:
-            wall_due.add(heapq.heappop(self._wall_heap)[2])
+        times = self._wall_times
+        while times and times[0] <= now_ms:
+            wall_due.update(self._wall_due.pop(heappop(times)))
         horizon = self.stream_time - self.window_ms
         time_due: set[bytes] = set()
-        while self._time_heap and self._time_heap[0][0] < horizon:
-            time_due.add(heapq.heappop(self._time_heap)[2])
+        times = self._time_times
+        while times and times[0] < horizon:
+            time_due.update(self._time_due.pop(heappop(times)))
         results: list[JoinResult] = []
         for gkey in sorted(wall_due | time_due):
             entries = self._entries(gkey)
@@ -265,10 +287,9 @@ class StreamJoin:
                 self._groups[gkey] = entries
             if entries:   # what is left keeps an index entry of each kind popped
                 if gkey in wall_due:
-                    heapq.heappush(self._wall_heap, (min(e.wall_ms for e in entries) + self.window_ms,
-                                                     next(self._seq), gkey))
+                    _due_at(self._wall_due, self._wall_times, min(e.wall_ms for e in entries) + self.window_ms, gkey)
                 if gkey in time_due:
-                    heapq.heappush(self._time_heap, (min(e.timestamp for e in entries), next(self._seq), gkey))
+                    _due_at(self._time_due, self._time_times, min(e.timestamp for e in entries), gkey)
         return results
 
     def _partials(self, key: str | None, entries: list[Entry], expired: list[Entry]) -> list[JoinResult]:
