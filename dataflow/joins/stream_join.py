@@ -138,7 +138,7 @@ class StreamJoin:
         if entries is None:   # changed from now on: kept decoded until the next flush
             entries = self._recent.pop(gkey, None)
             if entries is None:
-                entries = self._read(gkey)
+                entries = self._read(gkey) if gkey in self._stored else []
             groups[gkey] = entries
         # The arrival keeps the record's header list (records are not changed once made; nothing
         # in the engine mutates a header list in place), as do its results.
