@@ -13,7 +13,8 @@ Values are opaque bytes here; the step decides how to merge them. Semantics:
   (The reference only emits partials when stream time advances - Seldon Core issue #4850; we fix that.)
 * **any**: every arrival is emitted at once on its own; nothing is buffered, no merged record.
 
-State: a key's buffered records are one store entry. Decoded entries changed since the last
+State: a key's buffered records are one store entry (with their headers only for an outer join,
+the one kind that emits a buffered record's headers). Decoded entries changed since the last
 ``flush`` are kept in memory (``_groups``) and written to the store, encoded, by ``flush``, which
 the runtime calls before every checkpoint: a key's records are decoded at most once and encoded
 at most once per checkpoint, however often the key arrives. The groups the last ``flush`` wrote
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 _STREAM_TIME_KEY = b"t\x00stream-time"
 _KEYED_GROUP = group_key("")   # group_key(key) is this + the key's UTF-8
 _NULL_GROUP = group_key(None)
+# The headers of the records an inner join buffers: shared, never changed (decoding makes new lists).
+_NO_HEADERS: list[tuple[str, bytes]] = []
 
 
 def _due_at(due: dict[int, list[bytes]], times: list[int], t: int, gkey: bytes) -> None:
@@ -86,6 +89,7 @@ class StreamJoin:
         raw = store.get(_STREAM_TIME_KEY)
         self.stream_time = int(raw) if raw else -(2 ** 62)
         self._stream_time_changed = False
+        self._buffer_headers = kind is JoinType.OUTER
         self._groups: dict[bytes, list[Entry]] = {}   # decoded groups changed since the last flush
         # The groups the last flush wrote, decoded, as the store holds them (an empty list: deleted).
         # A group leaves this map when it is read, since its entries may then change in place.
@@ -140,9 +144,11 @@ class StreamJoin:
             if entries is None:
                 entries = self._read(gkey) if gkey in self._stored else []
             groups[gkey] = entries
-        # The arrival keeps the record's header list (records are not changed once made; nothing
-        # in the engine mutates a header list in place), as do its results.
-        arrival = Entry(branch, ts, now_ms, value, headers)
+        # A buffered record's headers are only read by an outer join's partial result (every
+        # other result carries the arrival's headers): other joins buffer, encode and log none.
+        # An outer join keeps the record's header list (records are not changed once made;
+        # nothing in the engine mutates a header list in place), as do results.
+        arrival = Entry(branch, ts, now_ms, value, headers if self._buffer_headers else _NO_HEADERS)
         window = self.window_ms
         if not entries:   # the group's first record: nothing to join, index it (_index, inlined)
             due = now_ms + window
