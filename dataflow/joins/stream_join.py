@@ -13,7 +13,8 @@ Values are opaque bytes here; the step decides how to merge them. Semantics:
   (The reference only emits partials when stream time advances - Seldon Core issue #4850; we fix that.)
 * **any**: every arrival is emitted at once on its own; nothing is buffered, no merged record.
 
-State: a key's buffered records are one store entry. Decoded entries changed since the last
+State: a key's buffered records are one store entry (with their headers only for an outer join,
+the one kind that emits a buffered record's headers). Decoded entries changed since the last
 ``flush`` are kept in memory (``_groups``) and written to the store, encoded, by ``flush``, which
 the runtime calls before every checkpoint: a key's records are decoded at most once and encoded
 at most once per checkpoint, however often the key arrives. The groups the last ``flush`` wrote
@@ -27,10 +28,10 @@ A result's headers are those of the arrival that produced it; its timestamp is t
 """
 from __future__ import annotations
 
-import heapq
 import itertools
 import logging
 from dataclasses import dataclass
+from heapq import heappop, heappush
 
 from dataflow.joins.entries import (
     GROUP_PREFIX,
@@ -47,6 +48,20 @@ from dataflow.state.base import StateStore
 log = logging.getLogger(__name__)
 
 _STREAM_TIME_KEY = b"t\x00stream-time"
+_KEYED_GROUP = group_key("")   # group_key(key) is this + the key's UTF-8
+_NULL_GROUP = group_key(None)
+# The headers of the records an inner join buffers: shared, never changed (decoding makes new lists).
+_NO_HEADERS: list[tuple[str, bytes]] = []
+
+
+def _due_at(due: dict[int, list[bytes]], times: list[int], t: int, gkey: bytes) -> None:
+    """Index ``gkey`` at time ``t``: in t's bucket, and t in the heap of bucket times if new."""
+    bucket = due.get(t)
+    if bucket is None:
+        due[t] = [gkey]
+        heappush(times, t)
+    else:
+        bucket.append(gkey)
 
 
 @dataclass(slots=True)
@@ -74,22 +89,25 @@ class StreamJoin:
         raw = store.get(_STREAM_TIME_KEY)
         self.stream_time = int(raw) if raw else -(2 ** 62)
         self._stream_time_changed = False
+        self._buffer_headers = kind is JoinType.OUTER
         self._groups: dict[bytes, list[Entry]] = {}   # decoded groups changed since the last flush
         # The groups the last flush wrote, decoded, as the store holds them (an empty list: deleted).
         # A group leaves this map when it is read, since its entries may then change in place.
         self._recent: dict[bytes, list[Entry]] = {}
         self._stored: set[bytes] = set()   # groups the store holds: any other group is empty, unread
         # Expiry indexes (in memory, rebuilt from the store on start): per group with buffered
-        # records, at least one (wall expiry, group) entry no later than its earliest record's wall
-        # expiry, and one (record timestamp, group) entry no later than its earliest record's
-        # timestamp. An arrival pushes an entry only when it would expire before what the group
-        # already has; punctuate re-reads a due group and indexes what is left of it. Entries
-        # may be stale (group rewritten since): they only cost a lookup.
-        # Entries are (time, insertion number, group): the number breaks ties, so a push never
-        # compares group keys (records arriving in the same millisecond share their expiry).
-        self._wall_heap: list[tuple[int, int, bytes]] = []
-        self._time_heap: list[tuple[int, int, bytes]] = []
-        self._seq = itertools.count()
+        # records, at least one entry under a wall expiry no later than its earliest record's wall
+        # expiry, and one under a record timestamp no later than its earliest record's timestamp.
+        # An arrival adds an entry only when it would expire before what the group already has;
+        # punctuate re-reads a due group and indexes what is left of it. Entries may be stale
+        # (group rewritten since): they only cost a lookup.
+        # Each index is a bucket (list of groups) per time and a heap of the bucket times: records
+        # of a poll share its wall clock and often their timestamps, so most arrivals append to
+        # an existing bucket (no heap push, and no per-entry tuple for the collector to track).
+        self._wall_due: dict[int, list[bytes]] = {}
+        self._wall_times: list[int] = []
+        self._time_due: dict[int, list[bytes]] = {}
+        self._time_times: list[int] = []
         self._buffered = 0  # records held in their windows
         self.expired = 0   # buffered records dropped at the end of their window (metrics)
         for gkey, raw in store.items(GROUP_PREFIX):
@@ -97,11 +115,8 @@ class StreamJoin:
             self._stored.add(gkey)
             if entries:
                 self._buffered += len(entries)
-                seq = next(self._seq)
-                self._wall_heap.append((min(e.wall_ms for e in entries) + self.window_ms, seq, gkey))
-                self._time_heap.append((min(e.timestamp for e in entries), seq, gkey))
-        heapq.heapify(self._wall_heap)
-        heapq.heapify(self._time_heap)
+                _due_at(self._wall_due, self._wall_times, min(e.wall_ms for e in entries) + self.window_ms, gkey)
+                _due_at(self._time_due, self._time_times, min(e.timestamp for e in entries), gkey)
 
     # -- arrivals ---------------------------------------------------------------------------
     def add(self, branch: int, record: Record, now_ms: int) -> list[JoinResult]:
@@ -121,19 +136,40 @@ class StreamJoin:
         if ts > self.stream_time:
             self.stream_time = ts
             self._stream_time_changed = True
-        gkey = group_key(key)
-        entries = self._groups.get(gkey)
+        gkey = _KEYED_GROUP + key.encode("utf-8") if key is not None else _NULL_GROUP   # group_key, inlined
+        groups = self._groups
+        entries = groups.get(gkey)
         if entries is None:   # changed from now on: kept decoded until the next flush
-            entries = self._groups[gkey] = self._unchanged(gkey)
-        results: list[JoinResult] = []
-        arrival = Entry(branch, ts, now_ms, value, list(headers))
-        if not entries:
-            self._index(gkey, now_ms, ts)
+            entries = self._recent.pop(gkey, None)
+            if entries is None:
+                entries = self._read(gkey) if gkey in self._stored else []
+            groups[gkey] = entries
+        # A buffered record's headers are only read by an outer join's partial result (every
+        # other result carries the arrival's headers): other joins buffer, encode and log none.
+        # An outer join keeps the record's header list (records are not changed once made;
+        # nothing in the engine mutates a header list in place), as do results.
+        arrival = Entry(branch, ts, now_ms, value, headers if self._buffer_headers else _NO_HEADERS)
+        window = self.window_ms
+        if not entries:   # the group's first record: nothing to join, index it (_index, inlined)
+            due = now_ms + window
+            bucket = self._wall_due.get(due)
+            if bucket is None:
+                self._wall_due[due] = [gkey]
+                heappush(self._wall_times, due)
+            else:
+                bucket.append(gkey)
+            bucket = self._time_due.get(ts)
+            if bucket is None:
+                self._time_due[ts] = [gkey]
+                heappush(self._time_times, ts)
+            else:
+                bucket.append(gkey)
             entries.append(arrival)
             self._buffered += 1
-            return results
+            return []
 
-        horizon = self.stream_time - self.window_ms
+        results: list[JoinResult] = []
+        horizon = self.stream_time - window
         for e in entries:
             if e.timestamp < horizon:   # some buffered records fell behind the stream time
                 stale = [e for e in entries if e.timestamp < horizon]
@@ -145,22 +181,19 @@ class StreamJoin:
         if entries:   # index the arrival only if it expires before everything in the group
             first = entries[0]
             if now_ms < first.wall_ms:
-                heapq.heappush(self._wall_heap, (now_ms + self.window_ms, next(self._seq), gkey))
+                _due_at(self._wall_due, self._wall_times, now_ms + window, gkey)
             if ts < first.timestamp:
-                heapq.heappush(self._time_heap, (ts, next(self._seq), gkey))
+                _due_at(self._time_due, self._time_times, ts, gkey)
         else:
             self._index(gkey, now_ms, ts)
 
-        window = self.window_ms
         if self.branches == 2:
-            matches = [e for e in entries if e.branch != branch and -window <= e.timestamp - ts <= window]
-            for e in matches:
-                pair = [e.value, arrival.value] if e.branch < branch else [arrival.value, e.value]
-                results.append(JoinResult(key, pair, list(headers), ts if ts > e.timestamp else e.timestamp,
-                                          partition))
-                e.matched = True
-            if matches:
-                arrival.matched = True
+            for e in entries:
+                if e.branch != branch and -window <= e.timestamp - ts <= window:
+                    et = e.timestamp
+                    results.append(JoinResult(key, [e.value, value] if e.branch < branch else [value, e.value],
+                                              headers, ts if ts > et else et, partition))
+                    e.matched = arrival.matched = True
         else:
             candidates: list[list[Entry]] = []
             for b in range(self.branches):
@@ -170,7 +203,7 @@ class StreamJoin:
                     candidates.append([e for e in entries if e.branch == b and abs(e.timestamp - ts) <= window])
             if all(candidates):
                 for combo in itertools.product(*candidates):
-                    results.append(JoinResult(key, [e.value for e in combo], list(headers),
+                    results.append(JoinResult(key, [e.value for e in combo], headers,
                                               max(e.timestamp for e in combo), partition))
                     for e in combo:
                         e.matched = True
@@ -197,26 +230,28 @@ class StreamJoin:
 
     def _index(self, gkey: bytes, now_ms: int, ts: int) -> None:
         """Index a group whose earliest record arrived at ``now_ms`` with timestamp ``ts``."""
-        seq = next(self._seq)
-        heapq.heappush(self._wall_heap, (now_ms + self.window_ms, seq, gkey))
-        heapq.heappush(self._time_heap, (ts, seq, gkey))
+        _due_at(self._wall_due, self._wall_times, now_ms + self.window_ms, gkey)
+        _due_at(self._time_due, self._time_times, ts, gkey)
 
     def flush(self) -> None:
         """Write the groups changed since the last flush (and the stream time) to the store."""
-        store = self.store
         stored = self._stored
+        add = stored.add
+        changes: dict[bytes, bytes | None] = {}   # written with one call to the store
         for gkey, entries in self._groups.items():
             if entries:
-                store.put(gkey, encode_entries(entries))
-                stored.add(gkey)
+                changes[gkey] = encode_entries(entries)
+                add(gkey)
             elif gkey in stored:
-                store.delete(gkey)
+                changes[gkey] = None
                 stored.discard(gkey)
         self._recent = self._groups
         self._groups = {}
         if self._stream_time_changed:
-            store.put(_STREAM_TIME_KEY, str(self.stream_time).encode())
+            changes[_STREAM_TIME_KEY] = str(self.stream_time).encode()
             self._stream_time_changed = False
+        if changes:
+            self.store.write(changes)
 
     # -- expiry -----------------------------------------------------------------------------
     def _expired_by_record_time(self, e: Entry) -> bool:
@@ -227,7 +262,7 @@ class StreamJoin:
 
     def next_deadline(self) -> int | None:
         """Wall-clock time at which ``punctuate`` next has work (None if nothing is buffered)."""
-        return self._wall_heap[0][0] if self._wall_heap else None
+        return self._wall_times[0] if self._wall_times else None
 
     def punctuate(self, now_ms: int) -> list[JoinResult]:
         """Drop expired buffers; for outer joins emit the one partial result of unmatched keys.
@@ -235,12 +270,14 @@ class StreamJoin:
         if self.kind is JoinType.ANY:
             return []
         wall_due: set[bytes] = set()
-        while self._wall_heap and self._wall_heap[0][0] <= now_ms:
-            wall_due.add(heapq.heappop(self._wall_heap)[2])
+        times = self._wall_times
+        while times and times[0] <= now_ms:
+            wall_due.update(self._wall_due.pop(heappop(times)))
         horizon = self.stream_time - self.window_ms
         time_due: set[bytes] = set()
-        while self._time_heap and self._time_heap[0][0] < horizon:
-            time_due.add(heapq.heappop(self._time_heap)[2])
+        times = self._time_times
+        while times and times[0] < horizon:
+            time_due.update(self._time_due.pop(heappop(times)))
         results: list[JoinResult] = []
         for gkey in sorted(wall_due | time_due):
             entries = self._entries(gkey)
@@ -256,10 +293,9 @@ class StreamJoin:
                 self._groups[gkey] = entries
             if entries:   # what is left keeps an index entry of each kind popped
                 if gkey in wall_due:
-                    heapq.heappush(self._wall_heap, (min(e.wall_ms for e in entries) + self.window_ms,
-                                                     next(self._seq), gkey))
+                    _due_at(self._wall_due, self._wall_times, min(e.wall_ms for e in entries) + self.window_ms, gkey)
                 if gkey in time_due:
-                    heapq.heappush(self._time_heap, (min(e.timestamp for e in entries), next(self._seq), gkey))
+                    _due_at(self._time_due, self._time_times, min(e.timestamp for e in entries), gkey)
         return results
 
     def _partials(self, key: str | None, entries: list[Entry], expired: list[Entry]) -> list[JoinResult]:

@@ -112,6 +112,9 @@ class WireMerge:
         # The last merge's layout, when every value was [id][skeleton][raw entries] (the usual
         # one): values laid out the same way are merged without scanning their fields.
         self._layout: Layout | None = None
+        # The same for the usual 2-way join of values with one raw entry each: (skeleton of each
+        # branch, merged skeleton), merged by ``_same_pair`` without a loop over the branches.
+        self._pair: tuple[bytes, bytes, bytes] | None = None
 
     def __call__(self, values: Sequence[bytes | None]) -> bytes | None:
         if self._off:
@@ -121,7 +124,8 @@ class WireMerge:
             return None
         layout = self._layout
         if layout is not None and len(values) == len(layout[0]):
-            done = self._same_layout(values, layout)
+            pair = self._pair
+            done = self._same_pair(values, pair) if pair is not None else self._same_layout(values, layout)
             if done is not None:
                 return done
         raw_tag = self._raw_tag
@@ -141,6 +145,8 @@ class WireMerge:
             return None
         if all(s[0] and s[2] == len(s[0]) + len(s[1]) for s in splits):
             self._layout = (tuple(s[1] for s in splits), tuple(s[3] for s in splits), merged)
+            self._pair = ((splits[0][1], splits[1][1], merged)
+                          if len(splits) == 2 and splits[0][3] == splits[1][3] == 1 else None)
         out = [splits[0][0], merged]
         for v, s in zip(values, splits, strict=True):
             if s[3]:
@@ -171,6 +177,18 @@ class WireMerge:
                     return None
                 raw_start = pos = id_end + len(skeleton)
                 n = len(v)
+                if count == 1 and v[pos] == raw_tag:   # the usual one raw entry, read without the loop
+                    length = v[pos + 1]
+                    pos += 2
+                    if length >= 0x80:
+                        second = v[pos]
+                        if 0 < second < 0x80:   # a minimal two-byte length (entries of 128 B to 16 KB)
+                            length = (length & 0x7F) | (second << 7)
+                            pos += 1
+                        else:
+                            length, pos = _length(v, pos - 1)
+                    pos += length
+                    count = 0
                 while pos < n:
                     if v[pos] != raw_tag:
                         return None
@@ -187,6 +205,48 @@ class WireMerge:
             return None
         self._hits += 1
         return b"".join(out)
+
+    def _same_pair(self, values: Sequence[bytes | None], pair: tuple[bytes, bytes, bytes]) -> bytes | None:
+        """``_same_layout`` for two values with one raw entry each."""
+        first, second = values
+        a = self._single_raw(first, pair[0])
+        if a is None:
+            return None
+        b = self._single_raw(second, pair[1])
+        if b is None:
+            return None
+        self._hits += 1
+        return b"".join((first[:a[0]], pair[2], first[a[1]:], second[b[1]:]))  # type: ignore[index]
+
+    def _single_raw(self, v: bytes | None, skeleton: bytes) -> tuple[int, int] | None:
+        """(end of the id field, start of the raw entry) of a value laid out as
+        [id with a one-byte length][skeleton][one raw entry], else None."""
+        try:
+            if type(v) is not bytes or v[0] != _ID_TAG:
+                return None
+            id_end = v[1] + 2
+            if id_end == 2 or id_end >= 0x82 or not v.startswith(skeleton, id_end):
+                return None
+            ident = v[2:id_end]
+            if not (ident.isascii() or _utf8(ident)):
+                return None
+            raw_start = id_end + len(skeleton)
+            if v[raw_start] != self._raw_tag:
+                return None
+            length = v[raw_start + 1]
+            pos = raw_start + 2
+            if length >= 0x80:
+                second = v[pos]
+                if 0 < second < 0x80:   # a minimal two-byte length (entries of 128 B to 16 KB)
+                    length = (length & 0x7F) | (second << 7)
+                    pos += 1
+                else:
+                    length, pos = _length(v, pos - 1)
+        except (IndexError, ValueError):
+            return None
+        if pos + length != len(v):
+            return None
+        return id_end, raw_start
 
     def _learn(self, key: tuple[tuple[bytes, int], ...]) -> bytes | None:
         """The merged skeleton of these branch skeletons (None: this combination is declined)."""

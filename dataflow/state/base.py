@@ -26,6 +26,15 @@ class StateStore(ABC):
         """Entries whose key starts with ``prefix``, in key order. Safe to delete while iterating
         over a materialised list (implementations may return one)."""
 
+    def write(self, changes: dict[bytes, bytes | None]) -> None:
+        """Puts (bytes) and deletes (None) of many keys, in the dict's order: what ``put`` and
+        ``delete`` would do one by one (backends may do it with fewer calls)."""
+        for key, value in changes.items():
+            if value is None:
+                self.delete(key)
+            else:
+                self.put(key, value)
+
     def flush(self) -> None:  # noqa: B027  # optional hook: a no-op default, not abstract
         """Make writes durable (no-op for memory)."""
 

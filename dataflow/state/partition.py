@@ -171,6 +171,10 @@ class PartitionState:
     def delete(self, key: bytes) -> None:
         self._buffer[key] = None
 
+    def write(self, changes: dict[bytes, bytes | None]) -> None:
+        """Puts (bytes) and deletes (None) of many keys: one call for a flush of many writes."""
+        self._buffer.update(changes)
+
     def items(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
         """Committed entries overlaid with the buffer, in key order."""
         merged = dict(self.backend.scan(prefix))
@@ -244,6 +248,10 @@ class PartitionStore(StateStore):
 
     def put(self, key: bytes, value: bytes) -> None:
         self.state.put(self._prefix + key, value)
+
+    def write(self, changes: dict[bytes, bytes | None]) -> None:
+        prefix = self._prefix
+        self.state.write({prefix + k: v for k, v in changes.items()})
 
     def delete(self, key: bytes) -> None:
         self.state.delete(self._prefix + key)

@@ -238,3 +238,24 @@ def test_a_join_rebuilt_from_its_store_behaves_as_the_one_that_wrote_it(events, 
             assert rebuilt.buffered == len(rebuilt) == len(live)
     both(lambda j: j.punctuate(now + 10 * window + 10_000))
     assert live.buffered == len(live) == 0
+
+
+def test_only_an_outer_join_buffers_and_stores_headers():
+    """Inner results carry the arrival's headers, so an inner join's state holds none; an outer
+    join's partial carries a buffered record's headers, so it stores them (and reads them back)."""
+    from dataflow.joins.entries import GROUP_PREFIX, decode_entries
+
+    for kind, expected in ((JoinType.INNER, []), (JoinType.OUTER, [("from", b"l")])):
+        j = join(kind)
+        j.add(0, rec("k", b"l", headers=[("from", b"l")]), 0)
+        j.flush()
+        [(_, raw)] = list(j.store.items(GROUP_PREFIX))
+        assert [e.headers for e in decode_entries(raw)] == [expected]
+        [r] = j.add(1, rec("k", b"r", headers=[("from", b"r")]), 1)
+        assert r.headers == [("from", b"r")]
+    j = join(JoinType.OUTER)
+    j.add(0, rec("k", b"l", headers=[("from", b"l")]), 0)
+    j.flush()
+    rebuilt = StreamJoin(j.store, branches=2, kind=JoinType.OUTER, window_ms=W)
+    [partial] = rebuilt.punctuate(W)
+    assert partial.values == [b"l", None] and partial.headers == [("from", b"l")]

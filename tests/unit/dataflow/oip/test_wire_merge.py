@@ -125,3 +125,40 @@ def test_property_same_bytes_or_declined(seed, cls, branches, reorder, framed):
         got = merge(values)
         if got is not None:
             assert got == expected
+
+
+def _message_merge_or_none(cls, values):
+    try:
+        return message_merge(cls, values)
+    except Exception:   # values the message parser refuses: the wire merge must decline them
+        return None
+
+
+@settings(max_examples=400, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), edits=st.lists(st.tuples(st.integers(0, 1), st.integers(0, 2047),
+                                                                st.integers(0, 255)), max_size=3),
+       cut=st.integers(0, 40), ident=st.sampled_from(["r", "é", "", "x" * 120]))
+def test_property_values_unlike_the_learned_pair_are_merged_right_or_declined(seed, edits, cut, ident):
+    """The usual 2-way join (one raw entry per branch) learns its layout on one pair; later pairs
+    with changed bytes anywhere (ids, skeletons, raw lengths), cut short or grown give the message
+    merge's bytes or are declined."""
+    rng = random.Random(seed)
+    merge = WireMerge(ModelInferResponse)
+    learned = [raw_response(1), raw_response(2, "OUTPUT1")]
+    assert merge(learned) == message_merge(ModelInferResponse, learned)
+    assert merge._pair is not None   # later pairs take the 2-way path
+    values = [bytearray(raw_response(rng.randrange(100), ident=ident)),
+              bytearray(raw_response(rng.randrange(100), "OUTPUT1"))]
+    for branch, pos, byte in edits:
+        v = values[branch]
+        v[pos % len(v)] = byte
+    if cut:
+        v = values[rng.randrange(2)]
+        if rng.random() < 0.5:
+            del v[len(v) - cut:]
+        else:
+            v.extend(bytes(cut))
+    pair: list[bytes | None] = [bytes(v) for v in values]
+    got = merge(pair)
+    if got is not None:
+        assert got == _message_merge_or_none(ModelInferResponse, pair)

@@ -122,3 +122,31 @@ def test_state_behaves_like_a_dict_with_a_savepoint(operations):
     replica.apply_restored([(b"s\x00" + k, v) for k, v in committed.items()], 1)
     replica.apply_restored(state.changes(), 2)
     assert dict(replica.store("s").items()) == current
+
+
+writes = st.lists(st.dictionaries(st.sampled_from([b"a", b"b", b"c", b"d"]), st.none() | st.binary(max_size=3),
+                                  max_size=4), max_size=6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(writes)
+def test_a_write_of_many_keys_is_the_puts_and_deletes_one_by_one(batches):
+    """``StateStore.write`` (one call per join flush) leaves the same state and the same changelog
+    entries, in the same order, as ``put`` / ``delete`` per key, on a partition's store and on the
+    base class's default (a memory store)."""
+    from dataflow.state import MemoryStore
+
+    one, many = PartitionState(MemoryBackend(), 0), PartitionState(MemoryBackend(), 0)
+    single, memory = MemoryStore(), MemoryStore()
+    for changes in batches:
+        for key, value in changes.items():
+            for s in (one.store("s"), single):
+                if value is None:
+                    s.delete(key)
+                else:
+                    s.put(key, value)
+        many.store("s").write(changes)
+        memory.write(changes)
+        assert many.changes() == one.changes()
+        assert list(many.store("s").items()) == list(one.store("s").items())
+        assert list(memory.items()) == list(single.items())
