@@ -166,7 +166,8 @@ class StepProcessor:
         join = self.join
         if join is None:
             return convert
-        join_value, source_topic = self._join_value, self.step.sources[index].topic
+        join_value = self._merge if self.step.join is not JoinType.ANY else self._join_value
+        source_topic = self.step.sources[index].topic
 
         def add(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes | None]], ts: int,
                 partition: int, now_ms: int) -> list[DirectOutput] | None:
