@@ -48,8 +48,6 @@ from dataflow.state.base import StateStore
 log = logging.getLogger(__name__)
 
 _STREAM_TIME_KEY = b"t\x00stream-time"
-_KEYED_GROUP = group_key("")   # group_key(key) is this + the key's UTF-8
-_NULL_GROUP = group_key(None)
 # The headers of the records an inner join buffers: shared, never changed (decoding makes new lists).
 _NO_HEADERS: list[tuple[str, bytes]] = []
 
@@ -136,34 +134,18 @@ class StreamJoin:
         if ts > self.stream_time:
             self.stream_time = ts
             self._stream_time_changed = True
-        gkey = _KEYED_GROUP + key.encode("utf-8") if key is not None else _NULL_GROUP   # group_key, inlined
-        groups = self._groups
-        entries = groups.get(gkey)
+        gkey = group_key(key)
+        entries = self._groups.get(gkey)
         if entries is None:   # changed from now on: kept decoded until the next flush
-            entries = self._recent.pop(gkey, None)
-            if entries is None:
-                entries = self._read(gkey) if gkey in self._stored else []
-            groups[gkey] = entries
+            entries = self._groups[gkey] = self._unchanged(gkey)
         # A buffered record's headers are only read by an outer join's partial result (every
         # other result carries the arrival's headers): other joins buffer, encode and log none.
         # An outer join keeps the record's header list (records are not changed once made;
         # nothing in the engine mutates a header list in place), as do results.
         arrival = Entry(branch, ts, now_ms, value, headers if self._buffer_headers else _NO_HEADERS)
         window = self.window_ms
-        if not entries:   # the group's first record: nothing to join, index it (_index, inlined)
-            due = now_ms + window
-            bucket = self._wall_due.get(due)
-            if bucket is None:
-                self._wall_due[due] = [gkey]
-                heappush(self._wall_times, due)
-            else:
-                bucket.append(gkey)
-            bucket = self._time_due.get(ts)
-            if bucket is None:
-                self._time_due[ts] = [gkey]
-                heappush(self._time_times, ts)
-            else:
-                bucket.append(gkey)
+        if not entries:   # the group's first record: nothing to join
+            self._index(gkey, now_ms, ts)
             entries.append(arrival)
             self._buffered += 1
             return []
