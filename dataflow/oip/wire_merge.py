@@ -177,18 +177,6 @@ class WireMerge:
                     return None
                 raw_start = pos = id_end + len(skeleton)
                 n = len(v)
-                if count == 1 and v[pos] == raw_tag:   # the usual one raw entry, read without the loop
-                    length = v[pos + 1]
-                    pos += 2
-                    if length >= 0x80:
-                        second = v[pos]
-                        if 0 < second < 0x80:   # a minimal two-byte length (entries of 128 B to 16 KB)
-                            length = (length & 0x7F) | (second << 7)
-                            pos += 1
-                        else:
-                            length, pos = _length(v, pos - 1)
-                    pos += length
-                    count = 0
                 while pos < n:
                     if v[pos] != raw_tag:
                         return None
