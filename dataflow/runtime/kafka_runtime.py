@@ -517,9 +517,10 @@ class RunnerLoop:
     def _process(self, msgs: list[Message]) -> int:
         """Process polled records; returns how many records they produced.
 
-        A record of a topic with a direct route (a chain step, ``CompiledPipeline.direct_routes``)
-        is converted and queued at once, with its key as the bytes consumed; any other record
-        goes through ``process``. Outputs are queued in the order of their inputs either way."""
+        A record of a topic with a direct route (a chain step or a join straight to its sink,
+        ``dataflow.topology.compiled.direct_routes``) is handled from its fields and its outputs
+        queued at once, with its key as the bytes consumed; any other record goes through
+        ``process``. Outputs are queued in the order of their inputs either way."""
         tasks = self.tasks.tasks
         now_ms = int(time.time() * 1000)
         offsets = self.offsets

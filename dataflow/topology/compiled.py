@@ -7,10 +7,10 @@ expiry, batch windows). Output records carry their destination ``topic``; the ru
 partition with ``dataflow.kafka.partition_for_key`` and produces them, keeping key, headers and
 timestamp. Nothing here knows about Kafka clients or Faust.
 
-A pipeline may also offer ``direct_routes``: topic -> (sink topic, a call that turns a record's
-value and headers into its one sink record or says the record needs ``process``; see
-``dataflow.topology.steps.DirectSource``). A runtime that uses it skips building ``Record``s for
-the commonest step, a chain step; output and statistics are the same as through ``process``.
+A pipeline may also offer ``direct_routes``: topic -> a call that turns a consumed record's
+fields into its outputs, or says the record needs ``process`` (``DirectSource``, defined with the
+steps). A runtime that uses it builds no ``Record`` for the commonest steps (a chain step, a join
+straight to its sink); outputs, state and statistics are the same as through ``process``.
 
 A pipeline whose processors keep decoded state in memory between checkpoints (joins do) also has
 ``flush()``: the runtime calls it before reading the stores' changes for a checkpoint.

@@ -70,6 +70,10 @@ class StepProcessor:
                                     triggers=len(step.triggers), triggers_join=step.triggers_join,
                                     window_ms=step.window_ms, name=f"{topology.pipeline}/{step.name}")
         self._merge = JoinMerge(step.produces_requests)
+        # A join result's value: the merge, called directly unless the join is an ``any``
+        # (``_join_value``; one call less per output).
+        self._result_value: Callable[[list[bytes | None]], bytes] = \
+            self._merge if step.join is not JoinType.ANY else self._join_value
         self.batcher = _make_batcher(step, store_factory) if step.batch.enabled and not step.is_join else None
         self._from_error_topic = all(s.topic == topology.error_topic for s in step.sources)
         self._wire = [wire_converter(s) for s in step.sources]
@@ -140,63 +144,48 @@ class StepProcessor:
         if wire is None or not (self._direct or self._join_direct):
             return None
         stats, latency, trailer, sink = self.stats, self.latency, self._trailer, self._sink
+        join, join_value = self.join, self._result_value
+        source_topic = self.step.sources[index].topic
 
-        def observe(started: float) -> None:   # StepLatency.observe, written out
-            took = perf_counter() - started
-            latency.counts[bisect_left(LATENCY_BUCKETS, took)] += 1
-            latency.total += took
-
-        def convert(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes | None]], ts: int,
-                    partition: int, now_ms: int) -> list[DirectOutput] | None:
+        def route(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes | None]], ts: int,
+                  partition: int, now_ms: int) -> list[DirectOutput] | None:
             if wanted not in headers:
                 return None
             started = perf_counter() if timed else 0.0
             converted = wire(value)
             if converted is None or not converted[1]:   # unknown layout, or no tensors left
                 return None
-            out = rewrite_client_pairs(headers, trailer)
-            if out is None:
-                return None
-            stats.consumed += 1
-            stats.produced += 1
-            if timed:
-                observe(started)
-            return [(sink, converted[0], out, ts)]
-
-        join = self.join
-        if join is None:
-            return convert
-        join_value = self._merge if self.step.join is not JoinType.ANY else self._join_value
-        source_topic = self.step.sources[index].topic
-
-        def add(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes | None]], ts: int,
-                partition: int, now_ms: int) -> list[DirectOutput] | None:
-            if wanted not in headers:
-                return None
-            started = perf_counter() if timed else 0.0
-            converted = wire(value)
-            if converted is None or not converted[1]:
-                return None
-            for h in headers:   # stored with the arrival: normalised ones only
-                if h[1] is None:
+            outs: list[DirectOutput]
+            if join is None:   # as on_source's straight-to-sink path
+                out = rewrite_client_pairs(headers, trailer)
+                if out is None:
                     return None
-            stats.consumed += 1
-            text_key = key.decode() if key is not None else None
-            checked = cast(Headers, headers)
-            try:   # as on_source then _joined_to_sink
-                results = join.add_value(index, text_key, converted[0], checked, ts, partition, now_ms)
-                outs = [(sink, join_value(r.values), rewrite_with(r.headers, trailer), r.timestamp)
-                        for r in results]
-                stats.produced += len(outs)
-            except oip.CodecError as exc:   # cannot happen for values we serialised; be safe
-                record = Record(source_topic, text_key, value, checked, ts, partition)
-                outs = [(r.topic, cast(bytes, r.value), r.headers, r.timestamp)
-                        for r in self._malformed(record, source_topic, exc)]
-            if timed:
-                observe(started)
+                stats.consumed += 1
+                stats.produced += 1
+                outs = [(sink, converted[0], out, ts)]
+            else:
+                for h in headers:   # stored with the arrival: normalised ones only
+                    if h[1] is None:
+                        return None
+                stats.consumed += 1
+                text_key = key.decode() if key is not None else None
+                checked = cast(Headers, headers)
+                try:   # as on_source then _joined_to_sink
+                    results = join.add_value(index, text_key, converted[0], checked, ts, partition, now_ms)
+                    outs = [(sink, join_value(r.values), rewrite_with(r.headers, trailer), r.timestamp)
+                            for r in results]
+                    stats.produced += len(outs)
+                except oip.CodecError as exc:   # cannot happen for values we serialised; be safe
+                    record = Record(source_topic, text_key, value, checked, ts, partition)
+                    outs = [(r.topic, cast(bytes, r.value), r.headers, r.timestamp)
+                            for r in self._malformed(record, source_topic, exc)]
+            if timed:   # StepLatency.observe, written out
+                took = perf_counter() - started
+                latency.counts[bisect_left(LATENCY_BUCKETS, took)] += 1
+                latency.total += took
             return outs
 
-        return add
+        return route
 
     def on_trigger(self, index: int, record: Record, now_ms: int) -> list[Record]:
         trigger = self.step.triggers[index]
@@ -224,7 +213,7 @@ class StepProcessor:
     def _joined(self, results: list[JoinResult]) -> list[Record]:
         out: list[Record] = []
         for r in results:
-            out.append(Record(topic="", key=r.key, value=self._join_value(r.values), headers=r.headers,
+            out.append(Record(topic="", key=r.key, value=self._result_value(r.values), headers=r.headers,
                               timestamp=r.timestamp, partition=r.partition))
         return out
 
@@ -237,9 +226,7 @@ class StepProcessor:
     def _joined_to_sink(self, results: list[JoinResult]) -> list[Record]:
         """What ``_joined`` then ``_to_sink`` make of join results, in one step (no gate, no
         cycle counter)."""
-        # the merge called directly unless the join is an ``any`` (one call less per output)
-        value = self._merge if self.step.join is not JoinType.ANY else self._join_value
-        sink, trailer = self._sink, self._trailer
+        sink, trailer, value = self._sink, self._trailer, self._result_value
         out = [Record(sink, r.key, value(r.values), rewrite_with(r.headers, trailer), r.timestamp, r.partition)
                for r in results]
         self.stats.produced += len(out)
