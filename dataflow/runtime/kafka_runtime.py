@@ -518,22 +518,16 @@ class RunnerLoop:
         """Process polled records; returns how many records they produced.
 
         A record of a topic with a direct route (a chain step or a join straight to its sink,
-        ``dataflow.topology.compiled.direct_routes``) is handled from its fields and its outputs
-        queued at once, with its key as the bytes consumed; any other record goes through
-        ``process``. Outputs are queued in the order of their inputs either way."""
+        ``dataflow.topology.compiled.direct_routes``) is handled from its fields, its outputs keyed
+        by the bytes consumed; any other record goes through ``process``. Outputs are queued as
+        they are made, so in the order of their inputs."""
         tasks = self.tasks.tasks
         now_ms = int(time.time() * 1000)
         offsets = self.offsets
-        out: list[Record] = []
+        send = self._sender()
         produced = 0
         routes_of: CompiledPipeline | None = None
         routes: Mapping[str, DirectSource] = {}
-        producer = self.producer
-        assert producer is not None  # between open() and close()
-        queue = producer.produce
-        on_delivery = self._on_delivery
-        counts = self.partitions
-        frame = self.frame
         for m in msgs:
             err = m.error()
             if err is not None:
@@ -557,26 +551,11 @@ class RunnerLoop:
                 routes_of, routes = pipeline, direct_routes(pipeline)
             direct = routes.get(topic)
             if direct is not None and headers is not None and (key is None or key.isascii()):
-                ts = m.timestamp()[1]
                 # consumed headers are a list of (name, value or None) pairs; the stub says more
-                done = direct(key, m.value(), headers, ts, partition, now_ms)  # type: ignore[arg-type]
+                done = direct(key, m.value(), headers, m.timestamp()[1], partition, now_ms)  # type: ignore[arg-type]
                 if done is not None:
-                    if out:   # general-path outputs of earlier records go first
-                        self._produce(out)
-                        produced += len(out)
-                        out = []
-                    if done:
-                        self._begin()
                     for sink, value, out_headers, out_ts in done:
-                        n = counts.get(sink) or self._partition_count(sink)
-                        if frame is not None:
-                            value = frame(sink, value)
-                        try:  # positional, as in _produce
-                            queue(sink, value, key, partition_for_key(key, n) if n > 1 else 0, on_delivery,
-                                  None, out_ts, out_headers)  # type: ignore[arg-type]
-                        except BufferError:
-                            produce(producer, sink, value, key, partition_for_key(key, n) if n > 1 else 0,
-                                    on_delivery=on_delivery, timestamp=out_ts, headers=out_headers)
+                        send(sink, key, value, out_headers, out_ts)
                     produced += len(done)
                     continue
             # record_from_kafka, written out: two calls less per record
@@ -584,16 +563,18 @@ class RunnerLoop:
                             headers if headers is not None and in_shape(headers) else normalise(headers),
                             m.timestamp()[1], partition)
             try:   # the task's processors (what task.process calls, one call less per record)
-                out.extend(pipeline.process(record, now_ms))
+                outputs = pipeline.process(record, now_ms)
             except Exception as exc:  # bad input: log where it was, keep going (reference: log & continue)
                 self.runner.stats["failed"] += 1
                 log.error("pipeline %s: record %s[%d]@%d key=%r could not be processed: %s",
                           self.runner.msg.pipeline, topic, partition, offset, record.key, exc)
+                continue
+            for r in outputs:
+                send(r.topic, r.key, r.value, r.headers, r.timestamp)
+            produced += len(outputs)
         self.runner.stats["consumed"] += len(msgs)
+        self.runner.stats["produced"] += produced
         self.dirty = True
-        if out:
-            self._produce(out)
-            produced += len(out)
         return produced
 
     def _punctuate(self) -> None:
@@ -636,6 +617,16 @@ class RunnerLoop:
                 produce(producer, topic, value, key, partition, on_delivery=on_delivery)
 
     def _produce(self, records: list[Record]) -> None:
+        send = self._sender()
+        for r in records:
+            send(r.topic, r.key, r.value, r.headers, r.timestamp)
+        self.runner.stats["produced"] += len(records)
+
+    def _sender(self) -> Callable[[str, str | bytes | None, bytes | None, list[tuple[str, bytes]], int], None]:
+        """What queues one output record, made once per batch of records: (topic, key, value,
+        headers, timestamp), the record going to the partition of its key (str as a step made
+        it, or the bytes consumed on a direct route: ``partition_for_key`` and the producer take
+        either). Starts the batch's transaction first when exactly-once."""
         self._begin()
         assert self.producer is not None  # between open() and close()
         producer = self.producer
@@ -643,21 +634,25 @@ class RunnerLoop:
         on_delivery = self._on_delivery
         counts = self.partitions
         frame = self.frame
-        for r in records:
-            n = counts.get(r.topic) or self._partition_count(r.topic)
-            partition = partition_for_key(r.key, n) if n > 1 else 0
-            value = r.value if frame is None else frame(r.topic, r.value)
-            headers = r.headers or None
+        partition_count = self._partition_count
+
+        def send(topic: str, key: str | bytes | None, value: bytes | None, headers: list[tuple[str, bytes]],
+                 timestamp: int) -> None:
+            n = counts.get(topic) or partition_count(topic)
+            partition = partition_for_key(key, n) if n > 1 else 0
+            if frame is not None:
+                value = frame(topic, value)
             try:  # the hot path queues directly; only a full queue goes through the waiting helper
                 # All positional (topic, value, key, partition, callback, on_delivery, timestamp,
                 # headers): confluent-kafka matches keyword arguments on every call, ~0.25 us of a
                 # ~1 us produce.
-                queue(r.topic, value, r.key, partition, on_delivery, None, r.timestamp,
-                      headers)  # type: ignore[arg-type]  # the stub's list of str | bytes | None is invariant
+                queue(topic, value, key, partition, on_delivery, None, timestamp,
+                      headers or None)  # type: ignore[arg-type]  # the stub's list of str | bytes | None is invariant
             except BufferError:
-                produce(producer, r.topic, value, r.key, partition, on_delivery=on_delivery, timestamp=r.timestamp,
-                        headers=headers)
-        self.runner.stats["produced"] += len(records)
+                produce(producer, topic, value, key, partition, on_delivery=on_delivery, timestamp=timestamp,
+                        headers=headers or None)
+
+        return send
 
     def _partition_count(self, topic: str) -> int:
         assert self.producer is not None  # between open() and close()
