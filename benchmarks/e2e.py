@@ -291,6 +291,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="model gateway --batching (default: its own, auto: models declaring a batch dimension)")
     parser.add_argument("--hops", action="store_true",
                         help="also print where a gRPC pipeline request's time goes, hop by hop")
+    parser.add_argument("--partitions", type=int, default=1,
+                        help="partitions per topic, as `dataflow up --partitions` (default 1)")
     parser.add_argument("--keep", action="store_true", help="print pids and wait for Enter before stopping")
     args = parser.parse_args(argv)
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
@@ -311,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         options = UpOptions(kafka_port=0, scheduler_port=0, chainer_port=0, http_port=0, grpc_port=0,
                             mlserver_http_port=0, mlserver_grpc_port=0, metrics_port=0,
-                            state_dir=Path(tmp), log_level="WARNING")
+                            state_dir=Path(tmp), log_level="WARNING", partitions=args.partitions)
         stack = Stack(options, out=open(os.devnull, "w"))
         try:
             stack.start()
@@ -337,7 +339,7 @@ def main(argv: list[str] | None = None) -> None:
                 input("stack running; Enter to stop")
         finally:
             stack.stop()
-    print(f"\nthe dataflow up stack (embedded broker, 1 engine, 1 partition; {gw_config}); tritonclient aio; "
+    print(f"\nthe dataflow up stack (embedded broker, 1 engine, {args.partitions} partition{'s' if args.partitions > 1 else ''}; {gw_config}); tritonclient aio; "
           f"{args.requests} sequential requests, then {args.concurrency} in flight for {args.seconds:g} s\n")
     print(table(results, args.concurrency))
     print(f"\nCPU ms per request in the {args.concurrency}-concurrent phase (process and its children; "
