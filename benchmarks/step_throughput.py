@@ -18,6 +18,13 @@ and, for Faust, its worker process); msg/s per core = outputs / CPU seconds. Lat
 records are produced at ``--rate`` for ``--latency-s`` and each output's latency is its arrival
 time minus its source record's timestamp (kept by every runtime). Each runner runs in its own
 child process so CPU accounting is clean.
+
+Rounds: with ``--rounds R`` every scenario runs R times, the plan in order and then reversed every
+other round, and each row adds up its rounds (outputs, seconds, CPU seconds, latencies). On a
+shared machine whose speed drifts over minutes, a scenario that always ran first (the raw
+passthrough) would otherwise be measured in a different minute from the one compared with it.
+``vs raw`` compares msg/s (wall clock); ``per core vs raw`` compares msg/s per core, the figure
+that does not depend on how much of the machine the runner got.
 """
 from __future__ import annotations
 
@@ -179,6 +186,14 @@ class Result:
     def per_core(self) -> float:
         return self.outputs / self.cpu_s if self.cpu_s else 0.0
 
+    def add(self, other: Result) -> None:
+        """Fold another round of the same scenario into this one."""
+        self.outputs += other.outputs
+        self.seconds += other.seconds
+        self.cpu_s += other.cpu_s
+        self.latencies_ms.extend(other.latencies_ms)
+        self.note = "; ".join(n for n in (self.note, other.note) if n)
+
     def pct(self, q: float) -> float:
         xs = sorted(self.latencies_ms)
         return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
@@ -320,6 +335,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="latency phase records/s (default 1000)")
     parser.add_argument("--latency-s", type=float, default=3.0, help="latency phase length, 0 = skip")
     parser.add_argument("--timeout", type=float, default=300.0, help="per-scenario drain timeout (s)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="run every scenario this many times, reversing the order every other round, "
+                             "and add up the rounds (default 2)")
     parser.add_argument("--state-dir", default="/tmp/dataflow-bench-state")
     parser.add_argument("--metrics-cost", action="store_true",
                         help="also run the kafka scenarios without step latency timing (the only per-record "
@@ -343,9 +361,17 @@ def main(argv: list[str] | None = None) -> None:
         plan += [(f"{rt} {shape}", rt, shape, True) for shape in args.shapes.split(",") for rt in runtimes]
         if args.metrics_cost and "kafka" in runtimes:  # the same step without the per-record step timing
             plan += [(f"kafka {shape}, no step timing", "kafka", shape, False) for shape in args.shapes.split(",")]
-        for name, kind, shape, timing in plan:
-            print(f"running {name} ...", file=sys.stderr, flush=True)
-            results.append(Scenario(env, name, kind, shape, args, step_latency=timing).run())
+        totals: dict[str, Result] = {}
+        for round_no in range(max(1, args.rounds)):
+            order = plan if round_no % 2 == 0 else plan[::-1]
+            for name, kind, shape, timing in order:
+                print(f"running {name} (round {round_no + 1}) ...", file=sys.stderr, flush=True)
+                result = Scenario(env, name, kind, shape, args, step_latency=timing).run()
+                if name in totals:
+                    totals[name].add(result)
+                else:
+                    totals[name] = result
+        results = [totals[name] for name, *_ in plan]
     finally:
         if env.broker is not None:
             env.broker.stop()
@@ -354,14 +380,18 @@ def main(argv: list[str] | None = None) -> None:
 
 def print_table(results: list[Result], args) -> None:
     raw = results[0].rate if results and results[0].rate else 0.0
+    raw_per_core = results[0].per_core if results and results[0].per_core else 0.0
+    rounds = max(1, args.rounds)
     print(f"\n{args.n} x 1 KB ModelInferResponse preloaded, 1 partition; latency at {args.rate:g} msg/s "
-          f"for {args.latency_s:g} s\n")
-    print("| scenario | outputs | msg/s | process cores | msg/s per core | vs raw | p50 ms | p99 ms | note |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          f"for {args.latency_s:g} s; {rounds} round{'s' if rounds > 1 else ''} added up\n")
+    print("| scenario | outputs | msg/s | process cores | msg/s per core | vs raw | per core vs raw | "
+          "p50 ms | p99 ms | note |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         ratio = f"{r.rate / raw:.2f}" if raw else "-"
+        core_ratio = f"{r.per_core / raw_per_core:.2f}" if raw_per_core else "-"
         print(f"| {r.name} | {r.outputs} | {r.rate:,.0f} | {r.cores:.2f} | {r.per_core:,.0f} | {ratio} | "
-              f"{r.pct(0.5):.1f} | {r.pct(0.99):.1f} | {r.note} |")
+              f"{core_ratio} | {r.pct(0.5):.1f} | {r.pct(0.99):.1f} | {r.note} |")
 
 
 if __name__ == "__main__":
