@@ -276,6 +276,36 @@ def cpu_table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+TARGET_RATIO = 0.7   # the end-to-end goal: a pipeline at this share of the direct two-call ideal
+
+
+def budget(results: list[Result]) -> str:
+    """What ``TARGET_RATIO`` leaves per pipeline request when the stack is short of CPU.
+
+    With the machine's cores busy in both phases, req/s goes as cores / CPU per request, so a
+    pipeline at ``TARGET_RATIO`` of the ideal (half the direct req/s) may spend at most
+    2 x direct CPU per call / ``TARGET_RATIO`` per request, scaled by the cores each phase got.
+    Printed beside what the components that are not this project's code (broker, MLServer, the
+    client) spent, since those bound what the engine and the gateways can be given."""
+    lines = []
+    direct = {r.target.protocol: r for r in results if r.target.label.startswith("direct")}
+    for r in results:
+        d = direct.get(r.target.protocol)
+        if d is None or not r.target.label.startswith("pipeline") or not r.cpu or not d.cpu:
+            continue
+        d_cores = sum(d.cpu.values()) / d.conc_s
+        p_cores = sum(r.cpu.values()) / r.conc_s
+        d_ms = sum(d.cpu.values()) * 1000 / len(d.conc)
+        allowed = 2 * d_ms / TARGET_RATIO * (p_cores / d_cores)
+        per = {k: v * 1000 / len(r.conc) for k, v in r.cpu.items()}
+        fixed = sum(per.get(k, 0.0) for k in ("broker", "mlserver", "client"))
+        ours = sum(per.values()) - fixed
+        lines.append(f"{r.target.protocol}: {TARGET_RATIO:g} of the ideal allows {allowed:.2f} ms of CPU per pipeline "
+                     f"request; broker + MLServer + client used {fixed:.2f} ms, leaving {allowed - fixed:.2f} ms "
+                     f"for the engine and both gateways, which used {ours:.2f} ms")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--protocols", default="grpc", help="comma list of grpc, rest (default grpc)")
@@ -339,12 +369,16 @@ def main(argv: list[str] | None = None) -> None:
                 input("stack running; Enter to stop")
         finally:
             stack.stop()
-    print(f"\nthe dataflow up stack (embedded broker, 1 engine, {args.partitions} partition{'s' if args.partitions > 1 else ''}; {gw_config}); tritonclient aio; "
+    partitions = f"{args.partitions} partition{'s' if args.partitions > 1 else ''}"
+    print(f"\nthe dataflow up stack (embedded broker, 1 engine, {partitions}; {gw_config}); tritonclient aio; "
           f"{args.requests} sequential requests, then {args.concurrency} in flight for {args.seconds:g} s\n")
     print(table(results, args.concurrency))
     print(f"\nCPU ms per request in the {args.concurrency}-concurrent phase (process and its children; "
           f"the client is this process)\n")
     print(cpu_table(results))
+    spent = budget(results)
+    if spent:
+        print(f"\n{spent}")
     if hops:
         print(f"\nwhere a {piped[0].target.protocol} pipeline request's time goes (producer timestamps of its "
               f"records on each topic; ms resolution)\n")
