@@ -71,15 +71,12 @@ def make_driver(step_latency: bool, shape: str = "chain"):
 
 
 def batch_of(sources: list[str], value: bytes, offset: int, size: int) -> list[Message]:
-    """``size`` records from ``offset`` on: all of the one source, or half of each with the same keys."""
-    if len(sources) == 1:
-        return [Message(topic=sources[0], partition=0, offset=offset + i, key=f"0.bench.r{offset + i}".encode(),
-                        value=value, headers=list(HEADERS), timestamp=(1, 1_700_000_000_000))
-                for i in range(size)]
-    half = size // 2
+    """``size`` records from ``offset`` on, split evenly between the sources with the same keys
+    (all of the one source for a chain; half of each branch for the join)."""
+    each = size // len(sources)
     return [Message(topic=source, partition=0, offset=offset + i, key=f"0.bench.r{offset + i}".encode(),
                     value=value, headers=list(HEADERS), timestamp=(1, 1_700_000_000_000))
-            for source in sources for i in range(half)]
+            for source in sources for i in range(each)]
 
 
 def main(argv: list[str] | None = None) -> None:
