@@ -325,6 +325,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="partitions per topic, as `dataflow up --partitions` (default 1)")
     parser.add_argument("--keep", action="store_true", help="print pids and wait for Enter before stopping")
     args = parser.parse_args(argv)
+    if args.partitions < 1:
+        parser.error(f"--partitions must be >= 1, got {args.partitions}")
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
 
     from dataflow_cli.demo.stack import Stack, UpOptions
