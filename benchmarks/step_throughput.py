@@ -93,6 +93,8 @@ async def start_runner(spec: dict):
     settings = KafkaSettings(bootstrap_servers=spec["bootstrap"])
     if spec["kind"] == "raw":
         return None, None, start_raw_loop(settings, spec)
+    if spec["kind"] == "rawjoin":
+        return None, None, start_raw_join(settings, spec)
     msg = chainer_pb2.PipelineUpdateMessage.FromString(base64.b64decode(spec["msg"]))
     config = RuntimeConfig(kafka=settings, state_dir=spec["state_dir"], commit_interval_ms=1000,
                            start_timeout_s=120, step_latency=spec.get("step_latency", True))
@@ -163,6 +165,104 @@ def start_raw_loop(settings, spec: dict):
     return halt
 
 
+def start_raw_join(settings, spec: dict):
+    """The least a durable 2-way join does, with confluent-kafka and RocksDB and nothing else: both
+    branches consumed in record-time order (a branch that runs ahead waits for the other, as the
+    runners align them), a key's first value kept in a dict, its second producing the two values
+    concatenated; every 5,000 records or second a checkpoint as the runner's (the changed groups,
+    both values concatenated, to a changelog topic, the producer flushed, the offsets committed,
+    the groups written to RocksDB in one batch, with the engine's database settings). No
+    protobuf, no headers rewritten, no expiry: the floor under the engine's join."""
+    import collections
+    import threading
+
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    from dataflow.runtime.producers import LINGER_MS
+    from dataflow.state.partition import RocksBackend
+
+    consumer = Consumer(settings.consumer(spec["group"]))
+    producer = Producer(settings.producer(**{"linger.ms": LINGER_MS}))
+    db = RocksBackend(spec["state_dir"])   # the engine's database settings
+    assigned, stop = threading.Event(), threading.Event()
+    sources = spec["sources"]
+    consumer.subscribe(sources, on_assign=lambda c, ps: assigned.set())
+    sink, changelog = spec["sink"], spec["changelog"]
+    branch_of = {t: i for i, t in enumerate(sources)}
+
+    def queue(*args) -> None:
+        while True:
+            try:
+                return producer.produce(*args)
+            except BufferError:
+                producer.poll(0.05)
+
+    def loop() -> None:
+        groups: dict[bytes, list] = {}
+        changed: dict[bytes, list] = {}
+        offsets: dict[tuple[str, int], int] = {}
+        since, next_commit = 0, time.monotonic() + 1.0
+        held: list[collections.deque] = [collections.deque(), collections.deque()]
+        newest = [-1, -1]
+        while not stop.is_set():
+            msgs = consumer.consume(1000, 0)
+            if not msgs:
+                first = consumer.poll(0.05)
+                msgs = [first, *consumer.consume(999, 0)] if first is not None else []
+            for m in msgs:
+                if m.error() is not None:
+                    continue
+                b = branch_of[m.topic()]
+                ts = m.timestamp()[1]
+                if ts > newest[b]:
+                    newest[b] = ts
+                held[b].append(m)
+            ready = []   # what is older than the other branch's newest, everything when idle
+            for b in (0, 1):
+                h, other = held[b], newest[1 - b]
+                while h and (h[0].timestamp()[1] < other or len(h) > 20000 or not msgs):
+                    ready.append(h.popleft())
+            for m in ready:
+                topic, key = m.topic(), m.key()
+                offsets[(topic, m.partition())] = m.offset() + 1
+                group = groups.get(key)
+                if group is None:
+                    group = groups[key] = [None, None]
+                group[branch_of[topic]] = m.value()
+                changed[key] = group
+                if group[0] is not None and group[1] is not None:
+                    queue(sink, group[0] + group[1], key, m.partition(), None, None, m.timestamp()[1],
+                          m.headers())
+            since += len(msgs)
+            if since >= 5000 or time.monotonic() >= next_commit:
+                since, next_commit = 0, time.monotonic() + 1.0
+                batch = {}
+                for key, group in changed.items():
+                    state = b"".join(v for v in group if v is not None)
+                    queue(changelog, state, key, 0)
+                    batch[key] = state
+                changed = {}
+                producer.flush(30)
+                if offsets:
+                    consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                                    asynchronous=False)
+                db.write(batch)
+            else:
+                producer.poll(0)
+        producer.flush(10)
+        consumer.close()
+        db.close()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    assigned.wait(120)
+
+    def halt() -> None:
+        stop.set()
+        thread.join(30)
+    return halt
+
+
 # ------------------------------------------------------------------------------ driver side
 
 @dataclass
@@ -217,14 +317,16 @@ class Scenario:
                 {"name": "m1"}, {"name": "m2", "inputs": ["m1"], "tensorMap": {"m1.outputs.OUTPUT0": "INPUT0"}}]},
                 uid=uid, namer=namer)
             self.sources, self.sink = [namer.model_outputs("m1")], namer.model_inputs("m2")
-        self.group = dataflow_group_id(uid) if kind != "raw" else env.unique("raw")
+        self.group = dataflow_group_id(uid) if kind not in ("raw", "rawjoin") else env.unique(kind)
         self.namer = namer
 
     def spec(self) -> dict:
         spec = {"kind": self.kind, "bootstrap": self.env.bootstrap, "group": self.group,
                 "source": self.sources[0], "sink": self.sink,
                 "state_dir": os.path.join(self.args.state_dir, self.group), "step_latency": self.step_latency}
-        if self.kind != "raw":
+        if self.kind == "rawjoin":
+            spec["sources"], spec["changelog"] = self.sources, self.sink + ".changelog"
+        elif self.kind != "raw":
             spec["msg"] = base64.b64encode(self.msg.SerializeToString()).decode()
         return spec
 
@@ -236,7 +338,9 @@ class Scenario:
 
         env, args = self.env, self.args
         topics = set(self.sources) | {self.sink}
-        if self.kind != "raw":
+        if self.kind == "rawjoin":
+            topics.add(self.sink + ".changelog")
+        elif self.kind != "raw":
             from dataflow.state import MemoryStore
             from dataflow.topology import compile_pipeline
             topics |= set(compile_pipeline(self.msg, store_factory=MemoryStore).all_topics)
@@ -358,6 +462,8 @@ def main(argv: list[str] | None = None) -> None:
     results: list[Result] = []
     try:
         plan = [("raw passthrough", "raw", "chain", True)]
+        if "join" in args.shapes.split(","):
+            plan.append(("raw join", "rawjoin", "join", True))
         plan += [(f"{rt} {shape}", rt, shape, True) for shape in args.shapes.split(",") for rt in runtimes]
         if args.metrics_cost and "kafka" in runtimes:  # the same step without the per-record step timing
             plan += [(f"kafka {shape}, no step timing", "kafka", shape, False) for shape in args.shapes.split(",")]

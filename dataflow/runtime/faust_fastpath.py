@@ -32,9 +32,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
+from faust.types import TP
 
 from dataflow.kafka import partition_for_key
 from dataflow.records import Record, record_from_event
+from dataflow.runtime.alignment import TimestampAligner
 from dataflow.topology.compiled import direct_routes
 
 if TYPE_CHECKING:  # only named in annotations
@@ -91,8 +93,7 @@ def install_batch_drain(app: faust.App, source_topics: Iterable[str], handle_bat
                             await handle_batch(batch)
                             batch = []
                         await callback(message)
-                if batch:
-                    await handle_batch(batch)
+                await handle_batch(batch)   # also when empty: records held back may be due
                 commit_every = consumer._commit_every
                 if commit_every is not None and consumer._n_acked >= commit_every:
                     consumer._n_acked = 0
@@ -157,21 +158,64 @@ class BatchProducer:
                 fut.add_done_callback(self._on_delivery)
 
 
+def _describe(message: FaustMessage) -> tuple[str, int, int]:
+    """A message's (topic, partition, timestamp in ms) for the aligner."""
+    timestamp = message.timestamp
+    return message.topic, message.partition, round(timestamp * 1000) if timestamp else 0
+
+
 class BatchProcessor:
     """Runs each message of a batch through the task of its partition, produces, then acks them.
 
     The whole batch is one critical section under ``lock`` (``faust_tasks.TaskDriver.lock``): a
-    checkpoint sees either none or all of a batch's state changes, outputs and acks."""
+    checkpoint sees either none or all of a batch's state changes, outputs and acks.
 
-    def __init__(self, app: faust.App, tasks: PartitionTasks, lock: asyncio.Lock, producer: BatchProducer):
+    The records of topics that meet in a join go through ``dataflow.runtime.alignment`` first, as
+    in the Kafka runner: a record held back is not acked, so no commit passes it."""
+
+    def __init__(self, app: faust.App, tasks: PartitionTasks, lock: asyncio.Lock, producer: BatchProducer,
+                 aligned: tuple[frozenset[str], ...] = ()):
         self.app = app
         self.tasks = tasks                  # dataflow.runtime.tasks.PartitionTasks
         self.lock = lock
         self.producer = producer
+        self.aligner: TimestampAligner[FaustMessage] | None = \
+            TimestampAligner(aligned, _describe) if aligned else None
 
     async def __call__(self, messages: list[FaustMessage]) -> None:
+        aligner = self.aligner
+        if aligner is None:
+            if messages:
+                async with self.lock:
+                    await self._process(messages)
+            return
+        if not (messages or aligner.holding):
+            return
         async with self.lock:
-            await self._process(messages)
+            released = aligner.align(messages, int(time.time() * 1000), self._has_more)
+            if released:
+                await self._process(released)
+
+    def _has_more(self, topic: str, partition: int) -> bool:
+        """Whether the consumer has not yet read everything the last fetch of that topic
+        partition reported (unknown counts as yes: the aligner bounds the wait)."""
+        consumer = cast(AIOKafkaFaustConsumer, self.app.consumer)
+        tp = TP(topic, partition)
+        try:
+            high = consumer.highwater(tp)
+        except Exception:
+            return True
+        if high is None:
+            return True
+        read = consumer._read_offset[tp]   # Faust's own bookkeeping: the last offset read
+        at = read + 1 if read is not None else consumer._committed_offset[tp]
+        return at is None or at < high
+
+    def drop_held(self) -> None:
+        """Forget the records held back (a rebalance: every partition is read again from its
+        committed offset when it is assigned)."""
+        if self.aligner is not None:
+            self.aligner.drop()
 
     async def _process(self, messages: list[FaustMessage]) -> None:
         """Each message through its partition's task: by the topic's direct route when it has

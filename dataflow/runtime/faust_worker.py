@@ -52,6 +52,7 @@ from dataflow.runtime.tasks import PartitionTasks, probe
 from dataflow.schema_registry import framer_for
 from dataflow.state.partition import rocks_partition_state
 from dataflow.topology import compile_pipeline
+from dataflow.topology.compiled import aligned_topics
 from dataflow.topology.settings import TopologySettings
 
 if TYPE_CHECKING:  # only named in annotations; Faust is imported where the worker builds its app
@@ -59,6 +60,7 @@ if TYPE_CHECKING:  # only named in annotations; Faust is imported where the work
     from aiokafka import AIOKafkaProducer
     from faust.transport.drivers.aiokafka import Producer as AIOKafkaFaustProducer
 
+    from dataflow.runtime.faust_fastpath import BatchProcessor
     from dataflow.runtime.kafka_runtime import PipelineFactory
     from dataflow.state.base import StoreFactory
     from dataflow.state.partition import PartitionState
@@ -215,6 +217,7 @@ class PipelineWorker:
 
         probed, stateful = probe(build)  # compiles once: validates and tells the source topics
         self.sources = sorted(probed.source_topics)
+        self.aligned = aligned_topics(probed)
         self.tasks = PartitionTasks(build, self._open_state if stateful else None)
         self.driver = TaskDriver(self.app, self.tasks, source_topics=self.sources, settings=self.config.kafka,
                                  changelog_topic=spec.changelog_topic, exactly_once=self.config.exactly_once,
@@ -244,6 +247,7 @@ class PipelineWorker:
         # the batch path its stream stays empty because the fetch loop hands records over directly.
         app.agent(topic, name=f"{self.spec.group_id}-pipeline")(self._agent)
         self.batch_producer = None
+        self.batch_processor: BatchProcessor | None = None
         # Exactly-once stays on the agent path: its sends take Faust's per-transaction locks, which
         # keeps them out of the window between a transaction's commit and the next begin.
         if self.spec.path == "batch" and not self.config.exactly_once:
@@ -252,7 +256,8 @@ class PipelineWorker:
 
             self.batch_producer = BatchProducer(app, self.partitions, self.default_partitions,
                                                 framer=self.framer)
-            self.batch_processor = BatchProcessor(app, self.tasks, self.driver.lock, self.batch_producer)
+            self.batch_processor = BatchProcessor(app, self.tasks, self.driver.lock, self.batch_producer,
+                                                  self.aligned)
             install_batch_drain(app, self.sources, self.batch_processor)
         elif self.spec.path not in ("batch", "agent"):
             raise ValueError(f"unknown processing path {self.spec.path!r} (expected 'batch' or 'agent')")
@@ -262,6 +267,8 @@ class PipelineWorker:
 
         def on_rebalance_start() -> None:
             original_start()
+            if self.batch_processor is not None:   # held records are read again once assigned
+                self.batch_processor.drop_held()
             if self._running_once:
                 self.report("REBALANCING")
 

@@ -49,12 +49,13 @@ from dataflow.kafka_produce import produce
 from dataflow.records import Record
 from dataflow.runtime import changelog as cl
 from dataflow.runtime import poll_loops, producers
+from dataflow.runtime.alignment import TimestampAligner
 from dataflow.runtime.base import PipelineRunner, RunnerError, RunnerState, RuntimeConfig, StateCallback
 from dataflow.runtime.tasks import BuildPipeline, OpenState, PartitionTasks, probe
 from dataflow.state.base import StoreFactory
 from dataflow.state.partition import PartitionState, memory_partition_state, rocks_partition_state
 from dataflow.topology import compile_pipeline
-from dataflow.topology.compiled import CompiledPipeline, DirectSource, direct_routes
+from dataflow.topology.compiled import CompiledPipeline, DirectSource, aligned_topics, direct_routes
 from dataflow.topology.stats import StepSnapshot
 
 if TYPE_CHECKING:  # only named in annotations
@@ -110,6 +111,7 @@ class KafkaRunner(PipelineRunner):
         self.group_id = dataflow_group_id(msg.uid, config.consumer_prefix, config.namespace)
         self.changelog_topic = cl.changelog_topic(self.group_id) if config.state_changelog else None
         self.record_filters: dict[str, frozenset[bytes]] | None = None   # set by _prepare
+        self.aligned_topics: tuple[frozenset[str], ...] = ()   # set by _prepare
         self.stats = {"consumed": 0, "produced": 0, "failed": 0, "commits": 0, "restored": 0}
 
     def step_totals(self) -> dict[str, StepSnapshot]:
@@ -247,7 +249,13 @@ class KafkaRunner(PipelineRunner):
         # every record matters).
         filters = getattr(probed, "record_filters", None)
         self.record_filters = filters() if filters is not None else None
+        self.aligned_topics = aligned_topics(probed)
         return PartitionTasks(build, open_state), partitions, probed.source_topics
+
+
+def _describe(m: Message) -> tuple[str, int, int]:
+    """A consumed record's (topic, partition, timestamp) for the aligner."""
+    return m.topic(), m.partition(), m.timestamp()[1]  # type: ignore[return-value]  # set on records without an error
 
 
 class RunnerLoop:
@@ -284,6 +292,9 @@ class RunnerLoop:
         self.join: GroupJoin | None = None  # never leave the group mid-join (see ``close``)
         self.next_commit = self.next_punctuate = 0.0
         self.since_commit = 0
+        # Records of the topics that meet in a join go to the steps in record-time order.
+        self.aligner: TimestampAligner[Message] | None = \
+            TimestampAligner(runner.aligned_topics, _describe) if runner.aligned_topics else None
         # (topic, value) -> value with schema-registry framing, or None when that is off. The
         # values are the codec's own serialisations, so they are not parsed again to check them.
         framer = schema_registry.framer_for(cfg.schema_registry_config, validate=False)
@@ -342,14 +353,16 @@ class RunnerLoop:
         if self.restore_error:
             raise RunnerError(self.restore_error)
         n = len(msgs)
-        useful = 0
+        aligner = self.aligner
+        if aligner is not None and (n or aligner.holding):
+            msgs = aligner.align(msgs, int(time.time() * 1000), self._has_more)
         mono = time.monotonic()
+        produced = self._process(msgs) if msgs else 0
+        # What keeps this version "hot" (and a parked-capable consumer awake): records that led
+        # to output, or any record for a stateful version (a join's first branch is worth waiting
+        # awake for). Records of other pipelines on a shared model topic do not.
+        useful = n if self.tasks.stateful else produced
         if n:
-            produced = self._process(msgs)
-            # What keeps this version "hot" (and a parked-capable consumer awake): records that
-            # led to output, or any record for a stateful version (a join's first branch is worth
-            # waiting awake for). Records of other pipelines on a shared model topic do not.
-            useful = n if self.tasks.stateful else produced
             if useful:
                 self.last_records_at = mono
             self.since_commit += n
@@ -492,6 +505,8 @@ class RunnerLoop:
         except Exception:
             kept = set()
         gone = {p for _, p in revoked} - kept
+        if self.aligner is not None:   # never processed: their next owner reads them
+            self.aligner.drop(revoked)
         for p in sorted(gone):
             task = self.tasks.get(p)
             if task is None:
@@ -576,6 +591,21 @@ class RunnerLoop:
         self.runner.stats["produced"] += produced
         self.dirty = True
         return produced
+
+    def _has_more(self, topic: str, partition: int) -> bool:
+        """Whether the consumer has not yet read everything the last fetch of that topic
+        partition reported (unknown counts as yes: the aligner bounds the wait)."""
+        assert self.consumer is not None  # between open() and close()
+        tp = TopicPartition(topic, partition)
+        try:
+            _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            [position] = self.consumer.position([tp])
+        except KafkaException:
+            return True
+        if high < 0:
+            return True
+        at = position.offset if position.offset >= 0 else self.committed.get((topic, partition))
+        return at is None or at < high
 
     def _punctuate(self) -> None:
         now_ms = int(time.time() * 1000)
@@ -721,8 +751,10 @@ class RunnerLoop:
         assert self.consumer is not None  # between open() and close()
         self.retriable_failures = 0
         self.tasks.rollback()
+        # held records were read past but never processed: read them again as well
+        held = self.aligner.drop() if self.aligner is not None else set()
         for (topic, partition), offset in self.committed.items():
-            if (topic, partition) in self.offsets:
+            if (topic, partition) in self.offsets or (topic, partition) in held:
                 try:
                     self.consumer.seek(TopicPartition(topic, partition, offset))
                 except KafkaException as exc:

@@ -12,6 +12,9 @@ fields into its outputs, or says the record needs ``process`` (``DirectSource``,
 steps). A runtime that uses it builds no ``Record`` for the commonest steps (a chain step, a join
 straight to its sink); outputs, state and statistics are the same as through ``process``.
 
+A pipeline with joins also says which topics meet in one step (``aligned_topics``): a runtime
+hands their records over in record-time order (``dataflow.runtime.alignment``).
+
 A pipeline whose processors keep decoded state in memory between checkpoints (joins do) also has
 ``flush()``: the runtime calls it before reading the stores' changes for a checkpoint.
 """
@@ -53,3 +56,10 @@ def direct_routes(pipeline: CompiledPipeline) -> Mapping[str, DirectSource]:
 
 
 _NONE: Mapping[str, DirectSource] = {}
+
+
+def aligned_topics(pipeline: CompiledPipeline) -> tuple[frozenset[str], ...]:
+    """Groups of topics whose records meet in one step (a join, a trigger gate), none for a
+    pipeline that says nothing."""
+    groups: tuple[frozenset[str], ...] = getattr(pipeline, "aligned_topics", ())
+    return groups

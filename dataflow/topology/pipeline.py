@@ -13,7 +13,7 @@ from dataflow.records import Record
 from dataflow.state.base import StoreFactory
 from dataflow.topology.cycles import STORE_NAME as COUNTER_STORE
 from dataflow.topology.cycles import VisitCounter
-from dataflow.topology.model import Topology
+from dataflow.topology.model import JoinType, Topology
 from dataflow.topology.stats import LATENCY_BUCKETS, PipelineStats, StepSnapshot
 from dataflow.topology.steps import DirectSource, StepProcessor
 
@@ -82,6 +82,22 @@ class Pipeline:
             snap.join_buffered, snap.join_expired, snap.batch_rows = proc.buffered()
             out[proc.step.name] = snap
         return out
+
+    @property
+    def aligned_topics(self) -> tuple[frozenset[str], ...]:
+        """The topics of each step that joins records of two topics or more (branches of a join,
+        data and triggers of a gate): their records meet by record time, so a runtime hands
+        them over in record-time order (``dataflow.runtime.alignment``)."""
+        groups = []
+        for proc in self.steps:
+            step = proc.step
+            buffers = proc.gate is not None or (proc.join is not None and proc.join.kind is not JoinType.ANY)
+            if not buffers:   # an ``any`` join buffers nothing: arrival order cannot lose a result
+                continue
+            topics = frozenset(s.topic for s in step.sources) | frozenset(t.topic for t in step.triggers)
+            if len(topics) > 1:
+                groups.append(topics)
+        return tuple(groups)
 
     @property
     def source_topics(self) -> frozenset[str]:
