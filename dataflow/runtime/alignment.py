@@ -92,23 +92,39 @@ class TimestampAligner(Generic[R]):
             return records
         describe, held, newest = self._describe, self._held, self._newest
         out: list[R] = []
+        # Records come in runs of one topic partition: its queue and newest timestamp are looked
+        # up once per run and kept in locals meanwhile.
+        run_topic: str | None = None
+        run_partition = -1
+        queue: list[tuple[int, R]] | None = None   # None: the run's topic is not aligned
+        key: TopicPartitionKey = ("", -1)          # the run's, while queue is set
+        latest = _OLDEST
         for r in records:
             topic, partition, ts = describe(r)
-            if topic not in partners:
+            if topic != run_topic or partition != run_partition:
+                if queue is not None:
+                    newest[key] = latest
+                run_topic, run_partition = topic, partition
+                if topic in partners:
+                    key = (topic, partition)
+                    queue = held.get(key)
+                    if queue is None:
+                        queue = held[key] = []
+                        self._waiting_since[key] = now_ms
+                    latest = newest.get(key, _OLDEST)
+                else:
+                    queue = None
+            if queue is None:
                 out.append(r)
                 continue
-            key = (topic, partition)
-            queue = held.get(key)
-            if queue is None:
-                queue = held[key] = []
-                self._waiting_since[key] = now_ms
             # Held under the newest timestamp read so far of its topic partition, which never
             # goes down: the queue stays sorted, so a release is a bisection and the merge of
             # several released runs keeps each run in offset order.
-            latest = newest.get(key, _OLDEST)
             if ts > latest:
-                newest[key] = latest = ts
+                latest = ts
             queue.append((latest, r))
+        if queue is not None:
+            newest[key] = latest
         if not held:
             return out
         released: list[tuple[int, R]] = []
