@@ -111,49 +111,10 @@ async def start_runner(spec: dict):
     return runner, runner.pid, None
 
 
-def start_raw_loop(settings, spec: dict):
-    """Bytes in, bytes out: the cheapest possible consume -> produce loop with confluent-kafka."""
+def run_bare_loop(loop, assigned, stop):
+    """Run a bare loop on its own thread until its consumer has its partitions; returns what
+    stops it."""
     import threading
-
-    from confluent_kafka import Consumer, Producer
-
-    from dataflow.runtime.producers import LINGER_MS
-
-    consumer = Consumer(settings.consumer(spec["group"]))
-    producer = Producer(settings.producer(**{"linger.ms": LINGER_MS}))   # the runners' producer linger
-    assigned, stop = threading.Event(), threading.Event()
-    consumer.subscribe([spec["source"]], on_assign=lambda c, ps: assigned.set())
-    sink = spec["sink"]
-
-    def produce(m) -> None:
-        producer.produce(sink, m.value(), m.key(), partition=m.partition(), headers=m.headers(),
-                         timestamp=m.timestamp()[1])
-
-    def produce_when_room(m) -> None:
-        """The local queue is full (a large --n): wait for deliveries, as the runner does."""
-        while True:
-            producer.poll(0.05)
-            try:
-                return produce(m)
-            except BufferError:
-                continue
-
-    def loop() -> None:
-        while not stop.is_set():
-            msgs = consumer.consume(1000, 0)
-            if not msgs:  # block for the first record only, then take what is already fetched
-                first = consumer.poll(0.05)
-                msgs = [first, *consumer.consume(999, 0)] if first is not None else []
-            for m in msgs:
-                if m.error() is None:
-                    try:   # positional, as the runner calls it (keyword arguments cost ~0.25 us a call)
-                        producer.produce(sink, m.value(), m.key(), m.partition(), None, None, m.timestamp()[1],
-                                         m.headers())
-                    except BufferError:
-                        produce_when_room(m)
-            producer.poll(0)
-        producer.flush(10)
-        consumer.close()
 
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
@@ -163,6 +124,40 @@ def start_raw_loop(settings, spec: dict):
         stop.set()
         thread.join(30)
     return halt
+
+
+def start_raw_loop(settings, spec: dict):
+    """Bytes in, bytes out: the cheapest possible consume -> produce loop with confluent-kafka."""
+    import threading
+
+    from confluent_kafka import Consumer, Producer
+
+    from dataflow.kafka import poll_batch
+    from dataflow.kafka_produce import produce
+    from dataflow.runtime.producers import LINGER_MS
+
+    consumer = Consumer(settings.consumer(spec["group"]))
+    producer = Producer(settings.producer(**{"linger.ms": LINGER_MS}))   # the runners' producer linger
+    assigned, stop = threading.Event(), threading.Event()
+    consumer.subscribe([spec["source"]], on_assign=lambda c, ps: assigned.set())
+    sink = spec["sink"]
+
+    def loop() -> None:
+        while not stop.is_set():
+            # the runner's poll: block for the first record only, then take what is already fetched
+            for m in poll_batch(consumer, 1000, 0.05):
+                if m.error() is None:
+                    try:   # positional, as the runner calls it (keyword arguments cost ~0.25 us a call)
+                        producer.produce(sink, m.value(), m.key(), m.partition(), None, None, m.timestamp()[1],
+                                         m.headers())
+                    except BufferError:   # the local queue is full (a large --n): wait, as the runner does
+                        produce(producer, sink, m.value(), m.key(), m.partition(), None, None, m.timestamp()[1],
+                                m.headers())
+            producer.poll(0)
+        producer.flush(10)
+        consumer.close()
+
+    return run_bare_loop(loop, assigned, stop)
 
 
 def start_raw_join(settings, spec: dict):
@@ -178,6 +173,8 @@ def start_raw_join(settings, spec: dict):
 
     from confluent_kafka import Consumer, Producer, TopicPartition
 
+    from dataflow.kafka import poll_batch
+    from dataflow.kafka_produce import produce
     from dataflow.runtime.producers import LINGER_MS
     from dataflow.state.partition import RocksBackend
 
@@ -190,13 +187,6 @@ def start_raw_join(settings, spec: dict):
     sink, changelog = spec["sink"], spec["changelog"]
     branch_of = {t: i for i, t in enumerate(sources)}
 
-    def queue(*args) -> None:
-        while True:
-            try:
-                return producer.produce(*args)
-            except BufferError:
-                producer.poll(0.05)
-
     def loop() -> None:
         groups: dict[bytes, list] = {}
         changed: dict[bytes, list] = {}
@@ -205,10 +195,7 @@ def start_raw_join(settings, spec: dict):
         held: list[collections.deque] = [collections.deque(), collections.deque()]
         newest = [-1, -1]
         while not stop.is_set():
-            msgs = consumer.consume(1000, 0)
-            if not msgs:
-                first = consumer.poll(0.05)
-                msgs = [first, *consumer.consume(999, 0)] if first is not None else []
+            msgs = poll_batch(consumer, 1000, 0.05)
             for m in msgs:
                 if m.error() is not None:
                     continue
@@ -231,15 +218,15 @@ def start_raw_join(settings, spec: dict):
                 group[branch_of[topic]] = m.value()
                 changed[key] = group
                 if group[0] is not None and group[1] is not None:
-                    queue(sink, group[0] + group[1], key, m.partition(), None, None, m.timestamp()[1],
-                          m.headers())
+                    produce(producer, sink, group[0] + group[1], key, m.partition(), None, None,
+                            m.timestamp()[1], m.headers())
             since += len(msgs)
             if since >= 5000 or time.monotonic() >= next_commit:
                 since, next_commit = 0, time.monotonic() + 1.0
                 batch = {}
                 for key, group in changed.items():
                     state = b"".join(v for v in group if v is not None)
-                    queue(changelog, state, key, 0)
+                    produce(producer, changelog, state, key, 0)
                     batch[key] = state
                 changed = {}
                 producer.flush(30)
@@ -253,14 +240,7 @@ def start_raw_join(settings, spec: dict):
         consumer.close()
         db.close()
 
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    assigned.wait(120)
-
-    def halt() -> None:
-        stop.set()
-        thread.join(30)
-    return halt
+    return run_bare_loop(loop, assigned, stop)
 
 
 # ------------------------------------------------------------------------------ driver side
